@@ -1,0 +1,109 @@
+//! ingest's settings: every one a flag with an env var, shown by `--help`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::builder::TypedValueParser as _;
+use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
+use webhook_shared::envelope::max_body_for;
+use webhook_shared::sqs::MAX_MESSAGE_BYTES;
+
+/// Room kept in each SQS message for everything but the body: the headers (at most
+/// [`MAX_HEADER_BYTES`], doubled for JSON escaping) and the other fields.
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 48 * 1024;
+/// Most header bytes (names and values) carried into the envelope; more is refused with 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The largest body that fits SQS's 1 MiB message limit even when base64-encoded (x4/3)
+/// with [`ENVELOPE_OVERHEAD_BYTES`] kept for the rest: 749,568 bytes (732 KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = max_body_for(MAX_MESSAGE_BYTES, ENVELOPE_OVERHEAD_BYTES);
+
+/// Accepts webhooks over HTTP and puts each one on SQS before answering 202.
+#[derive(Debug, Parser)]
+#[command(name = "ingest", version, about)]
+pub struct Config {
+    /// URL of the main SQS queue that webhooks are sent to.
+    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
+    pub queue_url: String,
+
+    /// Address the webhook HTTP server listens on (HTTP/1.1 and HTTP/2 cleartext).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Largest accepted request body, in bytes; larger ones get 413. The default (and the
+    /// maximum) is the largest body that still fits one SQS message after the envelope.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_BODY_BYTES as u64).map(|n| n as usize))]
+    pub max_body_bytes: usize,
+
+    /// Seconds a client is told to wait (Retry-After) when the queue cannot take a webhook.
+    #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub retry_after_seconds: u32,
+
+    /// Most client connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub max_connections: usize,
+
+    /// Seconds to keep serving after SIGTERM with /readyz answering 503, so the load
+    /// balancer stops sending traffic before the listener closes. Match the target group's
+    /// deregistration delay; keep it plus the grace period below ECS's stopTimeout.
+    #[arg(long, env = "DEREGISTRATION_DELAY_SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub deregistration_delay_seconds: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ops: OpsArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// The deregistration delay as a duration.
+    pub fn deregistration_delay(&self) -> Duration {
+        Duration::from_secs(self.deregistration_delay_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut argv = vec![
+            "ingest",
+            "--queue-url",
+            "http://127.0.0.1:4566/000000000000/q",
+        ];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv)
+    }
+
+    #[test]
+    fn default_body_limit_is_documented_figure() {
+        assert_eq!(DEFAULT_MAX_BODY_BYTES, 749_568);
+        assert_eq!(
+            parse(&[]).expect("defaults parse").max_body_bytes,
+            DEFAULT_MAX_BODY_BYTES
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let error = parse(&["--max-body-bytes", "2000000"])
+            .expect_err("over the SQS limit")
+            .to_string();
+        assert!(error.contains("--max-body-bytes"), "{error}");
+        let error = Config::try_parse_from(["ingest", "--queue-url", "not-a-url"])
+            .expect_err("bad url")
+            .to_string();
+        assert!(error.contains("--queue-url"), "{error}");
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

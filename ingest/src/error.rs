@@ -1,0 +1,84 @@
+//! The errors ingest answers with, each mapped to its status and the SPEC's JSON body.
+//! Internal causes are logged where they happen; clients only see the code and message.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use webhook_shared::server::{self, Body};
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No route for the path, or a source name outside `[a-z0-9_-]{1,64}`.
+    #[error("no such route")]
+    NotFound,
+    /// The route exists but not for this method.
+    #[error("method not allowed; use {allow}")]
+    MethodNotAllowed {
+        /// The methods the route takes, for the `Allow` header.
+        allow: &'static str,
+    },
+    /// The body is larger than `MAX_BODY_BYTES` (or its envelope would not fit one message).
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit that was passed.
+        limit: usize,
+    },
+    /// The headers to carry are larger than the envelope leaves room for.
+    #[error("request headers are larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit that was passed.
+        limit: usize,
+    },
+    /// The body could not be read (the client broke off, or the framing was invalid).
+    #[error("request body could not be read")]
+    BadBody,
+    /// The queue did not take the message; the client should retry later.
+    #[error("the queue cannot take the webhook now; retry later")]
+    QueueUnavailable {
+        /// Seconds for the `Retry-After` header.
+        retry_after_seconds: u32,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::QueueUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code in the body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::BadBody => "bad_request",
+            Self::QueueUnavailable { .. } => "queue_unavailable",
+        }
+    }
+
+    /// The response for this error.
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = server::error(self.status(), self.code(), &self.to_string());
+        let headers = response.headers_mut();
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::QueueUnavailable {
+                retry_after_seconds,
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,121 @@
+//! ingest: accepts webhooks over HTTP, wraps each in an [`Envelope`](webhook_shared::envelope::Envelope)
+//! and answers `202` only after SQS has accepted it.
+//!
+//! [`run`] takes its listeners and a shutdown token, so tests can start many instances on
+//! port 0.
+
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod publisher;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use webhook_shared::metrics::PrometheusHandle;
+use webhook_shared::ops::{self, Readiness};
+use webhook_shared::server::{self, ServeOptions};
+use webhook_shared::sqs::{self, ClientTimeouts};
+
+use crate::config::Config;
+use crate::publisher::{Publish, SqsPublisher};
+use crate::routes::AppState;
+
+/// How often the queue is probed for `/readyz`.
+const READINESS_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Listeners bound by the caller (port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The webhook listener (`LISTEN_ADDR`).
+    pub http: TcpListener,
+    /// The ops listener (`METRICS_ADDR`).
+    pub ops: TcpListener,
+}
+
+/// Runs ingest until `shutdown` is cancelled, then drains: `/readyz` turns 503 at once,
+/// requests are still served for the deregistration delay, then the listener closes and
+/// in-flight requests finish within the grace period.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    metrics::describe();
+    let client = sqs::client(ClientTimeouts {
+        attempt: Duration::from_secs(5),
+        max_attempts: 3,
+    })
+    .await;
+    let state = Arc::new(AppState {
+        publisher: SqsPublisher::new(client, config.queue_url.clone()),
+        readiness: Readiness::default(),
+        max_body_bytes: config.max_body_bytes,
+        retry_after_seconds: config.retry_after_seconds,
+    });
+    tracing::info!(
+        listen_addr = %listeners.http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        queue_url = %config.queue_url,
+        max_body_bytes = config.max_body_bytes,
+        "ingest started"
+    );
+
+    let stop_accepting = CancellationToken::new();
+    let stop_ops = CancellationToken::new();
+    let options = ServeOptions {
+        max_connections: config.max_connections,
+        drain_timeout: config.ops.shutdown_grace(),
+        ..ServeOptions::default()
+    };
+    let service = {
+        let state = Arc::clone(&state);
+        move |request| routes::route(Arc::clone(&state), request)
+    };
+    let drain = async {
+        shutdown.cancelled().await;
+        state.readiness.set(false);
+        tracing::info!(delay = ?config.deregistration_delay(), "not ready; serving until deregistered");
+        tokio::time::sleep(config.deregistration_delay()).await;
+        stop_accepting.cancel();
+    };
+    let http = async {
+        server::serve(listeners.http, service, stop_accepting.clone(), options).await;
+        tracing::info!("ingest drained");
+        stop_ops.cancel();
+    };
+    tokio::join!(
+        http,
+        drain,
+        probe_readiness(&state, &shutdown),
+        ops::serve(
+            listeners.ops,
+            metrics,
+            state.readiness.clone(),
+            stop_ops.clone()
+        ),
+    );
+}
+
+/// Keeps `/readyz` in step with whether the queue answers, until shutdown.
+async fn probe_readiness<P: Publish>(state: &AppState<P>, shutdown: &CancellationToken) {
+    let mut interval = tokio::time::interval(READINESS_PROBE_INTERVAL);
+    while shutdown
+        .run_until_cancelled(interval.tick())
+        .await
+        .is_some()
+    {
+        let Some(ready) = shutdown.run_until_cancelled(state.publisher.probe()).await else {
+            break;
+        };
+        if ready != state.readiness.is_ready() {
+            tracing::info!(ready, "readiness changed");
+        }
+        state.readiness.set(ready);
+    }
+    state.readiness.set(false);
+}

@@ -1,0 +1,38 @@
+//! The `ingest` binary: parse config, start logging and metrics, bind, run until a signal.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use ingest::Listeners;
+use ingest::config::Config;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use webhook_shared::{metrics, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(config.log.log_format);
+    match start(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "ingest failed to start");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    let metrics = metrics::install_recorder().context("installing the Prometheus recorder")?;
+    let http = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+    let ops = TcpListener::bind(config.ops.metrics_addr)
+        .await
+        .with_context(|| format!("binding METRICS_ADDR {}", config.ops.metrics_addr))?;
+    let token = CancellationToken::new();
+    shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
+    ingest::run(config, Listeners { http, ops }, metrics, token).await;
+    Ok(())
+}

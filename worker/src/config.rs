@@ -1,0 +1,194 @@
+//! worker's settings and subcommands: every setting a flag with an env var, shown by `--help`.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
+
+/// Long-polls SQS under a hard concurrency limit and stores webhooks in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "worker", version, about)]
+pub struct Cli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+}
+
+/// The worker's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume the queue and store webhooks (the default).
+    Run(Box<RunConfig>),
+    /// Apply the embedded database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+impl Cli {
+    /// Parses the command line; with no subcommand, parses again as `run` so the settings
+    /// come from the environment and errors name them.
+    pub fn parse_command() -> (Command, LogArgs) {
+        let cli = Self::parse();
+        match cli.command {
+            Some(command) => (command, cli.log),
+            None => {
+                // Same arguments with `run` inserted: global flags like --log-format still apply.
+                let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+                args.insert(1.min(args.len()), "run".into());
+                let cli = Self::parse_from(args);
+                let command = cli
+                    .command
+                    .unwrap_or_else(|| unreachable!("`run` was given"));
+                (command, cli.log)
+            }
+        }
+    }
+}
+
+/// Settings of `worker run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunConfig {
+    /// URL of the main SQS queue to consume.
+    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
+    pub queue_url: String,
+
+    /// URL of the dead-letter queue, for its depth metric. Found from the main queue's
+    /// RedrivePolicy when absent.
+    #[arg(long, env = "DLQ_URL", value_parser = parse_queue_url)]
+    pub dlq_url: Option<String>,
+
+    /// Most messages processed at once. Never more are received than there is room for.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "16")]
+    pub worker_concurrency: NonZeroU32,
+
+    /// Long-poll loops receiving in parallel; default: one per 10 of WORKER_CONCURRENCY.
+    #[arg(long, env = "RECEIVE_LOOPS")]
+    pub receive_loops: Option<NonZeroU32>,
+
+    /// Seconds between refreshes of the queue depth gauges.
+    #[arg(long, env = "QUEUE_METRICS_INTERVAL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub queue_metrics_interval_seconds: u64,
+
+    /// Apply pending database migrations at start instead of refusing to run without them.
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = false)]
+    pub run_migrations: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ops: OpsArgs,
+}
+
+impl RunConfig {
+    /// Receive loops to run: the setting, or one per 10 permits.
+    pub fn receive_loops(&self) -> u32 {
+        self.receive_loops.map_or_else(
+            || self.worker_concurrency.get().div_ceil(10),
+            NonZeroU32::get,
+        )
+    }
+
+    /// The queue metrics refresh interval.
+    pub fn queue_metrics_interval(&self) -> Duration {
+        Duration::from_secs(self.queue_metrics_interval_seconds)
+    }
+}
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection string, e.g. postgres://user:password@host:5432/db?sslmode=require.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+
+    /// Size of the connection pool: the most connections the worker opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "8")]
+    pub database_max_connections: NonZeroU32,
+
+    /// Seconds to wait for a pooled connection before the message is retried later.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub database_acquire_timeout_seconds: u64,
+}
+
+impl DatabaseArgs {
+    /// The acquire timeout as a duration.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.database_acquire_timeout_seconds)
+    }
+}
+
+/// A database URL that never shows its password in `Debug` output or logs.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The full URL, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn database_url_is_never_printed() {
+        let cli = Cli::try_parse_from([
+            "worker",
+            "run",
+            "--queue-url",
+            "http://127.0.0.1:4566/000000000000/q",
+            "--database-url",
+            "postgres://app:hunter2@db/app",
+        ])
+        .expect("valid");
+        assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused_by_name() {
+        let error = Cli::try_parse_from([
+            "worker",
+            "run",
+            "--queue-url",
+            "http://127.0.0.1:4566/000000000000/q",
+            "--database-url",
+            "postgres://db/app",
+            "--worker-concurrency",
+            "0",
+        ])
+        .expect_err("zero is not a concurrency")
+        .to_string();
+        assert!(error.contains("--worker-concurrency"), "{error}");
+    }
+}
