@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::batcher::BatchOptions;
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
@@ -40,6 +41,30 @@ pub struct Config {
     #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub retry_after_seconds: u32,
 
+    /// Most messages per SendMessageBatch call (1 to 10). 1 sends one call per webhook, for
+    /// comparison; 10 lets concurrent webhooks share calls.
+    #[arg(long, env = "BATCH_MAX_MESSAGES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10).map(|n| n as usize))]
+    pub batch_max_messages: usize,
+
+    /// Milliseconds to wait for more webhooks before sending a batch that is not full. 0 sends
+    /// at once: batches still form from webhooks that arrive while earlier calls are in flight.
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub batch_linger_ms: u64,
+
+    /// Most SendMessageBatch calls in flight at once. Fewer means fuller batches (fewer SQS
+    /// requests per webhook); more means more throughput per task when SQS is slow.
+    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
+    pub batch_max_in_flight: usize,
+
+    /// Longest a webhook waits for SQS to accept it, retries included, before it gets 503.
+    #[arg(long, env = "SEND_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub send_timeout_seconds: u64,
+
+    /// For FIFO queues: a request header whose value becomes the MessageGroupId (ordering
+    /// scope). Without it, or when a request lacks the header, the group is the source.
+    #[arg(long, env = "FIFO_GROUP_HEADER")]
+    pub fifo_group_header: Option<http::HeaderName>,
+
     /// Most client connections open at once; more wait in the listen backlog.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
     pub max_connections: usize,
@@ -60,6 +85,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// How webhooks are batched into SQS calls.
+    pub fn batch_options(&self) -> BatchOptions {
+        BatchOptions {
+            max_entries: self.batch_max_messages,
+            linger: Duration::from_millis(self.batch_linger_ms),
+            max_in_flight: self.batch_max_in_flight,
+            deadline: Duration::from_secs(self.send_timeout_seconds),
+        }
+    }
+
     /// The deregistration delay as a duration.
     pub fn deregistration_delay(&self) -> Duration {
         Duration::from_secs(self.deregistration_delay_seconds)

@@ -4,12 +4,14 @@
 //! [`run`] takes its listeners and a shutdown token, so tests can start many instances on
 //! port 0.
 
+pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod headers;
 pub mod metrics;
 pub mod publisher;
 pub mod routes;
+pub mod sqs_batch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +23,14 @@ use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, ServeOptions};
 use webhook_shared::sqs::{self, ClientTimeouts};
 
+use crate::batcher::Batcher;
 use crate::config::Config;
-use crate::publisher::{Publish, SqsPublisher};
+use crate::publisher::Publish;
 use crate::routes::AppState;
+use crate::sqs_batch::SqsBatchSender;
 
+/// Time allowed for one SQS call from ingest.
+const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the queue is probed for `/readyz`.
 const READINESS_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -47,16 +53,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     metrics::describe();
+    // One attempt per call: the batcher retries per entry, within each request's deadline.
     let client = sqs::client(ClientTimeouts {
-        attempt: Duration::from_secs(5),
-        max_attempts: 3,
+        attempt: SQS_ATTEMPT_TIMEOUT,
+        max_attempts: 1,
     })
     .await;
+    let close_batcher = CancellationToken::new();
+    let sender = SqsBatchSender::new(client, config.queue_url.clone());
+    let (batcher, dispatcher) =
+        Batcher::start(sender, config.batch_options(), close_batcher.clone());
     let state = Arc::new(AppState {
-        publisher: SqsPublisher::new(client, config.queue_url.clone()),
+        publisher: batcher,
         readiness: Readiness::default(),
         max_body_bytes: config.max_body_bytes,
         retry_after_seconds: config.retry_after_seconds,
+        fifo_group_header: config.fifo_group_header.clone(),
     });
     tracing::info!(
         listen_addr = %listeners.http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
@@ -85,6 +97,10 @@ pub async fn run(
     };
     let http = async {
         server::serve(listeners.http, service, stop_accepting.clone(), options).await;
+        close_batcher.cancel();
+        if let Err(error) = dispatcher.await {
+            tracing::error!(%error, "batch dispatcher failed");
+        }
         tracing::info!("ingest drained");
         stop_ops.cancel();
     };

@@ -40,3 +40,46 @@ pub fn record_request(status: StatusCode, elapsed: Duration) {
 pub fn record_body_size(bytes: usize) {
     metrics::histogram!(BODY_BYTES).record(bytes as f64);
 }
+
+/// Histogram: messages per `SendMessageBatch` call.
+pub const BATCH_MESSAGES: &str = "webhook_ingest_batch_messages";
+/// Histogram: seconds one `SendMessageBatch` call took.
+pub const SQS_CALL_DURATION_SECONDS: &str = "webhook_ingest_sqs_call_duration_seconds";
+/// Counter: batch entries sent again after a retryable failure.
+pub const SEND_RETRIES_TOTAL: &str = "webhook_ingest_send_retries_total";
+/// Counter: messages the queue did not take, by `reason` (`rejected`, `deadline`).
+pub const SEND_FAILURES_TOTAL: &str = "webhook_ingest_send_failures_total";
+
+/// Registers the batching metrics' help texts.
+pub fn describe_batching() {
+    metrics::describe_histogram!(BATCH_MESSAGES, "Messages per SendMessageBatch call.");
+    metrics::describe_histogram!(
+        SQS_CALL_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time one SendMessageBatch call took."
+    );
+    metrics::describe_counter!(
+        SEND_RETRIES_TOTAL,
+        "Batch entries sent again after a retryable failure."
+    );
+    metrics::describe_counter!(
+        SEND_FAILURES_TOTAL,
+        "Messages the queue did not take, by reason (rejected: refused for good; deadline: not accepted in time)."
+    );
+}
+
+/// Records one batch call.
+pub fn record_batch(messages: usize, elapsed: Duration) {
+    metrics::histogram!(BATCH_MESSAGES).record(messages as f64);
+    metrics::histogram!(SQS_CALL_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Counts entries about to be retried.
+pub fn record_retries(entries: usize) {
+    metrics::counter!(SEND_RETRIES_TOTAL).increment(entries as u64);
+}
+
+/// Counts one message the queue did not take.
+pub fn record_send_failure(reason: &'static str) {
+    metrics::counter!(SEND_FAILURES_TOTAL, "reason" => reason).increment(1);
+}

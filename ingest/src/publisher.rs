@@ -1,93 +1,64 @@
-//! Putting envelopes on SQS. [`Publish`] is the seam: handlers depend on it, the SQS
-//! implementation sends, and unit tests put a small fake behind it.
+//! The seams between the webhook handler and SQS. [`Publish`] is what handlers use ("has the
+//! queue taken this message?"); [`SendBatch`] is one `SendMessageBatch` call, which the
+//! [`Batcher`](crate::batcher::Batcher) drives and unit tests fake.
 
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::MessageAttributeValue;
-use webhook_shared::envelope::Envelope;
-use webhook_shared::metrics::record_sqs_request;
-use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE, is_fifo};
-
-/// The queue did not accept the message. The cause has been logged.
-#[derive(Debug, thiserror::Error)]
+/// The queue did not accept the message (in time). The cause has been logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the queue did not accept the message")]
 pub struct PublishError;
 
-/// Something that durably enqueues envelopes. `Ok` means the queue has the message.
+/// One message to enqueue: an envelope in its serialized form, with what the queue needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The event id (message attribute, and the FIFO deduplication id).
+    pub event_id: String,
+    /// The source (message attribute).
+    pub source: String,
+    /// The FIFO message group: the source, or a header's value where configured.
+    pub group_id: String,
+    /// The envelope JSON.
+    pub body: String,
+}
+
+/// Bytes a message counts toward SQS's 1 MiB batch limit: its body plus its attributes'
+/// names, data types and values.
+pub fn payload_size(message: &OutgoingMessage) -> usize {
+    const ATTRIBUTE_OVERHEAD: usize = "source".len() + "event_id".len() + 2 * "String".len();
+    message.body.len() + message.event_id.len() + message.source.len() + ATTRIBUTE_OVERHEAD
+}
+
+/// Something that durably enqueues messages. `Ok` means the queue has the message.
 pub trait Publish: Send + Sync + 'static {
-    /// Enqueues one envelope, given with its serialized form.
+    /// Enqueues one message and waits until the queue has accepted or refused it.
     fn publish(
         &self,
-        envelope: &Envelope,
-        body: String,
+        message: OutgoingMessage,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
 
     /// Whether the queue answers at all (for `/readyz`).
     fn probe(&self) -> impl Future<Output = bool> + Send;
 }
 
-/// Publishes to one SQS queue.
-#[derive(Debug, Clone)]
-pub struct SqsPublisher {
-    client: Client,
-    queue_url: String,
-    fifo: bool,
+/// What became of one entry of a batch call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryOutcome {
+    /// The queue has it.
+    Accepted,
+    /// Refused for a reason that may pass (throttling, a server fault): try again.
+    Retry,
+    /// Refused for good (the request itself is wrong): do not try again.
+    Reject,
 }
 
-impl SqsPublisher {
-    /// A publisher for `queue_url`.
-    pub fn new(client: Client, queue_url: String) -> Self {
-        let fifo = is_fifo(&queue_url);
-        Self {
-            client,
-            queue_url,
-            fifo,
-        }
-    }
-}
+/// One `SendMessageBatch`-like call: up to 10 messages, one outcome per message, in order.
+/// `Err` means the call as a whole failed; the [`EntryOutcome`] says whether to retry it.
+pub trait SendBatch: Send + Sync + 'static {
+    /// Sends the messages in one call.
+    fn send_batch(
+        &self,
+        messages: &[&OutgoingMessage],
+    ) -> impl Future<Output = Result<Vec<EntryOutcome>, EntryOutcome>> + Send;
 
-fn string_attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .unwrap_or_else(|error| unreachable!("data_type is set: {error}"))
-}
-
-impl Publish for SqsPublisher {
-    async fn publish(&self, envelope: &Envelope, body: String) -> Result<(), PublishError> {
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .message_attributes(ATTRIBUTE_SOURCE, string_attribute(&envelope.source))
-            .message_attributes(ATTRIBUTE_EVENT_ID, string_attribute(&envelope.id));
-        if self.fifo {
-            request = request
-                .message_group_id(&envelope.source)
-                .message_deduplication_id(&envelope.id);
-        }
-        let result = request.send().await;
-        record_sqs_request("SendMessage", &result);
-        result.map(drop).map_err(|error| {
-            tracing::warn!(event_id = %envelope.id, error = %DisplayErrorContext(&error), "SendMessage failed");
-            PublishError
-        })
-    }
-
-    async fn probe(&self) -> bool {
-        let result = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await;
-        record_sqs_request("GetQueueAttributes", &result);
-        if let Err(error) = &result {
-            tracing::warn!(error = %DisplayErrorContext(error), "queue probe failed");
-        }
-        result.is_ok()
-    }
+    /// Whether the queue answers at all.
+    fn probe(&self) -> impl Future<Output = bool> + Send;
 }

@@ -18,7 +18,7 @@ use crate::config::MAX_HEADER_BYTES;
 use crate::error::ApiError;
 use crate::headers::envelope_headers;
 use crate::metrics;
-use crate::publisher::Publish;
+use crate::publisher::{OutgoingMessage, Publish};
 
 /// What the handlers need, shared by every connection.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ pub struct AppState<P> {
     pub max_body_bytes: usize,
     /// `Retry-After` seconds on 503.
     pub retry_after_seconds: u32,
+    /// Header naming the FIFO message group, if configured.
+    pub fifo_group_header: Option<http::HeaderName>,
 }
 
 /// Routes one request.
@@ -95,6 +97,8 @@ async fn accept_webhook<P: Publish>(
     if declared_length.is_some_and(|length| length > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
+    let group_id = fifo_group(&parts.headers, state.fifo_group_header.as_ref())
+        .unwrap_or_else(|| source.clone());
     let headers = envelope_headers(&parts.headers, MAX_HEADER_BYTES).map_err(|_| {
         ApiError::HeadersTooLarge {
             limit: MAX_HEADER_BYTES,
@@ -115,14 +119,28 @@ async fn accept_webhook<P: Publish>(
         return Err(ApiError::PayloadTooLarge { limit });
     }
     metrics::record_body_size(envelope.body.len());
+    let message = OutgoingMessage {
+        event_id: envelope.id.clone(),
+        source: envelope.source,
+        group_id,
+        body: json,
+    };
     state
         .publisher
-        .publish(&envelope, json)
+        .publish(message)
         .await
         .map_err(|_| ApiError::QueueUnavailable {
             retry_after_seconds: state.retry_after_seconds,
         })?;
     Ok(envelope.id)
+}
+
+/// The FIFO group from the configured header, when present and valid for SQS (1 to 128
+/// characters of `a-zA-Z0-9` and punctuation).
+fn fifo_group(headers: &http::HeaderMap, header: Option<&http::HeaderName>) -> Option<String> {
+    let value = headers.get(header?)?.to_str().ok()?;
+    let valid = (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+    valid.then(|| value.to_owned())
 }
 
 /// Collects the body, failing with 413 as soon as it passes `limit` (never buffering more).
