@@ -43,7 +43,7 @@ export QUEUE_URL DLQ_URL
 
 cd "$REPO_ROOT"
 log "building ingest and worker"
-cargo build --quiet --bins
+cargo build --quiet -p ingest -p worker --bins  # same selection as the tests: shared artifacts
 target/debug/worker migrate
 
 METRICS_ADDR="127.0.0.1:$WORKER_METRICS_PORT" target/debug/worker run &

@@ -31,6 +31,12 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
 
+    /// Sources file (TOML): per source, its verification scheme, the names of the env vars
+    /// holding its secrets, and whether unknown sources are accepted. Without it, every
+    /// valid source name is accepted unverified. See the README for the format.
+    #[arg(long, env = "SOURCES_FILE")]
+    pub sources_file: Option<std::path::PathBuf>,
+
     /// Largest accepted request body, in bytes; larger ones get 413. The default (and the
     /// maximum) is the largest body that still fits one SQS message after the envelope.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
@@ -64,6 +70,14 @@ pub struct Config {
     /// scope). Without it, or when a request lacks the header, the group is the source.
     #[arg(long, env = "FIFO_GROUP_HEADER")]
     pub fifo_group_header: Option<http::HeaderName>,
+
+    /// Seconds a client has to send the request headers (slowloris guard).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_seconds: u64,
+
+    /// Seconds a client has to send the whole body once the headers are in; then 408.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub body_read_timeout_seconds: u64,
 
     /// Most client connections open at once; more wait in the listen backlog.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]

@@ -4,12 +4,26 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use webhook_shared::server::{self, Body};
 
+use crate::verify::VerifyError;
+
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No route for the path, or a source name outside `[a-z0-9_-]{1,64}`.
     #[error("no such route")]
     NotFound,
+    /// A valid source name that is not configured, while unknown sources are refused.
+    #[error("unknown source")]
+    UnknownSource,
+    /// The request's signature or timestamp did not verify.
+    #[error("{0}")]
+    Unauthorized(#[from] VerifyError),
+    /// The source requires JSON and the content type is not JSON.
+    #[error("this source requires a JSON content type")]
+    UnsupportedMediaType,
+    /// The source requires JSON and the body does not parse.
+    #[error("the body is not valid JSON")]
+    InvalidJson,
     /// The route exists but not for this method.
     #[error("method not allowed; use {allow}")]
     MethodNotAllowed {
@@ -31,6 +45,9 @@ pub enum ApiError {
     /// The body could not be read (the client broke off, or the framing was invalid).
     #[error("request body could not be read")]
     BadBody,
+    /// The body did not arrive within the body read timeout.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The queue did not take the message; the client should retry later.
     #[error("the queue cannot take the webhook now; retry later")]
     QueueUnavailable {
@@ -43,11 +60,15 @@ impl ApiError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::UnknownSource => StatusCode::NOT_FOUND,
+            Self::Unauthorized(error) => error.status(),
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidJson => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::QueueUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -56,10 +77,15 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
+            Self::UnknownSource => "unknown_source",
+            Self::Unauthorized(error) => error.code(),
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::InvalidJson => "invalid_json",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BadBody => "bad_request",
+            Self::BodyTimeout => "request_timeout",
             Self::QueueUnavailable { .. } => "queue_unavailable",
         }
     }

@@ -11,10 +11,14 @@ pub mod headers;
 pub mod metrics;
 pub mod publisher;
 pub mod routes;
+pub mod sources;
 pub mod sqs_batch;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +31,7 @@ use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::publisher::Publish;
 use crate::routes::AppState;
+use crate::sources::Sources;
 use crate::sqs_batch::SqsBatchSender;
 
 /// Time allowed for one SQS call from ingest.
@@ -43,7 +48,8 @@ pub struct Listeners {
     pub ops: TcpListener,
 }
 
-/// Runs ingest until `shutdown` is cancelled, then drains: `/readyz` turns 503 at once,
+/// Loads the sources file (failing fast on any mistake in it), then runs ingest until
+/// `shutdown` is cancelled, then drains: `/readyz` turns 503 at once,
 /// requests are still served for the deregistration delay, then the listener closes and
 /// in-flight requests finish within the grace period.
 pub async fn run(
@@ -51,7 +57,13 @@ pub async fn run(
     listeners: Listeners,
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
+    let sources = match &config.sources_file {
+        Some(path) => {
+            sources::load(path, &|name| std::env::var(name).ok()).context("loading SOURCES_FILE")?
+        }
+        None => Sources::open(),
+    };
     metrics::describe();
     // One attempt per call: the batcher retries per entry, within each request's deadline.
     let client = sqs::client(ClientTimeouts {
@@ -68,6 +80,8 @@ pub async fn run(
         readiness: Readiness::default(),
         max_body_bytes: config.max_body_bytes,
         retry_after_seconds: config.retry_after_seconds,
+        body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
+        sources,
         fifo_group_header: config.fifo_group_header.clone(),
     });
     tracing::info!(
@@ -81,8 +95,8 @@ pub async fn run(
     let stop_ops = CancellationToken::new();
     let options = ServeOptions {
         max_connections: config.max_connections,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
         drain_timeout: config.ops.shutdown_grace(),
-        ..ServeOptions::default()
     };
     let service = {
         let state = Arc::clone(&state);
@@ -115,6 +129,7 @@ pub async fn run(
             stop_ops.clone()
         ),
     );
+    Ok(())
 }
 
 /// Keeps `/readyz` in step with whether the queue answers, until shutdown.

@@ -33,6 +33,5 @@ async fn start(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding METRICS_ADDR {}", config.ops.metrics_addr))?;
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
-    ingest::run(config, Listeners { http, ops }, metrics, token).await;
-    Ok(())
+    ingest::run(config, Listeners { http, ops }, metrics, token).await
 }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use webhook_shared::envelope::Envelope;
+use webhook_shared::envelope::{Envelope, is_json_content_type};
 use webhook_shared::ops::Readiness;
 use webhook_shared::server::{self, Body};
 use webhook_shared::sqs::MAX_MESSAGE_BYTES;
@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::headers::envelope_headers;
 use crate::metrics;
 use crate::publisher::{OutgoingMessage, Publish};
+use crate::sources::{Source, Sources};
 
 /// What the handlers need, shared by every connection.
 #[derive(Debug)]
@@ -31,6 +32,10 @@ pub struct AppState<P> {
     pub max_body_bytes: usize,
     /// `Retry-After` seconds on 503.
     pub retry_after_seconds: u32,
+    /// Time a client has to send the body.
+    pub body_read_timeout: std::time::Duration,
+    /// The configured sources and their verifiers.
+    pub sources: Sources,
     /// Header naming the FIFO message group, if configured.
     pub fifo_group_header: Option<http::HeaderName>,
 }
@@ -48,9 +53,12 @@ pub async fn route<P: Publish>(
         if request.method() != Method::POST {
             return ApiError::MethodNotAllowed { allow: "POST" }.into_response();
         }
-        let source = source.to_owned();
         let started = Instant::now();
-        let response = match accept_webhook(&state, source, request).await {
+        let accepted = match state.sources.resolve(source) {
+            Some(config) => accept_webhook(&state, source.to_owned(), config, request).await,
+            None => Err(ApiError::UnknownSource),
+        };
+        let response = match accepted {
             Ok(id) => server::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
             Err(error) => error.into_response(),
         };
@@ -85,9 +93,17 @@ fn is_valid_source(source: &str) -> bool {
 async fn accept_webhook<P: Publish>(
     state: &AppState<P>,
     source: String,
+    config: &Source,
     request: Request<Incoming>,
 ) -> Result<String, ApiError> {
     let (parts, body) = request.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if config.require_json && !content_type.is_some_and(is_json_content_type) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
     let limit = state.max_body_bytes;
     let declared_length = parts
         .headers
@@ -104,10 +120,23 @@ async fn accept_webhook<P: Publish>(
             limit: MAX_HEADER_BYTES,
         }
     })?;
-    let body = read_body(body, limit).await?;
+    let body = tokio::time::timeout(state.body_read_timeout, read_body(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
+    let verified = config
+        .verifier
+        .verify(&parts.headers, &body, Utc::now())
+        .inspect_err(|error| {
+            tracing::debug!(source, scheme = config.verifier.scheme(), %error, "webhook refused");
+        })?;
+    if config.require_json && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        return Err(ApiError::InvalidJson);
+    }
     let content_type = headers.get(header::CONTENT_TYPE.as_str()).cloned();
     let envelope = Envelope {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: verified
+            .event_id
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         source,
         received_at: Utc::now(),
         headers,

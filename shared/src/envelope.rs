@@ -166,7 +166,8 @@ fn json_escaped_len(byte: u8) -> usize {
     }
 }
 
-fn is_json_content_type(content_type: &str) -> bool {
+/// Whether a `Content-Type` value is JSON (`application/json` or any `+json` type).
+pub fn is_json_content_type(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/json")
         || essence.to_ascii_lowercase().ends_with("+json")

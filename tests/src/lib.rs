@@ -15,6 +15,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use sqlx::PgPool;
 use tokio::process::Command;
 
+pub mod report;
 pub mod services;
 
 pub use services::Service;
@@ -49,6 +50,8 @@ pub struct QueueOptions {
     pub max_receive_count: u32,
     /// Seconds a received message stays invisible.
     pub visibility_timeout: u32,
+    /// FIFO queues (names ending `.fifo`).
+    pub fifo: bool,
 }
 
 impl Default for QueueOptions {
@@ -56,6 +59,7 @@ impl Default for QueueOptions {
         Self {
             max_receive_count: 3,
             visibility_timeout: 30,
+            fifo: false,
         }
     }
 }
@@ -234,6 +238,44 @@ impl TestStack {
         }
     }
 
+    /// Receives every message now in `queue_url` (hiding each for the visibility timeout)
+    /// and returns their bodies; stops after two empty receives in a row.
+    pub async fn receive_all(&self, queue_url: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        let mut empty = 0;
+        while empty < 2 {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            let messages = output.messages.unwrap_or_default();
+            empty = if messages.is_empty() { empty + 1 } else { 0 };
+            bodies.extend(messages.into_iter().filter_map(|message| message.body));
+        }
+        bodies
+    }
+
+    /// The event ids of every message now in `queue_url` (see [`TestStack::receive_all`]).
+    pub async fn event_ids_in(&self, queue_url: &str) -> Vec<String> {
+        self.receive_all(queue_url)
+            .await
+            .iter()
+            .map(|body| {
+                let envelope: serde_json::Value =
+                    serde_json::from_str(body).expect("messages are envelopes");
+                envelope["id"]
+                    .as_str()
+                    .expect("envelopes have ids")
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// Deletes the queues and drops the database. Call at the end of a passing test; a
     /// failing one keeps its state for inspection.
     pub async fn cleanup(self) {
@@ -279,9 +321,16 @@ async fn create_queues(
     name: &str,
     options: QueueOptions,
 ) -> anyhow::Result<(String, String)> {
-    let dlq_url = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
+    let suffix = if options.fifo { ".fifo" } else { "" };
+    let fifo =
+        |request: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| {
+            if options.fifo {
+                request.attributes(QueueAttributeName::FifoQueue, "true")
+            } else {
+                request
+            }
+        };
+    let dlq_url = fifo(sqs.create_queue().queue_name(format!("{name}-dlq{suffix}")))
         .send()
         .await
         .context("CreateQueue (DLQ)")?
@@ -298,9 +347,7 @@ async fn create_queues(
         .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
         .context("no DLQ ARN")?;
     let policy = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count });
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(name)
+    let queue_url = fifo(sqs.create_queue().queue_name(format!("{name}{suffix}")))
         .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
         .attributes(
             QueueAttributeName::VisibilityTimeout,
@@ -372,6 +419,7 @@ fn build_binaries() {
         let status = command
             .current_dir(workspace_root())
             .args(["build", "--quiet", "-p", "ingest", "-p", "worker", "--bins"])
+            .args((!cfg!(debug_assertions)).then_some("--release"))
             .status()
             .map_err(|error| format!("running cargo build: {error}"))?;
         if status.success() {
@@ -385,14 +433,15 @@ fn build_binaries() {
     }
 }
 
-/// The binary next to this test executable's `deps/` directory (same target dir and profile).
+/// The binary in this executable's target profile directory (`target/<profile>/`), whether
+/// this is a test (in `deps/`) or a benchmark binary.
 fn binary_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
-    profile_dir.join(name)
+    let mut dir = exe.parent().expect("executables live in a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps/ has a parent");
+    }
+    dir.join(name)
 }
 
 /// Polls `check` every 100 ms until it returns `Ok(Some)`; fails after `timeout`.

@@ -1,0 +1,271 @@
+//! The sources file: which sources ingest knows, how each one's webhooks are verified, and
+//! whether unknown sources are accepted.
+//!
+//! ```toml
+//! unknown_sources = "reject"          # or "accept": unknown sources are taken unverified
+//! [sources.github]
+//! scheme = "github"                   # standard_webhooks, github, stripe, shopify, hmac, none
+//! secret_env = ["GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET_PREVIOUS"]
+//! require_json = true                 # default false
+//! [sources.acme]
+//! scheme = "hmac"
+//! header = "x-acme-signature"
+//! encoding = "hex"                    # or "base64"
+//! prefix = "sha256="                  # optional
+//! id_header = "x-acme-delivery"       # optional (hmac and none)
+//! ```
+//!
+//! Secrets are never in the file: `secret_env` names environment variables (ECS injects them
+//! from Secrets Manager), several for rotation; each must be set, non-empty and free of
+//! surrounding whitespace. `tolerance_seconds` (1 to 86400, default 300) applies to the
+//! timestamped schemes. `require_json` asks the caller to answer 415 when the content type is
+//! not JSON and 400 when the body does not parse. Every mistake stops the start with an error
+//! naming the file, the source and the key or variable at fault, never a secret's value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+
+use crate::verify::{DEFAULT_TOLERANCE, Encoding, KeyError, Scheme, SchemeSettings, Verifier};
+
+/// Most seconds a signed timestamp may be off.
+const MAX_TOLERANCE_SECONDS: u64 = 86_400;
+
+/// The sources ingest knows.
+#[derive(Debug)]
+pub struct Sources {
+    known: BTreeMap<String, Source>,
+    /// What unknown sources get, when they are accepted.
+    fallback: Option<Source>,
+}
+
+/// One source's settings.
+#[derive(Debug)]
+pub struct Source {
+    /// Checks the source's signatures and finds its event ids.
+    pub verifier: Verifier,
+    /// The body must be JSON (415 for another content type, 400 when it does not parse).
+    pub require_json: bool,
+}
+
+impl Sources {
+    /// No sources file: every valid source name is accepted, unverified.
+    pub fn open() -> Self {
+        Self {
+            known: BTreeMap::new(),
+            fallback: Some(Source::unverified()),
+        }
+    }
+
+    /// The configured source `source`.
+    pub fn get(&self, source: &str) -> Option<&Source> {
+        self.known.get(source)
+    }
+
+    /// Whether sources missing from the file are accepted (unverified, no event id).
+    pub fn accepts_unknown(&self) -> bool {
+        self.fallback.is_some()
+    }
+
+    /// The settings for a request to `source`: its own when configured, the unverified
+    /// fallback when unknown sources are accepted, else `None` (answer 404).
+    pub fn resolve(&self, source: &str) -> Option<&Source> {
+        self.get(source).or(self.fallback.as_ref())
+    }
+
+    /// The configured sources in name order, for the start-up log.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Source)> {
+        self.known
+            .iter()
+            .map(|(name, source)| (name.as_str(), source))
+    }
+}
+
+impl Source {
+    /// A source that verifies nothing and needs no particular body.
+    fn unverified() -> Self {
+        Self {
+            verifier: Verifier::unverified(),
+            require_json: false,
+        }
+    }
+}
+
+/// Why the sources file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourcesError {
+    /// The file cannot be read.
+    #[error("cannot read sources file {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML, or its top level is not as documented.
+    #[error("sources file {}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the line at fault.
+        message: String,
+    },
+    /// One source is misconfigured.
+    #[error("sources file {}: source `{name}`: {problem}", path.display())]
+    Source {
+        /// The file.
+        path: PathBuf,
+        /// The source's name as written.
+        name: String,
+        /// What is wrong (never a secret's value).
+        problem: String,
+    },
+}
+
+/// The file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    unknown_sources: UnknownSources,
+    #[serde(default)]
+    sources: BTreeMap<String, toml::Table>,
+}
+
+/// What to do with sources the file does not name.
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum UnknownSources {
+    #[default]
+    Reject,
+    Accept,
+}
+
+/// One `[sources.NAME]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    scheme: String,
+    #[serde(default)]
+    secret_env: Vec<String>,
+    #[serde(default)]
+    require_json: bool,
+    tolerance_seconds: Option<u64>,
+    header: Option<String>,
+    encoding: Option<Encoding>,
+    prefix: Option<String>,
+    id_header: Option<String>,
+}
+
+/// Reads the sources file at `path`, taking secrets from `env` (the process environment in
+/// production, a map in tests).
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Sources, SourcesError> {
+    let text = std::fs::read_to_string(path).map_err(|error| SourcesError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let raw: RawFile = toml::from_str(&text).map_err(|error| SourcesError::Syntax {
+        path: path.to_owned(),
+        message: error.to_string().trim_end().to_owned(),
+    })?;
+    let mut known = BTreeMap::new();
+    for (name, table) in raw.sources {
+        let source = build(&name, table, env).map_err(|problem| SourcesError::Source {
+            path: path.to_owned(),
+            name: name.clone(),
+            problem,
+        })?;
+        known.insert(name, source);
+    }
+    let fallback = (raw.unknown_sources == UnknownSources::Accept).then(Source::unverified);
+    Ok(Sources { known, fallback })
+}
+
+/// One source from its table; the error says what is wrong.
+fn build(
+    name: &str,
+    table: toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Source, String> {
+    if !is_valid_name(name) {
+        return Err("the name must be 1 to 64 of a-z, 0-9, _ and -".to_owned());
+    }
+    let raw: RawSource = table
+        .try_into()
+        .map_err(|error: toml::de::Error| error.message().to_owned())?;
+    let scheme = Scheme::from_settings(SchemeSettings {
+        scheme: &raw.scheme,
+        header: raw.header.as_deref(),
+        encoding: raw.encoding,
+        prefix: raw.prefix.as_deref(),
+        id_header: raw.id_header.as_deref(),
+    })
+    .map_err(|error| error.to_string())?;
+    let tolerance = match raw.tolerance_seconds {
+        Some(_) if !scheme.is_timestamped() => {
+            let scheme = scheme.name();
+            return Err(format!(
+                "`tolerance_seconds` does not apply to scheme `{scheme}`"
+            ));
+        }
+        Some(seconds @ 1..=MAX_TOLERANCE_SECONDS) => Duration::from_secs(seconds),
+        Some(_) => {
+            return Err(format!(
+                "`tolerance_seconds` must be 1 to {MAX_TOLERANCE_SECONDS}"
+            ));
+        }
+        None => DEFAULT_TOLERANCE,
+    };
+    let secrets = raw
+        .secret_env
+        .iter()
+        .map(|var| secret(var, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let verifier = Verifier::new(scheme, &secrets, tolerance).map_err(|error| match error {
+        KeyError::InvalidSecret { index, problem } => {
+            let var = raw.secret_env.get(index).map_or("?", String::as_str);
+            format!("environment variable {var}: {problem}")
+        }
+        KeyError::NoSecrets { .. } => {
+            format!("{error}: name the environment variables holding them in `secret_env`")
+        }
+        KeyError::UnexpectedSecrets { .. } => format!("{error}: remove `secret_env`"),
+    })?;
+    Ok(Source {
+        verifier,
+        require_json: raw.require_json,
+    })
+}
+
+/// The secret in environment variable `var`: set, non-empty, no surrounding whitespace.
+fn secret(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<SecretString, String> {
+    let value = SecretString::from(
+        env(var).ok_or_else(|| format!("environment variable {var} is not set"))?,
+    );
+    let text = value.expose_secret();
+    if text.is_empty() {
+        return Err(format!("environment variable {var} is empty"));
+    }
+    if text.trim() != text {
+        return Err(format!(
+            "environment variable {var} starts or ends with whitespace"
+        ));
+    }
+    Ok(value)
+}
+
+/// A source name as the SPEC allows: `[a-z0-9_-]{1,64}`.
+fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+#[path = "sources_tests.rs"]
+mod tests;

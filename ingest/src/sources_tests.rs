@@ -1,0 +1,162 @@
+//! Tests for the sources file: loading, and every error naming what is wrong.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+const EXAMPLE: &str = r#"
+    unknown_sources = "reject"
+    [sources.github]
+    scheme = "github"
+    secret_env = ["GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET_PREVIOUS"]
+    require_json = true
+    [sources.svix]
+    scheme = "standard_webhooks"
+    secret_env = ["SVIX_SECRET"]
+    tolerance_seconds = 600
+    [sources.acme]
+    scheme = "hmac"
+    header = "x-acme-signature"
+    encoding = "hex"
+    prefix = "sha256="
+    id_header = "x-acme-delivery"
+    secret_env = ["ACME_SECRET"]
+    [sources.demo]
+    scheme = "none"
+"#;
+
+/// Loads `contents` from a fresh temporary file with the test environment.
+fn load_text(contents: &str) -> Result<Sources, SourcesError> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "ingest-sources-{}-{unique}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, contents).expect("write temp file");
+    let result = load(&path, &env);
+    std::fs::remove_file(&path).expect("remove temp file");
+    result
+}
+
+fn env(var: &str) -> Option<String> {
+    let value = match var {
+        "GITHUB_WEBHOOK_SECRET" => "It's a Secret to Everybody",
+        "GITHUB_WEBHOOK_SECRET_PREVIOUS" | "ACME_SECRET" => "hunter2-previous",
+        "SVIX_SECRET" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "EMPTY" => "",
+        "PADDED" => "hunter2\n",
+        _ => return None,
+    };
+    Some(value.to_owned())
+}
+
+fn error(contents: &str) -> String {
+    load_text(contents).expect_err("must fail").to_string()
+}
+
+#[test]
+fn the_example_loads() {
+    let sources = load_text(EXAMPLE).expect("valid");
+    assert!(!sources.accepts_unknown());
+    let names: Vec<_> = sources.iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["acme", "demo", "github", "svix"]);
+    let github = sources.get("github").expect("configured");
+    assert!(github.require_json);
+    assert_eq!(github.verifier.scheme(), "github");
+    // The secrets came from the environment: GitHub's documented example verifies.
+    let mut headers = http::HeaderMap::new();
+    let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    headers.insert("x-hub-signature-256", signature.parse().expect("ASCII"));
+    let now = chrono::Utc::now();
+    assert!(
+        github
+            .verifier
+            .verify(&headers, b"Hello, World!", now)
+            .is_ok()
+    );
+    assert!(!sources.get("demo").expect("configured").require_json);
+    assert!(sources.get("other").is_none());
+    assert!(sources.resolve("other").is_none());
+    let debug = format!("{sources:?}");
+    assert!(
+        !debug.contains("Secret to Everybody") && !debug.contains("hunter2"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn unknown_sources_can_be_accepted() {
+    let sources = load_text("unknown_sources = \"accept\"").expect("valid");
+    assert!(sources.accepts_unknown());
+    assert!(sources.get("anything").is_none());
+    assert_eq!(
+        sources.resolve("anything").map(|s| s.verifier.scheme()),
+        Some("none")
+    );
+    let empty = load_text("").expect("valid");
+    assert!(!empty.accepts_unknown());
+    let open = Sources::open();
+    assert!(open.accepts_unknown() && open.resolve("demo").is_some());
+}
+
+#[test]
+fn unreadable_and_invalid_files_name_the_file() {
+    let missing = std::env::temp_dir().join("ingest-sources-does-not-exist.toml");
+    let err = load(&missing, &env).expect_err("missing").to_string();
+    assert!(
+        err.starts_with("cannot read sources file ") && err.contains("does-not-exist"),
+        "{err}"
+    );
+    for (contents, needle) in [
+        ("[sources.a\nscheme = 1", "line 1"),
+        ("unknown_sources = \"maybe\"", "unknown variant `maybe`"),
+        ("colour = \"blue\"", "unknown field `colour`"),
+    ] {
+        let err = error(contents);
+        assert!(
+            err.starts_with("sources file ") && err.contains("ingest-sources-"),
+            "{err}"
+        );
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+/// Each line: one source as an inline table, `=>`, and what the error must say after
+/// "source `NAME`: ".
+const MISTAKES: &str = r#"
+GitHub = { scheme = "none" } => the name must be 1 to 64 of a-z, 0-9, _ and -
+a = { scheme = "none", secrets = ["X"] } => unknown field `secrets`
+a = { secret_env = ["ACME_SECRET"] } => missing field `scheme`
+a = { scheme = "gitlab" } => unknown scheme `gitlab`; expected standard_webhooks, github, stripe, shopify, hmac or none
+a = { scheme = "github" } => scheme `github` needs at least one secret: name the environment variables holding them in `secret_env`
+a = { scheme = "stripe", secret_env = [] } => scheme `stripe` needs at least one secret
+a = { scheme = "none", secret_env = ["ACME_SECRET"] } => scheme `none` takes no secrets: remove `secret_env`
+a = { scheme = "github", secret_env = ["ACME_SECRET", "NOPE"] } => environment variable NOPE is not set
+a = { scheme = "github", secret_env = ["EMPTY"] } => environment variable EMPTY is empty
+a = { scheme = "github", secret_env = ["PADDED"] } => environment variable PADDED starts or ends with whitespace
+a = { scheme = "standard_webhooks", secret_env = ["SVIX_SECRET", "ACME_SECRET"] } => environment variable ACME_SECRET: the part after whsec_ is not base64
+a = { scheme = "github", header = "x-sig", secret_env = ["ACME_SECRET"] } => `header` does not apply to scheme `github`
+a = { scheme = "hmac", encoding = "hex", secret_env = ["ACME_SECRET"] } => scheme `hmac` needs `header`
+a = { scheme = "hmac", header = "x-sig", encoding = "base32" } => unknown variant `base32`, expected `hex` or `base64`
+a = { scheme = "none", id_header = "bad header" } => `id_header` is not a valid header name
+a = { scheme = "stripe", secret_env = ["ACME_SECRET"], tolerance_seconds = 0 } => `tolerance_seconds` must be 1 to 86400
+a = { scheme = "github", secret_env = ["ACME_SECRET"], tolerance_seconds = 60 } => `tolerance_seconds` does not apply to scheme `github`
+a = { scheme = "none", require_json = "yes" } => invalid type: string "yes", expected a boolean
+"#;
+
+#[test]
+fn source_mistakes_name_the_source_and_the_fault() {
+    for case in MISTAKES.lines().filter(|line| !line.is_empty()) {
+        let (source, expected) = case.split_once(" => ").expect("case has =>");
+        let (name, _) = source.split_once(" = ").expect("case names a source");
+        let err = error(&format!("[sources]\n{source}"));
+        let wanted = format!("source `{name}`: {expected}");
+        assert!(err.starts_with("sources file "), "{err}");
+        assert!(err.contains(&wanted), "{err}\n  expected {wanted}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("MfKQ9r8G"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! Webhook signature verification: one [`Verifier`] per configured source checks a
+//! request's signature headers against the source's secrets and finds the provider's own
+//! event id.
+//!
+//! Schemes ([`Scheme`]):
+//! - **Standard Webhooks** (`webhook-id`, `webhook-timestamp`, `webhook-signature`): HMAC-SHA256
+//!   (`v1,<base64>`, secrets `whsec_<base64 key>`) or ed25519 (`v1a,<base64>`, public keys
+//!   `whpk_<base64>`) over `{id}.{timestamp}.{body}`; the event id is `webhook-id`.
+//! - **GitHub**: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`; the event id is
+//!   `X-GitHub-Delivery`.
+//! - **Stripe**: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]` over `{t}.{body}`, keyed with the
+//!   whole secret string (`whsec_…` included); the event id is the body's top-level `id`.
+//! - **Shopify**: `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of the body>`; the event id is
+//!   `X-Shopify-Webhook-Id`.
+//! - **Hmac**: any HMAC-SHA256 of the body in a configured header (hex or base64, optional
+//!   prefix such as `sha256=`), with an optional id header.
+//! - **None**: nothing is verified; an optional id header still names the event.
+//!
+//! Several secrets mean rotation: a request passes when any secret verifies any signature it
+//! carries. MACs are compared in constant time by the `hmac` crate (`Mac::verify_slice`);
+//! ed25519 signatures are checked by `ed25519-dalek` (`verify_strict`).
+//!
+//! **Timestamps.** Standard Webhooks and Stripe sign a timestamp; a request whose timestamp is
+//! more than the source's tolerance (default [`DEFAULT_TOLERANCE`], 300 s) before or after now
+//! is rejected as stale, even when its signature is valid.
+//!
+//! **Replays.** Within the tolerance window a captured request can be sent again and will
+//! verify. That is harmless: the replay carries the same provider event id, and events are
+//! stored under the key `(source, event id)` with `ON CONFLICT DO NOTHING`, so it cannot
+//! produce a second row. Schemes without a signed timestamp rely on this alone.
+//!
+//! **Event ids.** An id is used only when it is 1 to 255 bytes of visible ASCII (`!`..=`~`).
+//! Anything else (absent, empty, too long, spaces, non-ASCII, a repeated header, a Stripe body
+//! that is not JSON or has no string `id`) counts as no id, and the caller falls back to a new
+//! UUIDv7: the webhook is still accepted, but a provider's retry of it is then stored again.
+//!
+//! Secrets never appear in `Debug` output or in errors: keys live in types whose `Debug`
+//! prints `[REDACTED]`, and [`VerifyError`] and [`KeyError`] name headers and positions only.
+
+mod body;
+mod common;
+mod config;
+mod error;
+mod github;
+mod keys;
+#[cfg(test)]
+mod proptests;
+mod shopify;
+mod standard;
+mod stripe;
+#[cfg(test)]
+mod testing;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, HeaderName};
+use secrecy::SecretString;
+
+pub use config::{SchemeSettings, SettingsError};
+pub use error::{KeyError, VerifyError};
+
+/// Tolerance for signed timestamps when a source sets none: five minutes either way.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// How a source signs its webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    /// [Standard Webhooks](https://www.standardwebhooks.com/): `v1` (HMAC, `whsec_` secrets)
+    /// and `v1a` (ed25519, `whpk_` public keys).
+    StandardWebhooks,
+    /// GitHub's `X-Hub-Signature-256`.
+    GitHub,
+    /// Stripe's `Stripe-Signature`.
+    Stripe,
+    /// Shopify's `X-Shopify-Hmac-Sha256`.
+    Shopify,
+    /// A generic HMAC-SHA256 of the body.
+    Hmac(HmacScheme),
+    /// No verification.
+    None {
+        /// The header holding the provider's event id, if it sends one.
+        id_header: Option<HeaderName>,
+    },
+}
+
+impl Scheme {
+    /// The scheme's name as written in the sources file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StandardWebhooks => "standard_webhooks",
+            Self::GitHub => "github",
+            Self::Stripe => "stripe",
+            Self::Shopify => "shopify",
+            Self::Hmac(_) => "hmac",
+            Self::None { .. } => "none",
+        }
+    }
+
+    /// Whether the scheme needs at least one secret (every scheme but `None`).
+    pub fn needs_secrets(&self) -> bool {
+        !matches!(self, Self::None { .. })
+    }
+
+    /// Whether the scheme signs a timestamp, so that a tolerance applies.
+    pub fn is_timestamped(&self) -> bool {
+        matches!(self, Self::StandardWebhooks | Self::Stripe)
+    }
+}
+
+/// Where and how a generic HMAC-SHA256 signature of the raw body travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacScheme {
+    /// The header carrying the signature.
+    pub header: HeaderName,
+    /// How the MAC is written in the header.
+    pub encoding: Encoding,
+    /// Text before the encoded MAC, such as `sha256=`; it must be present when set.
+    pub prefix: Option<String>,
+    /// The header holding the provider's event id, if it sends one.
+    pub id_header: Option<HeaderName>,
+}
+
+/// How a MAC is written in a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Hexadecimal, either case.
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// What a successful verification learned about the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// The provider's event id, when the scheme has one and it is valid; otherwise the
+    /// caller assigns a UUIDv7.
+    pub event_id: Option<String>,
+}
+
+/// Verifies the requests of one source.
+#[derive(Debug)]
+pub struct Verifier {
+    scheme: &'static str,
+    check: Check,
+    tolerance_seconds: u64,
+}
+
+/// The scheme with its keys, ready to check requests.
+#[derive(Debug)]
+enum Check {
+    Standard(keys::StandardKeys),
+    Stripe(Vec<keys::HmacKey>),
+    Body(body::BodyHmac),
+    Unverified { id_header: Option<HeaderName> },
+}
+
+impl Verifier {
+    /// A verifier for `scheme` with `secrets` (several for rotation; none for
+    /// [`Scheme::None`]) and the tolerance for signed timestamps (whole seconds count).
+    pub fn new(
+        scheme: Scheme,
+        secrets: &[SecretString],
+        tolerance: Duration,
+    ) -> Result<Self, KeyError> {
+        let name = scheme.name();
+        if scheme.needs_secrets() && secrets.is_empty() {
+            return Err(KeyError::NoSecrets { scheme: name });
+        }
+        if !scheme.needs_secrets() && !secrets.is_empty() {
+            return Err(KeyError::UnexpectedSecrets { scheme: name });
+        }
+        let check = match scheme {
+            Scheme::StandardWebhooks => Check::Standard(keys::StandardKeys::parse(secrets)?),
+            Scheme::Stripe => Check::Stripe(keys::raw_keys(secrets)?),
+            Scheme::GitHub => Check::Body(body::BodyHmac::new(
+                github::scheme(),
+                keys::raw_keys(secrets)?,
+            )),
+            Scheme::Shopify => Check::Body(body::BodyHmac::new(
+                shopify::scheme(),
+                keys::raw_keys(secrets)?,
+            )),
+            Scheme::Hmac(hmac) => Check::Body(body::BodyHmac::new(hmac, keys::raw_keys(secrets)?)),
+            Scheme::None { id_header } => Check::Unverified { id_header },
+        };
+        Ok(Self {
+            scheme: name,
+            check,
+            tolerance_seconds: tolerance.as_secs(),
+        })
+    }
+
+    /// A verifier that accepts every request and finds no event id (unknown sources).
+    pub fn unverified() -> Self {
+        Self {
+            scheme: "none",
+            check: Check::Unverified { id_header: None },
+            tolerance_seconds: DEFAULT_TOLERANCE.as_secs(),
+        }
+    }
+
+    /// The name of the verifier's scheme, for logs.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// Checks one request: its headers and exact body, against the time `now`.
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Verified, VerifyError> {
+        match &self.check {
+            Check::Standard(keys) => {
+                standard::verify(keys, headers, body, now, self.tolerance_seconds)
+            }
+            Check::Stripe(keys) => stripe::verify(keys, headers, body, now, self.tolerance_seconds),
+            Check::Body(check) => check.verify(headers, body),
+            Check::Unverified { id_header } => Ok(Verified {
+                event_id: id_header
+                    .as_ref()
+                    .and_then(|name| common::optional_id(headers, name)),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::testing::{headers, secrets};
+
+    #[test]
+    fn none_accepts_anything_and_reads_its_id_header() {
+        let verifier = Verifier::new(
+            Scheme::None {
+                id_header: Some(HeaderName::from_static("x-delivery")),
+            },
+            &[],
+            DEFAULT_TOLERANCE,
+        )
+        .expect("no secrets needed");
+        let now = Utc::now();
+        let with_id = headers(&[("x-delivery", "d-1")]);
+        let verified = verifier.verify(&with_id, b"any", now).expect("unverified");
+        assert_eq!(verified.event_id.as_deref(), Some("d-1"));
+        let bad_id = headers(&[("x-delivery", "has space")]);
+        assert_eq!(verifier.verify(&bad_id, b"", now), Ok(Verified::default()));
+        let plain = Verifier::unverified();
+        assert_eq!(plain.verify(&with_id, b"", now), Ok(Verified::default()));
+        assert_eq!(plain.scheme(), "none");
+    }
+
+    #[test]
+    fn secrets_are_required_exactly_where_needed() {
+        let err = Verifier::new(Scheme::GitHub, &[], DEFAULT_TOLERANCE).expect_err("no secret");
+        assert_eq!(err, KeyError::NoSecrets { scheme: "github" });
+        let err = Verifier::new(
+            Scheme::None { id_header: None },
+            &secrets(&["x"]),
+            DEFAULT_TOLERANCE,
+        )
+        .expect_err("secret for none");
+        assert_eq!(err, KeyError::UnexpectedSecrets { scheme: "none" });
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let secret = "It's a Secret to Everybody";
+        for scheme in [Scheme::GitHub, Scheme::Stripe, Scheme::Shopify] {
+            let verifier =
+                Verifier::new(scheme, &secrets(&[secret]), DEFAULT_TOLERANCE).expect("valid");
+            let debug = format!("{verifier:?}");
+            assert!(!debug.contains("Secret"), "{debug}");
+            assert!(debug.contains("REDACTED"), "{debug}");
+        }
+        let standard = Verifier::new(
+            Scheme::StandardWebhooks,
+            &secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
+            DEFAULT_TOLERANCE,
+        )
+        .expect("valid");
+        assert!(!format!("{standard:?}").contains("MfKQ9r8G"));
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Benchmarks: commands that print figures (never pass/fail tests). Starts the local stack
+# like scripts/test.sh, builds in release mode, and runs one benchmark.
+#   scripts/bench.sh ingest [--clients 64] [--seconds 10] [--body-bytes 1024] [--memory-connections 256]
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+what="${1:-}"
+case "$what" in
+  ingest) shift ;;
+  *) echo "usage: $0 ingest [options]   (options: $0 ingest --help)" >&2; exit 2 ;;
+esac
+command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
+"$REPO_ROOT/scripts/postgres.sh" ensure
+started_localstack=0
+"$REPO_ROOT/scripts/localstack.sh" status >/dev/null 2>&1 || started_localstack=1
+stop_localstack() { if [ "$started_localstack" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi; }
+trap stop_localstack EXIT
+"$REPO_ROOT/scripts/localstack.sh" start
+cd "$REPO_ROOT"
+cargo run --quiet --release -p e2e-tests --bin "bench-$what" -- "$@"
