@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use sqlx::PgPool;
 use tokio::process::Command;
+use webhook_shared::envelope::Envelope;
 
 pub mod report;
 pub mod services;
@@ -236,6 +237,69 @@ impl TestStack {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Puts `count` envelopes on the main queue directly (as ingest would), ten per
+    /// SendMessageBatch call, and returns their event ids. Bodies are small JSON documents
+    /// from source `preload`.
+    pub async fn preload(&self, count: usize) -> Vec<String> {
+        let envelopes: Vec<Envelope> = (0..count)
+            .map(|n| Envelope {
+                id: uuid::Uuid::now_v7().to_string(),
+                source: "preload".to_owned(),
+                received_at: chrono::Utc::now(),
+                headers: std::collections::BTreeMap::from([(
+                    "content-type".to_owned(),
+                    "application/json".to_owned(),
+                )]),
+                content_type: Some("application/json".to_owned()),
+                body: bytes::Bytes::from(format!(r#"{{"n":{n}}}"#)),
+            })
+            .collect();
+        self.send_raw(
+            &self.queue_url,
+            envelopes.iter().map(Envelope::to_json).collect(),
+        )
+        .await;
+        envelopes.into_iter().map(|envelope| envelope.id).collect()
+    }
+
+    /// Sends message bodies as they are (envelopes or not) to `queue_url`, ten per call, in
+    /// parallel batches.
+    pub async fn send_raw(&self, queue_url: &str, bodies: Vec<String>) {
+        let mut calls = tokio::task::JoinSet::new();
+        for chunk in bodies.chunks(10) {
+            let entries: Vec<SendMessageBatchRequestEntry> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .expect("id and body set")
+                })
+                .collect();
+            let (sqs, url) = (self.sqs.clone(), queue_url.to_owned());
+            calls.spawn(async move {
+                let output = sqs
+                    .send_message_batch()
+                    .queue_url(url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .expect("SendMessageBatch");
+                assert!(
+                    output.failed().is_empty(),
+                    "failed entries: {:?}",
+                    output.failed()
+                );
+            });
+            if calls.len() >= 16 {
+                calls.join_next().await;
+            }
+        }
+        calls.join_all().await;
     }
 
     /// Receives every message now in `queue_url` (hiding each for the visibility timeout)

@@ -115,12 +115,17 @@ impl Service {
     }
 
     /// Sends SIGTERM and waits for the exit, at most `timeout`.
-    pub async fn terminate(mut self, timeout: Duration) -> ExitStatus {
+    pub async fn terminate(self, timeout: Duration) -> ExitStatus {
         self.signal(Signal::SIGTERM);
+        self.wait(timeout).await
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait(mut self, timeout: Duration) -> ExitStatus {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => status.expect("waiting for the process"),
             Err(_) => panic!(
-                "{} did not exit within {timeout:?} of SIGTERM:\n{}",
+                "{} did not exit within {timeout:?}:\n{}",
                 self.name,
                 self.log()
             ),

@@ -226,7 +226,30 @@ async fn sigterm_under_load_loses_no_accepted_webhook() {
         });
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = ingest.terminate(Duration::from_secs(20)).await;
+    ingest.signal(nix::sys::signal::Signal::SIGTERM);
+    // During the deregistration delay: not ready, yet still taking webhooks.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let probe = reqwest::Client::new();
+    assert_eq!(
+        probe
+            .get(ingest.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz")
+            .status(),
+        503
+    );
+    assert_eq!(
+        probe
+            .post(&url)
+            .body("during the delay")
+            .send()
+            .await
+            .expect("POST")
+            .status(),
+        202
+    );
+    let status = ingest.wait(Duration::from_secs(20)).await;
     stop.store(true, Ordering::Relaxed);
     assert!(status.success(), "ingest exits 0 after draining: {status}");
     let results = clients.join_all().await;
