@@ -28,6 +28,31 @@ pub enum Command {
     Run(Box<RunConfig>),
     /// Apply the embedded database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Move messages from the dead-letter queue back to the main queue (StartMessageMoveTask)
+    /// and report progress until the move ends.
+    Redrive(RedriveArgs),
+}
+
+/// Settings of `worker redrive`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedriveArgs {
+    /// URL of the main SQS queue (the destination).
+    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
+    pub queue_url: String,
+
+    /// URL of the dead-letter queue (the source). Found from the main queue's RedrivePolicy
+    /// when absent.
+    #[arg(long, env = "DLQ_URL", value_parser = parse_queue_url)]
+    pub dlq_url: Option<String>,
+
+    /// Most messages moved per second (SQS's MaxNumberOfMessagesPerSecond, up to 500), so a
+    /// large DLQ does not flood the database; SQS's own pace when absent.
+    #[arg(long = "max-per-second", visible_alias = "max", env = "REDRIVE_MAX_PER_SECOND", value_parser = clap::value_parser!(i32).range(1..=500))]
+    pub max_per_second: Option<i32>,
+
+    /// Seconds between progress reports.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub progress_interval_seconds: u64,
 }
 
 impl Cli {
@@ -71,6 +96,20 @@ pub struct RunConfig {
     #[arg(long, env = "RECEIVE_LOOPS")]
     pub receive_loops: Option<NonZeroU32>,
 
+    /// Most messages received per second, across all receive loops (a rate limit on top of
+    /// the concurrency limit); unlimited when absent.
+    #[arg(long, env = "MAX_MESSAGES_PER_SECOND")]
+    pub max_messages_per_second: Option<NonZeroU32>,
+
+    /// Seconds a message that failed to store stays hidden after its first failed receive;
+    /// doubled for each further receive (from ApproximateReceiveCount).
+    #[arg(long, env = "RETRY_BACKOFF_BASE_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub retry_backoff_base_seconds: u64,
+
+    /// Longest back-off, in seconds (at most 43200, SQS's 12 h visibility limit).
+    #[arg(long, env = "RETRY_BACKOFF_MAX_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub retry_backoff_max_seconds: u64,
+
     /// Seconds between refreshes of the queue depth gauges.
     #[arg(long, env = "QUEUE_METRICS_INTERVAL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub queue_metrics_interval_seconds: u64,
@@ -97,6 +136,17 @@ impl RunConfig {
         )
     }
 
+    /// The back-off for messages that failed to store.
+    pub fn retry_backoff(&self) -> crate::process::RetryBackoff {
+        crate::process::RetryBackoff {
+            base: Duration::from_secs(self.retry_backoff_base_seconds),
+            max: Duration::from_secs(
+                self.retry_backoff_max_seconds
+                    .max(self.retry_backoff_base_seconds),
+            ),
+        }
+    }
+
     /// The queue metrics refresh interval.
     pub fn queue_metrics_interval(&self) -> Duration {
         Duration::from_secs(self.queue_metrics_interval_seconds)
@@ -113,6 +163,11 @@ pub struct DatabaseArgs {
     /// Size of the connection pool: the most connections the worker opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "8")]
     pub database_max_connections: NonZeroU32,
+
+    /// Prepared statements cached per connection. Set 0 behind RDS Proxy or PgBouncer in
+    /// transaction mode: cached statements pin each client to one database connection.
+    #[arg(long, env = "DATABASE_STATEMENT_CACHE_CAPACITY", default_value_t = 100)]
+    pub database_statement_cache_capacity: usize,
 
     /// Seconds to wait for a pooled connection before the message is retried later.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]

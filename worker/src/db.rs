@@ -18,7 +18,9 @@ pub fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
         .expose()
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL connection string")?;
-    let options = options.application_name("scalable-webhook-worker");
+    let options = options
+        .application_name("scalable-webhook-worker")
+        .statement_cache_capacity(args.database_statement_cache_capacity);
     Ok(PgPoolOptions::new()
         .max_connections(args.database_max_connections.get())
         .min_connections(0)

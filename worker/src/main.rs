@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     let result = match command {
         Command::Run(config) => run(*config).await,
         Command::Migrate(database) => worker::migrate(&database).await,
+        Command::Redrive(args) => worker::redrive::run(&args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

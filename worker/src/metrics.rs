@@ -6,7 +6,7 @@ use std::time::Duration;
 /// `in_flight`, `delayed`), from GetQueueAttributes.
 pub const QUEUE_MESSAGES: &str = "webhook_queue_messages";
 /// Gauge: seconds between now and the `SentTimestamp` of the oldest message in the latest
-/// receive; 0 when a receive finds the queue empty.
+/// receive; 0 when a receive finds the queue empty or the main queue has no visible messages.
 pub const LAG_SECONDS: &str = "webhook_worker_lag_seconds";
 /// Histogram: age of each message when received (now minus `SentTimestamp`).
 pub const MESSAGE_AGE_SECONDS: &str = "webhook_worker_message_age_seconds";
@@ -18,6 +18,10 @@ pub const MESSAGES_TOTAL: &str = "webhook_worker_messages_total";
 pub const IN_FLIGHT: &str = "webhook_worker_in_flight";
 /// Gauge: the concurrency limit in force.
 pub const CONCURRENCY_LIMIT: &str = "webhook_worker_concurrency_limit";
+/// Counter: visibility extensions of messages still in processing.
+pub const HEARTBEATS_TOTAL: &str = "webhook_worker_heartbeats_total";
+/// Gauge: pool connections, by `state` (`in_use`, `idle`).
+pub const DB_CONNECTIONS: &str = "webhook_worker_db_connections";
 /// Histogram: seconds one database write took.
 pub const DB_WRITE_SECONDS: &str = "webhook_worker_db_write_seconds";
 
@@ -28,9 +32,9 @@ pub enum Outcome {
     Stored,
     /// Already in the database; deleted from the queue.
     Duplicate,
-    /// Not stored this time (database error); SQS will deliver it again.
+    /// Not stored this time (database error); hidden for a back-off, then delivered again.
     Retried,
-    /// Not an envelope this build can read; left for SQS to redrive to the DLQ.
+    /// Not an envelope this build can read; moved to the DLQ at once.
     Poison,
 }
 
@@ -79,6 +83,14 @@ pub fn describe() {
         Unit::Seconds,
         "Time one database write took."
     );
+    describe_counter!(
+        HEARTBEATS_TOTAL,
+        "Visibility extensions of messages still in processing."
+    );
+    describe_gauge!(
+        DB_CONNECTIONS,
+        "Pool connections by state (in_use, idle); never above DATABASE_MAX_CONNECTIONS."
+    );
 }
 
 /// Counts one handled message.
@@ -91,25 +103,42 @@ pub fn record_seconds(name: &'static str, elapsed: Duration) {
     metrics::histogram!(name).record(elapsed.as_secs_f64());
 }
 
-/// Counts a message as in flight until dropped.
+/// Counts messages as in flight until dropped.
 #[derive(Debug)]
-pub struct InFlight(());
+pub struct InFlight(usize);
 
 impl InFlight {
-    /// Starts counting one message.
-    pub fn start() -> Self {
-        metrics::gauge!(IN_FLIGHT).increment(1.0);
-        Self(())
+    /// Starts counting `messages` messages.
+    pub fn start(messages: usize) -> Self {
+        metrics::gauge!(IN_FLIGHT).increment(messages as f64);
+        Self(messages)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        metrics::gauge!(IN_FLIGHT).decrement(self.0 as f64);
     }
+}
+
+/// Sets the lag gauge.
+pub fn set_lag(lag: Duration) {
+    metrics::gauge!(LAG_SECONDS).set(lag.as_secs_f64());
+}
+
+/// Counts messages whose visibility a heartbeat extended.
+pub fn record_heartbeat(messages: usize) {
+    metrics::counter!(HEARTBEATS_TOTAL).increment(messages as u64);
 }
 
 /// Sets the concurrency limit gauge.
 pub fn gauge_concurrency(limit: u32) {
     metrics::gauge!(CONCURRENCY_LIMIT).set(f64::from(limit));
+}
+
+/// Sets the pool gauges.
+pub fn gauge_pool(size: u32, idle: usize) {
+    let idle = idle as f64;
+    metrics::gauge!(DB_CONNECTIONS, "state" => "in_use").set(f64::from(size) - idle);
+    metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle);
 }

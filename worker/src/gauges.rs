@@ -1,0 +1,80 @@
+//! Gauges refreshed on an interval: `webhook_queue_messages` for the main queue and the DLQ
+//! (from GetQueueAttributes), the pool's connections, and the lag, which drops to 0 once
+//! the main queue has no visible messages left.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::QueueAttributeName;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use webhook_shared::metrics::record_sqs_request;
+
+use crate::metrics::{self, QUEUE_MESSAGES};
+
+/// The attributes read, with the `state` label each one sets.
+const STATES: [(QueueAttributeName, &str); 3] = [
+    (QueueAttributeName::ApproximateNumberOfMessages, "visible"),
+    (
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        "in_flight",
+    ),
+    (
+        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        "delayed",
+    ),
+];
+
+/// Refreshes the gauges every `interval` until `shutdown`.
+pub async fn run(
+    sqs: Client,
+    main_url: String,
+    dlq_url: Option<String>,
+    pool: PgPool,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
+        let visible = refresh(&sqs, "main", &main_url).await;
+        if visible == Some(0) {
+            metrics::set_lag(Duration::ZERO);
+        }
+        if let Some(dlq_url) = &dlq_url {
+            refresh(&sqs, "dlq", dlq_url).await;
+        }
+        metrics::gauge_pool(pool.size(), pool.num_idle());
+    }
+}
+
+/// Sets one queue's gauges; returns its visible count.
+async fn refresh(sqs: &Client, queue: &'static str, url: &str) -> Option<u64> {
+    let result = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .set_attribute_names(Some(STATES.iter().map(|(name, _)| name.clone()).collect()))
+        .send()
+        .await;
+    record_sqs_request("GetQueueAttributes", &result);
+    let attributes = match result {
+        Ok(output) => output.attributes.unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(queue, error = %DisplayErrorContext(&error), "reading queue depth failed");
+            return None;
+        }
+    };
+    let mut visible = None;
+    for (name, state) in STATES {
+        if let Some(count) = attributes
+            .get(&name)
+            .and_then(|value| value.parse::<u64>().ok())
+        {
+            ::metrics::gauge!(QUEUE_MESSAGES, "queue" => queue, "state" => state).set(count as f64);
+            if state == "visible" {
+                visible = Some(count);
+            }
+        }
+    }
+    visible
+}
