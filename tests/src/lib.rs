@@ -170,6 +170,46 @@ impl TestStack {
         Service::start("worker", command, None, ops, log_path).await
     }
 
+    /// Runs `worker` with `args` (e.g. `["redrive"]`) to the end, on the main queue, and
+    /// returns its exit status and its output.
+    pub async fn run_worker_command(
+        &self,
+        args: &[&str],
+        settings: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, String) {
+        let (mut command, log_path) = self.command("worker");
+        command
+            .env("QUEUE_URL", &self.queue_url)
+            .args(args)
+            .envs(settings.iter().copied())
+            .kill_on_drop(true);
+        let status = tokio::time::timeout(Duration::from_secs(60), command.status())
+            .await
+            .expect("the command finishes within 60 s")
+            .expect("running worker");
+        (
+            status,
+            std::fs::read_to_string(log_path).unwrap_or_default(),
+        )
+    }
+
+    /// Envelopes for `source` with small JSON bodies, as ingest would write them.
+    pub fn envelopes(source: &str, count: usize) -> Vec<Envelope> {
+        (0..count)
+            .map(|n| Envelope {
+                id: uuid::Uuid::now_v7().to_string(),
+                source: source.to_owned(),
+                received_at: chrono::Utc::now(),
+                headers: std::collections::BTreeMap::from([(
+                    "content-type".to_owned(),
+                    "application/json".to_owned(),
+                )]),
+                content_type: Some("application/json".to_owned()),
+                body: bytes::Bytes::from(format!(r#"{{"n":{n}}}"#)),
+            })
+            .collect()
+    }
+
     /// A queue URL in the same account and region with another name.
     pub fn sibling_queue_url(&self, name: &str) -> String {
         let (base, _) = self
@@ -243,19 +283,7 @@ impl TestStack {
     /// SendMessageBatch call, and returns their event ids. Bodies are small JSON documents
     /// from source `preload`.
     pub async fn preload(&self, count: usize) -> Vec<String> {
-        let envelopes: Vec<Envelope> = (0..count)
-            .map(|n| Envelope {
-                id: uuid::Uuid::now_v7().to_string(),
-                source: "preload".to_owned(),
-                received_at: chrono::Utc::now(),
-                headers: std::collections::BTreeMap::from([(
-                    "content-type".to_owned(),
-                    "application/json".to_owned(),
-                )]),
-                content_type: Some("application/json".to_owned()),
-                body: bytes::Bytes::from(format!(r#"{{"n":{n}}}"#)),
-            })
-            .collect();
+        let envelopes = Self::envelopes("preload", count);
         self.send_raw(
             &self.queue_url,
             envelopes.iter().map(Envelope::to_json).collect(),

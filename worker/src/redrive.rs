@@ -68,12 +68,15 @@ pub async fn run(args: &RedriveArgs) -> anyhow::Result<()> {
                 DisplayErrorContext(&error)
             )
         })?;
-        let Some(entry) = listed
+        // Newest first. Only a running task carries its handle, so a finished one is the
+        // newest entry for this source.
+        let entry = listed
             .results()
             .iter()
-            .find(|entry| task.is_empty() || entry.task_handle() == Some(task.as_str()))
-        else {
-            bail!("the move task {task} is no longer listed");
+            .find(|entry| entry.task_handle() == Some(task.as_str()))
+            .or(listed.results().first());
+        let Some(entry) = entry else {
+            bail!("no move task is listed for {dlq_url}");
         };
         let status = entry.status().unwrap_or("UNKNOWN");
         let moved = entry.approximate_number_of_messages_moved();
