@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = max_body_for(MAX_MESSAGE_BYTES, ENVELO
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version, about)]
 pub struct Config {
+    /// `healthcheck` to probe a running ingest (for container health checks); serves when
+    /// omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// URL of the main SQS queue that webhooks are sent to.
     #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
     pub queue_url: String,
@@ -96,6 +101,13 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
+}
+
+/// ingest's subcommands.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 if the ingest on METRICS_ADDR answers /healthz, else 1 (no curl needed).
+    Healthcheck,
 }
 
 impl Config {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use ingest::Listeners;
-use ingest::config::Config;
+use ingest::config::{Command, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use webhook_shared::{metrics, shutdown, telemetry};
@@ -24,6 +24,9 @@ async fn main() -> ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
+    if let Some(Command::Healthcheck) = config.command {
+        return webhook_shared::healthcheck::check(config.ops.metrics_addr).await;
+    }
     let metrics = metrics::install_recorder().context("installing the Prometheus recorder")?;
     let http = TcpListener::bind(config.listen_addr)
         .await

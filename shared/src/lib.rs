@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod envelope;
+pub mod healthcheck;
 pub mod metrics;
 pub mod ops;
 pub mod server;

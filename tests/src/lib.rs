@@ -177,7 +177,18 @@ impl TestStack {
         args: &[&str],
         settings: &[(&str, &str)],
     ) -> (std::process::ExitStatus, String) {
-        let (mut command, log_path) = self.command("worker");
+        self.run_command("worker", args, settings).await
+    }
+
+    /// Runs `binary` with `args` to the end, on the main queue, and returns its exit status
+    /// and its output.
+    pub async fn run_command(
+        &self,
+        binary: &str,
+        args: &[&str],
+        settings: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, String) {
+        let (mut command, log_path) = self.command(binary);
         command
             .env("QUEUE_URL", &self.queue_url)
             .args(args)

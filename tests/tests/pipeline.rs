@@ -184,3 +184,30 @@ async fn a_webhook_the_queue_cannot_take_gets_503_and_is_not_stored() {
     drop((ingest, worker));
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_subcommands_probe_the_running_process() {
+    let stack = TestStack::new("healthcheck").await;
+    let ingest = stack.spawn_ingest(&[]).await;
+    let worker = stack.spawn_worker(&[]).await;
+    for (binary, service) in [("ingest", &ingest), ("worker", &worker)] {
+        let addr = service.ops_url("").trim_start_matches("http://").to_owned();
+        let (status, output) = stack
+            .run_command(binary, &["healthcheck"], &[("METRICS_ADDR", &addr)])
+            .await;
+        assert!(
+            status.success(),
+            "{binary} healthcheck against a live process:\n{output}"
+        );
+        let nobody = format!("127.0.0.1:{}", e2e_tests::free_port());
+        let (status, _) = stack
+            .run_command(binary, &["healthcheck"], &[("METRICS_ADDR", &nobody)])
+            .await;
+        assert!(
+            !status.success(),
+            "{binary} healthcheck fails when nothing answers"
+        );
+    }
+    drop((ingest, worker));
+    stack.cleanup().await;
+}

@@ -28,9 +28,19 @@ pub enum Command {
     Run(Box<RunConfig>),
     /// Apply the embedded database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Exit 0 if the worker on METRICS_ADDR answers /healthz, else 1 (no curl needed).
+    Healthcheck(HealthcheckArgs),
     /// Move messages from the dead-letter queue back to the main queue (StartMessageMoveTask)
     /// and report progress until the move ends.
     Redrive(RedriveArgs),
+}
+
+/// Settings of `worker healthcheck`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Address of the worker's ops server.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// Settings of `worker redrive`.

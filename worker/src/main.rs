@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
         Command::Run(config) => run(*config).await,
         Command::Migrate(database) => worker::migrate(&database).await,
         Command::Redrive(args) => worker::redrive::run(&args).await,
+        Command::Healthcheck(args) => webhook_shared::healthcheck::check(args.metrics_addr).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
