@@ -121,7 +121,8 @@ impl TestStack {
         let n = self
             .next_service
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log_path = self.log_dir.join(format!("{binary}-{n}.log"));
+        let log_name = binary.replace('/', "-");
+        let log_path = self.log_dir.join(format!("{log_name}-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("creating a service log file");
         let mut command = Command::new(binary_path(binary));
         command
@@ -160,8 +161,14 @@ impl TestStack {
 
     /// Starts `worker` on the main queue with extra settings.
     pub async fn spawn_worker(&self, settings: &[(&str, &str)]) -> Service {
+        self.spawn_worker_binary("worker", settings).await
+    }
+
+    /// Starts a worker-like binary (e.g. `examples/upsert_orders`, relative to the target
+    /// profile directory) on the main queue with extra settings.
+    pub async fn spawn_worker_binary(&self, binary: &str, settings: &[(&str, &str)]) -> Service {
         let ops = free_port();
-        let (mut command, log_path) = self.command("worker");
+        let (mut command, log_path) = self.command(binary);
         command
             .env("QUEUE_URL", &self.queue_url)
             .env("METRICS_ADDR", format!("127.0.0.1:{ops}"))
@@ -521,7 +528,16 @@ fn build_binaries() {
         }
         let status = command
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "ingest", "-p", "worker", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ingest",
+                "-p",
+                "worker",
+                "--bins",
+                "--examples",
+            ])
             .args((!cfg!(debug_assertions)).then_some("--release"))
             .status()
             .map_err(|error| format!("running cargo build: {error}"))?;
