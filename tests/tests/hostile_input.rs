@@ -1,0 +1,149 @@
+//! ingest against hostile input: malformed HTTP, oversized request lines and headers, broken
+//! chunked bodies. It must refuse each one and keep serving. And the logs of both binaries,
+//! at debug level, must never contain a webhook secret or a webhook body.
+
+use std::time::Duration;
+
+use e2e_tests::TestStack;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes on a fresh connection and returns what came back (possibly nothing).
+async fn raw(addr: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_is_refused_and_ingest_stays_up() {
+    let stack = TestStack::new("hostile").await;
+    let ingest = stack
+        .spawn_ingest(&[("HEADER_READ_TIMEOUT_SECONDS", "2")])
+        .await;
+    let addr = ingest.url("").trim_start_matches("http://").to_owned();
+    let huge_uri = format!(
+        "POST /webhooks/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let many_headers = format!(
+        "POST /webhooks/x HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..500)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let huge_header = format!(
+        "POST /webhooks/x HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+        "v".repeat(1_000_000)
+    );
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\x00\x01\x02 not http at all\r\n\r\n".to_vec()),
+        ("bad request line", b"POST\r\n\r\n".to_vec()),
+        ("huge request line", huge_uri.into_bytes()),
+        ("500 headers", many_headers.into_bytes()),
+        ("1 MB header", huge_header.into_bytes()),
+        (
+            "broken chunked body",
+            b"POST /webhooks/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nnot a chunk\r\n".to_vec(),
+        ),
+        ("content-length lies", b"POST /webhooks/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort".to_vec()),
+        ("headers never finish", b"POST /webhooks/x HTTP/1.1\r\nHost: x\r\n".to_vec()),
+    ];
+    for (name, request) in cases {
+        let answer = raw(&addr, &request).await;
+        assert!(
+            !answer.starts_with("HTTP/1.1 2"),
+            "{name} was accepted: {answer:.200}"
+        );
+    }
+    // Still up, and still correct.
+    let ok = reqwest::Client::new()
+        .post(ingest.url("/webhooks/after"))
+        .body("fine")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(ok.status(), 202);
+    assert_eq!(
+        stack.messages_in(&stack.queue_url).await,
+        1,
+        "only the valid webhook was enqueued"
+    );
+    drop(ingest);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_secrets_or_bodies() {
+    const SECRET: &str = "s3cret-value-that-must-never-be-logged";
+    const BODY_MARKER: &str = "body-marker-that-must-never-be-logged";
+    const DB_PASSWORD: &str = "db-password-never-logged";
+    let stack = TestStack::new("log-hygiene").await;
+    let sources = std::env::temp_dir().join(format!("sources-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&sources, "[sources.acme]\nscheme = \"hmac\"\nheader = \"x-signature\"\nencoding = \"hex\"\nsecret_env = [\"ACME_SECRET\"]\n")
+        .expect("sources file");
+    let ingest = stack
+        .spawn_ingest(&[
+            ("RUST_LOG", "debug"),
+            ("SOURCES_FILE", sources.to_str().expect("utf-8")),
+            ("ACME_SECRET", SECRET),
+        ])
+        .await;
+    // The worker's DATABASE_URL carries a password PostgreSQL ignores (trust auth).
+    let with_password =
+        stack
+            .database_url
+            .replacen("postgres@", &format!("postgres:{DB_PASSWORD}@"), 1);
+    let worker = stack
+        .spawn_worker(&[("RUST_LOG", "debug"), ("DATABASE_URL", &with_password)])
+        .await;
+
+    let body = format!(r#"{{"note":"{BODY_MARKER}"}}"#);
+    let signature = {
+        use hmac::{KeyInit as _, Mac as _};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let client = reqwest::Client::new();
+    let good = client
+        .post(ingest.url("/webhooks/acme"))
+        .header("x-signature", &signature)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(good.status(), 202);
+    let bad = client
+        .post(ingest.url("/webhooks/acme"))
+        .header("x-signature", "00ff")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(bad.status(), 401);
+    stack
+        .send_raw(&stack.queue_url, vec![format!("poison {BODY_MARKER}")])
+        .await;
+    stack.wait_for_rows(1, Duration::from_secs(30)).await;
+    stack
+        .wait_for_empty(&stack.queue_url, Duration::from_secs(30))
+        .await;
+
+    for (name, log) in [("ingest", ingest.log()), ("worker", worker.log())] {
+        assert!(
+            log.lines().count() > 5,
+            "{name} logged at debug level:\n{log}"
+        );
+        for secret in [SECRET, BODY_MARKER, DB_PASSWORD, signature.as_str()] {
+            assert!(
+                !log.contains(secret),
+                "{name}'s log contains {secret:?}:\n{log}"
+            );
+        }
+    }
+    drop((ingest, worker));
+    stack.cleanup().await;
+}
