@@ -7,8 +7,8 @@ set -euo pipefail
 
 what="${1:-}"
 case "$what" in
-  ingest) shift ;;
-  *) echo "usage: $0 ingest [options]   (options: $0 ingest --help)" >&2; exit 2 ;;
+  ingest|worker) shift ;;
+  *) echo "usage: $0 ingest|worker [options]   (options: $0 ingest --help, $0 worker --help)" >&2; exit 2 ;;
 esac
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 "$REPO_ROOT/scripts/postgres.sh" ensure

@@ -20,7 +20,7 @@ fn order_event(order_id: &str, status: &str, received_ago: TimeDelta) -> Envelop
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_handler_upserts_orders_in_the_same_transaction() {
     let stack = TestStack::new("custom-handler").await;
-    let events = vec![
+    let events = [
         order_event("A-1", "paid", TimeDelta::seconds(10)),
         order_event("B-2", "created", TimeDelta::seconds(5)),
         // Received earlier than "paid": must never overwrite it.
