@@ -35,6 +35,15 @@ struct Args {
     /// Connections held open for the memory measurement.
     #[arg(long, default_value_t = 256)]
     memory_connections: usize,
+    /// An ingest setting for the batched runs, as NAME=VALUE (repeatable), e.g.
+    /// `--set BATCH_MAX_IN_FLIGHT=4`.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(value: &str) -> Result<(String, String), String> {
+    let (name, value) = value.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// What one ingest run measured.
@@ -54,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
 
     let ceiling = sdk_ceiling(&stack, args.clients, &body, duration).await?;
     purge(&stack).await;
-    let batched = ingest_run(&stack, &[], args.clients, &body, duration).await;
+    let settings: Vec<(&str, &str)> = args
+        .settings
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let batched = ingest_run(&stack, &settings, args.clients, &body, duration).await;
     purge(&stack).await;
     let single = ingest_run(
         &stack,
@@ -65,13 +79,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     purge(&stack).await;
-    let memory = ingest_run(&stack, &[], args.memory_connections, &body, duration).await;
+    let memory = ingest_run(&stack, &settings, args.memory_connections, &body, duration).await;
     purge(&stack).await;
 
     let mut out = String::new();
     out += &format!(
-        "ingest benchmark: {} clients, {} s each, {} B bodies, LocalStack at {}\n\n",
-        args.clients, args.seconds, args.body_bytes, stack.queue_url
+        "ingest benchmark: {} clients, {} s each, {} B bodies, settings {:?}, LocalStack at {}\n\n",
+        args.clients, args.seconds, args.body_bytes, args.settings, stack.queue_url
     );
     out += "| run | accepted/s | p50 ms | p99 ms | SQS requests/webhook | peak RSS MiB |\n|---|---|---|---|---|---|\n";
     for (name, run) in [
