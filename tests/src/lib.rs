@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio::process::Command;
 
 pub mod database;
+pub mod pg_proxy;
 pub mod queues;
 pub mod report;
 pub mod services;

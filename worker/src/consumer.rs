@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
@@ -18,8 +18,8 @@ use webhook_shared::metrics::record_sqs_request;
 use webhook_shared::sqs::{MAX_BATCH_ENTRIES, MAX_WAIT_TIME_SECONDS};
 
 use crate::handler::Handler;
+use crate::lag::Lag;
 use crate::limit::ConcurrencyLimit;
-use crate::metrics;
 use crate::process::Processor;
 use crate::queue::{Queues, Receipt};
 
@@ -35,6 +35,7 @@ pub struct Consumer<H> {
     limit: Arc<ConcurrencyLimit>,
     rate: Option<DefaultDirectRateLimiter>,
     processor: Arc<Processor<H>>,
+    lag: Arc<Lag>,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -46,6 +47,7 @@ impl<H: Handler> Consumer<H> {
         limit: Arc<ConcurrencyLimit>,
         per_second: Option<NonZeroU32>,
         processor: Processor<H>,
+        lag: Arc<Lag>,
     ) -> Self {
         let rate = per_second.map(|n| RateLimiter::direct(Quota::per_second(n)));
         Self {
@@ -55,6 +57,7 @@ impl<H: Handler> Consumer<H> {
             limit,
             rate,
             processor: Arc::new(processor),
+            lag,
         }
     }
 
@@ -130,7 +133,7 @@ impl<H: Handler> Consumer<H> {
                     continue;
                 }
             };
-            record_lag(&messages);
+            self.lag.observe_receive(&messages);
             if messages.is_empty() {
                 continue;
             }
@@ -172,26 +175,6 @@ impl<H: Handler> Consumer<H> {
         record_sqs_request("ReceiveMessage", &result);
         result.map(|output| output.messages.unwrap_or_default())
     }
-}
-
-/// Sets the lag gauge from one receive: the oldest message's age, or 0 when none came.
-fn record_lag(messages: &[Message]) {
-    let now = SystemTime::now();
-    let mut oldest = Duration::ZERO;
-    for message in messages {
-        let sent_ms = message
-            .attributes()
-            .and_then(|attributes| attributes.get(&MessageSystemAttributeName::SentTimestamp))
-            .and_then(|sent| sent.parse::<u64>().ok());
-        if let Some(sent_ms) = sent_ms {
-            let age = now
-                .duration_since(SystemTime::UNIX_EPOCH + Duration::from_millis(sent_ms))
-                .unwrap_or_default();
-            metrics::record_seconds(metrics::MESSAGE_AGE_SECONDS, age);
-            oldest = oldest.max(age);
-        }
-    }
-    metrics::set_lag(oldest);
 }
 
 /// 100 ms doubling per consecutive error, capped.

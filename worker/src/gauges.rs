@@ -2,6 +2,7 @@
 //! (from GetQueueAttributes), the pool's connections, and the lag, which drops to 0 once
 //! the main queue has no visible messages left.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -11,6 +12,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use webhook_shared::metrics::record_sqs_request;
 
+use crate::lag::Lag;
 use crate::metrics::{self, QUEUE_MESSAGES};
 
 /// The attributes read, with the `state` label each one sets.
@@ -32,6 +34,7 @@ pub async fn run(
     main_url: String,
     dlq_url: Option<String>,
     pool: PgPool,
+    lag: Arc<Lag>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -39,7 +42,9 @@ pub async fn run(
     while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
         let visible = refresh(&sqs, "main", &main_url).await;
         if visible == Some(0) {
-            metrics::set_lag(Duration::ZERO);
+            lag.caught_up();
+        } else {
+            lag.report();
         }
         if let Some(dlq_url) = &dlq_url {
             refresh(&sqs, "dlq", dlq_url).await;

@@ -10,6 +10,7 @@ pub mod db;
 pub mod db_errors;
 pub mod gauges;
 pub mod handler;
+pub mod lag;
 pub mod limit;
 pub mod metrics;
 pub mod process;
@@ -31,6 +32,7 @@ use webhook_shared::sqs::{self, ClientTimeouts};
 use crate::config::{DatabaseArgs, RunConfig};
 use crate::consumer::Consumer;
 use crate::handler::{Handler, StoreEvents};
+use crate::lag::Lag;
 use crate::limit::ConcurrencyLimit;
 use crate::process::Processor;
 use crate::queue::Queues;
@@ -91,6 +93,7 @@ pub async fn run_with<H: Handler>(
         info.visibility,
         config.retry_backoff(),
     );
+    let lag = Arc::new(Lag::default());
     let consumer = Arc::new(Consumer::new(
         sqs.clone(),
         config.queue_url.clone(),
@@ -98,6 +101,7 @@ pub async fn run_with<H: Handler>(
         limit,
         config.max_messages_per_second,
         processor,
+        Arc::clone(&lag),
     ));
     let readiness = Readiness::default();
     readiness.set(true);
@@ -115,6 +119,7 @@ pub async fn run_with<H: Handler>(
         config.queue_url.clone(),
         info.dlq_url,
         pool.clone(),
+        lag,
         config.queue_metrics_interval(),
         shutdown.clone(),
     );
