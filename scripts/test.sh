@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with Rust: makes sure PostgreSQL runs
-# (installing it with apt if missing), installs and starts LocalStack on the host, then
-# runs every test in the workspace (unit and end-to-end). Extra arguments go to cargo test.
+# (installing it with apt if missing), installs and starts LocalStack on the host, checks
+# the deployment files (scripts/check-deploy.sh), then runs every test in the workspace
+# (unit and end-to-end). Extra arguments go to cargo test.
 #   scripts/test.sh
 #   scripts/test.sh -p e2e-tests -- pipeline
 # LocalStack is stopped again at the end if this script started it.
@@ -28,6 +29,10 @@ leftovers="$(psql -X -q -tA -h 127.0.0.1 -U postgres -d postgres \
 for db in $leftovers; do
   psql -X -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
 done
+
+# Deployment files (Dockerfile, compose, ECS task definitions, CloudFormation, alerts) are
+# checked offline: there is no Docker engine or AWS account in CI.
+"$REPO_ROOT/scripts/check-deploy.sh"
 
 cd "$REPO_ROOT"
 log "cargo test --workspace $*"

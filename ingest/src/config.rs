@@ -64,7 +64,7 @@ pub struct Config {
 
     /// Most SendMessageBatch calls in flight at once. Fewer means fuller batches (fewer SQS
     /// requests per webhook); more means more throughput per task when SQS is slow.
-    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
+    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
     pub batch_max_in_flight: usize,
 
     /// Longest a webhook waits for SQS to accept it, retries included, before it gets 503.
