@@ -142,7 +142,8 @@ fi
 
 # Task definitions, template, compose and image against the binaries and each other.
 rc=0
-out="$("$PY" scripts/check_deploy.py "$work/help" 2>&1)" || rc=$?
+# -B: no __pycache__ left in scripts/check_deploy/.
+out="$(cd scripts && "$PY" -B -m check_deploy "$work/help" 2>&1)" || rc=$?
 printf '%s\n' "$out" | grep -v '^ok   \|^FAIL \|^       ' >&2 || true
 while IFS= read -r line; do
   case "$line" in
@@ -152,7 +153,7 @@ while IFS= read -r line; do
   esac
 done <<<"$out"
 if [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' <<<"$out"; then
-  report "scripts/check_deploy.py" "$rc" "$out"
+  report "scripts/check_deploy" "$rc" "$out"
 fi
 
 echo "check-deploy: $passed passed, ${#failed[@]} failed"

@@ -1,0 +1,187 @@
+"""Checks of the CloudFormation template (deploy/cloudformation.yaml): its container
+definitions equal the JSON task definitions; the worker's task-cap table (WorkerMaxTasks) and
+Rules keep the database connection budget; the worker scales on backlog per task; the load
+balancer drains like ingest and the metrics port is open to the scraper group only; IAM roles
+are least privilege, log groups have a retention and the main queue has a redrive policy.
+"""
+import json
+import re
+
+from .common import RESOURCES, TASK_JSON, TEMPLATE, TEMPLATE_DOC, env_map, json_container, port_of
+
+
+def template_container(name):
+    for resource in RESOURCES.values():
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            for container in resource["Properties"]["ContainerDefinitions"]:
+                if container["Name"] == name:
+                    return resource["Properties"], container
+    raise KeyError(f"no container {name!r} in {TEMPLATE.name}")
+
+
+def template_task_definitions_equal_the_json_ones():
+    problems = []
+    for name, doc in TASK_JSON.items():
+        props, tc = template_container(name)
+        jc = json_container(name)
+        where = f"{TEMPLATE.name} {name}"
+        t_env, j_env = env_map(tc["Environment"], "Name", "Value"), env_map(jc["environment"])
+        if set(t_env) != set(j_env):
+            problems.append(f"{where}: environment names differ from the JSON: only in template "
+                            f"{sorted(set(t_env) - set(j_env))}, only in JSON {sorted(set(j_env) - set(t_env))}")
+        for var in sorted(set(t_env) & set(j_env)):
+            t, j = t_env[var], j_env[var]
+            if isinstance(t, str) and "${" not in j and str(t) != str(j):
+                problems.append(f"{where}: {var} is {t!r} in the template, {j!r} in the JSON")
+        if {s["Name"] for s in tc.get("Secrets", [])} != {s["name"] for s in jc.get("secrets", [])}:
+            problems.append(f"{where}: secrets differ from the JSON")
+        pairs = [("Cpu", doc["cpu"], props.get("Cpu")), ("Memory", doc["memory"], props.get("Memory")),
+                 ("StopTimeout", jc.get("stopTimeout"), tc.get("StopTimeout")),
+                 ("Command", jc.get("command"), tc.get("Command")),
+                 ("HealthCheck.Command", jc["healthCheck"]["command"], tc["HealthCheck"]["Command"]),
+                 ("DockerLabels", jc.get("dockerLabels"), tc.get("DockerLabels")),
+                 ("ports", sorted(m["containerPort"] for m in jc["portMappings"]),
+                  sorted(m["ContainerPort"] for m in tc["PortMappings"]))]
+        for what, j, t in pairs:
+            if j != t:
+                problems.append(f"{where}: {what} is {t!r} in the template, {j!r} in the JSON")
+    return problems
+
+
+def allowed_values(parameter):
+    return [int(v) for v in TEMPLATE_DOC["Parameters"][parameter]["AllowedValues"]]
+
+
+def template_worker_task_cap_keeps_the_connection_budget():
+    problems = []
+    conns, budgets = allowed_values("WorkerDatabaseMaxConnections"), allowed_values("DatabaseConnectionBudget")
+    table = TEMPLATE_DOC["Mappings"]["WorkerMaxTasks"]
+    refused = set()
+    for rule_name, rule in TEMPLATE_DOC.get("Rules", {}).items():
+        c = int(rule["RuleCondition"]["Fn::Equals"][1])
+        for assertion in rule["Assertions"]:
+            listed = assertion["Assert"]["Fn::Not"][0]["Fn::Contains"][0]
+            refused |= {(c, int(b)) for b in listed}
+    for c in conns:
+        for b in budgets:
+            cap = table.get(str(c), {}).get(str(b))
+            want = max(b // c - 1, 0)
+            if cap != want:
+                problems.append(f"WorkerMaxTasks[{c}][{b}] is {cap}, should be floor({b}/{c}) - 1 = {want}")
+            if (want < 1) != ((c, b) in refused):
+                problems.append(f"Rules: budget {b} with {c} connections per task should be "
+                                f"{'refused' if want < 1 else 'accepted'}")
+            elif cap and (cap + 1) * c > b:
+                problems.append(f"({cap} + 1) tasks x {c} connections exceed the budget {b}")
+    target = RESOURCES["WorkerScalableTarget"]["Properties"]
+    if target["MaxCapacity"] != {"Fn::FindInMap": ["WorkerMaxTasks", {"Ref": "WorkerDatabaseMaxConnections"},
+                                                   {"Ref": "DatabaseConnectionBudget"}]}:
+        problems.append("WorkerScalableTarget.MaxCapacity must come from the WorkerMaxTasks table")
+    _, worker = template_container("worker")
+    if env_map(worker["Environment"], "Name", "Value").get("DATABASE_MAX_CONNECTIONS") != {"Ref": "WorkerDatabaseMaxConnections"}:
+        problems.append("the worker's DATABASE_MAX_CONNECTIONS must be the WorkerDatabaseMaxConnections parameter")
+    deployment = RESOURCES["WorkerService"]["Properties"].get("DeploymentConfiguration", {})
+    if deployment.get("MaximumPercent", 200) > 100:
+        problems.append("WorkerService deployments may run more tasks than the cap: set MaximumPercent <= 100")
+    return problems
+
+
+def template_scales_the_worker_on_backlog_per_task():
+    problems = []
+    spec = RESOURCES["WorkerBacklogPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    metrics = spec["CustomizedMetricSpecification"]["Metrics"]
+    names = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in metrics if "MetricStat" in m}
+    expression = [m for m in metrics if m.get("ReturnData")]
+    want = {"ApproximateNumberOfMessagesVisible", "RunningTaskCount"}
+    if set(names.values()) != want:
+        problems.append(f"backlog policy should use {sorted(want)}, uses {sorted(names.values())}")
+    elif len(expression) != 1 or re.sub(r"\s", "", expression[0].get("Expression", "")) != \
+            "{}/{}".format(*[i for n in ("ApproximateNumberOfMessagesVisible", "RunningTaskCount")
+                             for i, m in names.items() if m == n]):
+        problems.append("backlog policy should return visible / running tasks")
+    settings = RESOURCES["Cluster"]["Properties"].get("ClusterSettings", [])
+    if {"Name": "containerInsights", "Value": "enabled"} not in settings:
+        problems.append("Container Insights must be enabled on the cluster (RunningTaskCount)")
+    ingest = RESOURCES["IngestRequestsPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    if ingest["PredefinedMetricSpecification"]["PredefinedMetricType"] != "ALBRequestCountPerTarget":
+        problems.append("ingest should scale on ALBRequestCountPerTarget")
+    return problems
+
+
+def template_load_balancer_drains_like_ingest_and_never_exposes_metrics():
+    problems = []
+    _, ingest = template_container("ingest")
+    env = env_map(ingest["Environment"], "Name", "Value")
+    listen, metrics = port_of(env["LISTEN_ADDR"]), port_of(env["METRICS_ADDR"])
+    group = RESOURCES["IngestTargetGroup"]["Properties"]
+    attributes = {a["Key"]: a["Value"] for a in group.get("TargetGroupAttributes", [])}
+    if attributes.get("deregistration_delay.timeout_seconds") != env["DEREGISTRATION_DELAY_SECONDS"]:
+        problems.append("target group deregistration_delay.timeout_seconds must equal DEREGISTRATION_DELAY_SECONDS")
+    if group.get("HealthCheckPath") != "/readyz" or group.get("Port") != listen:
+        problems.append(f"target group must check /readyz on port {listen} (LISTEN_ADDR)")
+    balancers = RESOURCES["IngestService"]["Properties"]["LoadBalancers"]
+    if [b["ContainerPort"] for b in balancers] != [listen]:
+        problems.append(f"ingest service must register container port {listen} only")
+    for name, resource in RESOURCES.items():
+        rules = []
+        if resource["Type"] == "AWS::EC2::SecurityGroup":
+            rules = [(name, r) for r in resource["Properties"].get("SecurityGroupIngress", [])]
+        elif resource["Type"] == "AWS::EC2::SecurityGroupIngress":
+            rules = [(name, resource["Properties"])]
+        for owner, rule in rules:
+            if isinstance(rule.get("FromPort"), int) and rule["FromPort"] <= metrics <= rule["ToPort"]:
+                source = rule.get("SourceSecurityGroupId")
+                if source != {"Fn::GetAtt": ["MetricsScraperSecurityGroup", "GroupId"]}:
+                    problems.append(f"{owner}: port {metrics} (metrics) open to something else than the scraper group")
+    egress = RESOURCES["AlbToIngestEgress"]["Properties"]
+    if (egress["FromPort"], egress["ToPort"]) != (listen, listen):
+        problems.append(f"the ALB may reach ingest on port {listen} only")
+    alb_egress = RESOURCES["AlbSecurityGroup"]["Properties"].get("SecurityGroupEgress")
+    if not alb_egress or any(rule.get("CidrIp") != "127.0.0.1/32" for rule in alb_egress):
+        problems.append("AlbSecurityGroup must replace the default allow-all egress (a 127.0.0.1/32 rule): "
+                        "the ALB may reach ingest's LISTEN_ADDR only")
+    return problems
+
+
+def statements(role):
+    return [s for policy in role["Properties"].get("Policies", [])
+            for s in policy["PolicyDocument"]["Statement"] if isinstance(s, dict) and "Effect" in s]
+
+
+def template_roles_are_least_privilege():
+    problems = []
+    main, dlq = {"Fn::GetAtt": ["MainQueue", "Arn"]}, {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    allowed = {
+        "IngestTaskRole": {"MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes"}},
+        "WorkerTaskRole": {"MainQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                                         "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+                           "DeadLetterQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}},
+        "RedriveTaskRole": {"DeadLetterQueue": {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks",
+                                                "sqs:CancelMessageMoveTask", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                                "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+                            "MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}},
+    }
+    for role, grants in allowed.items():
+        granted = {}
+        for statement in statements(RESOURCES[role]):
+            queue = {json.dumps(main): "MainQueue", json.dumps(dlq): "DeadLetterQueue"}.get(json.dumps(statement["Resource"]))
+            if queue is None:
+                problems.append(f"{role}: a statement on {statement['Resource']!r}, not on one of the queues")
+                continue
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            granted.setdefault(queue, set()).update(actions)
+        if granted != grants:
+            problems.append(f"{role}: grants {({k: sorted(v) for k, v in granted.items()})}, "
+                            f"expected {({k: sorted(v) for k, v in grants.items()})}")
+    for name, resource in RESOURCES.items():
+        if resource["Type"] == "AWS::IAM::Role":
+            for statement in statements(resource):
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                if any("*" in a for a in actions) or statement.get("Resource") == "*":
+                    problems.append(f"{name}: wildcard in {statement}")
+        if resource["Type"] == "AWS::Logs::LogGroup" and "RetentionInDays" not in resource["Properties"]:
+            problems.append(f"{name}: no RetentionInDays")
+    queue = RESOURCES["MainQueue"]["Properties"]
+    if queue.get("RedrivePolicy", {}).get("deadLetterTargetArn") != dlq:
+        problems.append("MainQueue needs a RedrivePolicy to DeadLetterQueue")
+    return problems

@@ -1,0 +1,70 @@
+"""Inputs and helpers shared by the checks: paths, the parsed task definitions, template and
+compose file (loaded on import, so a file that does not parse stops the run), the env names
+the binaries accept (HELP, filled in by __main__ from their --help) and small helpers.
+"""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEPLOY = ROOT / "deploy"
+DOCKER = ROOT / "docker"
+TASK_DEFS = {"ingest": DEPLOY / "ecs/ingest-task-definition.json",
+             "worker": DEPLOY / "ecs/worker-task-definition.json"}
+TEMPLATE = DEPLOY / "cloudformation.yaml"
+COMPOSE = DOCKER / "compose.yaml"
+IMAGE_SOURCES = "/etc/scalable-webhook/sources.toml"  # where the Dockerfile puts deploy/sources.toml
+STOP_MARGIN = 5  # seconds stopTimeout must exceed the drain by
+
+HELP = {}  # env names accepted per binary (and worker subcommand), from --help; filled in by __main__.main()
+
+
+def env_names(help_text):
+    return set(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)[=\]]", help_text))
+
+
+def load_help(help_dir):
+    texts = {p.stem: p.read_text() for p in Path(help_dir).glob("*.txt")}
+    names = {k: env_names(v) for k, v in texts.items()}
+    for key in ("ingest", "worker-run", "worker-migrate", "worker-redrive", "worker-healthcheck"):
+        if not names.get(key):
+            raise SystemExit(f"check_deploy: no [env: ...] lines in {help_dir}/{key}.txt")
+    worker_all = names["worker-run"] | names["worker-migrate"] | names["worker-redrive"] | names["worker-healthcheck"]
+    return {"ingest": names["ingest"], "worker": worker_all, "worker run": names["worker-run"],
+            "worker migrate": names["worker-migrate"], "worker redrive": names["worker-redrive"]}
+
+
+def secret_envs(path):
+    data = tomllib.loads(Path(path).read_text())
+    return {name for source in data.get("sources", {}).values() for name in source.get("secret_env", [])}
+
+
+def extra_allowed(name):
+    return name.startswith("AWS_") or name == "RUST_LOG"
+
+
+def port_of(addr):
+    return int(addr.rsplit(":", 1)[1])
+
+
+TEMPLATE_DOC = cfn_yaml.load(str(TEMPLATE))
+RESOURCES = TEMPLATE_DOC["Resources"]
+TASK_JSON = {name: json.loads(path.read_text()) for name, path in TASK_DEFS.items()}
+COMPOSE_DOC = yaml.safe_load(COMPOSE.read_text())
+
+
+def json_container(name):
+    return TASK_JSON[name]["containerDefinitions"][0]
+
+
+def env_map(items, key="name", value="value"):
+    return {item[key]: item[value] for item in items}
+
+
+def drain_times(name, env):
+    grace = int(env.get("SHUTDOWN_GRACE_SECONDS", 25))
+    return grace + (int(env.get("DEREGISTRATION_DELAY_SECONDS", 0)) if name == "ingest" else 0)
