@@ -12,6 +12,19 @@ use crate::{QueueOptions, TestStack};
 const DEFAULT_SQS_ENDPOINT: &str = "http://127.0.0.1:4566";
 
 impl TestStack {
+    /// Empties the main queue and waits until it reports no messages (a purge refused because
+    /// another one is in progress is fine: the wait still checks the result).
+    pub async fn purge(&self) {
+        let _ = self
+            .sqs
+            .purge_queue()
+            .queue_url(&self.queue_url)
+            .send()
+            .await;
+        self.wait_for_empty(&self.queue_url, Duration::from_secs(30))
+            .await;
+    }
+
     /// Envelopes for `source` with small JSON bodies, as ingest would write them.
     pub fn envelopes(source: &str, count: usize) -> Vec<Envelope> {
         (0..count)

@@ -62,14 +62,14 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.seconds);
 
     let ceiling = sdk_ceiling(&stack, args.clients, &body, duration).await?;
-    purge(&stack).await;
+    stack.purge().await;
     let settings: Vec<(&str, &str)> = args
         .settings
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
     let batched = ingest_run(&stack, &settings, args.clients, &body, duration).await;
-    purge(&stack).await;
+    stack.purge().await;
     let single = ingest_run(
         &stack,
         &[("BATCH_MAX_MESSAGES", "1"), ("BATCH_MAX_IN_FLIGHT", "1024")],
@@ -78,9 +78,9 @@ async fn main() -> anyhow::Result<()> {
         duration,
     )
     .await;
-    purge(&stack).await;
+    stack.purge().await;
     let memory = ingest_run(&stack, &settings, args.memory_connections, &body, duration).await;
-    purge(&stack).await;
+    stack.purge().await;
 
     let mut out = String::new();
     out += &format!(
@@ -236,13 +236,4 @@ async fn ingest_run(
         sqs_requests_per_webhook: calls / accepted.max(1.0),
         peak_rss,
     }
-}
-
-async fn purge(stack: &TestStack) {
-    let _ = stack
-        .sqs
-        .purge_queue()
-        .queue_url(&stack.queue_url)
-        .send()
-        .await;
 }

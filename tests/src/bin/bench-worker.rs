@@ -63,9 +63,9 @@ async fn main() -> anyhow::Result<()> {
     let loops = (args.concurrency as usize / 10).max(1);
 
     let ceiling = sdk_ceiling(&stack, messages, loops).await?;
-    purge(&stack).await;
+    stack.purge().await;
     let worker = worker_run(&stack, &args).await?;
-    purge(&stack).await;
+    stack.purge().await;
 
     let mut out = String::new();
     out += &format!(
@@ -260,18 +260,4 @@ async fn worker_run(stack: &TestStack, args: &Args) -> anyhow::Result<WorkerRun>
         p99_ms: p99_ms.unwrap_or_default(),
         peak_rss,
     })
-}
-
-/// Empties the main queue and waits until it reports no messages (a purge refused because
-/// another one is in progress is fine: the wait still checks the result).
-async fn purge(stack: &TestStack) {
-    let _ = stack
-        .sqs
-        .purge_queue()
-        .queue_url(&stack.queue_url)
-        .send()
-        .await;
-    stack
-        .wait_for_empty(&stack.queue_url, Duration::from_secs(30))
-        .await;
 }
