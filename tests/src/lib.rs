@@ -25,6 +25,9 @@ pub use services::Service;
 use crate::database::{admin_database_url, create_database};
 use crate::queues::{create_queues, sqs_client, sqs_endpoint};
 
+/// Starts tried before giving up when freshly picked ports keep being taken by others.
+const START_ATTEMPTS: usize = 5;
+
 /// One test's queues and database.
 #[derive(Debug)]
 pub struct TestStack {
@@ -148,14 +151,20 @@ impl TestStack {
 
     /// Starts `ingest` for `queue_url` on free ports, with extra settings.
     pub async fn spawn_ingest_for(&self, queue_url: &str, settings: &[(&str, &str)]) -> Service {
-        let (http, ops) = (free_port(), free_port());
-        let (mut command, log_path) = self.command("ingest");
-        command
-            .env("QUEUE_URL", queue_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{http}"))
-            .env("METRICS_ADDR", format!("127.0.0.1:{ops}"))
-            .envs(settings.iter().copied());
-        Service::start("ingest", command, Some(http), ops, log_path).await
+        for _ in 0..START_ATTEMPTS {
+            let (http, ops) = (free_port(), free_port());
+            let (mut command, log_path) = self.command("ingest");
+            command
+                .env("QUEUE_URL", queue_url)
+                .env("LISTEN_ADDR", format!("127.0.0.1:{http}"))
+                .env("METRICS_ADDR", format!("127.0.0.1:{ops}"))
+                .envs(settings.iter().copied());
+            if let Ok(service) = Service::start("ingest", command, Some(http), ops, log_path).await
+            {
+                return service;
+            }
+        }
+        panic!("ingest could not bind free ports in {START_ATTEMPTS} attempts");
     }
 
     /// Starts `worker` on the main queue with extra settings.
@@ -166,14 +175,19 @@ impl TestStack {
     /// Starts a worker-like binary (e.g. `examples/upsert_orders`, relative to the target
     /// profile directory) on the main queue with extra settings.
     pub async fn spawn_worker_binary(&self, binary: &str, settings: &[(&str, &str)]) -> Service {
-        let ops = free_port();
-        let (mut command, log_path) = self.command(binary);
-        command
-            .env("QUEUE_URL", &self.queue_url)
-            .env("METRICS_ADDR", format!("127.0.0.1:{ops}"))
-            .env("QUEUE_METRICS_INTERVAL_SECONDS", "1")
-            .envs(settings.iter().copied());
-        Service::start("worker", command, None, ops, log_path).await
+        for _ in 0..START_ATTEMPTS {
+            let ops = free_port();
+            let (mut command, log_path) = self.command(binary);
+            command
+                .env("QUEUE_URL", &self.queue_url)
+                .env("METRICS_ADDR", format!("127.0.0.1:{ops}"))
+                .env("QUEUE_METRICS_INTERVAL_SECONDS", "1")
+                .envs(settings.iter().copied());
+            if let Ok(service) = Service::start("worker", command, None, ops, log_path).await {
+                return service;
+            }
+        }
+        panic!("{binary} could not bind a free port in {START_ATTEMPTS} attempts");
     }
 
     /// Runs `worker` with `args` (e.g. `["redrive"]`) to the end, on the main queue, and
@@ -230,7 +244,8 @@ impl TestStack {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago. Another process may take it before the binary binds
+/// it; the spawn functions then try again with other ports.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

@@ -11,6 +11,10 @@ use tokio::process::{Child, Command};
 /// How long a binary may take to answer `/healthz` after start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A port picked as free was taken before the binary could bind it.
+#[derive(Debug)]
+pub(crate) struct PortTaken;
+
 /// A binary under test. Killed when dropped.
 #[derive(Debug)]
 pub struct Service {
@@ -23,13 +27,15 @@ pub struct Service {
 
 impl Service {
     /// Spawns `command` and waits until its ops server answers `/healthz`.
+    /// `Err(PortTaken)` when the process could not bind a port that was free a moment before
+    /// (another process took it): the caller tries again with other ports.
     pub(crate) async fn start(
         name: &'static str,
         mut command: Command,
         http_port: Option<u16>,
         ops_port: u16,
         log_path: PathBuf,
-    ) -> Self {
+    ) -> Result<Self, PortTaken> {
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("starting {name}: {error}"));
@@ -44,7 +50,11 @@ impl Service {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = service.child.try_wait() {
-                panic!("{name} exited at start with {status}:\n{}", service.log());
+                let log = service.log();
+                if log.contains("Address already in use") {
+                    return Err(PortTaken);
+                }
+                panic!("{name} exited at start with {status}:\n{log}");
             }
             let healthy = client
                 .get(service.ops_url("/healthz"))
@@ -60,7 +70,7 @@ impl Service {
                 None => true,
             };
             if healthy && http_up {
-                return service;
+                return Ok(service);
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
