@@ -2,13 +2,14 @@
 # Benchmarks: commands that print figures (never pass/fail tests). Starts the local stack
 # like scripts/test.sh, builds in release mode, and runs one benchmark.
 #   scripts/bench.sh ingest [--clients 64] [--seconds 10] [--body-bytes 1024] [--memory-connections 256]
+#   scripts/bench.sh pipeline [--burst-rate 2500] [--burst-seconds 10] [--quiet-seconds 60] [--concurrency 16] [--connections 4]
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 what="${1:-}"
 case "$what" in
-  ingest|worker) shift ;;
-  *) echo "usage: $0 ingest|worker [options]   (options: $0 ingest --help, $0 worker --help)" >&2; exit 2 ;;
+  ingest|worker|pipeline) shift ;;
+  *) echo "usage: $0 ingest|worker|pipeline [options]   (options: $0 ingest --help, $0 worker --help, $0 pipeline --help)" >&2; exit 2 ;;
 esac
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 "$REPO_ROOT/scripts/postgres.sh" ensure
