@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Fault run: steady webhook load while the worker is killed, ingest restarted, PostgreSQL cut
+# and SQS frozen; then checks that every accepted webhook is stored exactly once. Starts the
+# local stack like scripts/bench.sh and builds in release mode (SW_BUILD_PROFILE=dev: debug).
+#   scripts/fault-run.sh [--quick] [--clients 16] [--seconds 60] [--db-outage-seconds 20] [--sqs-freeze-seconds 10]
+# Run it alone: it freezes LocalStack (SIGSTOP), which stalls every other user of it.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
+"$REPO_ROOT/scripts/postgres.sh" ensure
+started_localstack=0
+"$REPO_ROOT/scripts/localstack.sh" status >/dev/null 2>&1 || started_localstack=1
+stop_localstack() { if [ "$started_localstack" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi; }
+trap stop_localstack EXIT
+"$REPO_ROOT/scripts/localstack.sh" start
+cd "$REPO_ROOT"
+# SW_BUILD_PROFILE=dev reuses the debug binaries a test run has just built (CI does this).
+if [ "${SW_BUILD_PROFILE:-release}" = dev ]; then
+  cargo run -q -p e2e-tests --bin fault-run -- "$@"
+else
+  cargo run --release -q -p e2e-tests --bin fault-run -- "$@"
+fi
