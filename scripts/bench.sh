@@ -12,11 +12,7 @@ case "$what" in
   *) echo "usage: $0 ingest|worker|pipeline [options]   (options: $0 ingest --help, $0 worker --help, $0 pipeline --help)" >&2; exit 2 ;;
 esac
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
-"$REPO_ROOT/scripts/postgres.sh" ensure
-started_localstack=0
-"$REPO_ROOT/scripts/localstack.sh" status >/dev/null 2>&1 || started_localstack=1
-stop_localstack() { if [ "$started_localstack" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi; }
-trap stop_localstack EXIT
-"$REPO_ROOT/scripts/localstack.sh" start
+trap stop_local_stack EXIT
+start_local_stack
 cd "$REPO_ROOT"
 cargo run --quiet --release -p e2e-tests --bin "bench-$what" -- "$@"

@@ -8,12 +8,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
-"$REPO_ROOT/scripts/postgres.sh" ensure
-started_localstack=0
-"$REPO_ROOT/scripts/localstack.sh" status >/dev/null 2>&1 || started_localstack=1
-stop_localstack() { if [ "$started_localstack" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi; }
-trap stop_localstack EXIT
-"$REPO_ROOT/scripts/localstack.sh" start
+trap stop_local_stack EXIT
+start_local_stack
 cd "$REPO_ROOT"
 # SW_BUILD_PROFILE=dev reuses the debug binaries a test run has just built (CI does this).
 if [ "${SW_BUILD_PROFILE:-release}" = dev ]; then

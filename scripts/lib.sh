@@ -39,3 +39,16 @@ apt_install() {
 : "${AWS_EC2_METADATA_DISABLED:=true}"
 export LOCALSTACK_PORT AWS_ENDPOINT_URL AWS_REGION AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID \
   AWS_SECRET_ACCESS_KEY AWS_EC2_METADATA_DISABLED
+
+# The local stack the tests, benchmarks and run command need: PostgreSQL (installed and
+# started if missing) and LocalStack on the host. stop_local_stack stops LocalStack only if
+# start_local_stack started it; set `trap stop_local_stack EXIT` before calling it.
+_STARTED_LOCALSTACK=0
+start_local_stack() {
+  "$REPO_ROOT/scripts/postgres.sh" ensure
+  "$REPO_ROOT/scripts/localstack.sh" status >/dev/null 2>&1 || _STARTED_LOCALSTACK=1
+  "$REPO_ROOT/scripts/localstack.sh" start
+}
+stop_local_stack() {
+  if [ "$_STARTED_LOCALSTACK" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi
+}

@@ -15,10 +15,7 @@ check=0
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 command -v cc >/dev/null || apt_install gcc libc6-dev
 
-"$REPO_ROOT/scripts/postgres.sh" ensure
-started_localstack=0
-"$REPO_ROOT/scripts/localstack.sh" status >/dev/null 2>&1 || started_localstack=1
-"$REPO_ROOT/scripts/localstack.sh" start
+start_local_stack
 
 pids=()
 # shellcheck disable=SC2317  # called through trap
@@ -29,7 +26,7 @@ cleanup() {
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
   fi
-  if [ "$started_localstack" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi
+  stop_local_stack
 }
 trap cleanup EXIT INT TERM
 

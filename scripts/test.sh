@@ -12,16 +12,8 @@ set -euo pipefail
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 command -v cc >/dev/null || apt_install gcc libc6-dev
 
-"$REPO_ROOT/scripts/postgres.sh" ensure
-started_localstack=0
-if ! "$REPO_ROOT/scripts/localstack.sh" status >/dev/null 2>&1; then
-  started_localstack=1
-fi
-stop_localstack() {
-  if [ "$started_localstack" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi
-}
-trap stop_localstack EXIT
-"$REPO_ROOT/scripts/localstack.sh" start
+trap stop_local_stack EXIT
+start_local_stack
 
 # Databases left behind by end-to-end tests that failed in earlier runs.
 leftovers="$(psql -X -q -tA -h 127.0.0.1 -U postgres -d postgres \
