@@ -6,18 +6,13 @@
 //!
 //! Run it like the worker, with the same settings:
 //! `cargo run -p worker --example upsert_orders -- run`
-//! (its own migration: it creates `orders` if missing).
+//! (its own migration, run at every start and by `migrate`, creates `orders` if missing).
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use sqlx::PgConnection;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use webhook_shared::envelope::Envelope;
-use webhook_shared::{metrics, shutdown, telemetry};
-use worker::config::{Cli, Command, RunConfig};
-use worker::handler::{Handler, StoreEvents};
+use worker::{Handler, HandlerError, StoreEvents, Stored};
 
 /// Stores events, then upserts `orders` from the new ones.
 struct UpsertOrders;
@@ -27,9 +22,13 @@ impl Handler for UpsertOrders {
         &self,
         tx: &mut PgConnection,
         events: &[Envelope],
-    ) -> Result<Vec<bool>, sqlx::Error> {
-        let new = StoreEvents.handle(&mut *tx, events).await?;
-        for (event, _) in events.iter().zip(&new).filter(|(_, is_new)| **is_new) {
+    ) -> Result<Vec<Stored>, HandlerError> {
+        let results = StoreEvents.handle(&mut *tx, events).await?;
+        for (event, _) in events
+            .iter()
+            .zip(&results)
+            .filter(|(_, stored)| **stored == Stored::New)
+        {
             let Some(payload) = event.json_payload() else {
                 continue;
             };
@@ -42,51 +41,29 @@ impl Handler for UpsertOrders {
                 .unwrap_or("unknown");
             // Webhooks can arrive out of order: keep the most recently received status.
             sqlx::query(
-                    "INSERT INTO orders (id, status, updated_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
-                     WHERE orders.updated_at <= EXCLUDED.updated_at",
-                )
-                .bind(order_id)
-                .bind(status)
-                .bind(event.received_at)
-                .execute(&mut *tx)
-                .await?;
+                "INSERT INTO orders (id, status, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+                 WHERE orders.updated_at <= EXCLUDED.updated_at",
+            )
+            .bind(order_id)
+            .bind(status)
+            .bind(event.received_at)
+            .execute(&mut *tx)
+            .await?;
         }
-        Ok(new)
+        Ok(results)
+    }
+
+    async fn migrate(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, status text NOT NULL, updated_at timestamptz NOT NULL)",
+        )
+        .execute(conn)
+        .await
+        .map(|_| ())
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let (command, log) = Cli::parse_command();
-    telemetry::init(log.log_format);
-    let result = match command {
-        Command::Run(config) => run(*config).await,
-        Command::Migrate(database) => worker::migrate(&database).await,
-        Command::Redrive(args) => worker::redrive::run(&args).await,
-        Command::Healthcheck(args) => webhook_shared::healthcheck::check(args.metrics_addr).await,
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "upsert_orders failed");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(config: RunConfig) -> anyhow::Result<()> {
-    let pool = worker::db::pool(&config.database)?;
-    sqlx::query("CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, status text NOT NULL, updated_at timestamptz NOT NULL)")
-        .execute(&pool)
-        .await
-        .context("creating the orders table")?;
-    pool.close().await;
-    let metrics = metrics::install_recorder().context("installing the Prometheus recorder")?;
-    let ops = TcpListener::bind(config.ops.metrics_addr)
-        .await
-        .context("binding METRICS_ADDR")?;
-    let token = CancellationToken::new();
-    shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
-    worker::run_with(config, UpsertOrders, ops, metrics, token).await
+fn main() -> ExitCode {
+    worker::main_with(UpsertOrders)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
 
-/// Long-polls SQS under a hard concurrency limit and stores webhooks in PostgreSQL.
+/// Long-polls SQS and stores webhooks in PostgreSQL at the pace the database can bear.
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, about)]
 pub struct Cli {
@@ -98,16 +98,29 @@ pub struct RunConfig {
     #[arg(long, env = "DLQ_URL", value_parser = parse_queue_url)]
     pub dlq_url: Option<String>,
 
-    /// Most messages processed at once. Never more are received than there is room for.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "16")]
-    pub worker_concurrency: NonZeroU32,
+    /// Most batch writes (transactions) in progress at once, each on its own connection: the
+    /// throttle the database sees. At most DATABASE_MAX_CONNECTIONS; defaults to it.
+    #[arg(long, env = "WORKER_CONCURRENCY")]
+    pub worker_concurrency: Option<NonZeroU32>,
 
-    /// Long-poll loops receiving in parallel; default: one per 10 of WORKER_CONCURRENCY.
-    #[arg(long, env = "RECEIVE_LOOPS")]
-    pub receive_loops: Option<NonZeroU32>,
+    /// Most messages held at once (received, not yet deleted or released); the worker never
+    /// asks SQS for more than it has room for. Default: 2 x WORKER_CONCURRENCY x
+    /// WORKER_BATCH_MAX_ROWS (a full batch in progress and one waiting per writer), at
+    /// least 10 and at most 1000. Memory grows with it times the average message size.
+    #[arg(long, env = "WORKER_MAX_IN_FLIGHT")]
+    pub worker_max_in_flight: Option<NonZeroU32>,
 
-    /// Most messages received per second, across all receive loops (a rate limit on top of
-    /// the concurrency limit); unlimited when absent.
+    /// Most rows (events) written in one transaction. A free writer takes everything
+    /// waiting up to this cap, so batches fill up under load and a lone message goes at once.
+    #[arg(long, env = "WORKER_BATCH_MAX_ROWS", default_value = "100")]
+    pub worker_batch_max_rows: NonZeroU32,
+
+    /// Most body bytes written in one transaction (a single larger message is written alone).
+    #[arg(long, env = "WORKER_BATCH_MAX_BYTES", default_value = "4194304")]
+    pub worker_batch_max_bytes: NonZeroU32,
+
+    /// Most messages received per second (a rate limit on top of the window); unlimited
+    /// when absent. Below 10, each receive asks for this many.
     #[arg(long, env = "MAX_MESSAGES_PER_SECOND")]
     pub max_messages_per_second: Option<NonZeroU32>,
 
@@ -137,18 +150,52 @@ pub struct RunConfig {
     pub ops: OpsArgs,
 }
 
+/// A setting that contradicts another, found at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// More writes than connections: a write would wait for a connection, unseen.
+    #[error(
+        "WORKER_CONCURRENCY ({concurrency}) may not exceed DATABASE_MAX_CONNECTIONS ({connections}): each batch write in progress holds its own connection"
+    )]
+    ConcurrencyAboveConnections {
+        /// WORKER_CONCURRENCY.
+        concurrency: u32,
+        /// DATABASE_MAX_CONNECTIONS.
+        connections: u32,
+    },
+}
+
+/// Smallest and largest derived WORKER_MAX_IN_FLIGHT.
+const DERIVED_WINDOW: (u32, u32) = (10, 1000);
+
 impl RunConfig {
-    /// Receive loops to run: the setting, or one per 10 permits.
-    pub fn receive_loops(&self) -> u32 {
-        self.receive_loops.map_or_else(
-            || self.worker_concurrency.get().div_ceil(10),
-            NonZeroU32::get,
-        )
+    /// WORKER_CONCURRENCY, or DATABASE_MAX_CONNECTIONS when unset; an error if above it.
+    pub fn write_limit(&self) -> Result<u32, ConfigError> {
+        let connections = self.database.database_max_connections.get();
+        let concurrency = self.worker_concurrency.map_or(connections, NonZeroU32::get);
+        if concurrency > connections {
+            return Err(ConfigError::ConcurrencyAboveConnections {
+                concurrency,
+                connections,
+            });
+        }
+        Ok(concurrency)
+    }
+
+    /// WORKER_MAX_IN_FLIGHT, or its derived default (see `--help`).
+    pub fn max_in_flight(&self) -> Result<u32, ConfigError> {
+        if let Some(window) = self.worker_max_in_flight {
+            return Ok(window.get());
+        }
+        let derived = 2u32
+            .saturating_mul(self.write_limit()?)
+            .saturating_mul(self.worker_batch_max_rows.get());
+        Ok(derived.clamp(DERIVED_WINDOW.0, DERIVED_WINDOW.1))
     }
 
     /// The back-off for messages that failed to store.
-    pub fn retry_backoff(&self) -> crate::process::RetryBackoff {
-        crate::process::RetryBackoff {
+    pub(crate) fn retry_backoff(&self) -> crate::batch::RetryBackoff {
+        crate::batch::RetryBackoff {
             base: Duration::from_secs(self.retry_backoff_base_seconds),
             max: Duration::from_secs(
                 self.retry_backoff_max_seconds
@@ -171,7 +218,7 @@ pub struct DatabaseArgs {
     pub database_url: DatabaseUrl,
 
     /// Size of the connection pool: the most connections the worker opens.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "8")]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "4")]
     pub database_max_connections: NonZeroU32,
 
     /// Prepared statements cached per connection. Set 0 behind RDS Proxy or PgBouncer in
@@ -255,5 +302,51 @@ mod tests {
         .expect_err("zero is not a concurrency")
         .to_string();
         assert!(error.contains("--worker-concurrency"), "{error}");
+    }
+
+    fn run_config(extra: &[&str]) -> RunConfig {
+        let mut args = vec![
+            "worker",
+            "run",
+            "--queue-url",
+            "http://127.0.0.1:4566/000000000000/q",
+            "--database-url",
+            "postgres://db/app",
+        ];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args).expect("valid").command {
+            Some(Command::Run(config)) => *config,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrency_defaults_to_the_pool_and_may_not_exceed_it() {
+        let config = run_config(&["--database-max-connections", "6"]);
+        assert_eq!(config.write_limit().expect("valid"), 6);
+        let error = run_config(&[
+            "--database-max-connections",
+            "4",
+            "--worker-concurrency",
+            "5",
+        ])
+        .write_limit()
+        .expect_err("5 writes on 4 connections")
+        .to_string();
+        assert!(
+            error.contains("WORKER_CONCURRENCY") && error.contains("DATABASE_MAX_CONNECTIONS"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_window_is_derived_from_writers_and_batch_rows() {
+        assert_eq!(run_config(&[]).max_in_flight().expect("valid"), 800);
+        let small = run_config(&["--worker-concurrency", "1", "--worker-batch-max-rows", "2"]);
+        assert_eq!(small.max_in_flight().expect("valid"), 10);
+        let large = run_config(&["--database-max-connections", "40"]);
+        assert_eq!(large.max_in_flight().expect("valid"), 1000);
+        let set = run_config(&["--worker-max-in-flight", "7"]);
+        assert_eq!(set.max_in_flight().expect("valid"), 7);
     }
 }

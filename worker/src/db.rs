@@ -8,10 +8,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::config::DatabaseArgs;
 
 /// The schema migrations, embedded in the binary at build time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Builds the bounded pool. Connections open lazily, never more than the configured maximum.
-pub fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
+pub(crate) fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
     // sqlx's parse error never contains the URL, so the password cannot leak through it.
     let options: PgConnectOptions = args
         .database_url
@@ -29,7 +29,7 @@ pub fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
 }
 
 /// Applies every pending migration.
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR
         .run(pool)
         .await
@@ -38,7 +38,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Fails unless every embedded migration has been applied, so `run` never writes into a
 /// schema it does not know.
-pub async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
     let table_exists: bool =
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
             .fetch_one(pool)
@@ -62,4 +62,16 @@ pub async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
         "the database schema is not up to date (pending migrations {pending:?}); run `worker migrate` or set RUN_MIGRATIONS=true"
     );
     Ok(())
+}
+
+/// Runs the handler's own idempotent migration on one connection.
+pub(crate) async fn migrate_handler<H: crate::handler::Handler>(
+    pool: &PgPool,
+    handler: &H,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await.context("connecting to DATABASE_URL")?;
+    handler
+        .migrate(&mut conn)
+        .await
+        .context("applying the handler's migration")
 }

@@ -4,7 +4,7 @@
 
 /// Whether an error may pass by itself: lost connections, pool exhaustion, timeouts,
 /// serialization failures and deadlocks, resource shortages, operator intervention.
-pub fn is_transient(error: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(database) => database
             .code()

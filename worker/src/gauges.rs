@@ -1,6 +1,5 @@
 //! Gauges refreshed on an interval: `webhook_queue_messages` for the main queue and the DLQ
-//! (from GetQueueAttributes), the pool's connections, and the lag, which drops to 0 once
-//! the main queue has no visible messages left.
+//! (from GetQueueAttributes) and the pool's connections; and the lag, every second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +27,11 @@ const STATES: [(QueueAttributeName, &str); 3] = [
     ),
 ];
 
-/// Refreshes the gauges every `interval` until `shutdown`.
-pub async fn run(
+/// How often the lag gauge is set.
+const LAG_PERIOD: Duration = Duration::from_secs(1);
+
+/// Refreshes the gauges every `interval` (the lag every second) until `shutdown`.
+pub(crate) async fn run(
     sqs: Client,
     main_url: String,
     dlq_url: Option<String>,
@@ -38,19 +40,25 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
-        let visible = refresh(&sqs, "main", &main_url).await;
-        if visible == Some(0) {
-            lag.caught_up();
-        } else {
+    let queues = async {
+        let mut ticks = tokio::time::interval(interval);
+        while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
+            if refresh(&sqs, "main", &main_url).await == Some(0) {
+                lag.queue_has_none_visible();
+            }
+            if let Some(dlq_url) = &dlq_url {
+                refresh(&sqs, "dlq", dlq_url).await;
+            }
+            metrics::gauge_pool(pool.size(), pool.num_idle());
+        }
+    };
+    let lag_gauge = async {
+        let mut ticks = tokio::time::interval(LAG_PERIOD);
+        while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
             lag.report();
         }
-        if let Some(dlq_url) = &dlq_url {
-            refresh(&sqs, "dlq", dlq_url).await;
-        }
-        metrics::gauge_pool(pool.size(), pool.num_idle());
-    }
+    };
+    tokio::join!(queues, lag_gauge);
 }
 
 /// Sets one queue's gauges; returns its visible count.

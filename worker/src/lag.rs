@@ -1,75 +1,123 @@
 //! The lag: how far behind the worker is, from the messages' `SentTimestamp`. It is the age,
-//! now, of the oldest message of the latest receive, so it keeps growing while the worker is
-//! stuck; it is 0 once a receive finds nothing or the main queue has no visible messages.
+//! now, of the oldest message among:
+//! - the messages the worker holds (received, not yet deleted or released);
+//! - the messages it put back for a back-off after a failed write, until they are received
+//!   again or could have been (the back-off plus a visibility timeout);
+//! - the oldest message of the latest non-empty receive, until a receive finds the queue
+//!   empty or the queue reports no visible message (so an SQS outage does not hide a backlog).
+//!
+//! So it keeps growing while messages wait, hidden or not, and is 0 once caught up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use tokio::time::Instant;
 
 use crate::metrics;
+use crate::window::Window;
 
-/// Shared by the receive loops (which observe) and the gauge refresher (which reports).
+/// Most messages remembered in back-off; beyond it, newer ones are not remembered (the
+/// oldest, which set the lag, are kept).
+const MAX_BACKED_OFF: usize = 100_000;
+
+/// Shared by the receiver, the writer (back-off) and the gauge refresher.
+#[derive(Debug)]
+pub(crate) struct Lag {
+    window: Arc<Window>,
+    state: Mutex<State>,
+}
+
 #[derive(Debug, Default)]
-pub struct Lag {
-    /// Milliseconds since the epoch of the oldest message of the latest receive; 0 = caught up.
-    oldest_sent_ms: AtomicU64,
+struct State {
+    /// Oldest `SentTimestamp` of the latest non-empty receive; 0 once caught up.
+    latest_receive_oldest_ms: u64,
+    /// Message id -> (SentTimestamp ms, forget after).
+    backed_off: HashMap<String, (u64, Instant)>,
 }
 
 impl Lag {
-    /// Records a receive: its oldest message, or caught up when it brought none. Also records
-    /// each message's age.
-    pub fn observe_receive(&self, messages: &[Message]) {
+    /// Lag over the messages held in `window`.
+    pub(crate) fn new(window: Arc<Window>) -> Self {
+        Self {
+            window,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Records a receive: the sent times of what it brought (empty: caught up with the
+    /// visible messages). Received messages are no longer in back-off.
+    pub(crate) fn observe_receive<'a>(
+        &self,
+        messages: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+    ) {
         let now = now_ms();
-        let sent: Vec<u64> = messages.iter().filter_map(sent_ms).collect();
-        for &sent in &sent {
-            metrics::record_seconds(
-                metrics::MESSAGE_AGE_SECONDS,
-                Duration::from_millis(now.saturating_sub(sent)),
-            );
+        let mut state = self.state();
+        let mut oldest = None::<u64>;
+        for (message_id, sent_ms) in messages {
+            state.backed_off.remove(message_id);
+            if let Some(sent) = sent_ms {
+                metrics::record_seconds(
+                    metrics::MESSAGE_AGE_SECONDS,
+                    Duration::from_millis(now.saturating_sub(sent)),
+                );
+                oldest = Some(oldest.map_or(sent, |o| o.min(sent)));
+            }
         }
-        self.oldest_sent_ms
-            .store(sent.into_iter().min().unwrap_or(0), Ordering::Relaxed);
-        self.report();
+        state.latest_receive_oldest_ms = oldest.unwrap_or(0);
     }
 
-    /// The main queue has no visible messages: the worker has caught up.
-    pub fn caught_up(&self) {
-        self.oldest_sent_ms.store(0, Ordering::Relaxed);
-        self.report();
-    }
-
-    /// Sets the gauge from the oldest known message's age now.
-    pub fn report(&self) {
-        let oldest = self.oldest_sent_ms.load(Ordering::Relaxed);
-        let lag = if oldest == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(now_ms().saturating_sub(oldest))
-        };
-        metrics::set_lag(lag);
-    }
-
-    /// The lag now (for tests).
-    pub fn current(&self) -> Duration {
-        let oldest = self.oldest_sent_ms.load(Ordering::Relaxed);
-        if oldest == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(now_ms().saturating_sub(oldest))
+    /// Records a message put back for `delay` after a failed write; it counts in the lag
+    /// until it is received again or `delay + visibility` has passed.
+    pub(crate) fn backed_off(
+        &self,
+        message_id: &str,
+        sent_ms: Option<u64>,
+        forget_after: Duration,
+    ) {
+        let Some(sent) = sent_ms else { return };
+        let mut state = self.state();
+        if state.backed_off.len() < MAX_BACKED_OFF {
+            state
+                .backed_off
+                .insert(message_id.to_owned(), (sent, Instant::now() + forget_after));
         }
+    }
+
+    /// The main queue has no visible messages: nothing is waiting to be received.
+    pub(crate) fn queue_has_none_visible(&self) {
+        self.state().latest_receive_oldest_ms = 0;
+    }
+
+    /// Sets the gauge.
+    pub(crate) fn report(&self) {
+        metrics::set_lag(self.current());
+    }
+
+    /// The lag now.
+    pub(crate) fn current(&self) -> Duration {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.backed_off.retain(|_, (_, forget)| *forget > now);
+        let backed_off = state.backed_off.values().map(|(sent, _)| *sent).min();
+        let received = Some(state.latest_receive_oldest_ms).filter(|&ms| ms > 0);
+        drop(state);
+        let oldest = [backed_off, received, self.window.oldest_sent_ms()]
+            .into_iter()
+            .flatten()
+            .min();
+        oldest.map_or(Duration::ZERO, |sent| {
+            Duration::from_millis(now_ms().saturating_sub(sent))
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn sent_ms(message: &Message) -> Option<u64> {
-    message
-        .attributes()?
-        .get(&MessageSystemAttributeName::SentTimestamp)?
-        .parse()
-        .ok()
-}
-
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch now.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -78,29 +126,64 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Receipt;
 
-    fn sent_ago(ago: Duration) -> Message {
-        let sent = now_ms() - ago.as_millis() as u64;
-        Message::builder()
-            .attributes(MessageSystemAttributeName::SentTimestamp, sent.to_string())
-            .build()
+    fn ago(seconds: u64) -> Option<u64> {
+        Some(now_ms() - seconds * 1000)
     }
 
-    #[test]
-    fn lag_is_the_oldest_age_and_resets_when_caught_up() {
-        let lag = Lag::default();
+    fn about(lag: Duration, seconds: u64) -> bool {
+        lag >= Duration::from_secs(seconds) && lag < Duration::from_secs(seconds + 2)
+    }
+
+    #[tokio::test]
+    async fn lag_is_the_oldest_waiting_message_and_resets_when_caught_up() {
+        let window = Window::new(10);
+        let lag = Lag::new(Arc::clone(&window));
         assert_eq!(lag.current(), Duration::ZERO);
-        lag.observe_receive(&[
-            sent_ago(Duration::from_secs(5)),
-            sent_ago(Duration::from_secs(30)),
-        ]);
-        assert!(
-            lag.current() >= Duration::from_secs(30) && lag.current() < Duration::from_secs(31)
+        lag.observe_receive([("a", ago(5)), ("b", ago(30))]);
+        assert!(about(lag.current(), 30));
+        lag.observe_receive([]);
+        assert_eq!(lag.current(), Duration::ZERO);
+        lag.observe_receive([("c", ago(2))]);
+        lag.queue_has_none_visible();
+        assert_eq!(lag.current(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn messages_in_back_off_keep_the_lag_growing_while_receives_find_nothing() {
+        let window = Window::new(10);
+        let lag = Lag::new(Arc::clone(&window));
+        lag.observe_receive([("a", ago(40))]);
+        lag.backed_off("a", ago(40), Duration::from_secs(60));
+        // Every message hidden: receives come back empty and the queue shows none visible.
+        lag.observe_receive([]);
+        lag.queue_has_none_visible();
+        assert!(about(lag.current(), 40), "{:?}", lag.current());
+        // Received again: it is held now, and the lag follows it there.
+        let held = window.reserve(1).await.admit(
+            [(
+                Receipt {
+                    message_id: "a".into(),
+                    handle: "h".into(),
+                },
+                ago(40),
+            )],
+            Duration::from_secs(30),
         );
-        lag.observe_receive(&[]);
-        assert_eq!(lag.current(), Duration::ZERO);
-        lag.observe_receive(&[sent_ago(Duration::from_secs(2))]);
-        lag.caught_up();
+        lag.observe_receive([("a", ago(40))]);
+        lag.queue_has_none_visible();
+        assert!(about(lag.current(), 40));
+        drop(held);
+        assert_eq!(lag.current(), Duration::ZERO, "stored: caught up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_off_entries_are_forgotten_after_their_time() {
+        let lag = Lag::new(Window::new(1));
+        lag.backed_off("a", ago(10), Duration::from_secs(5));
+        assert!(lag.current() > Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(lag.current(), Duration::ZERO);
     }
 }

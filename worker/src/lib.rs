@@ -1,23 +1,37 @@
-//! worker: long-polls SQS under a hard concurrency limit, stores each webhook in PostgreSQL
-//! exactly once, and deletes a message only after its row is committed.
+//! worker: long-polls SQS and stores each webhook in PostgreSQL exactly once, at the pace the
+//! database can bear, deleting a message only after its row is committed.
 //!
-//! [`run`] takes its ops listener and a shutdown token, so tests can start many instances;
-//! [`run_with`] does the same with a custom [`Handler`](handler::Handler).
+//! The consumer is a pipeline (see `pipeline.rs`): receives fill a window of held messages;
+//! writers take what waits, group-commit style, at most `WORKER_CONCURRENCY` transactions at
+//! once; committed messages are deleted in full batches; a heartbeat keeps held messages
+//! hidden. [`run`] takes its ops listener and a shutdown token, so tests can start many
+//! instances; [`run_with`] and [`main_with`] do the same with a custom [`Handler`].
 
+mod batch;
+mod cli;
 pub mod config;
-pub mod consumer;
-pub mod db;
-pub mod db_errors;
-pub mod gauges;
-pub mod handler;
-pub mod lag;
-pub mod limit;
-pub mod metrics;
-pub mod process;
-pub mod queue;
-pub mod queue_info;
-pub mod redrive;
-pub mod store;
+mod db;
+mod db_errors;
+mod deleter;
+mod gauges;
+mod handler;
+mod heartbeat;
+mod lag;
+mod metrics;
+mod pipeline;
+#[cfg(test)]
+mod pipeline_tests;
+mod planner;
+mod queue;
+mod queue_info;
+mod receiver;
+mod redrive;
+mod sqs_client;
+mod store;
+#[cfg(test)]
+mod testing;
+mod window;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,16 +43,24 @@ use webhook_shared::metrics::PrometheusHandle;
 use webhook_shared::ops::{self, Readiness};
 use webhook_shared::sqs::{self, ClientTimeouts};
 
+pub use crate::cli::main_with;
+pub use crate::handler::{Handler, HandlerError, StoreEvents, Stored};
+pub use crate::store::insert_events;
+
 use crate::config::{DatabaseArgs, RunConfig};
-use crate::consumer::Consumer;
-use crate::handler::{Handler, StoreEvents};
 use crate::lag::Lag;
-use crate::limit::ConcurrencyLimit;
-use crate::process::Processor;
-use crate::queue::Queues;
+use crate::pipeline::PipelineSettings;
+use crate::queue::Queue;
+use crate::sqs_client::SqsQueue;
+use crate::store::PgStore;
+use crate::window::Window;
+use crate::writer::BatchCaps;
 
 /// Time allowed for one SQS call: the 20 s long poll plus a margin.
 const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shortest time a received message stays hidden, whatever the queue's VisibilityTimeout
+/// (SQS allows 0, which would hand every held message to other consumers at once).
+const MIN_VISIBILITY: Duration = Duration::from_secs(5);
 
 /// Consumes the queue with the default handler (store into `webhook_events`) until
 /// `shutdown` is cancelled.
@@ -52,7 +74,7 @@ pub async fn run(
 }
 
 /// Consumes the queue with `handler` until `shutdown` is cancelled, then stops receiving at
-/// once and finishes the messages in processing within the grace period.
+/// once and finishes the messages it holds within the grace period.
 pub async fn run_with<H: Handler>(
     config: RunConfig,
     handler: H,
@@ -60,6 +82,8 @@ pub async fn run_with<H: Handler>(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let write_limit = config.write_limit()?;
+    let window_size = config.max_in_flight()?;
     metrics::describe();
     let pool = db::pool(&config.database)?;
     if config.run_migrations {
@@ -67,49 +91,59 @@ pub async fn run_with<H: Handler>(
     } else {
         db::ensure_migrated(&pool).await?;
     }
+    db::migrate_handler(&pool, &handler).await?;
     let sqs = sqs::client(ClientTimeouts {
         attempt: SQS_ATTEMPT_TIMEOUT,
         max_attempts: 3,
     })
     .await;
     let info = queue_info::discover(&sqs, &config.queue_url, config.dlq_url.clone()).await;
-    let limit = ConcurrencyLimit::new(config.worker_concurrency.get());
-    let loops = config.receive_loops();
+    if info.visibility < MIN_VISIBILITY {
+        tracing::warn!(queue_visibility = ?info.visibility, used = ?MIN_VISIBILITY, "the queue's VisibilityTimeout is very short; received messages are hidden for longer");
+    }
+    let settings = PipelineSettings {
+        write_limit: write_limit as usize,
+        caps: BatchCaps {
+            rows: config.worker_batch_max_rows.get() as usize,
+            bytes: config.worker_batch_max_bytes.get() as usize,
+        },
+        per_second: config.max_messages_per_second,
+        visibility: info.visibility.max(MIN_VISIBILITY),
+        backoff: config.retry_backoff(),
+        grace: config.ops.shutdown_grace(),
+    };
     tracing::info!(
         queue_url = %config.queue_url,
         dlq_url = info.dlq_url.as_deref().unwrap_or("(none)"),
-        visibility = ?info.visibility,
-        concurrency = limit.get(),
-        receive_loops = loops,
+        visibility = ?settings.visibility,
+        worker_concurrency = write_limit,
+        worker_max_in_flight = window_size,
+        batch_max_rows = settings.caps.rows,
         database_max_connections = config.database.database_max_connections.get(),
         "worker started"
     );
 
-    let queues = Queues::new(sqs.clone(), config.queue_url.clone(), info.dlq_url.clone());
-    let processor = Processor::new(
-        queues.clone(),
-        pool.clone(),
-        handler,
-        info.visibility,
-        config.retry_backoff(),
-    );
-    let lag = Arc::new(Lag::default());
-    let consumer = Arc::new(Consumer::new(
+    let queue = Arc::new(Queue::new(SqsQueue::new(
         sqs.clone(),
         config.queue_url.clone(),
-        queues,
-        limit,
-        config.max_messages_per_second,
-        processor,
-        Arc::clone(&lag),
-    ));
+        info.dlq_url.clone(),
+    )));
+    let window = Window::new(window_size as usize);
+    let lag = Arc::new(Lag::new(Arc::clone(&window)));
     let readiness = Readiness::default();
     readiness.set(true);
     let stop_ops = CancellationToken::new();
     let consume = async {
-        consumer
-            .run(loops, shutdown.clone(), config.ops.shutdown_grace())
-            .await;
+        let store = PgStore::new(pool.clone(), handler);
+        pipeline::run(
+            queue,
+            store,
+            window,
+            Arc::clone(&lag),
+            settings,
+            shutdown.clone(),
+        )
+        .await;
         readiness.set(false);
         tracing::info!("worker drained");
         stop_ops.cancel();
@@ -119,7 +153,7 @@ pub async fn run_with<H: Handler>(
         config.queue_url.clone(),
         info.dlq_url,
         pool.clone(),
-        lag,
+        Arc::clone(&lag),
         config.queue_metrics_interval(),
         shutdown.clone(),
     );
@@ -132,10 +166,11 @@ pub async fn run_with<H: Handler>(
     Ok(())
 }
 
-/// Applies the embedded migrations to the database and returns.
-pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
+/// Applies the embedded migrations, then the handler's, and returns.
+pub async fn migrate<H: Handler>(args: &DatabaseArgs, handler: &H) -> anyhow::Result<()> {
     let pool = db::pool(args)?;
     db::migrate(&pool).await.context("migrating DATABASE_URL")?;
+    db::migrate_handler(&pool, handler).await?;
     let latest = db::MIGRATOR
         .iter()
         .map(|m| m.version)

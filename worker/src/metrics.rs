@@ -4,54 +4,69 @@ use std::time::Duration;
 
 /// Gauge: messages in a queue, by `queue` (`main`, `dlq`) and `state` (`visible`,
 /// `in_flight`, `delayed`), from GetQueueAttributes.
-pub const QUEUE_MESSAGES: &str = "webhook_queue_messages";
-/// Gauge: seconds between now and the `SentTimestamp` of the oldest message in the latest
-/// receive; 0 when a receive finds the queue empty or the main queue has no visible messages.
-pub const LAG_SECONDS: &str = "webhook_worker_lag_seconds";
+pub(crate) const QUEUE_MESSAGES: &str = "webhook_queue_messages";
+/// Gauge: age of the oldest message the worker holds, has put back for a back-off, or saw in
+/// its latest receive; 0 when caught up (see `lag.rs`).
+pub(crate) const LAG_SECONDS: &str = "webhook_worker_lag_seconds";
 /// Histogram: age of each message when received (now minus `SentTimestamp`).
-pub const MESSAGE_AGE_SECONDS: &str = "webhook_worker_message_age_seconds";
+pub(crate) const MESSAGE_AGE_SECONDS: &str = "webhook_worker_message_age_seconds";
 /// Histogram: seconds from ingest's `received_at` to the database commit.
-pub const END_TO_END_SECONDS: &str = "webhook_end_to_end_seconds";
+pub(crate) const END_TO_END_SECONDS: &str = "webhook_end_to_end_seconds";
 /// Counter: messages handled, by `outcome` (see [`Outcome`]).
-pub const MESSAGES_TOTAL: &str = "webhook_worker_messages_total";
-/// Gauge: messages being processed now (never above the concurrency limit).
-pub const IN_FLIGHT: &str = "webhook_worker_in_flight";
-/// Gauge: the concurrency limit in force.
-pub const CONCURRENCY_LIMIT: &str = "webhook_worker_concurrency_limit";
-/// Counter: visibility extensions of messages still in processing.
-pub const HEARTBEATS_TOTAL: &str = "webhook_worker_heartbeats_total";
+pub(crate) const MESSAGES_TOTAL: &str = "webhook_worker_messages_total";
+/// Gauge: messages held (received, not yet deleted or released); never above
+/// `WORKER_MAX_IN_FLIGHT`.
+pub(crate) const IN_FLIGHT: &str = "webhook_worker_in_flight";
+/// Gauge: the most batch writes (transactions) allowed in progress now.
+pub(crate) const CONCURRENCY_LIMIT: &str = "webhook_worker_concurrency_limit";
+/// Gauge: batch writes (transactions) in progress now.
+pub(crate) const WRITES_IN_PROGRESS: &str = "webhook_worker_writes_in_progress";
+/// Histogram: rows (events) per batch write.
+pub(crate) const BATCH_ROWS: &str = "webhook_worker_batch_rows";
+/// Gauge: `ReceiveMessage` calls in flight now.
+pub(crate) const RECEIVES_IN_FLIGHT: &str = "webhook_worker_receives_in_flight";
+/// Gauge: `ReceiveMessage` calls the worker wants in flight (its own estimate).
+pub(crate) const RECEIVES_WANTED: &str = "webhook_worker_receives_wanted";
+/// Counter: visibility extensions of held messages.
+pub(crate) const HEARTBEATS_TOTAL: &str = "webhook_worker_heartbeats_total";
 /// Gauge: pool connections, by `state` (`in_use`, `idle`).
-pub const DB_CONNECTIONS: &str = "webhook_worker_db_connections";
-/// Histogram: seconds one database write took.
-pub const DB_WRITE_SECONDS: &str = "webhook_worker_db_write_seconds";
+pub(crate) const DB_CONNECTIONS: &str = "webhook_worker_db_connections";
+/// Histogram: seconds one batch write took, from BEGIN to COMMIT.
+pub(crate) const DB_WRITE_SECONDS: &str = "webhook_worker_db_write_seconds";
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Written to the database and deleted from the queue.
     Stored,
     /// Already in the database; deleted from the queue.
     Duplicate,
-    /// Not stored this time (database error); hidden for a back-off, then delivered again.
+    /// Not stored this time (transient database error); hidden for a back-off.
     Retried,
     /// Not an envelope this build can read; moved to the DLQ at once.
     Poison,
+    /// Refused for good by the database or the handler; moved to the DLQ with the reason.
+    Refused,
+    /// Given back to SQS unprocessed at shutdown.
+    Released,
 }
 
 impl Outcome {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Stored => "stored",
             Self::Duplicate => "duplicate",
             Self::Retried => "retried",
             Self::Poison => "poison",
+            Self::Refused => "refused",
+            Self::Released => "released",
         }
     }
 }
 
 /// Registers help texts. Call once after the recorder is installed.
-pub fn describe() {
+pub(crate) fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         QUEUE_MESSAGES,
@@ -60,7 +75,7 @@ pub fn describe() {
     describe_gauge!(
         LAG_SECONDS,
         Unit::Seconds,
-        "Age of the oldest message in the latest receive; 0 when caught up."
+        "Age of the oldest message held, backed off or just received; 0 when caught up."
     );
     describe_histogram!(
         MESSAGE_AGE_SECONDS,
@@ -74,70 +89,91 @@ pub fn describe() {
     );
     describe_counter!(
         MESSAGES_TOTAL,
-        "Messages handled, by outcome (stored, duplicate, retried, poison)."
+        "Messages handled, by outcome (stored, duplicate, retried, poison, refused, released)."
     );
-    describe_gauge!(IN_FLIGHT, "Messages being processed now.");
-    describe_gauge!(CONCURRENCY_LIMIT, "The concurrency limit in force.");
+    describe_gauge!(
+        IN_FLIGHT,
+        "Messages held (received, not yet deleted or released); at most WORKER_MAX_IN_FLIGHT."
+    );
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "Most batch writes (transactions) allowed in progress now."
+    );
+    describe_gauge!(
+        WRITES_IN_PROGRESS,
+        "Batch writes (transactions) in progress now."
+    );
+    describe_histogram!(BATCH_ROWS, "Rows (events) per batch write.");
+    describe_gauge!(RECEIVES_IN_FLIGHT, "ReceiveMessage calls in flight now.");
+    describe_gauge!(
+        RECEIVES_WANTED,
+        "ReceiveMessage calls the worker wants in flight (from the receive rate and latency)."
+    );
     describe_histogram!(
         DB_WRITE_SECONDS,
         Unit::Seconds,
-        "Time one database write took."
+        "Time one batch write took, BEGIN to COMMIT."
     );
-    describe_counter!(
-        HEARTBEATS_TOTAL,
-        "Visibility extensions of messages still in processing."
-    );
+    describe_counter!(HEARTBEATS_TOTAL, "Visibility extensions of held messages.");
     describe_gauge!(
         DB_CONNECTIONS,
         "Pool connections by state (in_use, idle); never above DATABASE_MAX_CONNECTIONS."
     );
 }
 
-/// Counts one handled message.
-pub fn record_outcome(outcome: Outcome) {
-    metrics::counter!(MESSAGES_TOTAL, "outcome" => outcome.as_str()).increment(1);
+/// Counts `count` messages with one outcome.
+pub(crate) fn record_outcomes(outcome: Outcome, count: usize) {
+    metrics::counter!(MESSAGES_TOTAL, "outcome" => outcome.as_str()).increment(count as u64);
 }
 
 /// Records a duration in a histogram.
-pub fn record_seconds(name: &'static str, elapsed: Duration) {
+pub(crate) fn record_seconds(name: &'static str, elapsed: Duration) {
     metrics::histogram!(name).record(elapsed.as_secs_f64());
 }
 
-/// Counts messages as in flight until dropped.
-#[derive(Debug)]
-pub struct InFlight(usize);
-
-impl InFlight {
-    /// Starts counting `messages` messages.
-    pub fn start(messages: usize) -> Self {
-        metrics::gauge!(IN_FLIGHT).increment(messages as f64);
-        Self(messages)
-    }
+/// Records one committed batch write.
+pub(crate) fn record_write(rows: usize, elapsed: Duration) {
+    metrics::histogram!(DB_WRITE_SECONDS).record(elapsed.as_secs_f64());
+    metrics::histogram!(BATCH_ROWS).record(rows as f64);
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT).decrement(self.0 as f64);
-    }
+/// Sets the held-messages gauge.
+pub(crate) fn gauge_in_flight(held: usize) {
+    metrics::gauge!(IN_FLIGHT).set(held as f64);
 }
 
 /// Sets the lag gauge.
-pub fn set_lag(lag: Duration) {
+pub(crate) fn set_lag(lag: Duration) {
     metrics::gauge!(LAG_SECONDS).set(lag.as_secs_f64());
 }
 
 /// Counts messages whose visibility a heartbeat extended.
-pub fn record_heartbeat(messages: usize) {
+pub(crate) fn record_heartbeat(messages: usize) {
     metrics::counter!(HEARTBEATS_TOTAL).increment(messages as u64);
 }
 
-/// Sets the concurrency limit gauge.
-pub fn gauge_concurrency(limit: u32) {
-    metrics::gauge!(CONCURRENCY_LIMIT).set(f64::from(limit));
+/// Sets the write limit gauge.
+pub(crate) fn gauge_concurrency_limit(limit: usize) {
+    metrics::gauge!(CONCURRENCY_LIMIT).set(limit as f64);
+}
+
+/// Sets the writes-in-progress gauge.
+pub(crate) fn gauge_writes_in_progress(writes: usize) {
+    metrics::gauge!(WRITES_IN_PROGRESS).set(writes as f64);
+}
+
+/// Sets the receives-in-flight gauge.
+pub(crate) fn gauge_receives_in_flight(receives: usize) {
+    metrics::gauge!(RECEIVES_IN_FLIGHT).set(receives as f64);
+}
+
+/// Sets the receives-wanted gauge.
+pub(crate) fn gauge_receives_wanted(receives: usize) {
+    metrics::gauge!(RECEIVES_WANTED).set(receives as f64);
 }
 
 /// Sets the pool gauges.
-pub fn gauge_pool(size: u32, idle: usize) {
+pub(crate) fn gauge_pool(size: u32, idle: usize) {
     let idle = idle as f64;
     metrics::gauge!(DB_CONNECTIONS, "state" => "in_use").set(f64::from(size) - idle);
     metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle);

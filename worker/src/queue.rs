@@ -1,184 +1,183 @@
-//! The SQS operations of the worker beyond receiving: deleting stored messages, changing
-//! visibility (back-off and heartbeat), and moving poison messages straight to the DLQ.
-//! Batch calls check every entry: failed entries are retried, then logged, never ignored.
+//! The worker's one seam to SQS. [`QueueClient`] is the narrow interface (receive, delete a
+//! batch, change visibility of a batch, send to the DLQ), implemented for real by
+//! [`crate::sqs_client::SqsQueue`] and by a fake in unit tests. [`Queue`] owns a client and
+//! adds what the worker relies on: chunks of at most 10, every batch entry checked and failed
+//! entries retried, poison moved to the DLQ (send, then delete) with a reason that is always
+//! valid UTF-8 of bounded length.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
-    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue,
-};
-use webhook_shared::metrics::record_sqs_request;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 /// Attempts per batch entry before a failure is logged and left to SQS.
 const ENTRY_ATTEMPTS: u32 = 3;
 /// Pause between attempts.
 const ENTRY_RETRY_PAUSE: Duration = Duration::from_millis(200);
-/// Message attribute a poison message carries into the DLQ, saying why.
-const ATTRIBUTE_POISON_REASON: &str = "poison_reason";
+/// Longest `poison_reason` attribute, in bytes.
+pub(crate) const MAX_REASON_BYTES: usize = 256;
 
-/// The main queue and, when known, its dead-letter queue.
+/// A message as received.
 #[derive(Debug, Clone)]
-pub struct Queues {
-    sqs: Client,
-    main_url: String,
-    dlq_url: Option<String>,
+pub(crate) struct InboundMessage {
+    /// Handle for deletes and visibility changes.
+    pub(crate) receipt: Receipt,
+    /// The body (the envelope's JSON, or poison).
+    pub(crate) body: String,
+    /// `SentTimestamp`, milliseconds since the epoch, when SQS gave it.
+    pub(crate) sent_ms: Option<u64>,
+    /// `ApproximateReceiveCount` (1 on the first receive).
+    pub(crate) receive_count: u32,
+    /// The message attributes, carried into the DLQ.
+    pub(crate) attributes: HashMap<String, MessageAttributeValue>,
 }
 
-/// One message's handle for batch calls, with the visibility to set where that applies.
-#[derive(Debug, Clone)]
-pub struct Receipt {
+/// One message's identity for batch calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Receipt {
     /// The SQS message id (for logs).
-    pub message_id: String,
+    pub(crate) message_id: String,
     /// The receipt handle from the receive.
-    pub handle: String,
+    pub(crate) handle: String,
 }
 
-impl Queues {
-    /// The queues the worker uses.
-    pub fn new(sqs: Client, main_url: String, dlq_url: Option<String>) -> Self {
-        Self {
-            sqs,
-            main_url,
-            dlq_url,
-        }
+/// A batch entry SQS refused.
+#[derive(Debug, Clone)]
+pub(crate) struct FailedEntry {
+    /// Index of the entry in the request.
+    pub(crate) index: usize,
+    /// SQS's error code.
+    pub(crate) code: String,
+    /// Whether the request was at fault (not worth retrying).
+    pub(crate) sender_fault: bool,
+}
+
+/// A whole call failed (network, throttling, SQS down).
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub(crate) struct QueueError {
+    /// The SQS operation.
+    pub(crate) operation: &'static str,
+    /// The cause, with its context.
+    pub(crate) message: String,
+}
+
+/// The SQS operations the worker uses, one call each, nothing more.
+pub(crate) trait QueueClient: Send + Sync + 'static {
+    /// Long-polls for at most `max` messages, hidden for `visibility` once received.
+    fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<InboundMessage>, QueueError>> + Send;
+
+    /// Deletes up to 10 messages; returns the entries SQS refused.
+    fn delete_batch(
+        &self,
+        receipts: &[Receipt],
+    ) -> impl Future<Output = Result<Vec<FailedEntry>, QueueError>> + Send;
+
+    /// Sets each message's visibility timeout (up to 10); returns the entries SQS refused.
+    fn change_visibility_batch(
+        &self,
+        entries: &[(Receipt, Duration)],
+    ) -> impl Future<Output = Result<Vec<FailedEntry>, QueueError>> + Send;
+
+    /// Sends a copy of `message` to the dead-letter queue with a `poison_reason` attribute.
+    fn send_to_dlq(
+        &self,
+        message: &InboundMessage,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Whether a dead-letter queue is known.
+    fn has_dlq(&self) -> bool;
+}
+
+/// The queue as the worker uses it: batched, checked and retried calls over a client.
+#[derive(Debug)]
+pub(crate) struct Queue<C> {
+    client: C,
+}
+
+impl<C: QueueClient> Queue<C> {
+    /// Wraps `client`.
+    pub(crate) fn new(client: C) -> Self {
+        Self { client }
     }
 
-    /// Deletes messages from the main queue (ten per call), retrying failed entries.
-    pub async fn delete(&self, receipts: &[Receipt]) {
-        for chunk in receipts.chunks(10) {
-            self.with_entry_retries("DeleteMessageBatch", chunk, |pending| async move {
-                let entries = pending
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(&r.handle)
-                            .build()
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap_or_else(|error| unreachable!("id and handle are set: {error}"));
-                let result = self
-                    .sqs
-                    .delete_message_batch()
-                    .queue_url(&self.main_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await;
-                record_sqs_request("DeleteMessageBatch", &result);
-                result
-                    .map(|output| output.failed)
-                    .map_err(|error| DisplayErrorContext(error).to_string())
-            })
-            .await;
-        }
+    /// The client (for receiving, which needs no retries here).
+    pub(crate) fn client(&self) -> &C {
+        &self.client
     }
 
-    /// Sets the visibility timeout of messages (ten per call), retrying failed entries.
-    pub async fn change_visibility(&self, receipts: &[Receipt], visibility: Duration) {
-        let seconds = i32::try_from(visibility.as_secs())
-            .unwrap_or(i32::MAX)
-            .min(webhook_shared::sqs::MAX_VISIBILITY_TIMEOUT_SECONDS);
-        for chunk in receipts.chunks(10) {
-            self.with_entry_retries(
-                "ChangeMessageVisibilityBatch",
-                chunk,
-                |pending| async move {
-                    let entries = pending
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| {
-                            ChangeMessageVisibilityBatchRequestEntry::builder()
-                                .id(i.to_string())
-                                .receipt_handle(&r.handle)
-                                .visibility_timeout(seconds)
-                                .build()
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .unwrap_or_else(|error| unreachable!("id and handle are set: {error}"));
-                    let result = self
-                        .sqs
-                        .change_message_visibility_batch()
-                        .queue_url(&self.main_url)
-                        .set_entries(Some(entries))
-                        .send()
-                        .await;
-                    record_sqs_request("ChangeMessageVisibilityBatch", &result);
-                    result
-                        .map(|output| output.failed)
-                        .map_err(|error| DisplayErrorContext(error).to_string())
-                },
-            )
-            .await;
+    /// Deletes messages, ten per call, retrying failed entries. Returns how many could not
+    /// be deleted (SQS will deliver those again; the table makes that harmless).
+    pub(crate) async fn delete(&self, receipts: &[Receipt]) -> usize {
+        let mut undeleted = 0;
+        for chunk in receipts.chunks(MAX_BATCH_ENTRIES) {
+            let entries: Vec<(Receipt, Duration)> =
+                chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
+            undeleted += self
+                .with_entry_retries("DeleteMessageBatch", entries, |batch| async move {
+                    let receipts: Vec<Receipt> = batch.into_iter().map(|(r, _)| r).collect();
+                    self.client.delete_batch(&receipts).await
+                })
+                .await;
         }
+        undeleted
     }
 
-    /// Moves a poison message to the DLQ at once (with its attributes and the reason), then
-    /// deletes it from the main queue, so it burns no retries and blocks nothing. Without a
-    /// known DLQ it is left for SQS's own redrive.
-    pub async fn move_to_dlq(&self, message: &Message, reason: &str) {
-        let Some(dlq_url) = &self.dlq_url else {
+    /// Sets visibility timeouts, ten per call, retrying failed entries. Returns how many
+    /// could not be changed.
+    pub(crate) async fn change_visibility(&self, entries: &[(Receipt, Duration)]) -> usize {
+        let mut unchanged = 0;
+        for chunk in entries.chunks(MAX_BATCH_ENTRIES) {
+            unchanged += self
+                .with_entry_retries(
+                    "ChangeMessageVisibilityBatch",
+                    chunk.to_vec(),
+                    |batch| async move { self.client.change_visibility_batch(&batch).await },
+                )
+                .await;
+        }
+        unchanged
+    }
+
+    /// Moves a poison message to the DLQ at once (a copy with the reason, then a delete), so
+    /// it burns no retries and blocks nothing. Without a known DLQ, or if the send fails, the
+    /// message is left to SQS's own redrive. Returns whether it was moved.
+    pub(crate) async fn dead_letter(&self, message: &InboundMessage, reason: &str) -> bool {
+        if !self.client.has_dlq() {
             tracing::error!(
-                message_id = message.message_id(),
+                message_id = %message.receipt.message_id,
+                reason,
                 "no dead-letter queue known (set DLQ_URL or a RedrivePolicy); leaving the poison message to SQS"
             );
-            return;
-        };
-        let mut reason = reason.to_owned();
-        reason.truncate(256);
-        let mut attributes = message.message_attributes().cloned().unwrap_or_default();
-        attributes.insert(
-            ATTRIBUTE_POISON_REASON.to_owned(),
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(reason)
-                .build()
-                .unwrap_or_else(|error| unreachable!("data_type is set: {error}")),
-        );
-        let mut request = self
-            .sqs
-            .send_message()
-            .queue_url(dlq_url)
-            .message_body(message.body().unwrap_or_default())
-            .set_message_attributes(Some(attributes));
-        if webhook_shared::sqs::is_fifo(dlq_url) {
-            let id = message.message_id().unwrap_or_default();
-            request = request
-                .message_group_id("poison")
-                .message_deduplication_id(id);
+            return false;
         }
-        let result = request.send().await;
-        record_sqs_request("SendMessage", &result);
-        match result {
-            Ok(_) => {
-                let receipt = Receipt {
-                    message_id: message.message_id().unwrap_or_default().to_owned(),
-                    handle: message.receipt_handle().unwrap_or_default().to_owned(),
-                };
-                self.delete(&[receipt]).await;
-            }
-            Err(error) => tracing::warn!(
-                message_id = message.message_id(),
-                error = %DisplayErrorContext(&error),
-                "moving a poison message to the DLQ failed; SQS will deliver it again"
-            ),
+        let reason = bounded_reason(reason);
+        if let Err(error) = self.client.send_to_dlq(message, reason).await {
+            tracing::warn!(message_id = %message.receipt.message_id, %error, "moving a poison message to the DLQ failed; SQS will deliver it again");
+            return false;
         }
+        self.delete(std::slice::from_ref(&message.receipt)).await == 0
     }
 
     /// Runs a batch call, sending the failed entries again up to [`ENTRY_ATTEMPTS`] times.
-    async fn with_entry_retries<'r, F, Fut>(
+    /// Returns the number of entries that never succeeded.
+    async fn with_entry_retries<F, Fut>(
         &self,
         operation: &'static str,
-        receipts: &'r [Receipt],
+        entries: Vec<(Receipt, Duration)>,
         call: F,
-    ) where
-        F: Fn(Vec<&'r Receipt>) -> Fut,
-        Fut: Future<Output = Result<Vec<BatchResultErrorEntry>, String>>,
+    ) -> usize
+    where
+        F: Fn(Vec<(Receipt, Duration)>) -> Fut,
+        Fut: Future<Output = Result<Vec<FailedEntry>, QueueError>>,
     {
-        let mut pending: Vec<&Receipt> = receipts.iter().collect();
+        let mut pending = entries;
         for attempt in 1..=ENTRY_ATTEMPTS {
             let failed = match call(pending.clone()).await {
                 Ok(failed) => failed,
@@ -189,29 +188,20 @@ impl Queues {
                 }
             };
             let mut retry = Vec::new();
+            let mut given_up = 0;
             for entry in &failed {
-                let receipt = entry
-                    .id()
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| pending.get(i));
-                let message_id = receipt.map_or("?", |r| r.message_id.as_str());
-                tracing::warn!(
-                    operation,
-                    attempt,
-                    message_id,
-                    code = entry.code(),
-                    message = entry.message(),
-                    "SQS batch entry failed"
-                );
-                if !entry.sender_fault()
-                    && let Some(receipt) = receipt
-                {
-                    retry.push(*receipt);
+                let Some(item) = pending.get(entry.index) else {
+                    continue;
+                };
+                tracing::warn!(operation, attempt, message_id = %item.0.message_id, code = %entry.code, "SQS batch entry failed");
+                if entry.sender_fault {
+                    given_up += 1;
+                } else {
+                    retry.push(item.clone());
                 }
             }
             if retry.is_empty() {
-                return;
+                return given_up;
             }
             pending = retry;
             tokio::time::sleep(ENTRY_RETRY_PAUSE).await;
@@ -220,6 +210,59 @@ impl Queues {
             operation,
             entries = pending.len(),
             "giving up on SQS batch entries; the messages will be delivered again"
+        );
+        pending.len()
+    }
+}
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`] bytes at a character boundary (a byte cut
+/// inside a multi-byte character would panic).
+pub(crate) fn bounded_reason(reason: &str) -> &str {
+    &reason[..reason.floor_char_boundary(MAX_REASON_BYTES)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeQueue;
+
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        let euros = format!(r#"{{"v":"{}"}}"#, "€".repeat(100));
+        let cut = bounded_reason(&euros);
+        assert!(cut.len() <= MAX_REASON_BYTES && cut.len() >= MAX_REASON_BYTES - 3);
+        assert!(euros.starts_with(cut));
+        assert_eq!(bounded_reason("short"), "short");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_multibyte_reason_moves_poison_without_panicking() {
+        let fake = FakeQueue::default();
+        let queue = Queue::new(fake.clone());
+        let message = fake.message(&format!(r#"{{"v":"{}"}}"#, "€".repeat(100)));
+        let reason = format!("not an envelope: {}", message.body);
+        assert!(queue.dead_letter(&message, &reason).await);
+        let dlq = fake.dlq();
+        assert_eq!(dlq.len(), 1);
+        assert!(dlq[0].1.len() <= MAX_REASON_BYTES);
+        assert_eq!(fake.deleted(), vec![message.receipt.message_id.clone()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_entries_are_retried_and_counted() {
+        let fake = FakeQueue::default();
+        let queue = Queue::new(fake.clone());
+        let receipts: Vec<Receipt> = (0..25)
+            .map(|i| fake.message(&i.to_string()).receipt)
+            .collect();
+        fake.fail_deletes_of(&receipts[3].message_id, 1);
+        fake.fail_deletes_of(&receipts[4].message_id, 99);
+        assert_eq!(queue.delete(&receipts).await, 1, "one entry never succeeds");
+        assert_eq!(fake.deleted().len(), 24);
+        assert_eq!(
+            fake.delete_calls(),
+            vec![10, 2, 1, 10, 5],
+            "chunks of ten, failed entries sent again"
         );
     }
 }

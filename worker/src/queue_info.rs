@@ -13,15 +13,15 @@ const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
 
 /// The queue's settings that matter to the worker.
 #[derive(Debug, Clone)]
-pub struct QueueInfo {
+pub(crate) struct QueueInfo {
     /// The queue's visibility timeout.
-    pub visibility: Duration,
+    pub(crate) visibility: Duration,
     /// The dead-letter queue, if one is configured or given.
-    pub dlq_url: Option<String>,
+    pub(crate) dlq_url: Option<String>,
 }
 
 /// Reads the main queue's visibility timeout and, unless `dlq_url` is given, its DLQ.
-pub async fn discover(sqs: &Client, main_url: &str, dlq_url: Option<String>) -> QueueInfo {
+pub(crate) async fn discover(sqs: &Client, main_url: &str, dlq_url: Option<String>) -> QueueInfo {
     let result = sqs
         .get_queue_attributes()
         .queue_url(main_url)

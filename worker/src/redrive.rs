@@ -20,7 +20,7 @@ use crate::config::RedriveArgs;
 use crate::queue_info;
 
 /// Starts the move and prints progress until it has finished, failed or been cancelled.
-pub async fn run(args: &RedriveArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &RedriveArgs) -> anyhow::Result<()> {
     let sqs = sqs::client(ClientTimeouts {
         attempt: Duration::from_secs(10),
         max_attempts: 3,

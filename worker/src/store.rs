@@ -1,32 +1,48 @@
-//! Writing events into `webhook_events`: one statement for a whole receive (a multi-row
-//! insert over UNNEST), idempotent on `(source, id)`.
+//! Writing batches to PostgreSQL: [`insert_events`] (one UNNEST insert into `webhook_events`,
+//! idempotent on `(source, id)`, rows in key order so concurrent writes never deadlock), and
+//! [`PgStore`], the transaction around a [`Handler`] behind the [`Store`] seam the writer
+//! uses (unit tests put a fake behind it).
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use webhook_shared::envelope::Envelope;
 
+use crate::handler::{Handler, HandlerError, Stored};
+use crate::metrics;
+
 /// Inserts `events` in one statement; rows that already exist are left as they are.
-/// Returns, per event, whether it was new (`false`: a redelivery or a provider retry, or a
-/// repeat within the same batch).
+/// Returns, per event in the order given, whether it was new (`false`: a redelivery or a
+/// provider retry, or a repeat within the same batch).
+///
+/// Rows are inserted in `(source, id)` order whatever the order of `events`: two
+/// transactions that hold some of the same keys then take their row locks in the same order
+/// and cannot deadlock (40P01).
 pub async fn insert_events(
     conn: &mut PgConnection,
     events: &[Envelope],
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let received_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
-    let headers: Vec<Json<_>> = events.iter().map(|e| Json(&e.headers)).collect();
+    let mut sorted: Vec<&Envelope> = events.iter().collect();
+    sorted.sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
+    let sources: Vec<&str> = sorted.iter().map(|e| e.source.as_str()).collect();
+    let ids: Vec<&str> = sorted.iter().map(|e| e.id.as_str()).collect();
+    let received_at: Vec<DateTime<Utc>> = sorted.iter().map(|e| e.received_at).collect();
+    let headers: Vec<Json<_>> = sorted.iter().map(|e| Json(&e.headers)).collect();
     let content_types: Vec<Option<&str>> =
-        events.iter().map(|e| e.content_type.as_deref()).collect();
-    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_ref()).collect();
+        sorted.iter().map(|e| e.content_type.as_deref()).collect();
+    let bodies: Vec<&[u8]> = sorted.iter().map(|e| e.body.as_ref()).collect();
     let payloads: Vec<Option<Json<serde_json::Value>>> =
-        events.iter().map(|e| e.json_payload().map(Json)).collect();
+        sorted.iter().map(|e| e.json_payload().map(Json)).collect();
+    // WITH ORDINALITY + ORDER BY: the rows reach the insert in the sorted order.
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO webhook_events (source, id, received_at, headers, content_type, body, payload)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::bytea[], $7::jsonb[])
+         SELECT source, id, received_at, headers, content_type, body, payload
+         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::bytea[], $7::jsonb[])
+              WITH ORDINALITY AS t(source, id, received_at, headers, content_type, body, payload, n)
+         ORDER BY n
          ON CONFLICT (source, id) DO NOTHING
          RETURNING source, id",
     )
@@ -45,4 +61,72 @@ pub async fn insert_events(
         // `remove`: of two copies of one event in a batch, only the first counts as new.
         .map(|e| new.remove(&(e.source.clone(), e.id.clone())))
         .collect())
+}
+
+/// Why a batch write failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// The handler's (or the commit's) error.
+    #[error(transparent)]
+    Handler(#[from] HandlerError),
+    /// The handler broke its contract: a bug, reported as such.
+    #[error("handler bug: it returned {results} results for {events} events")]
+    WrongResultCount {
+        /// Results returned.
+        results: usize,
+        /// Events given.
+        events: usize,
+    },
+}
+
+impl WriteError {
+    /// Whether the same write may succeed later (only a transient handler error).
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, Self::Handler(HandlerError::Transient(_)))
+    }
+}
+
+/// Writes one batch in one transaction. The seam between the writer and the database.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Writes `events`, returning one [`Stored`] per event, in order, once committed.
+    fn write(
+        &self,
+        events: &[Envelope],
+    ) -> impl Future<Output = Result<Vec<Stored>, WriteError>> + Send;
+}
+
+/// The real store: a transaction from the pool around the handler.
+#[derive(Debug)]
+pub(crate) struct PgStore<H> {
+    pool: PgPool,
+    handler: H,
+}
+
+impl<H: Handler> PgStore<H> {
+    /// Writes through `handler` on connections from `pool`.
+    pub(crate) fn new(pool: PgPool, handler: H) -> Self {
+        Self { pool, handler }
+    }
+}
+
+impl<H: Handler> Store for PgStore<H> {
+    async fn write(&self, events: &[Envelope]) -> Result<Vec<Stored>, WriteError> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await.map_err(HandlerError::from)?;
+        let results = self.handler.handle(&mut tx, events).await?;
+        if results.len() != events.len() {
+            tracing::error!(
+                results = results.len(),
+                events = events.len(),
+                "handler bug: wrong number of results; the transaction is rolled back"
+            );
+            return Err(WriteError::WrongResultCount {
+                results: results.len(),
+                events: events.len(),
+            });
+        }
+        tx.commit().await.map_err(HandlerError::from)?;
+        metrics::record_write(events.len(), started.elapsed());
+        Ok(results)
+    }
 }

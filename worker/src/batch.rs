@@ -1,0 +1,200 @@
+//! One batch write and what follows from it. The batch is written in one transaction; when
+//! that fails for a reason that is not transient, it is split in halves until the event at
+//! fault stands alone, so one bad event never holds back the rest. Then each message goes
+//! its way: committed (new or duplicate) to the deleter, refused to the dead-letter queue
+//! with its reason, and, after a transient failure, back to SQS hidden for a back-off that
+//! doubles with each receive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use webhook_shared::envelope::Envelope;
+
+use crate::handler::Stored;
+use crate::lag::Lag;
+use crate::metrics::{self, Outcome};
+use crate::queue::{Queue, QueueClient, Receipt};
+use crate::store::Store;
+use crate::window::Held;
+use crate::writer::Pending;
+
+/// How long failed messages stay hidden before their next try: `base × 2^(receives − 1)`,
+/// capped at `max`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryBackoff {
+    /// Delay after the first failed receive.
+    pub(crate) base: Duration,
+    /// Longest delay.
+    pub(crate) max: Duration,
+}
+
+impl RetryBackoff {
+    /// The visibility to set after the `receive_count`th receive failed.
+    pub(crate) fn delay(&self, receive_count: u32) -> Duration {
+        let exponent = receive_count.saturating_sub(1).min(20);
+        self.base.saturating_mul(1 << exponent).min(self.max)
+    }
+}
+
+/// What every batch write needs.
+#[derive(Debug)]
+pub(crate) struct BatchContext<C, S> {
+    /// The queue (dead letters and back-off).
+    pub(crate) queue: Arc<Queue<C>>,
+    /// The database.
+    pub(crate) store: S,
+    /// The lag, told of messages put back for a back-off.
+    pub(crate) lag: Arc<Lag>,
+    /// The back-off after transient failures.
+    pub(crate) backoff: RetryBackoff,
+    /// How long held messages stay hidden (the lag forgets a backed-off message after its
+    /// back-off plus this).
+    pub(crate) visibility: Duration,
+}
+
+/// What the write decided for one message.
+#[derive(Debug)]
+enum Decision {
+    Stored(Stored),
+    Retry,
+}
+
+/// Writes `batch` and sends each message its way.
+pub(crate) async fn write<C: QueueClient, S: Store>(
+    context: &BatchContext<C, S>,
+    batch: Vec<Pending>,
+    to_deleter: &UnboundedSender<Vec<(Receipt, Held)>>,
+) {
+    let decided = write_splitting(&context.store, batch).await;
+    let mut committed = Vec::new();
+    let mut retry = Vec::new();
+    for (pending, decision) in decided {
+        match decision {
+            Decision::Stored(Stored::New) => {
+                let age = (chrono::Utc::now() - pending.envelope.received_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::record_seconds(metrics::END_TO_END_SECONDS, age);
+                metrics::record_outcomes(Outcome::Stored, 1);
+                committed.push((pending.message.receipt, pending.held));
+            }
+            Decision::Stored(Stored::Duplicate) => {
+                metrics::record_outcomes(Outcome::Duplicate, 1);
+                committed.push((pending.message.receipt, pending.held));
+            }
+            Decision::Stored(Stored::Refused(reason)) => {
+                tracing::warn!(event_id = %pending.envelope.id, source = %pending.envelope.source, %reason, "the database refused the event for good; moving it to the DLQ");
+                metrics::record_outcomes(Outcome::Refused, 1);
+                let mut message = pending.message;
+                message.body = pending.envelope.to_json();
+                context.queue.dead_letter(&message, &reason).await;
+                drop(pending.held);
+            }
+            Decision::Retry => retry.push(pending),
+        }
+    }
+    if !committed.is_empty() && to_deleter.send(committed).is_err() {
+        tracing::error!(
+            "the deleter stopped before the writer; SQS will deliver committed messages again"
+        );
+    }
+    back_off(context, retry).await;
+}
+
+/// Hides messages for their back-off (per-entry delays in the same calls).
+async fn back_off<C: QueueClient, S>(context: &BatchContext<C, S>, retry: Vec<Pending>) {
+    if retry.is_empty() {
+        return;
+    }
+    metrics::record_outcomes(Outcome::Retried, retry.len());
+    let entries: Vec<(Receipt, Duration)> = retry
+        .iter()
+        .map(|p| {
+            let delay = context.backoff.delay(p.message.receive_count);
+            context.lag.backed_off(
+                &p.message.receipt.message_id,
+                p.message.sent_ms,
+                delay + context.visibility,
+            );
+            (p.message.receipt.clone(), delay)
+        })
+        .collect();
+    context.queue.change_visibility(&entries).await;
+}
+
+/// Writes `batch`, splitting it in halves after a permanent failure until the event at fault
+/// stands alone. Transient failures are not split: the whole part is retried later.
+async fn write_splitting<S: Store>(store: &S, batch: Vec<Pending>) -> Vec<(Pending, Decision)> {
+    let mut decided = Vec::with_capacity(batch.len());
+    // The envelopes apart from the rest, so each part is written without copying them.
+    let (envelopes, rest): (Vec<Envelope>, Vec<Rest>) = batch
+        .into_iter()
+        .map(|p| {
+            let rest = Rest {
+                message: p.message,
+                held: p.held,
+                bytes: p.bytes,
+            };
+            (p.envelope, rest)
+        })
+        .unzip();
+    let mut parts = vec![(envelopes, rest)];
+    while let Some((mut envelopes, mut rest)) = parts.pop() {
+        let decisions: Vec<Decision> = match store.write(&envelopes).await {
+            Ok(results) => results.into_iter().map(Decision::Stored).collect(),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(events = envelopes.len(), %error, "writing failed; the messages will be retried after a back-off");
+                envelopes.iter().map(|_| Decision::Retry).collect()
+            }
+            Err(error) if envelopes.len() == 1 => {
+                vec![Decision::Stored(Stored::Refused(error.to_string().into()))]
+            }
+            Err(error) => {
+                tracing::warn!(events = envelopes.len(), %error, "writing the batch failed for good; splitting it to find the event at fault");
+                let half = envelopes.len() / 2;
+                let second = (envelopes.split_off(half), rest.split_off(half));
+                parts.push(second);
+                parts.push((envelopes, rest));
+                continue;
+            }
+        };
+        for ((envelope, rest), decision) in envelopes.into_iter().zip(rest).zip(decisions) {
+            let pending = Pending {
+                envelope,
+                message: rest.message,
+                held: rest.held,
+                bytes: rest.bytes,
+            };
+            decided.push((pending, decision));
+        }
+    }
+    decided
+}
+
+/// A [`Pending`] without its envelope.
+#[derive(Debug)]
+struct Rest {
+    message: crate::queue::InboundMessage,
+    held: Held,
+    bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_receive_and_is_capped() {
+        let backoff = RetryBackoff {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+        };
+        assert_eq!(backoff.delay(1), Duration::from_secs(2));
+        assert_eq!(backoff.delay(2), Duration::from_secs(4));
+        assert_eq!(backoff.delay(5), Duration::from_secs(32));
+        assert_eq!(backoff.delay(6), Duration::from_secs(60));
+        assert_eq!(backoff.delay(1000), Duration::from_secs(60));
+        assert_eq!(backoff.delay(0), Duration::from_secs(2));
+    }
+}

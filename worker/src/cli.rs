@@ -1,0 +1,52 @@
+//! The `worker` command line, shared by the shipped binary and by binaries built around a
+//! custom handler: parse the settings, start logging, run the subcommand, map the result to
+//! an exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use webhook_shared::{healthcheck, metrics, shutdown, telemetry};
+
+use crate::config::{Cli, Command, RunConfig};
+use crate::handler::Handler;
+
+/// The whole `worker` program with `handler` writing the events: `fn main() -> ExitCode {
+/// worker::main_with(MyHandler) }` gives a binary with every subcommand and setting of the
+/// shipped worker.
+pub fn main_with<H: Handler>(handler: H) -> ExitCode {
+    let (command, log) = Cli::parse_command();
+    telemetry::init(log.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match command {
+                    Command::Run(config) => run(*config, handler).await,
+                    Command::Migrate(database) => crate::migrate(&database, &handler).await,
+                    Command::Redrive(args) => crate::redrive::run(&args).await,
+                    Command::Healthcheck(args) => healthcheck::check(args.metrics_addr).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run<H: Handler>(config: RunConfig, handler: H) -> anyhow::Result<()> {
+    let metrics = metrics::install_recorder().context("installing the Prometheus recorder")?;
+    let ops = TcpListener::bind(config.ops.metrics_addr)
+        .await
+        .with_context(|| format!("binding METRICS_ADDR {}", config.ops.metrics_addr))?;
+    let token = CancellationToken::new();
+    shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
+    crate::run_with(config, handler, ops, metrics, token).await
+}

@@ -1,0 +1,128 @@
+//! The consumer as a pipeline: receiver → writer → deleter, with the window bounding the
+//! messages held across all three and the heartbeat keeping them hidden. Each stage hands
+//! on through a channel and stops when the stage before it has stopped and its own work is
+//! done, so a shutdown drains from the front: receiving stops at once, what is held is
+//! written and deleted. If the grace period runs out first, what is still in progress is
+//! aborted and every message still held is released (made visible again) for another worker.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{BatchContext, RetryBackoff};
+use crate::lag::Lag;
+use crate::metrics::{self, Outcome};
+use crate::queue::{Queue, QueueClient, Receipt};
+use crate::receiver::{Receiver, rate_limiter, receive_size};
+use crate::store::Store;
+use crate::window::Window;
+use crate::writer::BatchCaps;
+use crate::{deleter, heartbeat, writer};
+
+/// Time allowed for releasing held messages once the grace period is over.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pipeline's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PipelineSettings {
+    /// Most batch writes (transactions) in progress at once.
+    pub(crate) write_limit: usize,
+    /// Caps on one transaction.
+    pub(crate) caps: BatchCaps,
+    /// Optional rate limit on receiving.
+    pub(crate) per_second: Option<NonZeroU32>,
+    /// How long received messages stay hidden between heartbeats.
+    pub(crate) visibility: Duration,
+    /// Back-off after transient write failures.
+    pub(crate) backoff: RetryBackoff,
+    /// How long to drain after `shutdown` before aborting and releasing.
+    pub(crate) grace: Duration,
+}
+
+/// Runs the pipeline until `shutdown`, then drains it within the grace period.
+pub(crate) async fn run<C: QueueClient, S: Store>(
+    queue: Arc<Queue<C>>,
+    store: S,
+    window: Arc<Window>,
+    lag: Arc<Lag>,
+    settings: PipelineSettings,
+    shutdown: CancellationToken,
+) {
+    let (to_writer, writer_inbox) = mpsc::unbounded_channel();
+    let (to_deleter, deleter_inbox) = mpsc::unbounded_channel();
+    let receiver = Arc::new(Receiver {
+        queue: Arc::clone(&queue),
+        window: Arc::clone(&window),
+        lag: Arc::clone(&lag),
+        rate: settings.per_second.map(rate_limiter),
+        size: receive_size(window.capacity(), settings.per_second),
+        visibility: settings.visibility,
+        to_writer,
+    });
+    let context = Arc::new(BatchContext {
+        queue: Arc::clone(&queue),
+        store,
+        lag,
+        backoff: settings.backoff,
+        visibility: settings.visibility,
+    });
+    let stop_heartbeat = CancellationToken::new();
+    let stages = async {
+        tokio::join!(
+            receiver.run(shutdown.clone()),
+            writer::run(
+                writer_inbox,
+                context,
+                settings.write_limit,
+                settings.caps,
+                to_deleter
+            ),
+            deleter::run(deleter_inbox, Arc::clone(&queue)),
+        );
+        stop_heartbeat.cancel();
+    };
+    let all = async {
+        tokio::join!(
+            stages,
+            heartbeat::run(
+                Arc::clone(&window),
+                Arc::clone(&queue),
+                settings.visibility,
+                stop_heartbeat.clone()
+            )
+        );
+    };
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(settings.grace).await;
+    };
+    let mut all = Box::pin(all);
+    tokio::select! {
+        () = &mut all => return,
+        () = grace_over => {}
+    }
+    // Note what is held before the stages (and their messages) are dropped and their tasks
+    // aborted, then release it.
+    let receipts: Vec<(Receipt, Duration)> = window
+        .all_receipts()
+        .into_iter()
+        .map(|r| (r, Duration::ZERO))
+        .collect();
+    drop(all);
+    tracing::warn!(
+        held = receipts.len(),
+        "grace period over; releasing the messages still held"
+    );
+    metrics::record_outcomes(Outcome::Released, receipts.len());
+    if tokio::time::timeout(RELEASE_TIMEOUT, queue.change_visibility(&receipts))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "releasing timed out; SQS will deliver those messages after their visibility timeout"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Writing, group-commit style: at most `limit` batch writes (transactions) in progress at
+//! once; a writer that becomes free takes everything waiting, up to a row and a byte cap, so
+//! a lone message is written at once and a backlog is written in full batches. Messages from
+//! many receives share a transaction.
+//!
+//! Each batch is written by [`crate::batch`]; what it decides goes on from here: committed
+//! messages to the deleter, refused ones to the dead-letter queue, the others back to SQS
+//! for a back-off.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinSet;
+use webhook_shared::envelope::Envelope;
+
+use crate::batch::{self, BatchContext};
+use crate::metrics;
+use crate::queue::{InboundMessage, QueueClient, Receipt};
+use crate::store::Store;
+use crate::window::Held;
+
+/// A decoded message waiting to be written, holding its place in the window.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The decoded envelope.
+    pub(crate) envelope: Envelope,
+    /// The message as received (its body is dropped once decoded: only the metadata stays).
+    pub(crate) message: InboundMessage,
+    /// Its place in the window.
+    pub(crate) held: Held,
+    /// Size of its body, for the byte cap.
+    pub(crate) bytes: usize,
+}
+
+impl Pending {
+    /// A decoded message; its raw body is dropped (the envelope can rebuild it).
+    pub(crate) fn new(envelope: Envelope, mut message: InboundMessage, held: Held) -> Self {
+        let bytes = message.body.len();
+        message.body = String::new();
+        Self {
+            envelope,
+            message,
+            held,
+            bytes,
+        }
+    }
+
+    /// The message's receipt.
+    pub(crate) fn receipt(&self) -> &Receipt {
+        &self.message.receipt
+    }
+}
+
+/// The caps on one transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchCaps {
+    /// Most rows (events) per transaction.
+    pub(crate) rows: usize,
+    /// Most body bytes per transaction (a single larger message is still written, alone).
+    pub(crate) bytes: usize,
+}
+
+/// Writes until the receiver has stopped and everything received is written.
+pub(crate) async fn run<C: QueueClient, S: Store>(
+    mut incoming: UnboundedReceiver<Pending>,
+    context: Arc<BatchContext<C, S>>,
+    limit: usize,
+    caps: BatchCaps,
+    to_deleter: UnboundedSender<Vec<(Receipt, Held)>>,
+) {
+    metrics::gauge_concurrency_limit(limit);
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let mut writes: JoinSet<()> = JoinSet::new();
+    let mut open = true;
+    loop {
+        if !open && waiting.is_empty() && writes.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(done) = writes.join_next(), if !writes.is_empty() => {
+                if let Err(error) = done {
+                    tracing::error!(%error, "a write task panicked");
+                }
+            }
+            received = incoming.recv(), if open => match received {
+                Some(pending) => waiting.push_back(pending),
+                None => open = false,
+            },
+        }
+        while let Ok(pending) = incoming.try_recv() {
+            waiting.push_back(pending);
+        }
+        while writes.len() < limit && !waiting.is_empty() {
+            let batch = take_batch(&mut waiting, caps);
+            let context = Arc::clone(&context);
+            let to_deleter = to_deleter.clone();
+            writes.spawn(async move { batch::write(&context, batch, &to_deleter).await });
+        }
+        metrics::gauge_writes_in_progress(writes.len());
+    }
+    metrics::gauge_writes_in_progress(0);
+}
+
+/// Takes the oldest waiting messages up to the caps (always at least one).
+fn take_batch(waiting: &mut VecDeque<Pending>, caps: BatchCaps) -> Vec<Pending> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = waiting.front() {
+        let full =
+            batch.len() >= caps.rows || (!batch.is_empty() && bytes + next.bytes > caps.bytes);
+        if full {
+            break;
+        }
+        bytes += next.bytes;
+        batch.extend(waiting.pop_front());
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeQueue, held_messages};
+
+    #[tokio::test]
+    async fn batches_respect_the_row_and_byte_caps() {
+        let fake = FakeQueue::default();
+        let (_window, pending) = held_messages(&fake, &[100, 100, 300, 50, 1_000, 10]).await;
+        let mut waiting: VecDeque<Pending> = pending.into();
+        let caps = BatchCaps {
+            rows: 3,
+            bytes: 500,
+        };
+        let sizes = |batch: Vec<Pending>| batch.iter().map(|p| p.bytes).collect::<Vec<_>>();
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100, 100, 300]);
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![50]);
+        assert_eq!(
+            sizes(take_batch(&mut waiting, caps)),
+            vec![1_000],
+            "alone, over the cap"
+        );
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![10]);
+        assert!(waiting.is_empty());
+    }
+}
