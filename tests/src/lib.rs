@@ -16,6 +16,7 @@ use tokio::process::Command;
 
 pub mod database;
 pub mod pg_proxy;
+pub mod probes;
 pub mod queues;
 pub mod report;
 pub mod services;

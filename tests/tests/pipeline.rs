@@ -42,7 +42,7 @@ async fn every_accepted_webhook_is_stored_once_with_its_exact_bytes() {
     let ingest = stack.spawn_ingest(&[]).await;
     let worker = stack
         .spawn_worker(&[
-            ("WORKER_CONCURRENCY", "8"),
+            ("WORKER_CONCURRENCY", "4"),
             ("DATABASE_MAX_CONNECTIONS", "4"),
         ])
         .await;

@@ -1,198 +1,20 @@
 //! The worker binary under stress and faults, against real LocalStack and PostgreSQL: its
-//! concurrency and connection limits hold under a backlog, a database outage and a SIGKILL
-//! lose nothing, SIGTERM drains within the grace period, and the depth and lag gauges follow
-//! a backlog up and back down to zero.
+//! write, connection and window limits hold under a backlog, a setting that breaks them
+//! stops it at start, a database outage and a SIGKILL lose nothing, and the depth and lag
+//! gauges follow a backlog up and back down to zero (and keep growing through an outage).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use e2e_tests::pg_proxy::PgProxy;
+use e2e_tests::probes::{
+    DRAIN_TIMEOUT, assert_stored_exactly, gauge, lock_table, main_queue_states,
+    sample_until_stored, wait_for_metrics, wait_for_some_rows, worker_connections,
+};
 use e2e_tests::report::counter;
-use e2e_tests::{QueueOptions, Service, TestStack, eventually};
-use nix::sys::signal::Signal;
-use sqlx::{Postgres, Transaction};
+use e2e_tests::{QueueOptions, TestStack, eventually};
 
-/// `application_name` of the worker's database connections.
-const WORKER_APP: &str = "scalable-webhook-worker";
-/// Longest a whole backlog may take to be stored (slow debug builds on small machines).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The sum of the samples of gauge `name` (exactly that name) whose labels contain every
-/// filter; `None` while the worker has not set any.
-fn gauge(metrics: &str, name: &str, filters: &[&str]) -> Option<f64> {
-    let values: Vec<f64> = metrics
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']))
-                && filters.iter().all(|filter| line.contains(filter))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
-}
-
-/// The three `webhook_queue_messages` states of the main queue, once all are reported.
-fn main_queue_states(metrics: &str) -> Option<[f64; 3]> {
-    let state = |state: &str| {
-        gauge(
-            metrics,
-            "webhook_queue_messages",
-            &[r#"queue="main""#, &format!(r#"state="{state}""#)],
-        )
-    };
-    Some([state("visible")?, state("in_flight")?, state("delayed")?])
-}
-
-/// The worker's database connections from `pg_stat_activity`; only those waiting for a
-/// `wait_event_type` (e.g. `Lock`) unless that is empty.
-async fn worker_connections(stack: &TestStack, waiting_for: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-         AND application_name = $1 AND ($2 = '' OR wait_event_type = $2)",
-    )
-    .bind(WORKER_APP)
-    .bind(waiting_for)
-    .fetch_one(&stack.db)
-    .await
-    .expect("reading pg_stat_activity")
-}
-
-/// Visible and not visible (received, neither deleted nor released) main-queue messages.
-async fn main_queue_counts(stack: &TestStack) -> (u64, u64) {
-    let output = stack
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&stack.queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("GetQueueAttributes");
-    let count = |name| {
-        output
-            .attributes()
-            .and_then(|attributes| attributes.get(&name)?.parse().ok())
-            .expect("message counts")
-    };
-    (
-        count(QueueAttributeName::ApproximateNumberOfMessages),
-        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
-
-/// Opens a transaction holding `webhook_events` in ACCESS EXCLUSIVE mode: every insert
-/// (and every read from other connections) waits until it ends.
-async fn lock_table(stack: &TestStack) -> Transaction<'static, Postgres> {
-    let mut lock = stack.db.begin().await.expect("BEGIN");
-    sqlx::query("LOCK TABLE webhook_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("LOCK TABLE");
-    lock
-}
-
-/// Highest values seen while sampling.
-#[derive(Debug, Default)]
-struct Peaks {
-    samples: u32,
-    connections: i64,
-    in_flight: f64,
-}
-
-/// Samples the worker's connections and in-flight gauge every ~10-20 ms until `rows` rows are
-/// stored; returns the peaks. Panics after `timeout`.
-async fn sample_until_stored(
-    stack: &TestStack,
-    worker: &Service,
-    rows: i64,
-    timeout: Duration,
-) -> Peaks {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut peaks = Peaks::default();
-    loop {
-        let (connections, metrics, stored) = tokio::join!(
-            worker_connections(stack, ""),
-            worker.metrics(),
-            stack.stored_count()
-        );
-        let in_flight = gauge(&metrics, "webhook_worker_in_flight", &[]).unwrap_or(0.0);
-        peaks.samples += 1;
-        peaks.connections = peaks.connections.max(connections);
-        peaks.in_flight = peaks.in_flight.max(in_flight);
-        if stored >= rows {
-            return peaks;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {stored} of {rows} rows after {timeout:?} (peaks so far {peaks:?}):\n{}",
-            worker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits for every id to be stored, then checks the table holds exactly those ids, each
-/// once, that the main queue empties and that nothing went to the DLQ.
-async fn assert_stored_exactly(stack: &TestStack, ids: &[String]) {
-    stack.wait_for_rows(ids.len() as i64, DRAIN_TIMEOUT).await;
-    let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_events")
-        .fetch_all(&stack.db)
-        .await
-        .expect("reading ids");
-    let stored_set: BTreeSet<&String> = stored.iter().collect();
-    let expected: BTreeSet<&String> = ids.iter().collect();
-    let missing: Vec<_> = expected.difference(&stored_set).take(5).collect();
-    let extra: Vec<_> = stored_set.difference(&expected).take(5).collect();
-    assert!(
-        stored.len() == ids.len() && missing.is_empty() && extra.is_empty(),
-        "{} rows for {} ids; missing e.g. {missing:?}; unexpected e.g. {extra:?}",
-        stored.len(),
-        ids.len()
-    );
-    stack
-        .wait_for_empty(&stack.queue_url, Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        stack.messages_in(&stack.dlq_url).await,
-        0,
-        "messages in the DLQ"
-    );
-}
-
-/// Polls the worker's `/metrics` until `check` holds; panics after 10 s with the last text.
-async fn wait_for_metrics(worker: &Service, what: &str, check: impl Fn(&str) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = worker.metrics().await;
-        if check(&metrics) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not reached within 10 s; last /metrics:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until at least `rows` rows are stored, polling often; returns the count seen.
-async fn wait_for_some_rows(stack: &TestStack, rows: i64) -> i64 {
-    eventually(Duration::from_secs(60), "first rows stored", || async {
-        let stored = stack.stored_count().await;
-        Ok((stored >= rows).then_some(stored))
-    })
-    .await
-    .expect("the worker stores rows")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_and_connections_never_exceed_their_limits() {
-    const MESSAGES: usize = 800;
-    let stack = TestStack::new("worker-limits").await;
-    // Each row takes 10 ms to insert, so the database is the bottleneck: the worker's messages
-    // compete for connections, and a pool above its limit would show in pg_stat_activity.
+/// Makes every row take 10 ms to insert, so the database is the bottleneck.
+async fn slow_inserts(stack: &TestStack) {
     for statement in [
         "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql
          AS $$ BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$",
@@ -204,28 +26,40 @@ async fn concurrency_and_connections_never_exceed_their_limits() {
             .await
             .expect("creating the slow-insert trigger");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_connections_and_held_messages_never_exceed_their_limits() {
+    const MESSAGES: usize = 600;
+    let stack = TestStack::new("worker-limits").await;
+    slow_inserts(&stack).await;
     let ids = stack.preload(MESSAGES).await;
     let worker = stack
         .spawn_worker(&[
-            ("WORKER_CONCURRENCY", "6"),
+            // Fewer writes than connections: the write limit, not the pool, must hold.
+            ("WORKER_CONCURRENCY", "2"),
             ("DATABASE_MAX_CONNECTIONS", "3"),
-            // Several receive loops, so that many small batches compete for connections.
-            ("RECEIVE_LOOPS", "6"),
+            ("WORKER_MAX_IN_FLIGHT", "45"),
+            ("WORKER_BATCH_MAX_ROWS", "8"),
         ])
         .await;
 
     let peaks = sample_until_stored(&stack, &worker, MESSAGES as i64, DRAIN_TIMEOUT).await;
     assert!(
+        peaks.transactions <= 2 && peaks.writes <= 2.0,
+        "more than WORKER_CONCURRENCY=2 transactions: {peaks:?}"
+    );
+    assert!(
         peaks.connections <= 3,
         "more than DATABASE_MAX_CONNECTIONS=3 connections: {peaks:?}"
     );
     assert!(
-        peaks.in_flight <= 6.0,
-        "more than WORKER_CONCURRENCY=6 in flight: {peaks:?}"
+        peaks.in_flight <= 45.0,
+        "more than WORKER_MAX_IN_FLIGHT=45 held: {peaks:?}"
     );
     // The samples saw the worker busy, so the limits above were really under load.
     assert!(
-        peaks.in_flight >= 2.0 && peaks.connections >= 1,
+        peaks.in_flight >= 20.0 && peaks.transactions >= 2,
         "the samples never saw real load: {peaks:?}"
     );
     assert_stored_exactly(&stack, &ids).await;
@@ -235,7 +69,33 @@ async fn concurrency_and_connections_never_exceed_their_limits() {
         MESSAGES as f64,
         "{metrics}"
     );
+    let transactions = counter(&metrics, "webhook_worker_batch_rows_count", &[]);
+    assert!(
+        transactions >= (MESSAGES / 8) as f64,
+        "at most WORKER_BATCH_MAX_ROWS=8 rows per transaction: {transactions} transactions"
+    );
     drop(worker);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_writes_than_connections_stops_the_worker_at_start_naming_both_settings() {
+    let stack = TestStack::new("worker-config").await;
+    let (status, output) = stack
+        .run_worker_command(
+            &["run"],
+            &[
+                ("WORKER_CONCURRENCY", "5"),
+                ("DATABASE_MAX_CONNECTIONS", "4"),
+                ("METRICS_ADDR", "127.0.0.1:0"),
+            ],
+        )
+        .await;
+    assert!(!status.success(), "started anyway:\n{output}");
+    assert!(
+        output.contains("WORKER_CONCURRENCY (5) may not exceed DATABASE_MAX_CONNECTIONS (4)"),
+        "{output}"
+    );
     stack.cleanup().await;
 }
 
@@ -253,7 +113,7 @@ async fn postgres_outage_loses_nothing() {
     let worker = stack
         .spawn_worker(&[
             ("DATABASE_URL", proxy.url()),
-            ("WORKER_CONCURRENCY", "8"),
+            ("WORKER_CONCURRENCY", "4"),
             ("DATABASE_MAX_CONNECTIONS", "4"),
             // Messages received during the outage fail fast instead of waiting it out.
             ("DATABASE_ACQUIRE_TIMEOUT_SECONDS", "2"),
@@ -271,8 +131,18 @@ async fn postgres_outage_loses_nothing() {
         at_cut < MESSAGES as i64,
         "the backlog was drained before the outage ({at_cut} rows); nothing was tested"
     );
-    // The outage lasts a while, whatever the worker does meanwhile.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The outage lasts a while, whatever the worker does meanwhile. The messages wait, held
+    // or hidden in back-off, and the lag must keep growing (it used to fall to 0 once every
+    // message was hidden).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lag = |metrics: &str| gauge(metrics, "webhook_worker_lag_seconds", &[]).unwrap_or(0.0);
+    let lag_early = lag(&worker.metrics().await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let lag_late = lag(&worker.metrics().await);
+    assert!(
+        lag_early > 0.0 && lag_late >= lag_early + 3.0,
+        "the lag must keep growing through the outage: {lag_early} s, then {lag_late} s"
+    );
     let during = stack.stored_count().await;
     proxy.restore().await;
 
@@ -316,71 +186,6 @@ async fn kill_9_mid_drain_then_restart_stores_everything_once() {
     .expect("the worker writes while the table is locked");
     worker.kill().await;
     lock.rollback().await.expect("ROLLBACK");
-
-    let worker = stack.spawn_worker(&[]).await;
-    assert_stored_exactly(&stack, &ids).await;
-    drop(worker);
-    stack.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_drain_exits_0_within_grace() {
-    const MESSAGES: usize = 600;
-    let options = QueueOptions {
-        visibility_timeout: 5,
-        ..Default::default()
-    };
-    let stack = TestStack::with_queues("worker-sigterm", options).await;
-    let ids = stack.preload(MESSAGES).await;
-    let worker = stack
-        .spawn_worker(&[
-            ("SHUTDOWN_GRACE_SECONDS", "5"),
-            ("WORKER_CONCURRENCY", "4"),
-            ("DATABASE_MAX_CONNECTIONS", "4"),
-        ])
-        .await;
-
-    wait_for_some_rows(&stack, 20).await;
-    // Freeze the inserts so that, when SIGTERM comes, every permit is held by a message in
-    // processing and no receive or delete is under way: exactly those must be finished.
-    let mut lock = lock_table(&stack).await;
-    let at_signal: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events")
-        .fetch_one(&mut *lock)
-        .await
-        .expect("counting rows under the lock");
-    let frozen = || async {
-        let (visible, not_visible) = main_queue_counts(&stack).await;
-        let metrics = worker.metrics().await;
-        let in_flight = gauge(&metrics, "webhook_worker_in_flight", &[]).unwrap_or(0.0);
-        let limit = gauge(&metrics, "webhook_worker_concurrency_limit", &[]).unwrap_or(f64::MAX);
-        let deletes_done = at_signal as u64 + visible + not_visible == MESSAGES as u64;
-        let all_blocked = in_flight >= 1.0 && in_flight >= limit && not_visible as f64 == in_flight;
-        Ok((deletes_done && all_blocked).then_some(not_visible as i64))
-    };
-    let in_processing = eventually(Duration::from_secs(10), "worker frozen", frozen)
-        .await
-        .expect("every permit held by a message blocked on the lock");
-    worker.signal(Signal::SIGTERM);
-    // The database comes back well within the grace period, after the worker has seen
-    // the signal (it must stop receiving at once).
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    lock.rollback().await.expect("ROLLBACK");
-    let status = worker.wait(Duration::from_secs(8)).await;
-    assert!(
-        status.success(),
-        "worker exited with {status} after SIGTERM"
-    );
-    let at_exit = stack.stored_count().await;
-    assert_eq!(
-        at_exit - at_signal,
-        in_processing,
-        "after SIGTERM the worker must finish the {in_processing} messages in processing and take no more"
-    );
-    assert_eq!(
-        main_queue_counts(&stack).await.1,
-        0,
-        "messages received but left unfinished at exit"
-    );
 
     let worker = stack.spawn_worker(&[]).await;
     assert_stored_exactly(&stack, &ids).await;

@@ -3,6 +3,7 @@
 //! an exit code.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -11,6 +12,9 @@ use webhook_shared::{healthcheck, metrics, shutdown, telemetry};
 
 use crate::config::{Cli, Command, RunConfig};
 use crate::handler::Handler;
+
+/// Longest wait for leftover tasks when the runtime shuts down.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The whole `worker` program with `handler` writing the events: `fn main() -> ExitCode {
 /// worker::main_with(MyHandler) }` gives a binary with every subcommand and setting of the
@@ -23,14 +27,17 @@ pub fn main_with<H: Handler>(handler: H) -> ExitCode {
         .build()
         .context("starting the async runtime")
         .and_then(|runtime| {
-            runtime.block_on(async {
+            let result = runtime.block_on(async {
                 match command {
                     Command::Run(config) => run(*config, handler).await,
                     Command::Migrate(database) => crate::migrate(&database, &handler).await,
                     Command::Redrive(args) => crate::redrive::run(&args).await,
                     Command::Healthcheck(args) => healthcheck::check(args.metrics_addr).await,
                 }
-            })
+            });
+            // Tasks still running (aborted work) get a moment, never a hang.
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+            result
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,11 +10,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
+use crate::metrics;
 use crate::queue::{Queue, QueueClient, Receipt};
 use crate::window::Held;
 
 /// Most `DeleteMessageBatch` calls in flight at once.
-pub(crate) const MAX_DELETE_CALLS: usize = 4;
+pub(crate) const MAX_DELETE_CALLS: usize = 16;
 
 /// Deletes what arrives until the writer has stopped and everything is deleted.
 pub(crate) async fn run<C: QueueClient>(
@@ -55,5 +56,6 @@ pub(crate) async fn run<C: QueueClient>(
                 drop(held);
             });
         }
+        metrics::gauge_waiting("delete", waiting.len());
     }
 }

@@ -58,6 +58,8 @@ use crate::writer::BatchCaps;
 
 /// Time allowed for one SQS call: the 20 s long poll plus a margin.
 const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the pool to close at exit.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest time a received message stays hidden, whatever the queue's VisibilityTimeout
 /// (SQS allows 0, which would hand every held message to other consumers at once).
 const MIN_VISIBILITY: Duration = Duration::from_secs(5);
@@ -162,7 +164,14 @@ pub async fn run_with<H: Handler>(
         gauges,
         ops::serve(ops_listener, metrics, readiness.clone(), stop_ops.clone())
     );
-    pool.close().await;
+    // Writes aborted at the end of the grace period may still hold connections; never wait
+    // for them past a moment (PostgreSQL rolls back what the closed connections left).
+    if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still busy at exit; closing them unfinished");
+    }
     Ok(())
 }
 

@@ -27,6 +27,9 @@ pub(crate) const BATCH_ROWS: &str = "webhook_worker_batch_rows";
 pub(crate) const RECEIVES_IN_FLIGHT: &str = "webhook_worker_receives_in_flight";
 /// Gauge: `ReceiveMessage` calls the worker wants in flight (its own estimate).
 pub(crate) const RECEIVES_WANTED: &str = "webhook_worker_receives_wanted";
+/// Gauge: held messages waiting in a stage, by `stage` (`write`: decoded, waiting for a
+/// writer; `delete`: committed, waiting for a DeleteMessageBatch call).
+pub(crate) const WAITING: &str = "webhook_worker_waiting_messages";
 /// Counter: visibility extensions of held messages.
 pub(crate) const HEARTBEATS_TOTAL: &str = "webhook_worker_heartbeats_total";
 /// Gauge: pool connections, by `state` (`in_use`, `idle`).
@@ -109,6 +112,10 @@ pub(crate) fn describe() {
         RECEIVES_WANTED,
         "ReceiveMessage calls the worker wants in flight (from the receive rate and latency)."
     );
+    describe_gauge!(
+        WAITING,
+        "Held messages waiting for a stage: write (for a writer) or delete (for a delete call)."
+    );
     describe_histogram!(
         DB_WRITE_SECONDS,
         Unit::Seconds,
@@ -160,6 +167,11 @@ pub(crate) fn gauge_concurrency_limit(limit: usize) {
 /// Sets the writes-in-progress gauge.
 pub(crate) fn gauge_writes_in_progress(writes: usize) {
     metrics::gauge!(WRITES_IN_PROGRESS).set(writes as f64);
+}
+
+/// Sets the gauge of messages waiting for `stage` (`write` or `delete`).
+pub(crate) fn gauge_waiting(stage: &'static str, messages: usize) {
+    metrics::gauge!(WAITING, "stage" => stage).set(messages as f64);
 }
 
 /// Sets the receives-in-flight gauge.

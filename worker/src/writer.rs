@@ -98,6 +98,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
             writes.spawn(async move { batch::write(&context, batch, &to_deleter).await });
         }
         metrics::gauge_writes_in_progress(writes.len());
+        metrics::gauge_waiting("write", waiting.len());
     }
     metrics::gauge_writes_in_progress(0);
 }

@@ -1,17 +1,20 @@
-//! Benchmark of the worker draining a backlog from LocalStack into PostgreSQL, with the
-//! ceiling of a plain SDK consumer measured in the same run on the same endpoint, so the
-//! figures are ratios that survive a noisy machine.
+//! Benchmark of the worker draining a backlog from LocalStack into PostgreSQL, beside the
+//! ceiling of plain SDK consumers on the same endpoint in the same run, so the figures are
+//! ratios that survive a noisy machine.
 //!
-//! Run it with `scripts/bench.sh worker [--messages 5000] [--concurrency 16] [--connections 4]`
-//! (which starts the local stack and builds in release mode). Each run preloads the same
-//! number of envelopes on a fresh queue, then measures:
-//! - the ceiling: concurrency / 10 (at least 1) plain SDK loops of ReceiveMessage (10, wait
-//!   1 s) + DeleteMessageBatch until the queue is empty, in messages/s;
-//! - the worker (`WORKER_CONCURRENCY`, `DATABASE_MAX_CONNECTIONS`): messages/s from its start
-//!   until every row is in `webhook_events`, the most connections it held at once (sampled
-//!   from `pg_stat_activity` every ~20 ms), p50/p99 end-to-end latency from the rows
-//!   (`stored_at - received_at`, which includes the time spent waiting in the preloaded
-//!   backlog) and its peak RSS.
+//! `scripts/bench.sh worker [--messages 10000] [--rounds 6] [--connections 4] [--set NAME=VALUE]`
+//! Each round, on fresh queues with a backlog of 1 KiB envelopes, in alternating order:
+//! - the ceiling: `--sdk-loops` (8) concurrent loops of ReceiveMessage (10) +
+//!   DeleteMessageBatch, no database, until the queue is empty;
+//! - the worker with default settings (plus `--set`) and `DATABASE_MAX_CONNECTIONS`:
+//!   messages/s from its start until every row is stored, its SQS requests per message, rows
+//!   per transaction and messages per receive (from its /metrics), the most connections,
+//!   transactions in progress (both from `pg_stat_activity` every ~20 ms) and messages held
+//!   (its gauge), its peak RSS, and the CPU seconds used by the worker, LocalStack and
+//!   PostgreSQL during the drain.
+//!
+//! Medians over the rounds close the report. `--trace` prints where messages wait inside the
+//! worker while it drains.
 
 #![allow(
     clippy::print_stdout,
@@ -25,8 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use clap::Parser;
-use e2e_tests::TestStack;
-use e2e_tests::report::mib;
+use e2e_tests::report::{counter, cpu_seconds, cpu_seconds_of, median, mib};
+use e2e_tests::{Service, TestStack};
 
 /// The `application_name` the worker's pool gives its connections.
 const WORKER_APPLICATION_NAME: &str = "scalable-webhook-worker";
@@ -34,90 +37,171 @@ const WORKER_APPLICATION_NAME: &str = "scalable-webhook-worker";
 /// Load settings.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Messages preloaded for each run.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Messages preloaded for each drain.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     messages: u32,
-    /// WORKER_CONCURRENCY of the worker; the SDK ceiling uses concurrency / 10 receive loops
-    /// (at least 1).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-    concurrency: u32,
+    /// Rounds (the ceiling and the worker, in alternating order); medians are reported.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// DATABASE_MAX_CONNECTIONS of the worker.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
+    /// Concurrent receive + delete loops of the plain SDK ceiling.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    sdk_loops: u32,
+    /// Print the worker's stages every 100 ms (held, waiting for a writer, writes, waiting for
+    /// a delete, receives in flight / wanted): where the messages wait.
+    #[arg(long)]
+    trace: bool,
+    /// Extra worker settings, NAME=VALUE (repeatable), e.g. --set WORKER_BATCH_MAX_ROWS=50.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
 }
 
-/// What the worker run measured.
+fn parse_setting(value: &str) -> Result<(String, String), String> {
+    let (name, value) = value.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// One worker drain.
+#[derive(Debug, Default)]
 struct WorkerRun {
-    messages_per_second: f64,
-    max_db_connections: i64,
-    p50_ms: f64,
-    p99_ms: f64,
-    peak_rss: Option<u64>,
+    per_second: f64,
+    requests_per_message: f64,
+    rows_per_transaction: f64,
+    messages_per_receive: f64,
+    max_connections: i64,
+    max_transactions: i64,
+    max_held: f64,
+    max_writes: f64,
+    peak_rss_mib: f64,
+    cpu_per_1000: f64,
+    cpu_localstack: f64,
+    cpu_postgres: f64,
+    cpu_worker: f64,
+    seconds: f64,
+    first_row_seconds: f64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let stack = TestStack::new("bench-worker").await;
     let messages = args.messages as usize;
-    let loops = (args.concurrency as usize / 10).max(1);
-
-    let ceiling = sdk_ceiling(&stack, messages, loops).await?;
-    stack.purge().await;
-    let worker = worker_run(&stack, &args).await?;
-    stack.purge().await;
-
-    let mut out = String::new();
-    out += &format!(
-        "worker benchmark: {} messages, WORKER_CONCURRENCY={}, DATABASE_MAX_CONNECTIONS={}, LocalStack at {}\n\n",
-        args.messages, args.concurrency, args.connections, stack.queue_url
+    println!(
+        "worker benchmark: {} messages of 1 KiB, {} round(s), DATABASE_MAX_CONNECTIONS={}, settings {:?}\n",
+        args.messages, args.rounds, args.connections, args.settings
     );
-    out += "| run | messages/s | max DB connections | p50 end-to-end ms | p99 end-to-end ms | peak RSS MiB |\n|---|---|---|---|---|---|\n";
-    out += &format!(
-        "| plain SDK client, {loops} loop(s) of ReceiveMessage (10) + DeleteMessageBatch | {ceiling:.0} | | | | |\n"
+    println!(
+        "| round | SDK ceiling msg/s | LocalStack CPU s per 1000 msgs, SDK / worker | worker msg/s | / ceiling | SQS requests per message | rows per transaction | messages per receive | max connections | max transactions | max held | max writes (gauge) | peak RSS MiB | CPU s per 1000 msgs | CPU s worker / LocalStack / PostgreSQL |"
     );
-    out += &format!(
-        "| worker, concurrency {}, pool {} | {:.0} | {} | {:.0} | {:.0} | {} |\n\n",
-        args.concurrency,
-        args.connections,
-        worker.messages_per_second,
-        worker.max_db_connections,
-        worker.p50_ms,
-        worker.p99_ms,
-        worker
-            .peak_rss
-            .map_or_else(|| "?".to_owned(), |b| format!("{:.1}", mib(b)))
-    );
-    out += &format!(
-        "worker / SDK ceiling: {:.2} (target >= 0.9 when the database is not the limit)\n",
-        worker.messages_per_second / ceiling
-    );
-    out += &format!(
-        "peak RSS of the worker: {} MiB (target <= 50)\n",
-        worker
-            .peak_rss
-            .map_or_else(|| "?".to_owned(), |b| format!("{:.1}", mib(b)))
-    );
-    out += &format!(
-        "max DB connections: {} of DATABASE_MAX_CONNECTIONS={} ({})\n",
-        worker.max_db_connections,
-        args.connections,
-        if worker.max_db_connections <= i64::from(args.connections) {
-            "within the pool size"
-        } else {
-            "ABOVE the pool size"
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut ceilings = Vec::new();
+    let mut runs = Vec::new();
+    for round in 1..=args.rounds {
+        // A fresh queue (and database) for each drain: LocalStack's queues slow down as
+        // they age. The order alternates, so a drift of the machine favours neither.
+        let sdk_first = round % 2 == 1;
+        let mut sdk = None;
+        if sdk_first {
+            sdk = Some(sdk_drain(messages, args.sdk_loops as usize).await?);
         }
+        let stack = TestStack::new("bench-worker").await;
+        let run = worker_run(&stack, &args).await?;
+        stack.cleanup().await;
+        if !sdk_first {
+            sdk = Some(sdk_drain(messages, args.sdk_loops as usize).await?);
+        }
+        let (ceiling, sdk_localstack_cpu) = sdk.unwrap_or_default();
+        println!(
+            "| {round} | {ceiling:.0} | {:.2} / {:.2} | {:.0} | {:.2} | {:.3} | {:.1} | {:.2} | {} | {} | {:.0} | {:.0} | {:.1} | {:.3} | {:.1} / {:.1} / {:.1} |",
+            sdk_localstack_cpu * 1000.0 / messages as f64,
+            run.cpu_localstack * 1000.0 / messages as f64,
+            run.per_second,
+            run.per_second / ceiling,
+            run.requests_per_message,
+            run.rows_per_transaction,
+            run.messages_per_receive,
+            run.max_connections,
+            run.max_transactions,
+            run.max_held,
+            run.max_writes,
+            run.peak_rss_mib,
+            run.cpu_per_1000,
+            run.cpu_worker,
+            run.cpu_localstack,
+            run.cpu_postgres,
+        );
+        ceilings.push(ceiling);
+        runs.push(run);
+    }
+    let of = |f: fn(&WorkerRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    // Each round's ratio pairs drains run back to back, so it is steadier than a ratio of
+    // medians.
+    let ratios: Vec<f64> = runs
+        .iter()
+        .zip(&ceilings)
+        .map(|(run, ceiling)| run.per_second / ceiling)
+        .collect();
+    println!("\nmedians over {} round(s):", args.rounds);
+    println!("- SDK ceiling: {:.0} msg/s", median(&ceilings));
+    println!(
+        "- worker: {:.0} msg/s = {:.2} of the ceiling (target >= 0.95)",
+        of(|r| r.per_second),
+        median(&ratios)
     );
-    out += "(end-to-end latency includes the time each message waited in the preloaded backlog)\n";
-    print!("{out}");
-    stack.cleanup().await;
+    println!(
+        "- worker start to its first stored row: {:.2} s (included in its msg/s)",
+        of(|r| r.first_row_seconds)
+    );
+    println!(
+        "- SQS requests per message: {:.3} (target <= 0.21)",
+        of(|r| r.requests_per_message)
+    );
+    println!(
+        "- rows per transaction: {:.1}; messages per receive: {:.2}",
+        of(|r| r.rows_per_transaction),
+        of(|r| r.messages_per_receive)
+    );
+    println!(
+        "- peak RSS: {:.1} MiB (target <= 50); CPU seconds per 1000 messages: {:.3}",
+        of(|r| r.peak_rss_mib),
+        of(|r| r.cpu_per_1000)
+    );
+    println!(
+        "- CPU during the drain, share of its wall time: worker {:.0}%, LocalStack {:.0}%, PostgreSQL {:.0}%",
+        of(|r| 100.0 * r.cpu_worker / r.seconds),
+        of(|r| 100.0 * r.cpu_localstack / r.seconds),
+        of(|r| 100.0 * r.cpu_postgres / r.seconds)
+    );
+    let max = |f: fn(&WorkerRun) -> f64| runs.iter().map(f).fold(0.0, f64::max);
+    println!(
+        "- bounds, highest in any round: connections {} (pool {}), transactions in progress {}, writes gauge {}, messages held {}",
+        max(|r| r.max_connections as f64),
+        args.connections,
+        max(|r| r.max_transactions as f64),
+        max(|r| r.max_writes),
+        max(|r| r.max_held)
+    );
     Ok(())
 }
 
-/// Messages/s a plain SDK consumer reaches with `loops` concurrent receive + delete loops,
-/// draining `messages` preloaded messages.
-async fn sdk_ceiling(stack: &TestStack, messages: usize, loops: usize) -> anyhow::Result<f64> {
+/// The SDK ceiling on a fresh queue.
+async fn sdk_drain(messages: usize, loops: usize) -> anyhow::Result<(f64, f64)> {
+    let stack = TestStack::new("bench-worker-sdk").await;
+    let result = sdk_ceiling(&stack, messages, loops).await;
+    stack.cleanup().await;
+    result
+}
+
+/// Messages/s of `loops` plain SDK receive + delete loops draining `messages` messages, and
+/// the CPU seconds LocalStack used meanwhile.
+async fn sdk_ceiling(
+    stack: &TestStack,
+    messages: usize,
+    loops: usize,
+) -> anyhow::Result<(f64, f64)> {
     stack.preload(messages).await;
+    let localstack_before = cpu_seconds_of("localstack.runtime.main");
     let deleted = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut consumers = tokio::task::JoinSet::new();
@@ -182,82 +266,152 @@ async fn sdk_ceiling(stack: &TestStack, messages: usize, loops: usize) -> anyhow
     if total < messages {
         bail!("the SDK consumer deleted only {total} of {messages} messages");
     }
-    Ok(total as f64 / finished.duration_since(started).as_secs_f64())
+    let localstack = cpu_seconds_of("localstack.runtime.main") - localstack_before;
+    Ok((
+        total as f64 / finished.duration_since(started).as_secs_f64(),
+        localstack,
+    ))
 }
 
-/// Preloads the messages, starts the worker and waits until every row is stored, sampling
-/// the worker's database connections meanwhile.
+/// Highest values sampled during a drain.
+#[derive(Debug, Default)]
+struct Peaks {
+    connections: i64,
+    transactions: i64,
+    held: f64,
+    writes: f64,
+}
+
+/// Samples the worker's connections and open transactions (`pg_stat_activity`) and its held
+/// and writes gauges until `stop`.
+async fn sample(
+    stack: &TestStack,
+    worker: &Service,
+    stop: &AtomicBool,
+    trace: bool,
+) -> anyhow::Result<Peaks> {
+    let mut peaks = Peaks::default();
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        let (connections, transactions): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(xact_start) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind(WORKER_APPLICATION_NAME)
+        .fetch_one(&stack.db)
+        .await
+        .context("sampling pg_stat_activity")?;
+        peaks.connections = peaks.connections.max(connections);
+        peaks.transactions = peaks.transactions.max(transactions);
+        n += 1;
+        if n.is_multiple_of(5) {
+            let metrics = worker.metrics().await;
+            peaks.held = peaks
+                .held
+                .max(counter(&metrics, "webhook_worker_in_flight ", &[]));
+            peaks.writes =
+                peaks
+                    .writes
+                    .max(counter(&metrics, "webhook_worker_writes_in_progress ", &[]));
+            if trace {
+                let gauge = |name: &str, filter: &str| counter(&metrics, name, &[filter]);
+                println!(
+                    "held {} wait-write {} writes {} wait-delete {} receives {}/{}",
+                    gauge("webhook_worker_in_flight ", ""),
+                    gauge("webhook_worker_waiting_messages", "write"),
+                    gauge("webhook_worker_writes_in_progress ", ""),
+                    gauge("webhook_worker_waiting_messages", "delete"),
+                    gauge("webhook_worker_receives_in_flight ", ""),
+                    gauge("webhook_worker_receives_wanted ", ""),
+                );
+            }
+        }
+    }
+    Ok(peaks)
+}
+
+/// Preloads the messages, starts the worker and waits until every row is stored.
 async fn worker_run(stack: &TestStack, args: &Args) -> anyhow::Result<WorkerRun> {
     let messages = i64::from(args.messages);
     stack.preload(args.messages as usize).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = tokio::spawn({
-        let (db, stop) = (stack.db.clone(), Arc::clone(&stop));
-        async move {
-            let mut max = 0i64;
-            let mut ticks = tokio::time::interval(Duration::from_millis(20));
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(Ordering::Relaxed) {
-                ticks.tick().await;
-                let connections: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND application_name = $1",
-                )
-                .bind(WORKER_APPLICATION_NAME)
-                .fetch_one(&db)
-                .await
-                .context("sampling pg_stat_activity")?;
-                max = max.max(connections);
-            }
-            anyhow::Ok(max)
-        }
-    });
-
+    sqlx::query("TRUNCATE webhook_events")
+        .execute(&stack.db)
+        .await
+        .context("emptying the table")?;
+    let connections = args.connections.to_string();
+    let mut settings: Vec<(&str, &str)> = vec![
+        ("DATABASE_MAX_CONNECTIONS", &connections),
+        ("RUST_LOG", "warn"),
+    ];
+    settings.extend(args.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let (localstack_before, postgres_before) = (
+        cpu_seconds_of("localstack.runtime.main"),
+        cpu_seconds_of("postgres"),
+    );
     let started = Instant::now();
-    let (concurrency, connections) = (args.concurrency.to_string(), args.connections.to_string());
-    let worker = stack
-        .spawn_worker(&[
-            ("WORKER_CONCURRENCY", &concurrency),
-            ("DATABASE_MAX_CONNECTIONS", &connections),
-            ("RUST_LOG", "warn"),
-        ])
-        .await;
+    let worker = stack.spawn_worker(&settings).await;
+    let stop = AtomicBool::new(false);
     let timeout = Duration::from_secs(60) + Duration::from_millis(20 * u64::from(args.messages));
-    loop {
-        let stored = stack.stored_count().await;
-        if stored >= messages {
-            break;
+    let first_row = std::cell::Cell::new(None);
+    let wait = async {
+        loop {
+            let stored = stack.stored_count().await;
+            if stored > 0 && first_row.get().is_none() {
+                first_row.set(Some(started.elapsed()));
+            }
+            if stored >= messages {
+                break;
+            }
+            if started.elapsed() > timeout {
+                bail!("only {stored} of {messages} rows after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if started.elapsed() > timeout {
-            bail!(
-                "only {stored} of {messages} rows after {timeout:?}; worker log:\n{}",
-                worker.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let max_db_connections = sampler.await??;
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        anyhow::Ok(elapsed)
+    };
+    let (elapsed, peaks) = tokio::join!(wait, sample(stack, &worker, &stop, args.trace));
+    let (elapsed, peaks) = (elapsed?, peaks?);
+    let cpu_worker = worker.pid().and_then(cpu_seconds).unwrap_or_default();
+    let cpu_localstack = cpu_seconds_of("localstack.runtime.main") - localstack_before;
+    let cpu_postgres = cpu_seconds_of("postgres") - postgres_before;
+    let metrics = worker.metrics().await;
     let peak_rss = worker.peak_rss_bytes();
     worker.kill().await;
 
-    let (p50_ms, p99_ms): (Option<f64>, Option<f64>) = sqlx::query_as(
-        "SELECT \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - received_at)::float8 * 1000), \
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - received_at)::float8 * 1000) \
-         FROM webhook_events",
-    )
-    .fetch_one(&stack.db)
-    .await
-    .context("end-to-end percentiles")?;
-
+    let sqs = |operation: &str| {
+        counter(
+            &metrics,
+            "webhook_sqs_requests_total",
+            &[&format!(r#"operation="{operation}""#)],
+        )
+    };
+    let requests = sqs("ReceiveMessage")
+        + sqs("DeleteMessageBatch")
+        + sqs("ChangeMessageVisibilityBatch")
+        + sqs("SendMessage");
+    let transactions = counter(&metrics, "webhook_worker_batch_rows_count", &[]);
+    let rows = counter(&metrics, "webhook_worker_batch_rows_sum", &[]);
+    let age_count = counter(&metrics, "webhook_worker_message_age_seconds_count", &[]);
     Ok(WorkerRun {
-        messages_per_second: messages as f64 / elapsed.as_secs_f64(),
-        max_db_connections,
-        p50_ms: p50_ms.unwrap_or_default(),
-        p99_ms: p99_ms.unwrap_or_default(),
-        peak_rss,
+        per_second: messages as f64 / elapsed.as_secs_f64(),
+        requests_per_message: requests / messages as f64,
+        rows_per_transaction: rows / transactions.max(1.0),
+        messages_per_receive: age_count / sqs("ReceiveMessage").max(1.0),
+        max_connections: peaks.connections,
+        max_transactions: peaks.transactions,
+        max_held: peaks.held,
+        max_writes: peaks.writes,
+        peak_rss_mib: peak_rss.map_or(0.0, mib),
+        cpu_per_1000: cpu_worker * 1000.0 / messages as f64,
+        cpu_localstack,
+        cpu_postgres,
+        cpu_worker,
+        seconds: elapsed.as_secs_f64(),
+        first_row_seconds: first_row.get().unwrap_or_default().as_secs_f64(),
     })
 }

@@ -234,7 +234,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let proxy = PgProxy::start(&stack.database_url).await;
     let worker_settings = [
         ("DATABASE_URL", proxy.url()),
-        ("WORKER_CONCURRENCY", "16"),
+        ("WORKER_CONCURRENCY", "4"),
         ("DATABASE_MAX_CONNECTIONS", "4"),
         ("DATABASE_ACQUIRE_TIMEOUT_SECONDS", "2"),
         ("RETRY_BACKOFF_BASE_SECONDS", "1"),
@@ -356,7 +356,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let clean = stack
         .spawn_worker(&[
-            ("WORKER_CONCURRENCY", "16"),
+            ("WORKER_CONCURRENCY", "4"),
             ("DATABASE_MAX_CONNECTIONS", "4"),
         ])
         .await;
