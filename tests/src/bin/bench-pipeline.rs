@@ -3,7 +3,7 @@
 //! into PostgreSQL under the worker's concurrency and connection limits.
 //!
 //! Run it with `scripts/bench.sh pipeline [--burst-rate 2500] [--burst-seconds 10]
-//! [--quiet-seconds 60] [--concurrency 4] [--max-in-flight 800] [--connections 4] [--clients 64]` (which starts
+//! [--quiet-seconds 60] [--concurrency 4] [--max-in-flight 800] [--connections 4] [--set NAME=VALUE] [--clients 64]` (which starts
 //! the local stack and builds in release mode). It starts ingest and a worker
 //! (`WORKER_CONCURRENCY`, `DATABASE_MAX_CONNECTIONS`) on a fresh queue and database, sends
 //! `burst-rate` webhooks/s for `burst-seconds`, then nothing until every accepted webhook is
@@ -65,6 +65,14 @@ struct Args {
     /// Body size of each webhook (a JSON document padded to about this size), in bytes.
     #[arg(long, default_value_t = 512)]
     body_bytes: usize,
+    /// Extra worker settings, NAME=VALUE (repeatable), e.g. --set MAX_MESSAGES_PER_SECOND=300.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(value: &str) -> Result<(String, String), String> {
+    let (name, value) = value.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// One second of the run.
@@ -105,15 +113,15 @@ async fn main() -> anyhow::Result<()> {
     let stack = TestStack::new("bench-pipeline").await;
     let (concurrency, connections) = (args.concurrency.to_string(), args.connections.to_string());
     let max_in_flight = args.max_in_flight.to_string();
-    let worker = stack
-        .spawn_worker(&[
-            ("WORKER_CONCURRENCY", &concurrency),
-            ("WORKER_MAX_IN_FLIGHT", &max_in_flight),
-            ("DATABASE_MAX_CONNECTIONS", &connections),
-            ("QUEUE_METRICS_INTERVAL_SECONDS", "1"),
-            ("RUST_LOG", "warn"),
-        ])
-        .await;
+    let mut settings = vec![
+        ("WORKER_CONCURRENCY", concurrency.as_str()),
+        ("WORKER_MAX_IN_FLIGHT", &max_in_flight),
+        ("DATABASE_MAX_CONNECTIONS", &connections),
+        ("QUEUE_METRICS_INTERVAL_SECONDS", "1"),
+        ("RUST_LOG", "warn"),
+    ];
+    settings.extend(args.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let worker = stack.spawn_worker(&settings).await;
     let ingest = stack
         .spawn_ingest(&[("MAX_CONNECTIONS", "100000"), ("RUST_LOG", "warn")])
         .await;

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use clap::Parser;
 use e2e_tests::report::{counter, cpu_seconds, cpu_seconds_of, median, mib};
 use e2e_tests::{Service, TestStack};
@@ -49,6 +49,11 @@ struct Args {
     /// Concurrent receive + delete loops of the plain SDK ceiling.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     sdk_loops: u32,
+    /// Make the ceiling's receives ask for what the worker's ask for (SentTimestamp,
+    /// ApproximateReceiveCount, all message attributes, a visibility timeout, a 20 s wait),
+    /// to tell the cost of those parameters from the cost of the pipeline.
+    #[arg(long)]
+    sdk_receive_like_worker: bool,
     /// Print the worker's stages every 100 ms (held, waiting for a writer, writes, waiting for
     /// a delete, receives in flight / wanted): where the messages wait.
     #[arg(long)]
@@ -103,13 +108,13 @@ async fn main() -> anyhow::Result<()> {
         let sdk_first = round % 2 == 1;
         let mut sdk = None;
         if sdk_first {
-            sdk = Some(sdk_drain(messages, args.sdk_loops as usize).await?);
+            sdk = Some(sdk_drain(messages, &args).await?);
         }
         let stack = TestStack::new("bench-worker").await;
         let run = worker_run(&stack, &args).await?;
         stack.cleanup().await;
         if !sdk_first {
-            sdk = Some(sdk_drain(messages, args.sdk_loops as usize).await?);
+            sdk = Some(sdk_drain(messages, &args).await?);
         }
         let (ceiling, sdk_localstack_cpu) = sdk.unwrap_or_default();
         println!(
@@ -186,9 +191,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The SDK ceiling on a fresh queue.
-async fn sdk_drain(messages: usize, loops: usize) -> anyhow::Result<(f64, f64)> {
+async fn sdk_drain(messages: usize, args: &Args) -> anyhow::Result<(f64, f64)> {
     let stack = TestStack::new("bench-worker-sdk").await;
-    let result = sdk_ceiling(&stack, messages, loops).await;
+    let result = sdk_ceiling(
+        &stack,
+        messages,
+        args.sdk_loops as usize,
+        args.sdk_receive_like_worker,
+    )
+    .await;
     stack.cleanup().await;
     result
 }
@@ -199,6 +210,7 @@ async fn sdk_ceiling(
     stack: &TestStack,
     messages: usize,
     loops: usize,
+    like_worker: bool,
 ) -> anyhow::Result<(f64, f64)> {
     stack.preload(messages).await;
     let localstack_before = cpu_seconds_of("localstack.runtime.main");
@@ -221,7 +233,15 @@ async fn sdk_ceiling(
                     .receive_message()
                     .queue_url(&url)
                     .max_number_of_messages(10)
-                    .wait_time_seconds(1)
+                    .wait_time_seconds(if like_worker { 20 } else { 1 })
+                    .set_visibility_timeout(like_worker.then_some(30))
+                    .set_message_system_attribute_names(like_worker.then(|| {
+                        vec![
+                            MessageSystemAttributeName::SentTimestamp,
+                            MessageSystemAttributeName::ApproximateReceiveCount,
+                        ]
+                    }))
+                    .set_message_attribute_names(like_worker.then(|| vec!["All".to_owned()]))
                     .send()
                     .await?
                     .messages
