@@ -206,3 +206,22 @@ pub async fn wait_for_some_rows(stack: &TestStack, rows: i64) -> i64 {
     .await
     .expect("the worker stores rows")
 }
+
+/// Makes every row insert of `webhook_events` take `seconds` (a trigger with `pg_sleep`), so
+/// the database is the bottleneck or concurrent writes interleave row by row.
+pub async fn slow_inserts(stack: &TestStack, seconds: f64) {
+    for statement in [
+        format!(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+        ),
+        "CREATE TRIGGER slow_insert BEFORE INSERT ON webhook_events
+         FOR EACH ROW EXECUTE FUNCTION slow_insert()"
+            .to_owned(),
+    ] {
+        sqlx::query(&statement)
+            .execute(&stack.db)
+            .await
+            .expect("creating the slow-insert trigger");
+    }
+}

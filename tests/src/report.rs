@@ -50,6 +50,12 @@ pub fn median(values: &[f64]) -> f64 {
         .unwrap_or_default()
 }
 
+/// Parses a benchmark's `--set NAME=VALUE` option.
+pub fn parse_setting(value: &str) -> Result<(String, String), String> {
+    let (name, value) = value.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 /// Bytes as MiB.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0

@@ -8,31 +8,17 @@ use std::time::Duration;
 use e2e_tests::pg_proxy::PgProxy;
 use e2e_tests::probes::{
     DRAIN_TIMEOUT, assert_stored_exactly, gauge, lock_table, main_queue_states,
-    sample_until_stored, wait_for_metrics, wait_for_some_rows, worker_connections,
+    sample_until_stored, slow_inserts, wait_for_metrics, wait_for_some_rows, worker_connections,
 };
 use e2e_tests::report::counter;
 use e2e_tests::{QueueOptions, TestStack, eventually};
-
-/// Makes every row take 10 ms to insert, so the database is the bottleneck.
-async fn slow_inserts(stack: &TestStack) {
-    for statement in [
-        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql
-         AS $$ BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$",
-        "CREATE TRIGGER slow_insert BEFORE INSERT ON webhook_events
-         FOR EACH ROW EXECUTE FUNCTION slow_insert()",
-    ] {
-        sqlx::query(statement)
-            .execute(&stack.db)
-            .await
-            .expect("creating the slow-insert trigger");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_connections_and_held_messages_never_exceed_their_limits() {
     const MESSAGES: usize = 600;
     let stack = TestStack::new("worker-limits").await;
-    slow_inserts(&stack).await;
+    // Each row takes 10 ms: the database is the bottleneck.
+    slow_inserts(&stack, 0.01).await;
     let ids = stack.preload(MESSAGES).await;
     let worker = stack
         .spawn_worker(&[

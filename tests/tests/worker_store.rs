@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::probes::{assert_stored_exactly, lock_table};
+use e2e_tests::probes::{assert_stored_exactly, lock_table, slow_inserts};
 use e2e_tests::report::counter;
 use e2e_tests::{QueueOptions, TestStack};
 use webhook_shared::envelope::Envelope;
@@ -14,17 +14,7 @@ async fn batches_with_the_same_keys_in_opposite_order_do_not_deadlock() {
     let stack = TestStack::new("store-order").await;
     // Each row takes 300 ms, so two concurrent inserts interleave row by row: in receive
     // order, one would take a then wait for b while the other holds b and waits for a.
-    for statement in [
-        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql
-         AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$",
-        "CREATE TRIGGER slow_insert BEFORE INSERT ON webhook_events
-         FOR EACH ROW EXECUTE FUNCTION slow_insert()",
-    ] {
-        sqlx::query(statement)
-            .execute(&stack.db)
-            .await
-            .expect("creating the slow-insert trigger");
-    }
+    slow_inserts(&stack, 0.3).await;
     let events: Vec<Envelope> = TestStack::envelopes("order", 3);
     let forward = events.clone();
     let backward: Vec<Envelope> = events.iter().rev().cloned().collect();

@@ -37,13 +37,8 @@ struct Args {
     memory_connections: usize,
     /// An ingest setting for the batched runs, as NAME=VALUE (repeatable), e.g.
     /// `--set BATCH_MAX_IN_FLIGHT=4`.
-    #[arg(long = "set", value_parser = parse_setting)]
+    #[arg(long = "set", value_parser = e2e_tests::report::parse_setting)]
     settings: Vec<(String, String)>,
-}
-
-fn parse_setting(value: &str) -> Result<(String, String), String> {
-    let (name, value) = value.split_once('=').ok_or("expected NAME=VALUE")?;
-    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// What one ingest run measured.

@@ -66,13 +66,8 @@ struct Args {
     #[arg(long, default_value_t = 512)]
     body_bytes: usize,
     /// Extra worker settings, NAME=VALUE (repeatable), e.g. --set MAX_MESSAGES_PER_SECOND=300.
-    #[arg(long = "set", value_parser = parse_setting)]
+    #[arg(long = "set", value_parser = e2e_tests::report::parse_setting)]
     settings: Vec<(String, String)>,
-}
-
-fn parse_setting(value: &str) -> Result<(String, String), String> {
-    let (name, value) = value.split_once('=').ok_or("expected NAME=VALUE")?;
-    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// One second of the run.

@@ -59,13 +59,8 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Extra worker settings, NAME=VALUE (repeatable), e.g. --set WORKER_BATCH_MAX_ROWS=50.
-    #[arg(long = "set", value_parser = parse_setting)]
+    #[arg(long = "set", value_parser = e2e_tests::report::parse_setting)]
     settings: Vec<(String, String)>,
-}
-
-fn parse_setting(value: &str) -> Result<(String, String), String> {
-    let (name, value) = value.split_once('=').ok_or("expected NAME=VALUE")?;
-    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// One worker drain.
