@@ -28,11 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use clap::Parser;
+use e2e_tests::probes::worker_activity;
 use e2e_tests::report::{counter, cpu_seconds, cpu_seconds_of, median, mib};
 use e2e_tests::{Service, TestStack};
-
-/// The `application_name` the worker's pool gives its connections.
-const WORKER_APPLICATION_NAME: &str = "scalable-webhook-worker";
 
 /// Load settings.
 #[derive(Debug, Parser)]
@@ -311,14 +309,7 @@ async fn sample(
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         ticks.tick().await;
-        let (connections, transactions): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(xact_start) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = $1",
-        )
-        .bind(WORKER_APPLICATION_NAME)
-        .fetch_one(&stack.db)
-        .await
-        .context("sampling pg_stat_activity")?;
+        let (connections, transactions) = worker_activity(stack).await;
         peaks.connections = peaks.connections.max(connections);
         peaks.transactions = peaks.transactions.max(transactions);
         n += 1;
