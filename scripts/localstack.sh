@@ -72,7 +72,7 @@ our_pid() {
   local pid
   [ -f "$LS_PID" ] || return 1
   pid="$(cat "$LS_PID")"
-  [ -n "$pid" ] && grep -qa 'localstack.runtime.main' "/proc/$pid/cmdline" 2>/dev/null &&
+  [ -n "$pid" ] && grep -qa 'localstack_main.py' "/proc/$pid/cmdline" 2>/dev/null &&
     grep -qzxF "GATEWAY_LISTEN=127.0.0.1:$LOCALSTACK_PORT" "/proc/$pid/environ" 2>/dev/null ||
     return 1
   echo "$pid"
@@ -113,7 +113,7 @@ start() {
       SERVICES=sqs EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
       SKIP_SSL_CERT_DOWNLOAD=1 FILESYSTEM_ROOT="$LS_DATA/fs" CONFIG_DIR="$LS_DATA/config" \
       XDG_CACHE_HOME="$LS_DATA/cache" LS_LOG=warn \
-      setsid nohup "$PY" -m localstack.runtime.main </dev/null >>"$LS_LOG" 2>&1 &
+      setsid nohup "$PY" "$REPO_ROOT/scripts/localstack_main.py" </dev/null >>"$LS_LOG" 2>&1 &
     echo $! >"$LS_PID"
   fi
   wait_ready

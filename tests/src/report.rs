@@ -24,7 +24,11 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// CPU seconds used so far by every process whose command line contains `pattern`.
+/// What LocalStack's command line contains when `scripts/localstack.sh` started it.
+pub const LOCALSTACK_CMDLINE: &str = "scripts/localstack_main.py";
+
+/// CPU seconds (user + system) used so far by every process whose command line contains
+/// `pattern`.
 pub fn cpu_seconds_of(pattern: &str) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
