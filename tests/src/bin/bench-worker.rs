@@ -5,9 +5,11 @@
 //! `scripts/bench.sh worker [--messages 10000] [--rounds 6] [--connections 4] [--set NAME=VALUE]`
 //! Each round, on fresh queues with a backlog of 1 KiB envelopes, in alternating order:
 //! - the ceiling: `--sdk-loops` (8) concurrent loops of ReceiveMessage (10) +
-//!   DeleteMessageBatch, no database, until the queue is empty;
+//!   DeleteMessageBatch, no database, until the queue is empty (with the same
+//!   `pg_stat_activity` sampling as the worker's drain, and with `--sdk-neighbour-cpu` a
+//!   thread keeping that share of a core busy);
 //! - the worker with default settings (plus `--set`) and `DATABASE_MAX_CONNECTIONS`:
-//!   messages/s from its start until every row is stored, its SQS requests per message, rows
+//!   messages/s from its start until it reports every row stored, its SQS requests per message, rows
 //!   per transaction and messages per receive (from its /metrics), the most connections,
 //!   transactions in progress (both from `pg_stat_activity` every ~20 ms) and messages held
 //!   (its gauge), its peak RSS, and the CPU seconds used by the worker, LocalStack and
@@ -29,7 +31,7 @@ use anyhow::{Context as _, bail};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use clap::Parser;
 use e2e_tests::probes::worker_activity;
-use e2e_tests::report::{counter, cpu_seconds, cpu_seconds_of, median, mib};
+use e2e_tests::report::{LOCALSTACK_CMDLINE, counter, cpu_seconds, cpu_seconds_of, median, mib};
 use e2e_tests::{Service, TestStack};
 
 /// Load settings.
@@ -52,6 +54,12 @@ struct Args {
     /// to tell the cost of those parameters from the cost of the pipeline.
     #[arg(long)]
     sdk_receive_like_worker: bool,
+    /// Burn this share of one core (in percent) beside the ceiling's drains, in short
+    /// slices as a busy worker and database would: an experiment that shows how much of the
+    /// gap is LocalStack sharing this machine's cores with the worker and PostgreSQL. The
+    /// worker's drains are untouched.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    sdk_neighbour_cpu: u32,
     /// Print the worker's stages every 100 ms (held, waiting for a writer, writes, waiting for
     /// a delete, receives in flight / wanted): where the messages wait.
     #[arg(long)]
@@ -60,6 +68,13 @@ struct Args {
     #[arg(long = "set", value_parser = e2e_tests::report::parse_setting)]
     settings: Vec<(String, String)>,
 }
+
+/// How often a drain is sampled (the worker's bounds and progress; `pg_stat_activity` also
+/// beside the ceiling, so both drains carry the same measuring load).
+const SAMPLE_PERIOD: Duration = Duration::from_millis(20);
+/// The worker's /metrics (its progress and gauges) are read every this many samples:
+/// rendering them costs the worker CPU, and 100 ms is fine enough for a drain of seconds.
+const METRICS_EVERY: u64 = 5;
 
 /// One worker drain.
 #[derive(Debug, Default)]
@@ -86,14 +101,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let messages = args.messages as usize;
     println!(
-        "worker benchmark: {} messages of 1 KiB, {} round(s), DATABASE_MAX_CONNECTIONS={}, settings {:?}\n",
-        args.messages, args.rounds, args.connections, args.settings
+        "worker benchmark: {} messages of 1 KiB, {} round(s), DATABASE_MAX_CONNECTIONS={}, settings {:?}, neighbour of the ceiling {}% of a core\n",
+        args.messages, args.rounds, args.connections, args.settings, args.sdk_neighbour_cpu
     );
     println!(
         "| round | SDK ceiling msg/s | LocalStack CPU s per 1000 msgs, SDK / worker | worker msg/s | / ceiling | SQS requests per message | rows per transaction | messages per receive | max connections | max transactions | max held | max writes (gauge) | peak RSS MiB | CPU s per 1000 msgs | CPU s worker / LocalStack / PostgreSQL |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ceilings = Vec::new();
+    let mut ceiling_cpu_shares = Vec::new();
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
         // A fresh queue (and database) for each drain: LocalStack's queues slow down as
@@ -109,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         if !sdk_first {
             sdk = Some(sdk_drain(messages, &args).await?);
         }
-        let (ceiling, sdk_localstack_cpu) = sdk.unwrap_or_default();
+        let (ceiling, sdk_localstack_cpu, sdk_own_share) = sdk.unwrap_or_default();
         println!(
             "| {round} | {ceiling:.0} | {:.2} / {:.2} | {:.0} | {:.2} | {:.3} | {:.1} | {:.2} | {} | {} | {:.0} | {:.0} | {:.1} | {:.3} | {:.1} / {:.1} / {:.1} |",
             sdk_localstack_cpu * 1000.0 / messages as f64,
@@ -130,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             run.cpu_postgres,
         );
         ceilings.push(ceiling);
+        ceiling_cpu_shares.push(sdk_own_share);
         runs.push(run);
     }
     let of = |f: fn(&WorkerRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
@@ -142,6 +159,15 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     println!("\nmedians over {} round(s):", args.rounds);
     println!("- SDK ceiling: {:.0} msg/s", median(&ceilings));
+    println!(
+        "- CPU of the ceiling's own process during its drain (SDK loops, sampling{}): {:.0}% of its wall time",
+        if args.sdk_neighbour_cpu > 0 {
+            ", neighbour"
+        } else {
+            ""
+        },
+        100.0 * median(&ceiling_cpu_shares)
+    );
     println!(
         "- worker: {:.0} msg/s = {:.2} of the ceiling (target >= 0.95)",
         of(|r| r.per_second),
@@ -183,21 +209,64 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The SDK ceiling on a fresh queue.
-async fn sdk_drain(messages: usize, args: &Args) -> anyhow::Result<(f64, f64)> {
+/// The SDK ceiling on a fresh queue, with the same `pg_stat_activity` sampling as the
+/// worker's drain and, with `--sdk-neighbour-cpu`, a busy neighbour.
+async fn sdk_drain(messages: usize, args: &Args) -> anyhow::Result<(f64, f64, f64)> {
     let stack = TestStack::new("bench-worker-sdk").await;
-    let result = sdk_ceiling(
-        &stack,
-        messages,
-        args.sdk_loops as usize,
-        args.sdk_receive_like_worker,
-    )
-    .await;
+    stack.preload(messages).await;
+    let own_before = cpu_seconds(std::process::id()).unwrap_or_default();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let neighbour =
+        (args.sdk_neighbour_cpu > 0).then(|| burn_cpu(args.sdk_neighbour_cpu, Arc::clone(&stop)));
+    let measuring = async {
+        let mut ticks = tokio::time::interval(SAMPLE_PERIOD);
+        while !stop.load(Ordering::Relaxed) {
+            ticks.tick().await;
+            worker_activity(&stack).await;
+        }
+    };
+    let drain = async {
+        let result = sdk_ceiling(
+            &stack,
+            messages,
+            args.sdk_loops as usize,
+            args.sdk_receive_like_worker,
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        result
+    };
+    let ((), result) = tokio::join!(measuring, drain);
+    let own = cpu_seconds(std::process::id()).unwrap_or_default() - own_before;
+    let own_share = own / started.elapsed().as_secs_f64();
+    if let Some(thread) = neighbour {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the neighbour thread panicked"))?;
+    }
     stack.cleanup().await;
-    result
+    let (rate, localstack) = result?;
+    Ok((rate, localstack, own_share))
 }
 
-/// Messages/s of `loops` plain SDK receive + delete loops draining `messages` messages, and
+/// A thread that keeps `percent` of one core busy, in slices of a few milliseconds, until
+/// `stop`.
+fn burn_cpu(percent: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    const PERIOD: Duration = Duration::from_millis(5);
+    let busy = PERIOD * percent / 100;
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let slice = Instant::now();
+            while slice.elapsed() < busy {
+                std::hint::spin_loop();
+            }
+            std::thread::sleep(PERIOD - busy);
+        }
+    })
+}
+
+/// Messages/s of `loops` plain SDK receive + delete loops draining the `messages` preloaded, and
 /// the CPU seconds LocalStack used meanwhile.
 async fn sdk_ceiling(
     stack: &TestStack,
@@ -205,8 +274,7 @@ async fn sdk_ceiling(
     loops: usize,
     like_worker: bool,
 ) -> anyhow::Result<(f64, f64)> {
-    stack.preload(messages).await;
-    let localstack_before = cpu_seconds_of("localstack.runtime.main");
+    let localstack_before = cpu_seconds_of(LOCALSTACK_CMDLINE);
     let deleted = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut consumers = tokio::task::JoinSet::new();
@@ -279,7 +347,7 @@ async fn sdk_ceiling(
     if total < messages {
         bail!("the SDK consumer deleted only {total} of {messages} messages");
     }
-    let localstack = cpu_seconds_of("localstack.runtime.main") - localstack_before;
+    let localstack = cpu_seconds_of(LOCALSTACK_CMDLINE) - localstack_before;
     Ok((
         total as f64 / finished.duration_since(started).as_secs_f64(),
         localstack,
@@ -289,54 +357,68 @@ async fn sdk_ceiling(
 /// Highest values sampled during a drain.
 #[derive(Debug, Default)]
 struct Peaks {
+    first_row: Option<Duration>,
     connections: i64,
     transactions: i64,
     held: f64,
     writes: f64,
 }
 
-/// Samples the worker's connections and open transactions (`pg_stat_activity`) and its held
-/// and writes gauges until `stop`.
+/// Samples the worker until it has stored `messages` rows: its connections and open
+/// transactions (`pg_stat_activity`) every 20 ms, and every 100 ms from its /metrics the
+/// rows stored and the held and writes gauges. Returns the peaks and when the last row was stored. The
+/// progress comes from /metrics, not from counting rows, so the measurement adds no scans
+/// of the table to the database's load.
 async fn sample(
     stack: &TestStack,
     worker: &Service,
-    stop: &AtomicBool,
+    messages: u32,
+    started: Instant,
+    timeout: Duration,
     trace: bool,
-) -> anyhow::Result<Peaks> {
+) -> anyhow::Result<(Peaks, Instant)> {
+    let http = reqwest::Client::new();
+    let metrics_url = worker.ops_url("/metrics");
     let mut peaks = Peaks::default();
-    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    let mut ticks = tokio::time::interval(SAMPLE_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    for n in 0u64.. {
         ticks.tick().await;
         let (connections, transactions) = worker_activity(stack).await;
         peaks.connections = peaks.connections.max(connections);
         peaks.transactions = peaks.transactions.max(transactions);
-        n += 1;
-        if n.is_multiple_of(5) {
-            let metrics = worker.metrics().await;
-            peaks.held = peaks
-                .held
-                .max(counter(&metrics, "webhook_worker_in_flight ", &[]));
-            peaks.writes =
-                peaks
-                    .writes
-                    .max(counter(&metrics, "webhook_worker_writes_in_progress ", &[]));
-            if trace {
-                let gauge = |name: &str, filter: &str| counter(&metrics, name, &[filter]);
-                println!(
-                    "held {} wait-write {} writes {} wait-delete {} receives {}/{}",
-                    gauge("webhook_worker_in_flight ", ""),
-                    gauge("webhook_worker_waiting_messages", "write"),
-                    gauge("webhook_worker_writes_in_progress ", ""),
-                    gauge("webhook_worker_waiting_messages", "delete"),
-                    gauge("webhook_worker_receives_in_flight ", ""),
-                    gauge("webhook_worker_receives_wanted ", ""),
-                );
-            }
+        if !n.is_multiple_of(METRICS_EVERY) {
+            continue;
+        }
+        let metrics = http.get(&metrics_url).send().await?.text().await?;
+        let gauge = |name: &str, filter: &str| counter(&metrics, name, &[filter]);
+        let stored = gauge("webhook_worker_messages_total", "outcome=\"stored\"");
+        if stored > 0.0 && peaks.first_row.is_none() {
+            peaks.first_row = Some(started.elapsed());
+        }
+        peaks.held = peaks.held.max(gauge("webhook_worker_in_flight ", ""));
+        peaks.writes = peaks
+            .writes
+            .max(gauge("webhook_worker_writes_in_progress ", ""));
+        if trace {
+            println!(
+                "held {} wait-write {} writes {} wait-delete {} receives {}/{}",
+                gauge("webhook_worker_in_flight ", ""),
+                gauge("webhook_worker_waiting_messages", "write"),
+                gauge("webhook_worker_writes_in_progress ", ""),
+                gauge("webhook_worker_waiting_messages", "delete"),
+                gauge("webhook_worker_receives_in_flight ", ""),
+                gauge("webhook_worker_receives_wanted ", ""),
+            );
+        }
+        if stored >= f64::from(messages) {
+            return Ok((peaks, Instant::now()));
+        }
+        if started.elapsed() > timeout {
+            bail!("only {stored} of {messages} messages stored after {timeout:?}");
         }
     }
-    Ok(peaks)
+    unreachable!("the loop above only ends by returning")
 }
 
 /// Preloads the messages, starts the worker and waits until every row is stored.
@@ -354,36 +436,21 @@ async fn worker_run(stack: &TestStack, args: &Args) -> anyhow::Result<WorkerRun>
     ];
     settings.extend(args.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let (localstack_before, postgres_before) = (
-        cpu_seconds_of("localstack.runtime.main"),
+        cpu_seconds_of(LOCALSTACK_CMDLINE),
         cpu_seconds_of("postgres"),
     );
     let started = Instant::now();
     let worker = stack.spawn_worker(&settings).await;
-    let stop = AtomicBool::new(false);
     let timeout = Duration::from_secs(60) + Duration::from_millis(20 * u64::from(args.messages));
-    let first_row = std::cell::Cell::new(None);
-    let wait = async {
-        loop {
-            let stored = stack.stored_count().await;
-            if stored > 0 && first_row.get().is_none() {
-                first_row.set(Some(started.elapsed()));
-            }
-            if stored >= messages {
-                break;
-            }
-            if started.elapsed() > timeout {
-                bail!("only {stored} of {messages} rows after {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let elapsed = started.elapsed();
-        stop.store(true, Ordering::Relaxed);
-        anyhow::Ok(elapsed)
-    };
-    let (elapsed, peaks) = tokio::join!(wait, sample(stack, &worker, &stop, args.trace));
-    let (elapsed, peaks) = (elapsed?, peaks?);
+    let (peaks, finished) =
+        sample(stack, &worker, args.messages, started, timeout, args.trace).await?;
+    let elapsed = finished.duration_since(started);
+    let stored = stack.stored_count().await;
+    if stored != messages {
+        bail!("the worker reported {messages} messages stored, the table holds {stored} rows");
+    }
     let cpu_worker = worker.pid().and_then(cpu_seconds).unwrap_or_default();
-    let cpu_localstack = cpu_seconds_of("localstack.runtime.main") - localstack_before;
+    let cpu_localstack = cpu_seconds_of(LOCALSTACK_CMDLINE) - localstack_before;
     let cpu_postgres = cpu_seconds_of("postgres") - postgres_before;
     let metrics = worker.metrics().await;
     let peak_rss = worker.peak_rss_bytes();
@@ -418,6 +485,6 @@ async fn worker_run(stack: &TestStack, args: &Args) -> anyhow::Result<WorkerRun>
         cpu_postgres,
         cpu_worker,
         seconds: elapsed.as_secs_f64(),
-        first_row_seconds: first_row.get().unwrap_or_default().as_secs_f64(),
+        first_row_seconds: peaks.first_row.unwrap_or_default().as_secs_f64(),
     })
 }
