@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks: commands that print figures (never pass/fail tests). Starts the local stack
 # like scripts/test.sh, builds in release mode, and runs one benchmark.
+#   scripts/bench.sh worker [--messages 10000] [--rounds 6] [--sdk-neighbour-cpu 20] [--trace] [--set NAME=VALUE]
 #   scripts/bench.sh ingest [--clients 64] [--seconds 10] [--body-bytes 1024] [--memory-connections 256]
 #   scripts/bench.sh pipeline [--burst-rate 2500] [--burst-seconds 10] [--quiet-seconds 60] [--concurrency 16] [--connections 4]
 set -euo pipefail
