@@ -2,7 +2,8 @@
 //! ceiling of plain SDK consumers on the same endpoint in the same run, so the figures are
 //! ratios that survive a noisy machine.
 //!
-//! `scripts/bench.sh worker [--messages 10000] [--rounds 6] [--connections 4] [--set NAME=VALUE]`
+//! `scripts/bench.sh worker [--messages 10000] [--rounds 6] [--connections 4] [--set NAME=VALUE]
+//! [--sdk-neighbour-cpu 20] [--trace]`
 //! Each round, on fresh queues with a backlog of 1 KiB envelopes, in alternating order:
 //! - the ceiling: `--sdk-loops` (8) concurrent loops of ReceiveMessage (10) +
 //!   DeleteMessageBatch, no database, until the queue is empty (with the same
@@ -76,6 +77,17 @@ const SAMPLE_PERIOD: Duration = Duration::from_millis(20);
 /// rendering them costs the worker CPU, and 100 ms is fine enough for a drain of seconds.
 const METRICS_EVERY: u64 = 5;
 
+/// One drain of the SDK ceiling.
+#[derive(Debug, Default)]
+struct CeilingRun {
+    per_second: f64,
+    /// CPU seconds LocalStack used during the drain.
+    cpu_localstack: f64,
+    /// CPU of the benchmark's own process (SDK loops, sampling, neighbour) as a share of the
+    /// drain's wall time.
+    own_cpu_share: f64,
+}
+
 /// One worker drain.
 #[derive(Debug, Default)]
 struct WorkerRun {
@@ -125,10 +137,11 @@ async fn main() -> anyhow::Result<()> {
         if !sdk_first {
             sdk = Some(sdk_drain(messages, &args).await?);
         }
-        let (ceiling, sdk_localstack_cpu, sdk_own_share) = sdk.unwrap_or_default();
+        let sdk = sdk.unwrap_or_default();
+        let ceiling = sdk.per_second;
         println!(
             "| {round} | {ceiling:.0} | {:.2} / {:.2} | {:.0} | {:.2} | {:.3} | {:.1} | {:.2} | {} | {} | {:.0} | {:.0} | {:.1} | {:.3} | {:.1} / {:.1} / {:.1} |",
-            sdk_localstack_cpu * 1000.0 / messages as f64,
+            sdk.cpu_localstack * 1000.0 / messages as f64,
             run.cpu_localstack * 1000.0 / messages as f64,
             run.per_second,
             run.per_second / ceiling,
@@ -146,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
             run.cpu_postgres,
         );
         ceilings.push(ceiling);
-        ceiling_cpu_shares.push(sdk_own_share);
+        ceiling_cpu_shares.push(sdk.own_cpu_share);
         runs.push(run);
     }
     let of = |f: fn(&WorkerRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
@@ -211,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The SDK ceiling on a fresh queue, with the same `pg_stat_activity` sampling as the
 /// worker's drain and, with `--sdk-neighbour-cpu`, a busy neighbour.
-async fn sdk_drain(messages: usize, args: &Args) -> anyhow::Result<(f64, f64, f64)> {
+async fn sdk_drain(messages: usize, args: &Args) -> anyhow::Result<CeilingRun> {
     let stack = TestStack::new("bench-worker-sdk").await;
     stack.preload(messages).await;
     let own_before = cpu_seconds(std::process::id()).unwrap_or_default();
@@ -221,6 +234,7 @@ async fn sdk_drain(messages: usize, args: &Args) -> anyhow::Result<(f64, f64, f6
         (args.sdk_neighbour_cpu > 0).then(|| burn_cpu(args.sdk_neighbour_cpu, Arc::clone(&stop)));
     let measuring = async {
         let mut ticks = tokio::time::interval(SAMPLE_PERIOD);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !stop.load(Ordering::Relaxed) {
             ticks.tick().await;
             worker_activity(&stack).await;
@@ -239,15 +253,19 @@ async fn sdk_drain(messages: usize, args: &Args) -> anyhow::Result<(f64, f64, f6
     };
     let ((), result) = tokio::join!(measuring, drain);
     let own = cpu_seconds(std::process::id()).unwrap_or_default() - own_before;
-    let own_share = own / started.elapsed().as_secs_f64();
+    let own_cpu_share = own / started.elapsed().as_secs_f64();
     if let Some(thread) = neighbour {
         thread
             .join()
             .map_err(|_| anyhow::anyhow!("the neighbour thread panicked"))?;
     }
     stack.cleanup().await;
-    let (rate, localstack) = result?;
-    Ok((rate, localstack, own_share))
+    let (per_second, cpu_localstack) = result?;
+    Ok(CeilingRun {
+        per_second,
+        cpu_localstack,
+        own_cpu_share,
+    })
 }
 
 /// A thread that keeps `percent` of one core busy, in slices of a few milliseconds, until
