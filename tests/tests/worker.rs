@@ -122,7 +122,13 @@ async fn postgres_outage_loses_nothing() {
     // message was hidden).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let lag = |metrics: &str| gauge(metrics, "webhook_worker_lag_seconds", &[]).unwrap_or(0.0);
-    let lag_early = lag(&worker.metrics().await);
+    let metrics = worker.metrics().await;
+    assert_eq!(
+        gauge(&metrics, "webhook_worker_circuit_open", &[]),
+        Some(1.0),
+        "receiving must pause while the database is unreachable:\n{metrics}"
+    );
+    let lag_early = lag(&metrics);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let lag_late = lag(&worker.metrics().await);
     assert!(
@@ -140,9 +146,13 @@ async fn postgres_outage_loses_nothing() {
         worker.log()
     );
     let metrics = worker.metrics().await;
-    let retried = counter(&metrics, "webhook_worker_messages_total", &[r#""retried""#]);
+    let released = counter(
+        &metrics,
+        "webhook_worker_messages_total",
+        &[r#""released""#],
+    );
     assert!(
-        retried >= 1.0,
+        released >= 1.0,
         "no message failed during the outage ({at_cut} rows at the cut, {during} at the end of it, {closed} connections cut), so it tested nothing:\n{metrics}"
     );
     drop(worker);
@@ -213,5 +223,102 @@ async fn depth_and_lag_metrics_track_a_backlog() {
     })
     .await;
     drop(worker);
+    stack.cleanup().await;
+}
+
+/// An RDS Multi-AZ failover takes 60 to 120 s. Through a 120 s outage under steady load, with
+/// `maxReceiveCount` 5, the circuit breaker stops the worker from receiving (so no message
+/// uses up its receives and reaches the DLQ), probes on its back-off, and resumes once the
+/// database is back: every message is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_minute_database_outage_under_load_sends_nothing_to_the_dlq() {
+    const OUTAGE: Duration = Duration::from_secs(120);
+    /// Receives still in flight when the circuit opens end within a long poll (20 s).
+    const SETTLE: Duration = Duration::from_secs(25);
+    let options = QueueOptions {
+        max_receive_count: 5,
+        visibility_timeout: 30,
+        ..Default::default()
+    };
+    let stack = TestStack::with_queues("worker-long-outage", options).await;
+    let proxy = PgProxy::start(&stack.database_url).await;
+    let worker = stack.spawn_worker(&[("DATABASE_URL", proxy.url())]).await;
+    let receives = |metrics: &str| {
+        counter(
+            metrics,
+            "webhook_sqs_requests_total",
+            &[r#""ReceiveMessage""#],
+        )
+    };
+    let probes = |metrics: &str| counter(metrics, "webhook_worker_db_probes_total", &[]);
+
+    // Steady load: 20 webhooks a second from before the outage until after it.
+    let sending = std::sync::atomic::AtomicBool::new(true);
+    let load = async {
+        let mut ids = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while sending.load(std::sync::atomic::Ordering::SeqCst) {
+            tick.tick().await;
+            let envelopes = TestStack::envelopes("steady", 2);
+            stack
+                .send_raw(
+                    &stack.queue_url,
+                    envelopes.iter().map(|e| e.to_json()).collect(),
+                )
+                .await;
+            ids.extend(envelopes.into_iter().map(|e| e.id));
+        }
+        ids
+    };
+    let outage = async {
+        wait_for_some_rows(&stack, 20).await;
+        let closed = proxy.cut().await;
+        let cut_at = tokio::time::Instant::now();
+        assert!(closed >= 1, "the worker had no connection to cut");
+        wait_for_metrics(&worker, "the circuit opens", |m| {
+            gauge(m, "webhook_worker_circuit_open", &[]) == Some(1.0)
+        })
+        .await;
+        tokio::time::sleep(SETTLE).await;
+        let settled = worker.metrics().await;
+        tokio::time::sleep_until(cut_at + OUTAGE).await;
+        let late = worker.metrics().await;
+        assert_eq!(
+            gauge(&late, "webhook_worker_circuit_open", &[]),
+            Some(1.0),
+            "the circuit stays open while the database is unreachable"
+        );
+        let (receives_during, probes_during) = (
+            receives(&late) - receives(&settled),
+            probes(&late) - probes(&settled),
+        );
+        assert!(
+            probes_during >= 8.0 && receives_during <= probes_during / 4.0,
+            "over the last {:?} of the outage: {receives_during} receives, {probes_during} probes",
+            OUTAGE - SETTLE
+        );
+        proxy.restore().await;
+        wait_for_metrics(&worker, "the circuit closes", |m| {
+            gauge(m, "webhook_worker_circuit_open", &[]) == Some(0.0)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        sending.store(false, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (ids, ()) = tokio::join!(load, outage);
+
+    assert_stored_exactly(&stack, &ids).await;
+    let metrics = worker.metrics().await;
+    let released = counter(
+        &metrics,
+        "webhook_worker_messages_total",
+        &[r#""released""#],
+    );
+    assert!(
+        released >= 1.0,
+        "no held message was released when the circuit opened:\n{metrics}"
+    );
+    drop(worker);
+    drop(proxy);
     stack.cleanup().await;
 }

@@ -3,7 +3,9 @@
 //! fault stands alone, so one bad event never holds back the rest. Then each message goes
 //! its way: committed (new or duplicate) to the deleter, refused to the dead-letter queue
 //! with its reason, and, after a transient failure, back to SQS hidden for a back-off that
-//! doubles with each receive.
+//! doubles with each receive. When the database is unreachable, the circuit opens and the
+//! messages are released for [`RELEASE_VISIBILITY`] instead: a back-off that grows with
+//! the receive count would keep them waiting long after the database is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use webhook_shared::envelope::Envelope;
 
+use crate::circuit::{Circuit, RELEASE_VISIBILITY};
+use crate::db_errors::Failure;
 use crate::handler::Stored;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
@@ -51,13 +55,16 @@ pub(crate) struct BatchContext<C, S> {
     /// How long held messages stay hidden (the lag forgets a backed-off message after its
     /// back-off plus this).
     pub(crate) visibility: Duration,
+    /// Opened by a write that finds the database unreachable.
+    pub(crate) circuit: Arc<Circuit>,
 }
 
 /// What the write decided for one message.
 #[derive(Debug)]
 enum Decision {
     Stored(Stored),
-    Retry,
+    /// Not written for a reason that may pass; the failure says which.
+    Retry(Failure),
 }
 
 /// Writes `batch` and sends each message its way.
@@ -66,9 +73,10 @@ pub(crate) async fn write<C: QueueClient, S: Store>(
     batch: Vec<Pending>,
     to_deleter: &UnboundedSender<Vec<(Receipt, Held)>>,
 ) {
-    let decided = write_splitting(&context.store, batch).await;
+    let decided = write_splitting(&context.store, &context.circuit, batch).await;
     let mut committed = Vec::new();
     let mut retry = Vec::new();
+    let mut release = Vec::new();
     for (pending, decision) in decided {
         match decision {
             Decision::Stored(Stored::New) => {
@@ -91,7 +99,8 @@ pub(crate) async fn write<C: QueueClient, S: Store>(
                 context.queue.dead_letter(&message, &reason).await;
                 drop(pending.held);
             }
-            Decision::Retry => retry.push(pending),
+            Decision::Retry(Failure::Unreachable) => release.push(pending),
+            Decision::Retry(_) => retry.push(pending),
         }
     }
     if !committed.is_empty() && to_deleter.send(committed).is_err() {
@@ -100,6 +109,31 @@ pub(crate) async fn write<C: QueueClient, S: Store>(
         );
     }
     back_off(context, retry).await;
+    self::release(context, release).await;
+}
+
+/// Gives messages back to SQS unwritten, hidden for [`RELEASE_VISIBILITY`]: the database is
+/// unreachable and the circuit is open.
+pub(crate) async fn release<C: QueueClient, S>(
+    context: &BatchContext<C, S>,
+    pending: Vec<Pending>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    metrics::record_outcomes(Outcome::Released, pending.len());
+    let entries: Vec<(Receipt, Duration)> = pending
+        .iter()
+        .map(|p| {
+            context.lag.backed_off(
+                &p.message.receipt.message_id,
+                p.message.sent_ms,
+                RELEASE_VISIBILITY + context.visibility,
+            );
+            (p.message.receipt.clone(), RELEASE_VISIBILITY)
+        })
+        .collect();
+    context.queue.change_visibility(&entries).await;
 }
 
 /// Hides messages for their back-off (per-entry delays in the same calls).
@@ -124,8 +158,13 @@ async fn back_off<C: QueueClient, S>(context: &BatchContext<C, S>, retry: Vec<Pe
 }
 
 /// Writes `batch`, splitting it in halves after a permanent failure until the event at fault
-/// stands alone. Transient failures are not split: the whole part is retried later.
-async fn write_splitting<S: Store>(store: &S, batch: Vec<Pending>) -> Vec<(Pending, Decision)> {
+/// stands alone. Transient failures are not split: the whole part is retried later. An
+/// unreachable database opens the circuit.
+async fn write_splitting<S: Store>(
+    store: &S,
+    circuit: &Circuit,
+    batch: Vec<Pending>,
+) -> Vec<(Pending, Decision)> {
     let mut decided = Vec::with_capacity(batch.len());
     // The envelopes apart from the rest, so each part is written without copying them.
     let (envelopes, rest): (Vec<Envelope>, Vec<Rest>) = batch
@@ -144,8 +183,13 @@ async fn write_splitting<S: Store>(store: &S, batch: Vec<Pending>) -> Vec<(Pendi
         let decisions: Vec<Decision> = match store.write(&envelopes).await {
             Ok(results) => results.into_iter().map(Decision::Stored).collect(),
             Err(error) if error.is_transient() => {
-                tracing::warn!(events = envelopes.len(), %error, "writing failed; the messages will be retried after a back-off");
-                envelopes.iter().map(|_| Decision::Retry).collect()
+                let failure = error.failure();
+                if failure == Failure::Unreachable {
+                    circuit.open(&error);
+                } else {
+                    tracing::warn!(events = envelopes.len(), %error, "writing failed; the messages will be retried after a back-off");
+                }
+                envelopes.iter().map(|_| Decision::Retry(failure)).collect()
             }
             Err(error) if envelopes.len() == 1 => {
                 vec![Decision::Stored(Stored::Refused(error.to_string().into()))]

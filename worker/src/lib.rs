@@ -8,6 +8,7 @@
 //! instances; [`run_with`] and [`main_with`] do the same with a custom [`Handler`].
 
 mod batch;
+mod circuit;
 mod cli;
 pub mod config;
 mod db;

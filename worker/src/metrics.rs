@@ -36,6 +36,10 @@ pub(crate) const HEARTBEATS_TOTAL: &str = "webhook_worker_heartbeats_total";
 pub(crate) const DB_CONNECTIONS: &str = "webhook_worker_db_connections";
 /// Histogram: seconds one batch write took, from BEGIN to COMMIT.
 pub(crate) const DB_WRITE_SECONDS: &str = "webhook_worker_db_write_seconds";
+/// Gauge: 1 while receiving is paused because the database is unreachable, else 0.
+pub(crate) const CIRCUIT_OPEN: &str = "webhook_worker_circuit_open";
+/// Counter: database probes while the circuit is open, by `result` (`ok`, `failed`).
+pub(crate) const DB_PROBES_TOTAL: &str = "webhook_worker_db_probes_total";
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +54,7 @@ pub(crate) enum Outcome {
     Poison,
     /// Refused for good by the database or the handler; moved to the DLQ with the reason.
     Refused,
-    /// Given back to SQS unprocessed at shutdown.
+    /// Given back to SQS unprocessed: at shutdown, or because the database is unreachable.
     Released,
 }
 
@@ -123,6 +127,14 @@ pub(crate) fn describe() {
     );
     describe_counter!(HEARTBEATS_TOTAL, "Visibility extensions of held messages.");
     describe_gauge!(
+        CIRCUIT_OPEN,
+        "1 while receiving is paused because the database is unreachable, else 0."
+    );
+    describe_counter!(
+        DB_PROBES_TOTAL,
+        "Database probes while the circuit is open, by result (ok, failed)."
+    );
+    describe_gauge!(
         DB_CONNECTIONS,
         "Pool connections by state (in_use, idle); never above DATABASE_MAX_CONNECTIONS."
     );
@@ -189,4 +201,15 @@ pub(crate) fn gauge_pool(size: u32, idle: usize) {
     let idle = idle as f64;
     metrics::gauge!(DB_CONNECTIONS, "state" => "in_use").set(f64::from(size) - idle);
     metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle);
+}
+
+/// Sets the circuit gauge.
+pub(crate) fn gauge_circuit_open(open: bool) {
+    metrics::gauge!(CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+/// Counts one database probe.
+pub(crate) fn record_probe(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    metrics::counter!(DB_PROBES_TOTAL, "result" => result).increment(1);
 }

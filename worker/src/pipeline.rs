@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{BatchContext, RetryBackoff};
+use crate::circuit::{self, Circuit};
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
 use crate::queue::{Queue, QueueClient, Receipt};
@@ -51,6 +52,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
     settings: PipelineSettings,
     shutdown: CancellationToken,
 ) {
+    let circuit = Arc::new(Circuit::default());
     let (to_writer, writer_inbox) = mpsc::unbounded_channel();
     let (to_deleter, deleter_inbox) = mpsc::unbounded_channel();
     let receiver = Arc::new(Receiver {
@@ -61,6 +63,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
         size: receive_size(window.capacity(), settings.per_second),
         visibility: settings.visibility,
         to_writer,
+        circuit: Arc::clone(&circuit),
     });
     let context = Arc::new(BatchContext {
         queue: Arc::clone(&queue),
@@ -68,21 +71,22 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
         lag,
         backoff: settings.backoff,
         visibility: settings.visibility,
+        circuit,
     });
-    let stop_heartbeat = CancellationToken::new();
+    let stop_background = CancellationToken::new();
     let stages = async {
         tokio::join!(
             receiver.run(shutdown.clone()),
             writer::run(
                 writer_inbox,
-                context,
+                Arc::clone(&context),
                 settings.write_limit,
                 settings.caps,
                 to_deleter
             ),
             deleter::run(deleter_inbox, Arc::clone(&queue)),
         );
-        stop_heartbeat.cancel();
+        stop_background.cancel();
     };
     let all = async {
         tokio::join!(
@@ -91,8 +95,9 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
                 Arc::clone(&window),
                 Arc::clone(&queue),
                 settings.visibility,
-                stop_heartbeat.clone()
-            )
+                stop_background.clone()
+            ),
+            circuit::probe_while_open(&context.circuit, &context.store, stop_background.clone()),
         );
     };
     let grace_over = async {

@@ -1,14 +1,17 @@
 //! The pipeline's rules against the fakes, in paused time: delete after commit, coalesced
 //! writes and deletes, the window and the write limit, poison and refused events to the DLQ,
-//! back-off grouping, and the shutdown release.
+//! back-off grouping, the circuit breaker, and the shutdown release.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::RetryBackoff;
+use crate::circuit::RELEASE_VISIBILITY;
 use crate::handler::{HandlerError, Stored};
 use crate::lag::Lag;
 use crate::pipeline::{self, PipelineSettings};
@@ -239,6 +242,72 @@ async fn a_transient_failure_hides_every_message_for_its_back_off() {
             .all(|(_, visibility)| *visibility == Duration::from_secs(2)),
         "first receive: the base back-off"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_database_pauses_receiving_until_a_probe_succeeds() {
+    let fake = FakeQueue::default();
+    fake.push_envelopes(25);
+    let down = Arc::new(AtomicBool::new(true));
+    let mut store = FakeStore::new(
+        Duration::from_millis(5),
+        Box::new({
+            let down = Arc::clone(&down);
+            move |events| {
+                if down.load(Ordering::SeqCst) {
+                    Err(HandlerError::from(sqlx::Error::PoolTimedOut).into())
+                } else {
+                    Ok(vec![Stored::New; events.len()])
+                }
+            }
+        }),
+    );
+    store.down = Arc::clone(&down);
+    let written = Arc::clone(&store.state);
+    let running = start(&fake, store, 100, settings(2));
+    until("all released", || {
+        fake.state().visibility_changes.len() >= 25
+    })
+    .await;
+    // Messages that arrive during the outage are not received once the receives in flight
+    // when the circuit opened have ended (a long poll lasts at most 20 s).
+    fake.push_envelopes(10);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let receives_then = fake.state().receive_sizes.len();
+    let probes_then = FakeStore::lock(&written).probes;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        fake.state().receive_sizes.len(),
+        receives_then,
+        "no receive while the database is unreachable"
+    );
+    let probes = FakeStore::lock(&written).probes - probes_then;
+    assert!((10..=13).contains(&probes), "a probe every 5 s: {probes}");
+    {
+        let state = fake.state();
+        assert!(state.dlq.is_empty(), "an outage sends nothing to the DLQ");
+        assert!(state.deleted.is_empty());
+        assert!(
+            state
+                .visibility_changes
+                .iter()
+                .all(|(_, visibility)| *visibility == RELEASE_VISIBILITY),
+            "released for a short while, not backed off: {:?}",
+            state.visibility_changes
+        );
+    }
+
+    down.store(false, Ordering::SeqCst);
+    let ids = fake.push_envelopes(5);
+    until(
+        "receiving resumed, and what came was stored and deleted",
+        || {
+            let deleted = &fake.state().deleted;
+            ids.iter().all(|id| deleted.contains(id))
+        },
+    )
+    .await;
+    running.stop().await;
 }
 
 #[tokio::test(start_paused = true)]

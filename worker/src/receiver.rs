@@ -3,6 +3,7 @@
 //! smaller) and starting only once the window has room for all of it. What arrives is
 //! decoded: envelopes go to the writer, poison goes to the dead-letter queue at once.
 //!
+//! While the circuit is open (the database unreachable, see `circuit.rs`) no receive starts.
 //! On shutdown no receive starts; those in flight are awaited (never dropped, or SQS would
 //! hide what they bring for a whole visibility timeout) and what they bring is released at
 //! once.
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use webhook_shared::envelope::Envelope;
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
+use crate::circuit::Circuit;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
 use crate::planner::ReceivePlanner;
@@ -46,6 +48,8 @@ pub(crate) struct Receiver<C> {
     pub(crate) visibility: Duration,
     /// Where decoded messages go.
     pub(crate) to_writer: UnboundedSender<Pending>,
+    /// Receiving pauses while it is open.
+    pub(crate) circuit: Arc<Circuit>,
 }
 
 /// How one receive went, for the planner.
@@ -83,6 +87,16 @@ impl<C: QueueClient> Receiver<C> {
                         consecutive_errors = account(&mut planner, done, consecutive_errors, receives.len());
                     }
                 }
+            }
+            if self.circuit.is_open() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'receiving,
+                    () = self.circuit.closed() => {}
+                    Some(done) = receives.join_next() => {
+                        consecutive_errors = account(&mut planner, done, consecutive_errors, receives.len());
+                    }
+                }
+                continue;
             }
             if consecutive_errors > 0 {
                 let pause = error_backoff(consecutive_errors);

@@ -11,6 +11,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use webhook_shared::envelope::Envelope;
 
+use crate::db_errors::{Failure, classify};
 use crate::handler::{Handler, HandlerError, Stored};
 use crate::metrics;
 
@@ -77,12 +78,29 @@ pub(crate) enum WriteError {
         /// Events given.
         events: usize,
     },
+    /// The database answered but cannot write (a replica, or a primary in recovery).
+    #[error("the database is read-only")]
+    ReadOnly,
 }
 
 impl WriteError {
     /// Whether the same write may succeed later (only a transient handler error).
     pub(crate) fn is_transient(&self) -> bool {
         matches!(self, Self::Handler(HandlerError::Transient(_)))
+    }
+
+    /// What the error says about the database: a transient error carrying a `sqlx::Error`
+    /// is sorted further into unreachable and overload.
+    pub(crate) fn failure(&self) -> Failure {
+        match self {
+            Self::Handler(HandlerError::Transient(source)) => source
+                .downcast_ref::<sqlx::Error>()
+                .map_or(Failure::Transient, classify),
+            Self::Handler(HandlerError::Permanent(_)) | Self::WrongResultCount { .. } => {
+                Failure::Permanent
+            }
+            Self::ReadOnly => Failure::Unreachable,
+        }
     }
 }
 
@@ -93,6 +111,10 @@ pub(crate) trait Store: Send + Sync + 'static {
         &self,
         events: &[Envelope],
     ) -> impl Future<Output = Result<Vec<Stored>, WriteError>> + Send;
+
+    /// One cheap round trip that succeeds only if the database can be written now (the
+    /// circuit breaker's probe).
+    fn probe(&self) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
 /// The real store: a transaction from the pool around the handler.
@@ -128,5 +150,19 @@ impl<H: Handler> Store for PgStore<H> {
         tx.commit().await.map_err(HandlerError::from)?;
         metrics::record_write(events.len(), started.elapsed());
         Ok(results)
+    }
+
+    async fn probe(&self) -> Result<(), WriteError> {
+        let writable: bool = sqlx::query_scalar(
+            "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(HandlerError::from)?;
+        if writable {
+            Ok(())
+        } else {
+            Err(WriteError::ReadOnly)
+        }
     }
 }

@@ -243,6 +243,8 @@ pub(crate) struct FakeStore {
     delay: Duration,
     /// When set, each write waits for a permit (never given back) before answering.
     pub(crate) gate: Option<Arc<Semaphore>>,
+    /// While set, probes fail as if the database were unreachable.
+    pub(crate) down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for FakeStore {
@@ -262,6 +264,8 @@ pub(crate) struct StoreState {
     pub(crate) in_progress: usize,
     /// Most writes in progress at once.
     pub(crate) max_in_progress: usize,
+    /// Probes made.
+    pub(crate) probes: usize,
 }
 
 impl FakeStore {
@@ -272,6 +276,7 @@ impl FakeStore {
             behaviour,
             delay,
             gate: None,
+            down: Arc::default(),
         }
     }
 
@@ -312,5 +317,14 @@ impl Store for FakeStore {
             }
         }
         result
+    }
+
+    async fn probe(&self) -> Result<(), WriteError> {
+        Self::lock(&self.state).probes += 1;
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(crate::HandlerError::from(sqlx::Error::PoolTimedOut).into())
+        } else {
+            Ok(())
+        }
     }
 }

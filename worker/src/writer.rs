@@ -5,7 +5,8 @@
 //!
 //! Each batch is written by [`crate::batch`]; what it decides goes on from here: committed
 //! messages to the deleter, refused ones to the dead-letter queue, the others back to SQS
-//! for a back-off.
+//! for a back-off. While the circuit is open (the database unreachable), nothing is written:
+//! what waits is released at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -90,6 +91,9 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
         }
         while let Ok(pending) = incoming.try_recv() {
             waiting.push_back(pending);
+        }
+        if context.circuit.is_open() && !waiting.is_empty() {
+            batch::release(&context, waiting.drain(..).collect()).await;
         }
         while writes.len() < limit && !waiting.is_empty() {
             let batch = take_batch(&mut waiting, caps);

@@ -1,0 +1,188 @@
+//! The circuit breaker. When the database cannot be reached (connection refused or reset,
+//! pool timeout, shutting down or starting up, read-only after a failover), the circuit
+//! opens and the worker stops receiving: every receive of a message it cannot store uses up
+//! one of the message's `maxReceiveCount`, so over a long outage (an RDS Multi-AZ failover
+//! takes 60 to 120 s) receiving would send healthy webhooks to the dead-letter queue.
+//!
+//! While the circuit is open, one probe at a time checks that the database can be written,
+//! on a back-off from [`PROBE_FIRST`] doubling to [`PROBE_MAX`]; the first success closes
+//! the circuit and receiving resumes. What the worker holds when the circuit opens is
+//! released with [`RELEASE_VISIBILITY`] (see `batch.rs`). That is longer than a long poll, so
+//! the receives still in flight when the circuit opened end before the released messages
+//! become visible again and cannot take them a second time.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics;
+use crate::store::Store;
+
+/// Wait before the first probe after the circuit opens.
+pub(crate) const PROBE_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between probes.
+pub(crate) const PROBE_MAX: Duration = Duration::from_secs(5);
+/// Longest time one probe may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long messages released because the circuit opened stay hidden: SQS's longest long
+/// poll (20 s) plus a margin.
+pub(crate) const RELEASE_VISIBILITY: Duration = Duration::from_secs(25);
+
+/// Whether receiving is paused because the database is unreachable.
+#[derive(Debug)]
+pub(crate) struct Circuit {
+    open: watch::Sender<bool>,
+}
+
+impl Default for Circuit {
+    fn default() -> Self {
+        metrics::gauge_circuit_open(false);
+        Self {
+            open: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Circuit {
+    /// Whether the circuit is open (receiving paused).
+    pub(crate) fn is_open(&self) -> bool {
+        *self.open.borrow()
+    }
+
+    /// Opens the circuit because of `cause`; logs only when it was closed.
+    pub(crate) fn open(&self, cause: &dyn Display) {
+        if self
+            .open
+            .send_if_modified(|open| !std::mem::replace(open, true))
+        {
+            tracing::warn!(%cause, "the database is unreachable; receiving paused until a probe succeeds");
+            metrics::gauge_circuit_open(true);
+        }
+    }
+
+    /// Closes the circuit.
+    fn close(&self) {
+        if self
+            .open
+            .send_if_modified(|open| std::mem::replace(open, false))
+        {
+            tracing::info!("the database is reachable again; receiving resumed");
+            metrics::gauge_circuit_open(false);
+        }
+    }
+
+    /// Waits until the circuit is closed.
+    pub(crate) async fn closed(&self) {
+        let mut state = self.open.subscribe();
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = state.wait_for(|open| !*open).await;
+    }
+
+    /// Waits until the circuit is open.
+    async fn opened(&self) {
+        let mut state = self.open.subscribe();
+        let _ = state.wait_for(|open| *open).await;
+    }
+}
+
+/// Probes the database whenever the circuit is open, closing it at the first success;
+/// returns when `stop` is cancelled.
+pub(crate) async fn probe_while_open<S: Store>(
+    circuit: &Circuit,
+    store: &S,
+    stop: CancellationToken,
+) {
+    loop {
+        if stop.run_until_cancelled(circuit.opened()).await.is_none() {
+            return;
+        }
+        let mut delay = PROBE_FIRST;
+        while circuit.is_open() {
+            if stop
+                .run_until_cancelled(tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            let result = tokio::time::timeout(PROBE_TIMEOUT, store.probe()).await;
+            metrics::record_probe(matches!(result, Ok(Ok(()))));
+            match result {
+                Ok(Ok(())) => circuit.close(),
+                Ok(Err(error)) => tracing::debug!(%error, "database probe failed"),
+                Err(_) => tracing::debug!(timeout = ?PROBE_TIMEOUT, "database probe timed out"),
+            }
+            delay = (delay * 2).min(PROBE_MAX);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use webhook_shared::envelope::Envelope;
+
+    use super::*;
+    use crate::handler::{HandlerError, Stored};
+    use crate::store::WriteError;
+
+    /// A store whose probe succeeds once `up` is set, counting probes.
+    #[derive(Debug, Default)]
+    struct Probed {
+        up: AtomicBool,
+        probes: AtomicUsize,
+    }
+
+    impl Store for Arc<Probed> {
+        async fn write(&self, _: &[Envelope]) -> Result<Vec<Stored>, WriteError> {
+            unreachable!("the prober never writes")
+        }
+
+        async fn probe(&self) -> Result<(), WriteError> {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            if self.up.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(HandlerError::from(sqlx::Error::PoolTimedOut).into())
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_back_off_while_down_and_close_at_the_first_success() {
+        let circuit = Arc::new(Circuit::default());
+        let store = Arc::new(Probed::default());
+        let stop = CancellationToken::new();
+        let prober = tokio::spawn({
+            let (circuit, store, stop) = (Arc::clone(&circuit), Arc::clone(&store), stop.clone());
+            async move { probe_while_open(&circuit, &store, stop).await }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(store.probes.load(Ordering::SeqCst), 0, "closed: no probe");
+
+        circuit.open(&"connection refused");
+        assert!(circuit.is_open());
+        // At 0.5, 1.5, 3.5, 7.5, 12.5, 17.5, 22.5 and 27.5 s: 8 probes in the first 30 s.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(store.probes.load(Ordering::SeqCst), 8);
+        assert!(circuit.is_open());
+
+        store.up.store(true, Ordering::SeqCst);
+        tokio::time::timeout(PROBE_MAX + Duration::from_millis(10), circuit.closed())
+            .await
+            .expect("closed at the next probe");
+        assert_eq!(store.probes.load(Ordering::SeqCst), 9);
+
+        // Open again: the back-off starts over.
+        store.up.store(false, Ordering::SeqCst);
+        circuit.open(&"reset");
+        tokio::time::sleep(PROBE_FIRST + Duration::from_millis(10)).await;
+        assert_eq!(store.probes.load(Ordering::SeqCst), 10);
+        stop.cancel();
+        prober.await.expect("the prober stops");
+    }
+}
