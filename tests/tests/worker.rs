@@ -322,3 +322,53 @@ async fn a_two_minute_database_outage_under_load_sends_nothing_to_the_dlq() {
     drop(proxy);
     stack.cleanup().await;
 }
+
+/// The adaptive write limit reads the database: writes that suddenly take far longer than
+/// their baseline cut it (reason `latency`), and it climbs back once the database is fast
+/// again. Nothing is lost or doubled on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_limit_comes_down_when_the_database_slows_and_climbs_back() {
+    let stack = TestStack::new("worker-adaptive").await;
+    let ids = stack.preload(8_000).await;
+    let worker = stack
+        .spawn_worker(&[
+            ("WORKER_CONCURRENCY", "8"),
+            ("DATABASE_MAX_CONNECTIONS", "8"),
+        ])
+        .await;
+    let limit = |m: &str| gauge(m, "webhook_worker_concurrency_limit", &[]).unwrap_or(0.0);
+    let cuts = |m: &str| {
+        counter(
+            m,
+            "webhook_worker_concurrency_limit_decreases_total",
+            &[r#"reason="latency""#],
+        )
+    };
+    wait_for_some_rows(&stack, 300).await;
+    let healthy = limit(&worker.metrics().await);
+    assert!(
+        healthy >= 2.0,
+        "slow start should have grown the limit: {healthy}"
+    );
+
+    // Every row now takes 20 ms: a batch takes many times its baseline.
+    slow_inserts(&stack, 0.02).await;
+    wait_for_metrics(&worker, "the limit is cut for latency", |m| {
+        cuts(m) >= 1.0 && limit(m) <= (healthy / 2.0).max(1.0)
+    })
+    .await;
+
+    sqlx::query("DROP TRIGGER slow_insert ON webhook_events")
+        .execute(&stack.db)
+        .await
+        .expect("dropping the slow-insert trigger");
+    eventually(Duration::from_secs(60), "the limit climbs back", || async {
+        Ok((limit(&worker.metrics().await) >= healthy).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", worker.log()));
+
+    assert_stored_exactly(&stack, &ids).await;
+    drop(worker);
+    stack.cleanup().await;
+}

@@ -59,6 +59,24 @@ pub(crate) struct BatchContext<C, S> {
     pub(crate) circuit: Arc<Circuit>,
 }
 
+/// How the first attempt at a batch went: what the adaptive limit learns from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attempt {
+    /// Committed.
+    Committed {
+        /// Rows in the transaction.
+        rows: usize,
+        /// Time waiting for a pool connection.
+        acquire: Duration,
+        /// Time in all, waiting included.
+        total: Duration,
+    },
+    /// Failed because the database is saturated (53300, 57014, 40001, 40P01).
+    Overload,
+    /// Failed otherwise (permanent, unreachable, other transient).
+    Failed,
+}
+
 /// What the write decided for one message.
 #[derive(Debug)]
 enum Decision {
@@ -67,13 +85,13 @@ enum Decision {
     Retry(Failure),
 }
 
-/// Writes `batch` and sends each message its way.
+/// Writes `batch` and sends each message its way; returns how the first attempt went.
 pub(crate) async fn write<C: QueueClient, S: Store>(
     context: &BatchContext<C, S>,
     batch: Vec<Pending>,
     to_deleter: &UnboundedSender<Vec<(Receipt, Held)>>,
-) {
-    let decided = write_splitting(&context.store, &context.circuit, batch).await;
+) -> Attempt {
+    let (decided, attempt) = write_splitting(&context.store, &context.circuit, batch).await;
     let mut committed = Vec::new();
     let mut retry = Vec::new();
     let mut release = Vec::new();
@@ -110,6 +128,7 @@ pub(crate) async fn write<C: QueueClient, S: Store>(
     }
     back_off(context, retry).await;
     self::release(context, release).await;
+    attempt
 }
 
 /// Gives messages back to SQS unwritten, hidden for [`RELEASE_VISIBILITY`]: the database is
@@ -164,8 +183,9 @@ async fn write_splitting<S: Store>(
     store: &S,
     circuit: &Circuit,
     batch: Vec<Pending>,
-) -> Vec<(Pending, Decision)> {
+) -> (Vec<(Pending, Decision)>, Attempt) {
     let mut decided = Vec::with_capacity(batch.len());
+    let mut first: Option<Attempt> = None;
     // The envelopes apart from the rest, so each part is written without copying them.
     let (envelopes, rest): (Vec<Envelope>, Vec<Rest>) = batch
         .into_iter()
@@ -180,8 +200,19 @@ async fn write_splitting<S: Store>(
         .unzip();
     let mut parts = vec![(envelopes, rest)];
     while let Some((mut envelopes, mut rest)) = parts.pop() {
-        let decisions: Vec<Decision> = match store.write(&envelopes).await {
-            Ok(results) => results.into_iter().map(Decision::Stored).collect(),
+        let started = tokio::time::Instant::now();
+        let result = store.write(&envelopes).await;
+        first.get_or_insert(match &result {
+            Ok(written) => Attempt::Committed {
+                rows: envelopes.len(),
+                acquire: written.acquire,
+                total: started.elapsed(),
+            },
+            Err(error) if error.failure() == Failure::Overload => Attempt::Overload,
+            Err(_) => Attempt::Failed,
+        });
+        let decisions: Vec<Decision> = match result {
+            Ok(written) => written.results.into_iter().map(Decision::Stored).collect(),
             Err(error) if error.is_transient() => {
                 let failure = error.failure();
                 if failure == Failure::Unreachable {
@@ -213,7 +244,7 @@ async fn write_splitting<S: Store>(
             decided.push((pending, decision));
         }
     }
-    decided
+    (decided, first.unwrap_or(Attempt::Failed))
 }
 
 /// A [`Pending`] without its envelope.

@@ -127,8 +127,8 @@ mod tests {
     use webhook_shared::envelope::Envelope;
 
     use super::*;
-    use crate::handler::{HandlerError, Stored};
-    use crate::store::WriteError;
+    use crate::handler::HandlerError;
+    use crate::store::{WriteError, Written};
 
     /// A store whose probe succeeds once `up` is set, counting probes.
     #[derive(Debug, Default)]
@@ -138,7 +138,7 @@ mod tests {
     }
 
     impl Store for Arc<Probed> {
-        async fn write(&self, _: &[Envelope]) -> Result<Vec<Stored>, WriteError> {
+        async fn write(&self, _: &[Envelope]) -> Result<Written, WriteError> {
             unreachable!("the prober never writes")
         }
 

@@ -99,9 +99,16 @@ pub struct RunConfig {
     pub dlq_url: Option<String>,
 
     /// Most batch writes (transactions) in progress at once, each on its own connection: the
-    /// throttle the database sees. At most DATABASE_MAX_CONNECTIONS; defaults to it.
+    /// throttle the database sees, and the ceiling of the adaptive limit. At most
+    /// DATABASE_MAX_CONNECTIONS; defaults to it.
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub worker_concurrency: Option<NonZeroU32>,
+
+    /// true: the write limit follows the database's health, between 1 and WORKER_CONCURRENCY
+    /// (from write latency against its baseline, pool waits and overload errors); false: it
+    /// stays at WORKER_CONCURRENCY.
+    #[arg(long, env = "WORKER_ADAPTIVE_CONCURRENCY", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub worker_adaptive_concurrency: bool,
 
     /// Most messages held at once (received, not yet deleted or released); the worker never
     /// asks SQS for more than it has room for. Default: 2 x WORKER_CONCURRENCY x

@@ -7,6 +7,7 @@
 //! hidden. [`run`] takes its ops listener and a shutdown token, so tests can start many
 //! instances; [`run_with`] and [`main_with`] do the same with a custom [`Handler`].
 
+mod adaptive;
 mod batch;
 mod circuit;
 mod cli;
@@ -106,6 +107,7 @@ pub async fn run_with<H: Handler>(
     }
     let settings = PipelineSettings {
         write_limit: write_limit as usize,
+        adaptive: config.worker_adaptive_concurrency,
         caps: BatchCaps {
             rows: config.worker_batch_max_rows.get() as usize,
             bytes: config.worker_batch_max_bytes.get() as usize,
@@ -120,6 +122,7 @@ pub async fn run_with<H: Handler>(
         dlq_url = info.dlq_url.as_deref().unwrap_or("(none)"),
         visibility = ?settings.visibility,
         worker_concurrency = write_limit,
+        adaptive_concurrency = settings.adaptive,
         worker_max_in_flight = window_size,
         batch_max_rows = settings.caps.rows,
         database_max_connections = config.database.database_max_connections.get(),

@@ -36,6 +36,15 @@ pub(crate) const HEARTBEATS_TOTAL: &str = "webhook_worker_heartbeats_total";
 pub(crate) const DB_CONNECTIONS: &str = "webhook_worker_db_connections";
 /// Histogram: seconds one batch write took, from BEGIN to COMMIT.
 pub(crate) const DB_WRITE_SECONDS: &str = "webhook_worker_db_write_seconds";
+/// Counter: cuts of the adaptive write limit, by `reason` (`latency`, `pool_wait`,
+/// `overload`, `remeasure`).
+pub(crate) const LIMIT_DECREASES_TOTAL: &str = "webhook_worker_concurrency_limit_decreases_total";
+/// Gauge: the adaptive limit's baseline: the least latency seen for writes of the size of the
+/// latest one (pool wait plus BEGIN to COMMIT).
+pub(crate) const WRITE_LATENCY_BASELINE: &str = "webhook_worker_write_latency_baseline_seconds";
+/// Gauge: median ratio of write latency to its baseline over the adaptive limit's latest
+/// window (1 when the database is as fast as it gets).
+pub(crate) const WRITE_LATENCY_RATIO: &str = "webhook_worker_write_latency_ratio";
 /// Gauge: 1 while receiving is paused because the database is unreachable, else 0.
 pub(crate) const CIRCUIT_OPEN: &str = "webhook_worker_circuit_open";
 /// Counter: database probes while the circuit is open, by `result` (`ok`, `failed`).
@@ -104,7 +113,7 @@ pub(crate) fn describe() {
     );
     describe_gauge!(
         CONCURRENCY_LIMIT,
-        "Most batch writes (transactions) allowed in progress now."
+        "Most batch writes (transactions) allowed in progress now (adaptive or fixed)."
     );
     describe_gauge!(
         WRITES_IN_PROGRESS,
@@ -126,6 +135,19 @@ pub(crate) fn describe() {
         "Time one batch write took, BEGIN to COMMIT."
     );
     describe_counter!(HEARTBEATS_TOTAL, "Visibility extensions of held messages.");
+    describe_counter!(
+        LIMIT_DECREASES_TOTAL,
+        "Cuts of the adaptive write limit, by reason (latency, pool_wait, overload, remeasure)."
+    );
+    describe_gauge!(
+        WRITE_LATENCY_BASELINE,
+        Unit::Seconds,
+        "Least write latency seen for batches the size of the latest (the adaptive baseline)."
+    );
+    describe_gauge!(
+        WRITE_LATENCY_RATIO,
+        "Median write latency over its baseline in the adaptive limit's latest window."
+    );
     describe_gauge!(
         CIRCUIT_OPEN,
         "1 while receiving is paused because the database is unreachable, else 0."
@@ -212,4 +234,15 @@ pub(crate) fn gauge_circuit_open(open: bool) {
 pub(crate) fn record_probe(ok: bool) {
     let result = if ok { "ok" } else { "failed" };
     metrics::counter!(DB_PROBES_TOTAL, "result" => result).increment(1);
+}
+
+/// Counts one cut of the adaptive limit.
+pub(crate) fn record_limit_decrease(reason: &'static str) {
+    metrics::counter!(LIMIT_DECREASES_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Sets the adaptive limit's latency gauges.
+pub(crate) fn gauge_write_latency(estimate: crate::adaptive::Estimate) {
+    metrics::gauge!(WRITE_LATENCY_BASELINE).set(estimate.baseline_seconds);
+    metrics::gauge!(WRITE_LATENCY_RATIO).set(estimate.ratio);
 }

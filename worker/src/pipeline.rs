@@ -29,8 +29,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pipeline's settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PipelineSettings {
-    /// Most batch writes (transactions) in progress at once.
+    /// Most batch writes (transactions) in progress at once: the ceiling of the adaptive limit.
     pub(crate) write_limit: usize,
+    /// Whether the limit follows the database (else it stays at `write_limit`).
+    pub(crate) adaptive: bool,
     /// Caps on one transaction.
     pub(crate) caps: BatchCaps,
     /// Optional rate limit on receiving.
@@ -80,7 +82,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
             writer::run(
                 writer_inbox,
                 Arc::clone(&context),
-                settings.write_limit,
+                (settings.write_limit, settings.adaptive),
                 settings.caps,
                 to_deleter
             ),

@@ -24,6 +24,7 @@ use crate::writer::BatchCaps;
 fn settings(write_limit: usize) -> PipelineSettings {
     PipelineSettings {
         write_limit,
+        adaptive: false,
         caps: BatchCaps {
             rows: 100,
             bytes: 1 << 20,

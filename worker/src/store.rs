@@ -4,7 +4,7 @@
 //! uses (unit tests put a fake behind it).
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -104,13 +104,22 @@ impl WriteError {
     }
 }
 
+/// A committed batch write.
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// One [`Stored`] per event, in order.
+    pub(crate) results: Vec<Stored>,
+    /// Time spent waiting for a pool connection before BEGIN.
+    pub(crate) acquire: Duration,
+}
+
 /// Writes one batch in one transaction. The seam between the writer and the database.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Writes `events`, returning one [`Stored`] per event, in order, once committed.
     fn write(
         &self,
         events: &[Envelope],
-    ) -> impl Future<Output = Result<Vec<Stored>, WriteError>> + Send;
+    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
 
     /// One cheap round trip that succeeds only if the database can be written now (the
     /// circuit breaker's probe).
@@ -132,9 +141,10 @@ impl<H: Handler> PgStore<H> {
 }
 
 impl<H: Handler> Store for PgStore<H> {
-    async fn write(&self, events: &[Envelope]) -> Result<Vec<Stored>, WriteError> {
+    async fn write(&self, events: &[Envelope]) -> Result<Written, WriteError> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await.map_err(HandlerError::from)?;
+        let acquire = started.elapsed();
         let results = self.handler.handle(&mut tx, events).await?;
         if results.len() != events.len() {
             tracing::error!(
@@ -149,7 +159,7 @@ impl<H: Handler> Store for PgStore<H> {
         }
         tx.commit().await.map_err(HandlerError::from)?;
         metrics::record_write(events.len(), started.elapsed());
-        Ok(results)
+        Ok(Written { results, acquire })
     }
 
     async fn probe(&self) -> Result<(), WriteError> {

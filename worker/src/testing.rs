@@ -11,7 +11,7 @@ use webhook_shared::envelope::Envelope;
 
 use crate::handler::Stored;
 use crate::queue::{FailedEntry, InboundMessage, QueueClient, QueueError, Receipt};
-use crate::store::{Store, WriteError};
+use crate::store::{Store, WriteError, Written};
 use crate::window::Window;
 use crate::writer::Pending;
 
@@ -295,7 +295,7 @@ impl FakeStore {
 }
 
 impl Store for FakeStore {
-    async fn write(&self, events: &[Envelope]) -> Result<Vec<Stored>, WriteError> {
+    async fn write(&self, events: &[Envelope]) -> Result<Written, WriteError> {
         {
             let mut state = Self::lock(&self.state);
             state.batches.push(events.len());
@@ -316,7 +316,10 @@ impl Store for FakeStore {
                 }
             }
         }
-        result
+        result.map(|results| Written {
+            results,
+            acquire: Duration::ZERO,
+        })
     }
 
     async fn probe(&self) -> Result<(), WriteError> {

@@ -1,5 +1,5 @@
 //! Writing, group-commit style: at most `limit` batch writes (transactions) in progress at
-//! once; a writer that becomes free takes everything waiting, up to a row and a byte cap, so
+//! once (fixed, or moved by the adaptive limit, see `adaptive.rs`); a writer that becomes free takes everything waiting, up to a row and a byte cap, so
 //! a lone message is written at once and a backlog is written in full batches. Messages from
 //! many receives share a transaction.
 //!
@@ -15,7 +15,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 use webhook_shared::envelope::Envelope;
 
-use crate::batch::{self, BatchContext};
+use tokio::time::Instant;
+
+use crate::adaptive::{ConcurrencyController, WriteSample};
+use crate::batch::{self, Attempt, BatchContext};
 use crate::metrics;
 use crate::queue::{InboundMessage, QueueClient, Receipt};
 use crate::store::Store;
@@ -62,28 +65,30 @@ pub(crate) struct BatchCaps {
     pub(crate) bytes: usize,
 }
 
-/// Writes until the receiver has stopped and everything received is written.
+/// Writes until the receiver has stopped and everything received is written. At most
+/// `max` writes are in progress; with `adaptive`, the [`ConcurrencyController`] moves the
+/// limit between 1 and `max` from what each write shows.
 pub(crate) async fn run<C: QueueClient, S: Store>(
     mut incoming: UnboundedReceiver<Pending>,
     context: Arc<BatchContext<C, S>>,
-    limit: usize,
+    (max, adaptive): (usize, bool),
     caps: BatchCaps,
     to_deleter: UnboundedSender<Vec<(Receipt, Held)>>,
 ) {
-    metrics::gauge_concurrency_limit(limit);
+    let mut controller = ConcurrencyController::new(max, adaptive, Instant::now());
+    metrics::gauge_concurrency_limit(controller.limit());
     let mut waiting: VecDeque<Pending> = VecDeque::new();
-    let mut writes: JoinSet<()> = JoinSet::new();
+    let mut writes: JoinSet<(Attempt, usize)> = JoinSet::new();
     let mut open = true;
     loop {
         if !open && waiting.is_empty() && writes.is_empty() {
             break;
         }
         tokio::select! {
-            Some(done) = writes.join_next(), if !writes.is_empty() => {
-                if let Err(error) = done {
-                    tracing::error!(%error, "a write task panicked");
-                }
-            }
+            Some(done) = writes.join_next(), if !writes.is_empty() => match done {
+                Ok((attempt, in_progress)) => learn(&mut controller, attempt, in_progress),
+                Err(error) => tracing::error!(%error, "a write task panicked"),
+            },
             received = incoming.recv(), if open => match received {
                 Some(pending) => waiting.push_back(pending),
                 None => open = false,
@@ -95,16 +100,56 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
         if context.circuit.is_open() && !waiting.is_empty() {
             batch::release(&context, waiting.drain(..).collect()).await;
         }
-        while writes.len() < limit && !waiting.is_empty() {
+        while writes.len() < controller.limit() && !waiting.is_empty() {
             let batch = take_batch(&mut waiting, caps);
             let context = Arc::clone(&context);
             let to_deleter = to_deleter.clone();
-            writes.spawn(async move { batch::write(&context, batch, &to_deleter).await });
+            // Writes in progress once this one starts, itself included.
+            let in_progress = writes.len() + 1;
+            writes.spawn(async move {
+                let attempt = batch::write(&context, batch, &to_deleter).await;
+                (attempt, in_progress)
+            });
         }
         metrics::gauge_writes_in_progress(writes.len());
         metrics::gauge_waiting("write", waiting.len());
     }
     metrics::gauge_writes_in_progress(0);
+}
+
+/// Tells the controller how a write went and publishes what it decides.
+fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: usize) {
+    let now = Instant::now();
+    let change = match attempt {
+        Attempt::Committed {
+            rows,
+            acquire,
+            total,
+        } => controller.on_write(
+            WriteSample {
+                rows,
+                acquire,
+                write: total.saturating_sub(acquire),
+                in_progress,
+            },
+            now,
+        ),
+        Attempt::Overload => controller.on_overload(now),
+        Attempt::Failed => None,
+    };
+    metrics::gauge_write_latency(controller.estimate());
+    if let Some(change) = change {
+        metrics::gauge_concurrency_limit(change.to);
+        if let Some(reason) = change.reason {
+            metrics::record_limit_decrease(reason.as_str());
+            tracing::debug!(
+                from = change.from,
+                to = change.to,
+                reason = reason.as_str(),
+                "write limit lowered"
+            );
+        }
+    }
 }
 
 /// Takes the oldest waiting messages up to the caps (always at least one).
