@@ -1,5 +1,5 @@
-//! Small helpers for tests and benchmarks: reading Prometheus counters and summarising
-//! latencies.
+//! Small helpers for tests and benchmarks: reading Prometheus counters and histograms, and
+//! summarising latencies.
 
 use std::time::Duration;
 
@@ -10,6 +10,55 @@ pub fn counter(metrics: &str, name: &str, filters: &[&str]) -> f64 {
         .filter(|line| line.starts_with(name) && filters.iter().all(|filter| line.contains(filter)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The cumulative buckets `(le, count)` of the Prometheus histogram `name` (one series, no
+/// labels besides `le`), in the order of the text: ascending bounds, `+Inf` last.
+pub fn histogram_buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (le, rest) = line.strip_prefix(&prefix)?.split_once('"')?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `q` quantile (0 to 1) of what a histogram recorded between two readings of its
+/// [`histogram_buckets`], interpolated linearly inside the bucket it falls in, as PromQL's
+/// `histogram_quantile` does (so it is only as fine as the buckets); the highest finite bound
+/// when it falls in `+Inf`; `None` when nothing was recorded in between.
+pub fn quantile_between(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, count)| {
+            let earlier = before.iter().find(|(bound, _)| *bound == le);
+            (le, count - earlier.map_or(0.0, |&(_, count)| count))
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower_bound, mut lower_count) = (0.0, 0.0);
+    for (le, count) in delta {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower_bound);
+            }
+            let share = (rank - lower_count) / (count - lower_count).max(f64::MIN_POSITIVE);
+            return Some(lower_bound + (le - lower_bound) * share);
+        }
+        (lower_bound, lower_count) = (le, count);
+    }
+    None
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
@@ -30,8 +79,13 @@ pub const LOCALSTACK_CMDLINE: &str = "scripts/localstack_main.py";
 /// CPU seconds (user + system) used so far by every process whose command line contains
 /// `pattern`.
 pub fn cpu_seconds_of(pattern: &str) -> f64 {
+    pids_of(pattern).into_iter().filter_map(cpu_seconds).sum()
+}
+
+/// The processes whose command line contains `pattern`.
+pub fn pids_of(pattern: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return Vec::new();
     };
     entries
         .filter_map(Result::ok)
@@ -40,8 +94,7 @@ pub fn cpu_seconds_of(pattern: &str) -> f64 {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(pattern))
         })
-        .filter_map(cpu_seconds)
-        .sum()
+        .collect()
 }
 
 /// The median of `values` (the lower middle one for an even count); 0 when empty.
@@ -112,5 +165,32 @@ mod tests {
             4.0
         );
         assert_eq!(counter(text, "webhook_sqs_requests_total", &[]), 11.0);
+    }
+
+    #[test]
+    fn quantiles_come_from_bucket_deltas() {
+        let reading = |counts: [u32; 4]| {
+            let text: String = ["0.01", "0.1", "1", "+Inf"]
+                .iter()
+                .zip(counts)
+                .map(|(le, n)| format!("w_seconds_bucket{{le=\"{le}\"}} {n}\n"))
+                .collect();
+            histogram_buckets(
+                &format!("# TYPE w_seconds histogram\n{text}w_seconds_sum 9\n"),
+                "w_seconds",
+            )
+        };
+        let before = reading([10, 10, 10, 10]);
+        // Between the readings: 50 under 10 ms, 50 between 10 and 100 ms.
+        let after = reading([60, 110, 110, 110]);
+        assert_eq!(before.len(), 4);
+        assert_eq!(quantile_between(&before, &after, 0.5), Some(0.01));
+        let p99 = quantile_between(&before, &after, 0.99).unwrap_or_default();
+        assert!((p99 - 0.0982).abs() < 1e-9, "{p99}");
+        assert_eq!(quantile_between(&after, &after, 0.99), None);
+        assert_eq!(
+            quantile_between(&[], &reading([0, 0, 1, 2]), 0.99),
+            Some(1.0)
+        );
     }
 }
