@@ -15,6 +15,7 @@ use webhook_shared::envelope::Envelope;
 
 use crate::circuit::{Circuit, RELEASE_VISIBILITY};
 use crate::db_errors::Failure;
+use crate::fleet::Gate;
 use crate::handler::Stored;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
@@ -57,6 +58,8 @@ pub(crate) struct BatchContext<C, S> {
     pub(crate) visibility: Duration,
     /// Opened by a write that finds the database unreachable.
     pub(crate) circuit: Arc<Circuit>,
+    /// The connection gate: the writer starts no more writes than its grant.
+    pub(crate) gate: Arc<Gate>,
 }
 
 /// How the first attempt at a batch went: what the adaptive limit learns from.

@@ -144,6 +144,20 @@ pub struct RunConfig {
     #[arg(long, env = "QUEUE_METRICS_INTERVAL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub queue_metrics_interval_seconds: u64,
 
+    /// Most connections all workers on this database may hold together. The workers agree on
+    /// their shares through PostgreSQL (the table webhook_worker_leases): a worker alone may use
+    /// up to min(budget - 1, DATABASE_MAX_CONNECTIONS); the shares shrink as workers join and
+    /// grow back as they leave (at once) or die (within DATABASE_LEASE_SECONDS). One connection
+    /// of the budget is kept free for a joining worker's registration. At least 2; unset: no
+    /// shared budget, each worker holds up to DATABASE_MAX_CONNECTIONS.
+    #[arg(long, env = "DATABASE_CONNECTION_BUDGET", value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub database_connection_budget: Option<u32>,
+
+    /// Seconds a worker's share of DATABASE_CONNECTION_BUDGET lasts without renewal (renewed
+    /// every quarter of it): how long the shares of a worker that died stay taken.
+    #[arg(long, env = "DATABASE_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub database_lease_seconds: u64,
+
     /// Apply pending database migrations at start instead of refusing to run without them.
     #[arg(long, env = "RUN_MIGRATIONS", default_value_t = false)]
     pub run_migrations: bool,
@@ -211,6 +225,11 @@ impl RunConfig {
         }
     }
 
+    /// The lease period of the connection budget.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.database_lease_seconds)
+    }
+
     /// The queue metrics refresh interval.
     pub fn queue_metrics_interval(&self) -> Duration {
         Duration::from_secs(self.queue_metrics_interval_seconds)
@@ -229,7 +248,9 @@ pub struct DatabaseArgs {
     pub database_max_connections: NonZeroU32,
 
     /// Prepared statements cached per connection. Set 0 behind RDS Proxy or PgBouncer in
-    /// transaction mode: cached statements pin each client to one database connection.
+    /// transaction mode: cached statements pin each client to one database connection. 0 also
+    /// leaves out the session lock DATABASE_CONNECTION_BUDGET puts on each connection (so the
+    /// connections of a frozen worker cannot be ended by the others).
     #[arg(long, env = "DATABASE_STATEMENT_CACHE_CAPACITY", default_value_t = 100)]
     pub database_statement_cache_capacity: usize,
 
@@ -344,6 +365,27 @@ mod tests {
             error.contains("WORKER_CONCURRENCY") && error.contains("DATABASE_MAX_CONNECTIONS"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_budget_below_two_is_refused_by_name() {
+        assert_eq!(run_config(&[]).database_connection_budget, None);
+        let config = run_config(&["--database-connection-budget", "8"]);
+        assert_eq!(config.database_connection_budget, Some(8));
+        assert_eq!(config.lease(), Duration::from_secs(10));
+        let error = Cli::try_parse_from([
+            "worker",
+            "run",
+            "--queue-url",
+            "http://127.0.0.1:4566/000000000000/q",
+            "--database-url",
+            "postgres://db/app",
+            "--database-connection-budget",
+            "1",
+        ])
+        .expect_err("a budget of 1 leaves no connection to share")
+        .to_string();
+        assert!(error.contains("--database-connection-budget"), "{error}");
     }
 
     #[test]

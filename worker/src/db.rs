@@ -1,52 +1,82 @@
-//! The PostgreSQL pool and the embedded migrations.
+//! The PostgreSQL pool (without a connection budget), the door (a single connection outside
+//! any pool) and the embedded migrations.
 
 use anyhow::Context as _;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection as _, PgConnection, PgPool};
 
 use crate::config::DatabaseArgs;
+use crate::fleet::APPLICATION_NAME;
+
+/// Pause between attempts to open the door.
+const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The schema migrations, embedded in the binary at build time.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Builds the bounded pool. Connections open lazily, never more than the configured maximum.
-pub(crate) fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
+/// How every worker connection connects: DATABASE_URL, the application name and the
+/// statement cache.
+pub(crate) fn connect_options(args: &DatabaseArgs) -> anyhow::Result<PgConnectOptions> {
     // sqlx's parse error never contains the URL, so the password cannot leak through it.
     let options: PgConnectOptions = args
         .database_url
         .expose()
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL connection string")?;
-    let options = options
-        .application_name("scalable-webhook-worker")
-        .statement_cache_capacity(args.database_statement_cache_capacity);
+    Ok(options
+        .application_name(APPLICATION_NAME)
+        .statement_cache_capacity(args.database_statement_cache_capacity))
+}
+
+/// Builds the bounded pool (without a connection budget). Connections open lazily, never
+/// more than the configured maximum.
+pub(crate) fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(args.database_max_connections.get())
         .min_connections(0)
         .acquire_timeout(args.acquire_timeout())
-        .connect_lazy_with(options))
+        .connect_lazy_with(connect_options(args)?))
+}
+
+/// Opens one connection outside the pool (the door, see `fleet/allocation.rs`), trying again
+/// for up to DATABASE_ACQUIRE_TIMEOUT_SECONDS as the pool would.
+pub(crate) async fn connect(args: &DatabaseArgs) -> anyhow::Result<PgConnection> {
+    let options = connect_options(args)?;
+    let deadline = tokio::time::Instant::now() + args.acquire_timeout();
+    loop {
+        match PgConnection::connect_with(&options).await {
+            Ok(conn) => return Ok(conn),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(error).context("connecting to DATABASE_URL");
+            }
+            Err(error) => {
+                tracing::debug!(%error, "connecting to DATABASE_URL failed; trying again");
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+        }
+    }
 }
 
 /// Applies every pending migration.
-pub(crate) async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
     MIGRATOR
-        .run(pool)
+        .run(conn)
         .await
         .context("applying database migrations")
 }
 
 /// Fails unless every embedded migration has been applied, so `run` never writes into a
 /// schema it does not know.
-pub(crate) async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn ensure_migrated(conn: &mut PgConnection) -> anyhow::Result<()> {
     let table_exists: bool =
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await
             .context("connecting to DATABASE_URL")?;
     let applied: Vec<i64> = if table_exists {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .context("reading applied migrations")?
     } else {
@@ -64,14 +94,13 @@ pub(crate) async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the handler's own idempotent migration on one connection.
+/// Runs the handler's own idempotent migration.
 pub(crate) async fn migrate_handler<H: crate::handler::Handler>(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     handler: &H,
 ) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await.context("connecting to DATABASE_URL")?;
     handler
-        .migrate(&mut conn)
+        .migrate(conn)
         .await
         .context("applying the handler's migration")
 }

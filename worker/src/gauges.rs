@@ -7,10 +7,10 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use webhook_shared::metrics::record_sqs_request;
 
+use crate::connections::Connections;
 use crate::lag::Lag;
 use crate::metrics::{self, QUEUE_MESSAGES};
 
@@ -35,7 +35,7 @@ pub(crate) async fn run(
     sqs: Client,
     main_url: String,
     dlq_url: Option<String>,
-    pool: PgPool,
+    connections: Connections,
     lag: Arc<Lag>,
     interval: Duration,
     shutdown: CancellationToken,
@@ -49,7 +49,8 @@ pub(crate) async fn run(
             if let Some(dlq_url) = &dlq_url {
                 refresh(&sqs, "dlq", dlq_url).await;
             }
-            metrics::gauge_pool(pool.size(), pool.num_idle());
+            let (size, idle) = connections.sizes();
+            metrics::gauge_pool(size, idle);
         }
     };
     let lag_gauge = async {

@@ -4,17 +4,21 @@
 //! The consumer is a pipeline (see `pipeline.rs`): receives fill a window of held messages;
 //! writers take what waits, group-commit style, at most `WORKER_CONCURRENCY` transactions at
 //! once; committed messages are deleted in full batches; a heartbeat keeps held messages
-//! hidden. [`run`] takes its ops listener and a shutdown token, so tests can start many
-//! instances; [`run_with`] and [`main_with`] do the same with a custom [`Handler`].
+//! hidden. With `DATABASE_CONNECTION_BUDGET`, the workers on one database share that many
+//! connections through a lease table (see `fleet.rs`). [`run`] takes its ops listener and a
+//! shutdown token, so tests can start many instances; [`run_with`] and [`main_with`] do the
+//! same with a custom [`Handler`].
 
 mod adaptive;
 mod batch;
 mod circuit;
 mod cli;
 pub mod config;
+mod connections;
 mod db;
 mod db_errors;
 mod deleter;
+mod fleet;
 mod gauges;
 mod handler;
 mod heartbeat;
@@ -50,6 +54,8 @@ pub use crate::handler::{Handler, HandlerError, StoreEvents, Stored};
 pub use crate::store::insert_events;
 
 use crate::config::{DatabaseArgs, RunConfig};
+use crate::connections::Connections;
+use crate::fleet::{Gate, Lease, LeaseSettings, LeasedPool};
 use crate::lag::Lag;
 use crate::pipeline::PipelineSettings;
 use crate::queue::Queue;
@@ -89,13 +95,42 @@ pub async fn run_with<H: Handler>(
     let write_limit = config.write_limit()?;
     let window_size = config.max_in_flight()?;
     metrics::describe();
-    let pool = db::pool(&config.database)?;
-    if config.run_migrations {
-        db::migrate(&pool).await?;
-    } else {
-        db::ensure_migrated(&pool).await?;
-    }
-    db::migrate_handler(&pool, &handler).await?;
+    let max_connections = config.database.database_max_connections.get();
+    let budget = config.database_connection_budget;
+    let identity = budget.map(|_| fleet::Identity::new());
+    let (connections, lease) = match (budget, identity) {
+        (Some(budget), Some(identity)) => {
+            let mut door = db::connect(&config.database).await?;
+            let prepared = prepare_database(&mut door, config.run_migrations, &handler).await;
+            let _ = sqlx::Connection::close(door).await;
+            prepared?;
+            let options = db::connect_options(&config.database)?;
+            let pool = Arc::new(LeasedPool::new(
+                options.clone(),
+                // Behind a transaction pooler a session lock would pin the session.
+                (config.database.database_statement_cache_capacity > 0)
+                    .then_some(identity.session_key),
+                config.database.acquire_timeout(),
+                Arc::new(Gate::leased()),
+            ));
+            let settings = LeaseSettings {
+                budget,
+                wanted: (budget - 1).min(max_connections),
+                period: config.lease(),
+            };
+            let lease = Lease::new(identity, settings, options, Arc::clone(&pool));
+            (Connections::Leased(pool), Some(lease))
+        }
+        _ => {
+            let pool = db::pool(&config.database)?;
+            let mut conn = pool.acquire().await.context("connecting to DATABASE_URL")?;
+            prepare_database(&mut conn, config.run_migrations, &handler).await?;
+            drop(conn);
+            let gate = Arc::new(Gate::fixed(max_connections as usize));
+            (Connections::Pool(pool, gate), None)
+        }
+    };
+    let gate = Arc::clone(connections.gate());
     let sqs = sqs::client(ClientTimeouts {
         attempt: SQS_ATTEMPT_TIMEOUT,
         max_attempts: 3,
@@ -125,7 +160,9 @@ pub async fn run_with<H: Handler>(
         adaptive_concurrency = settings.adaptive,
         worker_max_in_flight = window_size,
         batch_max_rows = settings.caps.rows,
-        database_max_connections = config.database.database_max_connections.get(),
+        database_max_connections = max_connections,
+        database_connection_budget = budget,
+        worker_id = identity.map(|i| i.worker_id.to_string()),
         "worker started"
     );
 
@@ -139,11 +176,13 @@ pub async fn run_with<H: Handler>(
     let readiness = Readiness::default();
     readiness.set(true);
     let stop_ops = CancellationToken::new();
+    let stop_lease = CancellationToken::new();
     let consume = async {
-        let store = PgStore::new(pool.clone(), handler);
+        let store = PgStore::new(connections.clone(), handler);
         pipeline::run(
             queue,
             store,
+            Arc::clone(&gate),
             window,
             Arc::clone(&lag),
             settings,
@@ -152,38 +191,63 @@ pub async fn run_with<H: Handler>(
         .await;
         readiness.set(false);
         tracing::info!("worker drained");
+        stop_lease.cancel();
         stop_ops.cancel();
     };
+    // Boxed: the lease's state machine would make this future too large to move around.
+    let lease = Box::pin(async {
+        if let Some(lease) = lease {
+            lease.run(stop_lease.clone()).await;
+        }
+    });
     let gauges = gauges::run(
         sqs,
         config.queue_url.clone(),
         info.dlq_url,
-        pool.clone(),
+        connections.clone(),
         Arc::clone(&lag),
         config.queue_metrics_interval(),
         shutdown.clone(),
     );
     tokio::join!(
         consume,
+        lease,
         gauges,
         ops::serve(ops_listener, metrics, readiness.clone(), stop_ops.clone())
     );
     // Writes aborted at the end of the grace period may still hold connections; never wait
     // for them past a moment (PostgreSQL rolls back what the closed connections left).
-    if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close())
-        .await
-        .is_err()
-    {
+    if !connections.close(POOL_CLOSE_TIMEOUT).await {
         tracing::warn!("database connections still busy at exit; closing them unfinished");
     }
     Ok(())
 }
 
+/// Applies the migrations (with `RUN_MIGRATIONS`) or checks that they are applied, then
+/// runs the handler's. With a connection budget this happens on the door, a connection
+/// outside the pool closed right after (the worker has no share of the budget yet).
+async fn prepare_database<H: Handler>(
+    conn: &mut sqlx::PgConnection,
+    run_migrations: bool,
+    handler: &H,
+) -> anyhow::Result<()> {
+    if run_migrations {
+        db::migrate(conn).await?;
+    } else {
+        db::ensure_migrated(conn).await?;
+    }
+    db::migrate_handler(conn, handler).await
+}
+
 /// Applies the embedded migrations, then the handler's, and returns.
 pub async fn migrate<H: Handler>(args: &DatabaseArgs, handler: &H) -> anyhow::Result<()> {
     let pool = db::pool(args)?;
-    db::migrate(&pool).await.context("migrating DATABASE_URL")?;
-    db::migrate_handler(&pool, handler).await?;
+    let mut conn = pool.acquire().await.context("connecting to DATABASE_URL")?;
+    db::migrate(&mut conn)
+        .await
+        .context("migrating DATABASE_URL")?;
+    db::migrate_handler(&mut conn, handler).await?;
+    drop(conn);
     let latest = db::MIGRATOR
         .iter()
         .map(|m| m.version)

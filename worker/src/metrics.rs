@@ -49,6 +49,13 @@ pub(crate) const WRITE_LATENCY_RATIO: &str = "webhook_worker_write_latency_ratio
 pub(crate) const CIRCUIT_OPEN: &str = "webhook_worker_circuit_open";
 /// Counter: database probes while the circuit is open, by `result` (`ok`, `failed`).
 pub(crate) const DB_PROBES_TOTAL: &str = "webhook_worker_db_probes_total";
+/// Gauge: connections this worker may hold now (its share of DATABASE_CONNECTION_BUDGET, or
+/// DATABASE_MAX_CONNECTIONS without one).
+pub(crate) const CONNECTION_GRANT: &str = "webhook_worker_connection_grant";
+/// Gauge: live workers sharing the connection budget, as seen at the latest heartbeat.
+pub(crate) const FLEET_WORKERS: &str = "webhook_worker_fleet_workers";
+/// Counter: heartbeats of the connection lease, by `result` (`ok`, `failed`).
+pub(crate) const LEASE_RENEWALS_TOTAL: &str = "webhook_worker_lease_renewals_total";
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +164,18 @@ pub(crate) fn describe() {
         "Database probes while the circuit is open, by result (ok, failed)."
     );
     describe_gauge!(
+        CONNECTION_GRANT,
+        "Connections this worker may hold now: its share of DATABASE_CONNECTION_BUDGET, or DATABASE_MAX_CONNECTIONS without one."
+    );
+    describe_gauge!(
+        FLEET_WORKERS,
+        "Live workers sharing DATABASE_CONNECTION_BUDGET, as seen at the latest lease heartbeat."
+    );
+    describe_counter!(
+        LEASE_RENEWALS_TOTAL,
+        "Heartbeats of the connection lease, by result (ok, failed)."
+    );
+    describe_gauge!(
         DB_CONNECTIONS,
         "Pool connections by state (in_use, idle); never above DATABASE_MAX_CONNECTIONS."
     );
@@ -245,4 +264,20 @@ pub(crate) fn record_limit_decrease(reason: &'static str) {
 pub(crate) fn gauge_write_latency(estimate: crate::adaptive::Estimate) {
     metrics::gauge!(WRITE_LATENCY_BASELINE).set(estimate.baseline_seconds);
     metrics::gauge!(WRITE_LATENCY_RATIO).set(estimate.ratio);
+}
+
+/// Sets the connection grant gauge.
+pub(crate) fn gauge_connection_grant(connections: usize) {
+    metrics::gauge!(CONNECTION_GRANT).set(connections as f64);
+}
+
+/// Sets the fleet size gauge.
+pub(crate) fn gauge_fleet_workers(workers: usize) {
+    metrics::gauge!(FLEET_WORKERS).set(workers as f64);
+}
+
+/// Counts one lease heartbeat.
+pub(crate) fn record_lease_renewal(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    metrics::counter!(LEASE_RENEWALS_TOTAL, "result" => result).increment(1);
 }

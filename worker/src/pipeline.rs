@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{BatchContext, RetryBackoff};
 use crate::circuit::{self, Circuit};
+use crate::fleet::Gate;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
 use crate::queue::{Queue, QueueClient, Receipt};
@@ -49,6 +50,7 @@ pub(crate) struct PipelineSettings {
 pub(crate) async fn run<C: QueueClient, S: Store>(
     queue: Arc<Queue<C>>,
     store: S,
+    gate: Arc<Gate>,
     window: Arc<Window>,
     lag: Arc<Lag>,
     settings: PipelineSettings,
@@ -66,6 +68,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
         visibility: settings.visibility,
         to_writer,
         circuit: Arc::clone(&circuit),
+        gate: Arc::clone(&gate),
     });
     let context = Arc::new(BatchContext {
         queue: Arc::clone(&queue),
@@ -74,6 +77,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
         backoff: settings.backoff,
         visibility: settings.visibility,
         circuit,
+        gate,
     });
     let stop_background = CancellationToken::new();
     let stages = async {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::RetryBackoff;
 use crate::circuit::RELEASE_VISIBILITY;
+use crate::fleet::Gate;
 use crate::handler::{HandlerError, Stored};
 use crate::lag::Lag;
 use crate::pipeline::{self, PipelineSettings};
@@ -53,6 +54,7 @@ fn start(fake: &FakeQueue, store: FakeStore, window: usize, settings: PipelineSe
     let task = tokio::spawn(pipeline::run(
         Arc::new(Queue::new(fake.clone())),
         store,
+        Arc::new(Gate::fixed(settings.write_limit)),
         Arc::clone(&window),
         lag,
         settings,

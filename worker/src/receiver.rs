@@ -3,7 +3,8 @@
 //! smaller) and starting only once the window has room for all of it. What arrives is
 //! decoded: envelopes go to the writer, poison goes to the dead-letter queue at once.
 //!
-//! While the circuit is open (the database unreachable, see `circuit.rs`) no receive starts.
+//! While the circuit is open (the database unreachable, see `circuit.rs`), or while this
+//! worker's connection grant is 0 (see `fleet/gate.rs`), no receive starts.
 //! On shutdown no receive starts; those in flight are awaited (never dropped, or SQS would
 //! hide what they bring for a whole visibility timeout) and what they bring is released at
 //! once.
@@ -21,6 +22,7 @@ use webhook_shared::envelope::Envelope;
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 use crate::circuit::Circuit;
+use crate::fleet::Gate;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
 use crate::planner::ReceivePlanner;
@@ -50,6 +52,8 @@ pub(crate) struct Receiver<C> {
     pub(crate) to_writer: UnboundedSender<Pending>,
     /// Receiving pauses while it is open.
     pub(crate) circuit: Arc<Circuit>,
+    /// Receiving pauses while its grant is 0.
+    pub(crate) gate: Arc<Gate>,
 }
 
 /// How one receive went, for the planner.
@@ -88,10 +92,10 @@ impl<C: QueueClient> Receiver<C> {
                     }
                 }
             }
-            if self.circuit.is_open() {
+            if self.circuit.is_open() || self.gate.grant() == 0 {
                 tokio::select! {
                     () = shutdown.cancelled() => break 'receiving,
-                    () = self.circuit.closed() => {}
+                    () = self.writable() => {}
                     Some(done) = receives.join_next() => {
                         consecutive_errors = account(&mut planner, done, consecutive_errors, receives.len());
                     }
@@ -138,6 +142,16 @@ impl<C: QueueClient> Receiver<C> {
         );
         while let Some(done) = receives.join_next().await {
             consecutive_errors = account(&mut planner, done, consecutive_errors, receives.len());
+        }
+    }
+}
+
+impl<C> Receiver<C> {
+    /// Waits until the circuit is closed and the grant is above 0.
+    async fn writable(&self) {
+        while self.circuit.is_open() || self.gate.grant() == 0 {
+            self.circuit.closed().await;
+            self.gate.granted().await;
         }
     }
 }

@@ -1,17 +1,20 @@
 //! Writing batches to PostgreSQL: [`insert_events`] (one UNNEST insert into `webhook_events`,
 //! idempotent on `(source, id)`, rows in key order so concurrent writes never deadlock), and
 //! [`PgStore`], the transaction around a [`Handler`] behind the [`Store`] seam the writer
-//! uses (unit tests put a fake behind it).
+//! uses (unit tests put a fake behind it), on connections taken within the connection gate
+//! (see `connections.rs`).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection};
 use webhook_shared::envelope::Envelope;
 
+use crate::connections::Connections;
 use crate::db_errors::{Failure, classify};
+use crate::fleet::Lapsed;
 use crate::handler::{Handler, HandlerError, Stored};
 use crate::metrics;
 
@@ -81,12 +84,19 @@ pub(crate) enum WriteError {
     /// The database answered but cannot write (a replica, or a primary in recovery).
     #[error("the database is read-only")]
     ReadOnly,
+    /// This worker's share of the connection budget lapsed: to this worker, the database is
+    /// unreachable until the lease is renewed.
+    #[error(transparent)]
+    Lapsed(#[from] Lapsed),
 }
 
 impl WriteError {
     /// Whether the same write may succeed later (only a transient handler error).
     pub(crate) fn is_transient(&self) -> bool {
-        matches!(self, Self::Handler(HandlerError::Transient(_)))
+        matches!(
+            self,
+            Self::Handler(HandlerError::Transient(_)) | Self::Lapsed(_)
+        )
     }
 
     /// What the error says about the database: a transient error carrying a `sqlx::Error`
@@ -99,7 +109,7 @@ impl WriteError {
             Self::Handler(HandlerError::Permanent(_)) | Self::WrongResultCount { .. } => {
                 Failure::Permanent
             }
-            Self::ReadOnly => Failure::Unreachable,
+            Self::ReadOnly | Self::Lapsed(_) => Failure::Unreachable,
         }
     }
 }
@@ -126,25 +136,29 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn probe(&self) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
-/// The real store: a transaction from the pool around the handler.
+/// The real store: a transaction around the handler, on a connection within the gate.
 #[derive(Debug)]
 pub(crate) struct PgStore<H> {
-    pool: PgPool,
+    connections: Connections,
     handler: H,
 }
 
 impl<H: Handler> PgStore<H> {
-    /// Writes through `handler` on connections from `pool`.
-    pub(crate) fn new(pool: PgPool, handler: H) -> Self {
-        Self { pool, handler }
+    /// Writes through `handler` on `connections`.
+    pub(crate) fn new(connections: Connections, handler: H) -> Self {
+        Self {
+            connections,
+            handler,
+        }
     }
-}
 
-impl<H: Handler> Store for PgStore<H> {
-    async fn write(&self, events: &[Envelope]) -> Result<Written, WriteError> {
-        let started = Instant::now();
-        let mut tx = self.pool.begin().await.map_err(HandlerError::from)?;
-        let acquire = started.elapsed();
+    /// The transaction: BEGIN, the handler, COMMIT.
+    async fn transaction(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope],
+    ) -> Result<Vec<Stored>, WriteError> {
+        let mut tx = conn.begin().await.map_err(HandlerError::from)?;
         let results = self.handler.handle(&mut tx, events).await?;
         if results.len() != events.len() {
             tracing::error!(
@@ -158,18 +172,31 @@ impl<H: Handler> Store for PgStore<H> {
             });
         }
         tx.commit().await.map_err(HandlerError::from)?;
+        Ok(results)
+    }
+}
+
+impl<H: Handler> Store for PgStore<H> {
+    async fn write(&self, events: &[Envelope]) -> Result<Written, WriteError> {
+        let started = Instant::now();
+        let mut conn = self.connections.acquire().await?;
+        let acquire = started.elapsed();
+        let results = self.transaction(&mut conn, events).await;
+        conn.release(results.is_ok()).await;
+        let results = results?;
         metrics::record_write(events.len(), started.elapsed());
         Ok(Written { results, acquire })
     }
 
     async fn probe(&self) -> Result<(), WriteError> {
-        let writable: bool = sqlx::query_scalar(
+        let mut conn = self.connections.acquire().await?;
+        let writable: Result<bool, sqlx::Error> = sqlx::query_scalar(
             "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
         )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(HandlerError::from)?;
-        if writable {
+        .fetch_one(&mut *conn)
+        .await;
+        conn.release(writable.is_ok()).await;
+        if writable.map_err(HandlerError::from)? {
             Ok(())
         } else {
             Err(WriteError::ReadOnly)

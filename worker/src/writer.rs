@@ -7,6 +7,10 @@
 //! messages to the deleter, refused ones to the dead-letter queue, the others back to SQS
 //! for a back-off. While the circuit is open (the database unreachable), nothing is written:
 //! what waits is released at once.
+//!
+//! The limit in force is the lower of the controller's and the connection grant (see
+//! `fleet/gate.rs`), so no write ever waits for a connection permit unseen; with a grant of 0
+//! nothing is written and what waits is released, as with an open circuit.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -76,7 +80,9 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
     to_deleter: UnboundedSender<Vec<(Receipt, Held)>>,
 ) {
     let mut controller = ConcurrencyController::new(max, adaptive, Instant::now());
-    metrics::gauge_concurrency_limit(controller.limit());
+    let mut grant = context.gate.subscribe();
+    let mut published = limit(&controller, &context);
+    metrics::gauge_concurrency_limit(published);
     let mut waiting: VecDeque<Pending> = VecDeque::new();
     let mut writes: JoinSet<(Attempt, usize)> = JoinSet::new();
     let mut open = true;
@@ -93,14 +99,21 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
                 Some(pending) => waiting.push_back(pending),
                 None => open = false,
             },
+            // The gate outlives the writer: the sender cannot be dropped meanwhile.
+            Ok(()) = grant.changed() => {}
         }
         while let Ok(pending) = incoming.try_recv() {
             waiting.push_back(pending);
         }
-        if context.circuit.is_open() && !waiting.is_empty() {
+        let limit = limit(&controller, &context);
+        if limit != published {
+            published = limit;
+            metrics::gauge_concurrency_limit(limit);
+        }
+        if (context.circuit.is_open() || limit == 0) && !waiting.is_empty() {
             batch::release(&context, waiting.drain(..).collect()).await;
         }
-        while writes.len() < controller.limit() && !waiting.is_empty() {
+        while writes.len() < limit && !waiting.is_empty() {
             let batch = take_batch(&mut waiting, caps);
             let context = Arc::clone(&context);
             let to_deleter = to_deleter.clone();
@@ -117,7 +130,12 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
     metrics::gauge_writes_in_progress(0);
 }
 
-/// Tells the controller how a write went and publishes what it decides.
+/// The limit in force: the controller's, within the connection grant.
+fn limit<C, S>(controller: &ConcurrencyController, context: &BatchContext<C, S>) -> usize {
+    controller.limit().min(context.gate.grant())
+}
+
+/// Tells the controller how a write went and logs what it decides.
 fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: usize) {
     let now = Instant::now();
     let change = match attempt {
@@ -138,17 +156,16 @@ fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: 
         Attempt::Failed => None,
     };
     metrics::gauge_write_latency(controller.estimate());
-    if let Some(change) = change {
-        metrics::gauge_concurrency_limit(change.to);
-        if let Some(reason) = change.reason {
-            metrics::record_limit_decrease(reason.as_str());
-            tracing::debug!(
-                from = change.from,
-                to = change.to,
-                reason = reason.as_str(),
-                "write limit lowered"
-            );
-        }
+    if let Some(change) = change
+        && let Some(reason) = change.reason
+    {
+        metrics::record_limit_decrease(reason.as_str());
+        tracing::debug!(
+            from = change.from,
+            to = change.to,
+            reason = reason.as_str(),
+            "write limit lowered"
+        );
     }
 }
 

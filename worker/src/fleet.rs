@@ -1,0 +1,20 @@
+//! One connection budget for the whole fleet (`DATABASE_CONNECTION_BUDGET`): the workers on
+//! one database agree on their shares through PostgreSQL itself, a lease row each with
+//! heartbeats and expiry (`lease.rs`); the shares are worked out by `allocation.rs`; each
+//! worker holds to its own through the connection gate (`gate.rs`), which every use of a
+//! connection passes, and its own small pool (`pool.rs`). Without a budget only the gate is
+//! used, with a fixed `DATABASE_MAX_CONNECTIONS` permits, before sqlx's pool.
+//!
+//! The role's `CONNECTION LIMIT` (set to the budget) stays the hard stop: it refuses what the
+//! lease cannot prevent, such as several workers registering through the door at once.
+
+mod allocation;
+mod gate;
+mod lease;
+mod pool;
+mod table;
+
+pub(crate) use gate::{Gate, Lapsed, Permit};
+pub(crate) use lease::{Identity, Lease, LeaseSettings};
+pub(crate) use pool::{AcquireError, Leased, LeasedPool};
+pub(crate) use table::APPLICATION_NAME;
