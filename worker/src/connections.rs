@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 
+use crate::db_errors::Failure;
 use crate::fleet::{AcquireError, Gate, Leased, LeasedPool, Permit};
 use crate::handler::HandlerError;
 use crate::store::WriteError;
@@ -78,15 +79,24 @@ impl Connections {
 }
 
 impl Conn {
-    /// Gives the connection back (the leased pool closes it unless `healthy`), then frees
-    /// its permit.
-    pub(crate) async fn release(self, healthy: bool) {
+    /// Gives the connection back after a use that ended in `outcome`, then frees its
+    /// permit. sqlx's pool pings every connection given back; the leased pool keeps one after
+    /// a failure only if the failure does not say it is gone and a ping (which also sends the
+    /// rollback of a failed transaction) gets an answer.
+    pub(crate) async fn release(self, outcome: Result<(), Failure>) {
         match self {
             Self::Pooled(conn, permit) => {
                 drop(conn);
                 drop(permit);
             }
-            Self::Leased(conn) => conn.release(healthy).await,
+            Self::Leased(mut conn) => {
+                let healthy = match outcome {
+                    Ok(()) => true,
+                    Err(Failure::Unreachable) => false,
+                    Err(_) => conn.ping().await.is_ok(),
+                };
+                conn.release(healthy).await;
+            }
         }
     }
 }

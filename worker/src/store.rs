@@ -182,7 +182,8 @@ impl<H: Handler> Store for PgStore<H> {
         let mut conn = self.connections.acquire().await?;
         let acquire = started.elapsed();
         let results = self.transaction(&mut conn, events).await;
-        conn.release(results.is_ok()).await;
+        conn.release(results.as_ref().map(|_| ()).map_err(WriteError::failure))
+            .await;
         let results = results?;
         metrics::record_write(events.len(), started.elapsed());
         Ok(Written { results, acquire })
@@ -195,7 +196,8 @@ impl<H: Handler> Store for PgStore<H> {
         )
         .fetch_one(&mut *conn)
         .await;
-        conn.release(writable.is_ok()).await;
+        conn.release(writable.as_ref().map(|_| ()).map_err(classify))
+            .await;
         if writable.map_err(HandlerError::from)? {
             Ok(())
         } else {
