@@ -1,6 +1,6 @@
 """Checks of the CloudFormation template (deploy/cloudformation.yaml): its container
 definitions equal the JSON task definitions; the worker's task-cap table (WorkerMaxTasks) and
-Rules keep the database connection budget; the worker scales on backlog per task; the load
+Rules fit the database connection budget (which the tasks share through their lease table); the worker scales on backlog per task; the load
 balancer drains like ingest and the metrics port is open to the scraper group only; IAM roles
 are least privilege, log groups have a retention and the main queue has a redrive policy.
 """
@@ -65,21 +65,26 @@ def template_worker_task_cap_keeps_the_connection_budget():
     for c in conns:
         for b in budgets:
             cap = table.get(str(c), {}).get(str(b))
-            want = max(b // c - 1, 0)
+            # The tasks share the budget less the door (one connection for a joining task);
+            # the cap is the most tasks that each get their whole pool.
+            want = max((b - 1) // c, 0)
             if cap != want:
-                problems.append(f"WorkerMaxTasks[{c}][{b}] is {cap}, should be floor({b}/{c}) - 1 = {want}")
+                problems.append(f"WorkerMaxTasks[{c}][{b}] is {cap}, should be floor(({b} - 1)/{c}) = {want}")
             if (want < 1) != ((c, b) in refused):
                 problems.append(f"Rules: budget {b} with {c} connections per task should be "
                                 f"{'refused' if want < 1 else 'accepted'}")
-            elif cap and (cap + 1) * c > b:
-                problems.append(f"({cap} + 1) tasks x {c} connections exceed the budget {b}")
+            elif cap and cap * c > b - 1:
+                problems.append(f"{cap} tasks x {c} connections exceed the budget {b} less the door")
     target = RESOURCES["WorkerScalableTarget"]["Properties"]
     if target["MaxCapacity"] != {"Fn::FindInMap": ["WorkerMaxTasks", {"Ref": "WorkerDatabaseMaxConnections"},
                                                    {"Ref": "DatabaseConnectionBudget"}]}:
         problems.append("WorkerScalableTarget.MaxCapacity must come from the WorkerMaxTasks table")
     _, worker = template_container("worker")
-    if env_map(worker["Environment"], "Name", "Value").get("DATABASE_MAX_CONNECTIONS") != {"Ref": "WorkerDatabaseMaxConnections"}:
+    worker_env = env_map(worker["Environment"], "Name", "Value")
+    if worker_env.get("DATABASE_MAX_CONNECTIONS") != {"Ref": "WorkerDatabaseMaxConnections"}:
         problems.append("the worker's DATABASE_MAX_CONNECTIONS must be the WorkerDatabaseMaxConnections parameter")
+    if worker_env.get("DATABASE_CONNECTION_BUDGET") != {"Ref": "DatabaseConnectionBudget"}:
+        problems.append("the worker's DATABASE_CONNECTION_BUDGET must be the DatabaseConnectionBudget parameter")
     deployment = RESOURCES["WorkerService"]["Properties"].get("DeploymentConfiguration", {})
     if deployment.get("MaximumPercent", 200) > 100:
         problems.append("WorkerService deployments may run more tasks than the cap: set MaximumPercent <= 100")
