@@ -273,7 +273,15 @@ impl ConcurrencyController {
     fn decide(&mut self, now: Instant) -> Option<Change> {
         let ratio = median(&mut self.ratios);
         let wait = median(&mut self.waits);
-        let grow = self.used && !self.overloaded && ratio <= INCREASE_TOLERANCE;
+        // At a limit of 1 this worker's writes cannot queue behind each other: a ratio between
+        // the set point and the cut is the database's (or the machine's) noise, not load this
+        // worker causes, so it does not hold the limit at 1.
+        let tolerance = if self.limit == 1 {
+            DECREASE_TOLERANCE
+        } else {
+            INCREASE_TOLERANCE
+        };
+        let grow = self.used && !self.overloaded && ratio <= tolerance;
         self.estimate.ratio = ratio;
         self.reset_window(now);
         let limit = self.limit as f64;

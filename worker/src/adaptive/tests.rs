@@ -249,3 +249,24 @@ fn long_pool_waits_cut_the_limit() {
     });
     assert_eq!(change.and_then(|c| c.reason), Some(Reason::PoolWait));
 }
+
+#[test]
+fn noise_at_a_limit_of_one_does_not_hold_it_there() {
+    // One lucky write sets the baseline; every other write takes 1.6 times as long, at any
+    // concurrency: noise, not load. Above the set point, but not sick.
+    let start = Instant::now();
+    let mut controller = ConcurrencyController::new(8, true, start);
+    let mut highest = controller.limit();
+    for n in 0..200u64 {
+        let write = if n == 0 { 10 } else { 16 };
+        let sample = WriteSample {
+            rows: 100,
+            acquire: Duration::ZERO,
+            write: Duration::from_millis(write),
+            in_progress: controller.limit(),
+        };
+        controller.on_write(sample, start + Duration::from_millis(20 * n));
+        highest = highest.max(controller.limit());
+    }
+    assert!(highest >= 2, "held at 1 by noise");
+}
