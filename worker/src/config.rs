@@ -147,8 +147,7 @@ pub struct RunConfig {
     /// Most connections all workers on this database may hold together. The workers agree on
     /// their shares through PostgreSQL (the table webhook_worker_leases): a worker alone may use
     /// up to min(budget - 1, DATABASE_MAX_CONNECTIONS); the shares shrink as workers join and
-    /// grow back as they stop (within a heartbeat) or die (within DATABASE_LEASE_SECONDS and a
-    /// heartbeat). One connection of the budget is kept free for a joining worker's
+    /// grow back as they stop (within a heartbeat) or die (within DATABASE_LEASE_SECONDS). One connection of the budget is kept free for a joining worker's
     /// registration. Set the role's CONNECTION LIMIT to it: that stays the hard stop. At least
     /// 2; unset: no shared budget, each worker holds up to DATABASE_MAX_CONNECTIONS.
     #[arg(long, env = "DATABASE_CONNECTION_BUDGET", value_parser = clap::value_parser!(u32).range(2..=100_000))]

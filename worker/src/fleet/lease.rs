@@ -4,13 +4,15 @@
 //! Every quarter of the lease period, a heartbeat runs one transaction under a fleet-wide
 //! advisory lock: it deletes the rows whose lease expired (and ends their backends, see
 //! below), reads the others, works out this worker's plan (`allocation.rs`) and writes its
-//! row with `expires_at` a lease period ahead. A bigger grant reaches the gate only after
+//! row with `expires_at` three quarters of a lease period ahead: a dead worker's row then
+//! expires at most that long after its death, and the others see it at their next heartbeat,
+//! so its share is back within one lease period; a live worker may miss two heartbeats. A bigger grant reaches the gate only after
 //! that commit; a smaller one is applied to the gate first (writes in progress end, idle
 //! connections close) and recorded by a second heartbeat right after. The heartbeat runs on a
 //! pool connection within the grant, or, while the grant is 0, on the door: one connection
 //! of its own, closed right after (also when no permit comes within half a heartbeat).
 //!
-//! A worker that has not renewed for a whole lease period (from the start of its last
+//! A worker that has not renewed while its row was valid (from the start of its last
 //! successful heartbeat, by its own clock, which starts before the database's `now()` does)
 //! lets its grant lapse, gives its connections up and registers again. A worker that dies
 //! leaves a row that expires; a worker that is frozen (SIGSTOP, a stalled VM, a partition)
@@ -134,6 +136,12 @@ impl Lease {
         self.settings.period / 4
     }
 
+    /// How long a renewed row (and this worker's grant) stays valid: the lease period less
+    /// one heartbeat, so that the others take a dead worker's share back within the period.
+    fn validity(&self) -> Duration {
+        self.settings.period - self.heartbeat_period()
+    }
+
     /// Heartbeats until `stop`, then leaves: gives the connections up, closes the pool and
     /// deletes this worker's row.
     pub(crate) async fn run(self, stop: CancellationToken) {
@@ -183,7 +191,7 @@ impl Lease {
             .unwrap_or(Err(BeatError::Timeout));
         metrics::record_lease_renewal(result.is_ok());
         let beat = result?;
-        self.gate.renew(started + self.settings.period);
+        self.gate.renew(started + self.validity());
         metrics::gauge_fleet_workers(beat.workers);
         let Plan { target, record } = beat.plan;
         let (target, record) = (target as usize, record as usize);
@@ -291,13 +299,7 @@ impl Lease {
             granted: plan.record,
             ..rows[me].clone()
         };
-        table::write(
-            &mut tx,
-            &row,
-            self.identity.session_key,
-            self.settings.period,
-        )
-        .await?;
+        table::write(&mut tx, &row, self.identity.session_key, self.validity()).await?;
         tx.commit().await?;
         Ok(Beat {
             plan,
