@@ -140,34 +140,34 @@ pub(crate) async fn release<C: QueueClient, S>(
     context: &BatchContext<C, S>,
     pending: Vec<Pending>,
 ) {
-    if pending.is_empty() {
-        return;
-    }
-    metrics::record_outcomes(Outcome::Released, pending.len());
-    let entries: Vec<(Receipt, Duration)> = pending
-        .iter()
-        .map(|p| {
-            context.lag.backed_off(
-                &p.message.receipt.message_id,
-                p.message.sent_ms,
-                RELEASE_VISIBILITY + context.visibility,
-            );
-            (p.message.receipt.clone(), RELEASE_VISIBILITY)
-        })
-        .collect();
-    context.queue.change_visibility(&entries).await;
+    hide(context, pending, Outcome::Released, |_| RELEASE_VISIBILITY).await;
 }
 
 /// Hides messages for their back-off (per-entry delays in the same calls).
 async fn back_off<C: QueueClient, S>(context: &BatchContext<C, S>, retry: Vec<Pending>) {
-    if retry.is_empty() {
+    let backoff = context.backoff;
+    hide(context, retry, Outcome::Retried, |p| {
+        backoff.delay(p.message.receive_count)
+    })
+    .await;
+}
+
+/// Hides each message for `delay(message)`, counts them as `outcome`, and tells the lag, which
+/// keeps them in view until that delay plus a visibility timeout has passed.
+async fn hide<C: QueueClient, S>(
+    context: &BatchContext<C, S>,
+    pending: Vec<Pending>,
+    outcome: Outcome,
+    delay: impl Fn(&Pending) -> Duration,
+) {
+    if pending.is_empty() {
         return;
     }
-    metrics::record_outcomes(Outcome::Retried, retry.len());
-    let entries: Vec<(Receipt, Duration)> = retry
+    metrics::record_outcomes(outcome, pending.len());
+    let entries: Vec<(Receipt, Duration)> = pending
         .iter()
         .map(|p| {
-            let delay = context.backoff.delay(p.message.receive_count);
+            let delay = delay(p);
             context.lag.backed_off(
                 &p.message.receipt.message_id,
                 p.message.sent_ms,
