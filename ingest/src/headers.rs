@@ -1,9 +1,14 @@
 //! Which request headers travel in the envelope: names lower-cased, hop-by-hop and
-//! credential headers dropped, repeated headers joined, values made safe for SQS.
+//! credential headers dropped (the built-in list below and a source's `drop_headers`),
+//! repeated headers joined, values made safe for SQS.
+//!
+//! Signature headers (`X-Hub-Signature-256`, `Stripe-Signature`, …) are kept: a MAC or a
+//! public-key signature reveals nothing about the key, and lets a stored event be checked
+//! again. Headers that carry a secret verbatim are dropped.
 
 use std::collections::BTreeMap;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// Headers that describe one hop (RFC 9110 section 7.6.1), not the webhook.
 const HOP_BY_HOP: &[&str] = &[
@@ -17,18 +22,39 @@ const HOP_BY_HOP: &[&str] = &[
     "http2-settings",
 ];
 
-/// Headers that carry credentials, which must never be stored.
+/// Headers that carry credentials in plain text, which must never be stored.
 const CREDENTIALS: &[&str] = &[
+    // HTTP authentication and sessions (RFC 9110 section 11, RFC 6265).
     "authorization",
     "proxy-authorization",
     "cookie",
+    // Common names for API keys and shared tokens.
     "x-api-key",
+    "x-api-token",
+    "x-auth-token",
+    "x-access-token",
+    "x-webhook-secret",
+    "x-webhook-token",
+    // AWS temporary credentials.
     "x-amz-security-token",
+    // GitLab: the webhook's secret token, verbatim.
+    "x-gitlab-token",
+    // Asana (REST Hooks): the handshake's secret, which then keys X-Hook-Signature.
+    "x-hook-secret",
+    // Telegram: the `secret_token` given to setWebhook.
+    "x-telegram-bot-api-secret-token",
+    // Google push notification channels: the channel's token.
+    "x-goog-channel-token",
+    // Shopify's Admin API access token, should a caller forward one.
+    "x-shopify-access-token",
 ];
 
-/// The headers to keep, or `Err(total)` when they exceed `limit` bytes.
+/// The headers to keep, without the hop-by-hop and credential headers nor those in
+/// `extra_drops` (the source's `drop_headers`); or `Err(total)` when they exceed `limit`
+/// bytes.
 pub fn envelope_headers(
     headers: &HeaderMap,
+    extra_drops: &[HeaderName],
     limit: usize,
 ) -> Result<BTreeMap<String, String>, usize> {
     let named_by_connection: Vec<String> = headers
@@ -40,10 +66,11 @@ pub fn envelope_headers(
         .collect();
     let mut kept = BTreeMap::<String, String>::new();
     let mut total = 0;
-    for (name, value) in headers {
-        let name = name.as_str(); // http lower-cases names already
+    for (header, value) in headers {
+        let name = header.as_str(); // http lower-cases names already
         if HOP_BY_HOP.contains(&name)
             || CREDENTIALS.contains(&name)
+            || extra_drops.contains(header)
             || named_by_connection.iter().any(|n| n == name)
         {
             continue;
@@ -88,7 +115,7 @@ mod tests {
             "X-Raw",
             HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is allowed"),
         );
-        let kept = envelope_headers(&headers, 1024).expect("under the limit");
+        let kept = envelope_headers(&headers, &[], 1024).expect("under the limit");
         assert_eq!(
             kept,
             BTreeMap::from([
@@ -100,12 +127,39 @@ mod tests {
     }
 
     #[test]
+    fn drops_providers_plaintext_tokens_and_a_sources_own() {
+        let mut headers = HeaderMap::new();
+        for name in CREDENTIALS {
+            headers.insert(*name, HeaderValue::from_static("secret"));
+        }
+        headers.insert("X-Gitlab-Token", HeaderValue::from_static("secret"));
+        headers.insert("X-Hook-Secret", HeaderValue::from_static("secret"));
+        headers.insert("X-Acme-Token", HeaderValue::from_static("secret"));
+        headers.insert("X-Acme-Token-Id", HeaderValue::from_static("kept"));
+        headers.insert("X-Hub-Signature-256", HeaderValue::from_static("sha256=ab"));
+        let extra = [HeaderName::from_static("x-acme-token")];
+        let kept = envelope_headers(&headers, &extra, 1024).expect("under the limit");
+        assert_eq!(
+            kept,
+            BTreeMap::from([
+                ("x-acme-token-id".to_owned(), "kept".to_owned()),
+                ("x-hub-signature-256".to_owned(), "sha256=ab".to_owned()),
+            ])
+        );
+        // Without the source's list, its token is kept: the list is what drops it.
+        let kept = envelope_headers(&headers, &[], 1024).expect("under the limit");
+        assert_eq!(kept.get("x-acme-token").map(String::as_str), Some("secret"));
+        // Dropped headers do not count towards the limit.
+        assert!(envelope_headers(&headers, &extra, 50).is_ok());
+    }
+
+    #[test]
     fn refuses_headers_over_the_limit() {
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-big",
             HeaderValue::from_str(&"v".repeat(100)).expect("ascii"),
         );
-        assert_eq!(envelope_headers(&headers, 50), Err(105));
+        assert_eq!(envelope_headers(&headers, &[], 50), Err(105));
     }
 }

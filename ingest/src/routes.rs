@@ -115,11 +115,10 @@ async fn accept_webhook<P: Publish>(
     }
     let group_id = fifo_group(&parts.headers, state.fifo_group_header.as_ref())
         .unwrap_or_else(|| source.clone());
-    let headers = envelope_headers(&parts.headers, MAX_HEADER_BYTES).map_err(|_| {
-        ApiError::HeadersTooLarge {
+    let headers = envelope_headers(&parts.headers, &config.drop_headers, MAX_HEADER_BYTES)
+        .map_err(|_| ApiError::HeadersTooLarge {
             limit: MAX_HEADER_BYTES,
-        }
-    })?;
+        })?;
     let body = tokio::time::timeout(state.body_read_timeout, read_body(body, limit))
         .await
         .map_err(|_| ApiError::BodyTimeout)??;
@@ -134,9 +133,7 @@ async fn accept_webhook<P: Publish>(
     }
     let content_type = headers.get(header::CONTENT_TYPE.as_str()).cloned();
     let envelope = Envelope {
-        id: verified
-            .event_id
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        id: config.event_id(&source, verified.event_id, &body),
         source,
         received_at: Utc::now(),
         headers,

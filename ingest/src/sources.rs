@@ -13,6 +13,8 @@
 //! encoding = "hex"                    # or "base64"
 //! prefix = "sha256="                  # optional
 //! id_header = "x-acme-delivery"       # optional (hmac and none)
+//! event_id = "body_sha256"            # or "provider" (default), "body_sha256_always"
+//! drop_headers = ["x-acme-token"]     # extra headers kept out of the envelope
 //! ```
 //!
 //! Secrets are never in the file: `secret_env` names environment variables (ECS injects them
@@ -21,13 +23,26 @@
 //! timestamped schemes. `require_json` asks the caller to answer 415 when the content type is
 //! not JSON and 400 when the body does not parse. Every mistake stops the start with an error
 //! naming the file, the source and the key or variable at fault, never a secret's value.
+//!
+//! `event_id` ([`EventIds`]) says where a webhook's id comes from when the provider sends
+//! none: a new UUIDv7 (`provider`, the default), or the hash of the source and body
+//! (`body_sha256`), so that a provider's retry of a send that timed out but reached SQS gets
+//! the same id and is stored once. A valid provider id always wins, except with
+//! `body_sha256_always`, which ignores it (for body-only HMAC schemes, whose id headers are
+//! not signed). Body-derived ids merge events whose bodies are identical: use them only for
+//! sources whose every event body is unique (it carries an id or a timestamp).
+//!
+//! `drop_headers` names headers, beyond the built-in credential list of
+//! [`crate::headers`], that never reach the envelope (a source's own token header, say).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::HeaderName;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::verify::{DEFAULT_TOLERANCE, Encoding, KeyError, Scheme, SchemeSettings, Verifier};
 
@@ -49,6 +64,42 @@ pub struct Source {
     pub verifier: Verifier,
     /// The body must be JSON (415 for another content type, 400 when it does not parse).
     pub require_json: bool,
+    /// Where event ids come from; see [`Source::event_id`].
+    pub event_ids: EventIds,
+    /// Headers dropped from the envelope on top of the built-in credential headers.
+    pub drop_headers: Vec<HeaderName>,
+}
+
+/// Where a source's event ids come from (`event_id` in the sources file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum EventIds {
+    /// The provider's id when it sent a valid one, else a new UUIDv7: a retry without an id
+    /// is stored again.
+    #[default]
+    #[serde(rename = "provider")]
+    Provider,
+    /// The provider's id when it sent a valid one, else derived from the source and body
+    /// ([`body_event_id`]): a retry of the same body gets the same id.
+    #[serde(rename = "body_sha256")]
+    BodySha256,
+    /// Always derived from the source and body, the provider's id ignored: a replay under a
+    /// new (unsigned) delivery id still gets the same id.
+    #[serde(rename = "body_sha256_always")]
+    BodySha256Always,
+}
+
+/// Prefix of body-derived event ids, so they cannot be mistaken for a provider's.
+const BODY_ID_PREFIX: &str = "sha256:";
+
+/// The event id derived from a body: `sha256:` and the lower-case hex SHA-256 of the source
+/// name, a zero byte and the body (71 bytes of visible ASCII). The zero byte cannot occur in
+/// a source name, so no two (source, body) pairs share the hashed bytes.
+pub fn body_event_id(source: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(source.as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    format!("{BODY_ID_PREFIX}{}", hex::encode(hash.finalize()))
 }
 
 impl Sources {
@@ -90,6 +141,20 @@ impl Source {
         Self {
             verifier: Verifier::unverified(),
             require_json: false,
+            event_ids: EventIds::Provider,
+            drop_headers: Vec::new(),
+        }
+    }
+
+    /// The event id of a webhook to `source` whose verifier found the provider id `provided`
+    /// (already checked to be 1 to 255 bytes of visible ASCII) and whose body is `body`.
+    pub fn event_id(&self, source: &str, provided: Option<String>, body: &[u8]) -> String {
+        match (self.event_ids, provided) {
+            (EventIds::BodySha256Always, _) | (EventIds::BodySha256, None) => {
+                body_event_id(source, body)
+            }
+            (EventIds::Provider | EventIds::BodySha256, Some(id)) => id,
+            (EventIds::Provider, None) => uuid::Uuid::now_v7().to_string(),
         }
     }
 }
@@ -159,6 +224,10 @@ struct RawSource {
     encoding: Option<Encoding>,
     prefix: Option<String>,
     id_header: Option<String>,
+    #[serde(default)]
+    event_id: EventIds,
+    #[serde(default)]
+    drop_headers: Vec<String>,
 }
 
 /// Reads the sources file at `path`, taking secrets from `env` (the process environment in
@@ -220,6 +289,20 @@ fn build(
         }
         None => DEFAULT_TOLERANCE,
     };
+    if raw.event_id == EventIds::BodySha256Always && raw.id_header.is_some() {
+        return Err(
+            "`id_header` is never read with `event_id = \"body_sha256_always\"`: remove one"
+                .to_owned(),
+        );
+    }
+    let drop_headers = raw
+        .drop_headers
+        .iter()
+        .map(|name| {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`drop_headers`: `{name}` is not a valid header name"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let secrets = raw
         .secret_env
         .iter()
@@ -238,6 +321,8 @@ fn build(
     Ok(Source {
         verifier,
         require_json: raw.require_json,
+        event_ids: raw.event_id,
+        drop_headers,
     })
 }
 

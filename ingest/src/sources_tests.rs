@@ -21,6 +21,8 @@ const EXAMPLE: &str = r#"
     prefix = "sha256="
     id_header = "x-acme-delivery"
     secret_env = ["ACME_SECRET"]
+    event_id = "body_sha256"
+    drop_headers = ["X-Acme-Token", "x-acme-session"]
     [sources.demo]
     scheme = "none"
 "#;
@@ -75,7 +77,13 @@ fn the_example_loads() {
             .verify(&headers, b"Hello, World!", now)
             .is_ok()
     );
-    assert!(!sources.get("demo").expect("configured").require_json);
+    let demo = sources.get("demo").expect("configured");
+    assert!(!demo.require_json);
+    assert_eq!(demo.event_ids, EventIds::Provider);
+    assert!(demo.drop_headers.is_empty());
+    let acme = sources.get("acme").expect("configured");
+    assert_eq!(acme.event_ids, EventIds::BodySha256);
+    assert_eq!(acme.drop_headers, ["x-acme-token", "x-acme-session"]);
     assert!(sources.get("other").is_none());
     assert!(sources.resolve("other").is_none());
     let debug = format!("{sources:?}");
@@ -143,6 +151,10 @@ a = { scheme = "none", id_header = "bad header" } => `id_header` is not a valid 
 a = { scheme = "stripe", secret_env = ["ACME_SECRET"], tolerance_seconds = 0 } => `tolerance_seconds` must be 1 to 86400
 a = { scheme = "github", secret_env = ["ACME_SECRET"], tolerance_seconds = 60 } => `tolerance_seconds` does not apply to scheme `github`
 a = { scheme = "none", require_json = "yes" } => invalid type: string "yes", expected a boolean
+a = { scheme = "none", event_id = "uuid" } => unknown variant `uuid`, expected one of `provider`, `body_sha256`, `body_sha256_always`
+a = { scheme = "none", id_header = "x-id", event_id = "body_sha256_always" } => `id_header` is never read with `event_id = "body_sha256_always"`: remove one
+a = { scheme = "none", drop_headers = ["x-token", "bad header"] } => `drop_headers`: `bad header` is not a valid header name
+a = { scheme = "none", drop_headers = "x-token" } => invalid type: string "x-token", expected a sequence
 "#;
 
 #[test]
@@ -159,4 +171,63 @@ fn source_mistakes_name_the_source_and_the_fault() {
             "{err}"
         );
     }
+}
+
+/// A source with event ids from `event_ids` and nothing else of note.
+fn source(event_ids: EventIds) -> Source {
+    Source {
+        event_ids,
+        ..Source::unverified()
+    }
+}
+
+#[test]
+fn body_ids_hash_the_source_and_the_body() {
+    // Pinned: sha256(b"acme\0{\"n\":1}"), as the README documents.
+    let id = body_event_id("acme", br#"{"n":1}"#);
+    assert_eq!(
+        id,
+        "sha256:a482ad4ca8387572449ed65114dabf6bee637e1e5cc7616e2ac20e79b533a1a8"
+    );
+    assert!(id.len() <= 255 && id.bytes().all(|b| b.is_ascii_graphic()));
+    assert_eq!(body_event_id("acme", br#"{"n":1}"#), id, "deterministic");
+    assert_ne!(body_event_id("acme", br#"{"n":2}"#), id, "another body");
+    assert_ne!(body_event_id("other", br#"{"n":1}"#), id, "another source");
+    // The zero byte keeps the source and the body apart.
+    assert_ne!(body_event_id("ab", b"c"), body_event_id("a", b"bc"));
+    assert_eq!(body_event_id("a", b"").len(), 71);
+}
+
+#[test]
+fn each_setting_chooses_the_id_as_documented() {
+    let body = b"ping";
+    let provided = || Some("delivery-1".to_owned());
+    let derived = body_event_id("src", body);
+
+    let provider = source(EventIds::Provider);
+    assert_eq!(provider.event_id("src", provided(), body), "delivery-1");
+    let first = provider.event_id("src", None, body);
+    let second = provider.event_id("src", None, body);
+    assert_ne!(first, second, "without an id, every request is new");
+    let uuid = uuid::Uuid::parse_str(&first).expect("a UUID");
+    assert_eq!(uuid.get_version_num(), 7);
+
+    let body_sha256 = source(EventIds::BodySha256);
+    assert_eq!(body_sha256.event_id("src", provided(), body), "delivery-1");
+    assert_eq!(body_sha256.event_id("src", None, body), derived);
+    assert_eq!(body_sha256.event_id("src", None, body), derived, "a retry");
+
+    let always = source(EventIds::BodySha256Always);
+    assert_eq!(always.event_id("src", provided(), body), derived);
+    assert_eq!(
+        always.event_id("src", Some("replay-2".to_owned()), body),
+        derived
+    );
+    assert_eq!(always.event_id("src", None, body), derived);
+
+    // Unknown sources, when accepted, keep the provider's behaviour.
+    let open = Sources::open();
+    let fallback = open.resolve("anything").expect("accepted");
+    assert_eq!(fallback.event_ids, EventIds::Provider);
+    assert!(fallback.drop_headers.is_empty());
 }

@@ -24,15 +24,24 @@
 //! more than the source's tolerance (default [`DEFAULT_TOLERANCE`], 300 s) before or after now
 //! is rejected as stale, even when its signature is valid.
 //!
-//! **Replays.** Within the tolerance window a captured request can be sent again and will
-//! verify. That is harmless: the replay carries the same provider event id, and events are
-//! stored under the key `(source, event id)` with `ON CONFLICT DO NOTHING`, so it cannot
-//! produce a second row. Schemes without a signed timestamp rely on this alone.
+//! **Replays.** A captured request can be sent again and will verify: within the tolerance
+//! window for the timestamped schemes, at any time for the others. Events are stored under
+//! the key `(source, event id)` with `ON CONFLICT DO NOTHING`, so a replay that keeps its id
+//! cannot produce a second row. Standard Webhooks signs its id (`webhook-id`) with the
+//! timestamp, and Stripe's id is inside the signed body, so their replays always keep it.
+//! The body-only schemes (GitHub, Shopify, Hmac) sign the body alone: their delivery-id
+//! headers (`X-GitHub-Delivery`, `X-Shopify-Webhook-Id`, the configured `id_header`) are not
+//! covered, so a captured request replayed under a new delivery id verifies and is stored
+//! as a second row. A source's `event_id = "body_sha256_always"` (see [`crate::sources`])
+//! ignores that header and derives the id from the body, so every replay of a body shares
+//! one id; `body_sha256` does not help here, since a replay that sends a new id still has a
+//! provider id.
 //!
 //! **Event ids.** An id is used only when it is 1 to 255 bytes of visible ASCII (`!`..=`~`).
 //! Anything else (absent, empty, too long, spaces, non-ASCII, a repeated header, a Stripe body
-//! that is not JSON or has no string `id`) counts as no id, and the caller falls back to a new
-//! UUIDv7: the webhook is still accepted, but a provider's retry of it is then stored again.
+//! that is not JSON or has no string `id`) counts as no id, and the caller falls back to the
+//! source's `event_id` setting: a new UUIDv7 by default (the webhook is still accepted, but a
+//! provider's retry of it is then stored again), or an id derived from the body.
 //!
 //! Secrets never appear in `Debug` output or in errors: keys live in types whose `Debug`
 //! prints `[REDACTED]`, and [`VerifyError`] and [`KeyError`] name headers and positions only.
@@ -135,7 +144,7 @@ pub enum Encoding {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verified {
     /// The provider's event id, when the scheme has one and it is valid; otherwise the
-    /// caller assigns a UUIDv7.
+    /// caller assigns one (`Source::event_id` in [`crate::sources`]).
     pub event_id: Option<String>,
 }
 
