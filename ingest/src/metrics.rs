@@ -83,3 +83,12 @@ pub fn record_retries(entries: usize) {
 pub fn record_send_failure(reason: &'static str) {
     metrics::counter!(SEND_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
+
+/// Counter: `SendMessageBatch` calls SQS refused whole for something one entry can cause,
+/// whose entries were then sent again one per call.
+pub const BATCH_SPLITS_TOTAL: &str = "webhook_ingest_batch_splits_total";
+
+/// Counts one batch call split into calls of one entry each.
+pub fn record_batch_split() {
+    metrics::counter!(BATCH_SPLITS_TOTAL).increment(1);
+}

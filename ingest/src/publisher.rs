@@ -1,6 +1,9 @@
 //! The seams between the webhook handler and SQS. [`Publish`] is what handlers use ("has the
 //! queue taken this message?"); [`SendBatch`] is one `SendMessageBatch` call, which the
-//! [`Batcher`](crate::batcher::Batcher) drives and unit tests fake.
+//! [`Batcher`](crate::batcher::Batcher) drives and unit tests fake. [`OutgoingMessage`] knows
+//! its attributes and how much of SQS's size limit it takes.
+
+use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE, MAX_MESSAGE_BYTES};
 
 /// The queue did not accept the message (in time). The cause has been logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -20,11 +23,58 @@ pub struct OutgoingMessage {
     pub body: String,
 }
 
-/// Bytes a message counts toward SQS's 1 MiB batch limit: its body plus its attributes'
-/// names, data types and values.
+/// SQS data type of every attribute ingest sends.
+const STRING: &str = "String";
+
+/// One message attribute as sent to SQS: a `String` value under a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribute<'a> {
+    /// The attribute's name.
+    pub name: &'static str,
+    /// Its SQS data type.
+    pub data_type: &'static str,
+    /// Its value.
+    pub value: &'a str,
+}
+
+impl Attribute<'_> {
+    /// Bytes it counts toward SQS's size limits: its name, data type and value, in UTF-8.
+    pub fn size(&self) -> usize {
+        self.name.len() + self.data_type.len() + self.value.len()
+    }
+}
+
+impl OutgoingMessage {
+    /// The message attributes it is sent with: the one list that both the SQS entry and
+    /// [`payload_size`] are made from.
+    pub fn attributes(&self) -> [Attribute<'_>; 2] {
+        [
+            Attribute {
+                name: ATTRIBUTE_SOURCE,
+                data_type: STRING,
+                value: &self.source,
+            },
+            Attribute {
+                name: ATTRIBUTE_EVENT_ID,
+                data_type: STRING,
+                value: &self.event_id,
+            },
+        ]
+    }
+}
+
+/// Bytes a message counts toward SQS's 1 MiB limits (per message, and per batch call): as SQS
+/// counts them, its body plus, for each message attribute, the name, the data type and the
+/// value, all in UTF-8 bytes.
 pub fn payload_size(message: &OutgoingMessage) -> usize {
-    const ATTRIBUTE_OVERHEAD: usize = "source".len() + "event_id".len() + 2 * "String".len();
-    message.body.len() + message.event_id.len() + message.source.len() + ATTRIBUTE_OVERHEAD
+    let attributes: usize = message.attributes().iter().map(Attribute::size).sum();
+    message.body.len() + attributes
+}
+
+/// Whether SQS can take the message at all: its [`payload_size`] is at most 1 MiB. One that
+/// does not fit is refused up front (413), never sent.
+pub fn fits_one_message(message: &OutgoingMessage) -> bool {
+    payload_size(message) <= MAX_MESSAGE_BYTES
 }
 
 /// Something that durably enqueues messages. `Ok` means the queue has the message.
@@ -61,4 +111,39 @@ pub trait SendBatch: Send + Sync + 'static {
 
     /// Whether the queue answers at all.
     fn probe(&self) -> impl Future<Output = bool> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(event_id: &str, source: &str, body: &str) -> OutgoingMessage {
+        OutgoingMessage {
+            event_id: event_id.to_owned(),
+            source: source.to_owned(),
+            group_id: source.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+
+    #[test]
+    fn size_is_the_body_plus_each_attributes_name_type_and_value_in_utf8_bytes() {
+        let sent = message("ïd", "acme", "bödy");
+        // "bödy" 5 + ("source" 6 + "String" 6 + "acme" 4) + ("event_id" 8 + "String" 6 + "ïd" 3)
+        assert_eq!(payload_size(&sent), 5 + 16 + 17);
+    }
+
+    #[test]
+    fn a_message_fits_up_to_exactly_1_mib_attributes_included() {
+        let attributes = "source".len() + "event_id".len() + 2 * "String".len() + 4 + 36;
+        let id = "0".repeat(36);
+        let at_limit = message(&id, "acme", &"x".repeat(MAX_MESSAGE_BYTES - attributes));
+        assert_eq!(payload_size(&at_limit), MAX_MESSAGE_BYTES);
+        assert!(fits_one_message(&at_limit));
+        let over = message(&id, "acme", &"x".repeat(MAX_MESSAGE_BYTES - attributes + 1));
+        assert!(!fits_one_message(&over));
+        // A body under 1 MiB whose attributes take it over does not fit either.
+        let body_under = message(&id, "acme", &"x".repeat(MAX_MESSAGE_BYTES - 10));
+        assert!(!fits_one_message(&body_under));
+    }
 }

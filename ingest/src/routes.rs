@@ -12,13 +12,12 @@ use hyper::body::Incoming;
 use webhook_shared::envelope::{Envelope, is_json_content_type};
 use webhook_shared::ops::Readiness;
 use webhook_shared::server::{self, Body};
-use webhook_shared::sqs::MAX_MESSAGE_BYTES;
 
 use crate::config::MAX_HEADER_BYTES;
 use crate::error::ApiError;
 use crate::headers::envelope_headers;
 use crate::metrics;
-use crate::publisher::{OutgoingMessage, Publish};
+use crate::publisher::{OutgoingMessage, Publish, fits_one_message};
 use crate::sources::{Source, Sources};
 
 /// What the handlers need, shared by every connection.
@@ -141,16 +140,16 @@ async fn accept_webhook<P: Publish>(
         body,
     };
     let json = envelope.to_json();
-    if json.len() > MAX_MESSAGE_BYTES {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    metrics::record_body_size(envelope.body.len());
     let message = OutgoingMessage {
         event_id: envelope.id.clone(),
         source: envelope.source,
         group_id,
         body: json,
     };
+    if !fits_one_message(&message) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    metrics::record_body_size(envelope.body.len());
     state
         .publisher
         .publish(message)

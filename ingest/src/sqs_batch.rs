@@ -1,17 +1,26 @@
 //! [`SendBatch`] over SQS: one `SendMessageBatch` call per batch, each entry's outcome read
 //! from the answer, and failures sorted into those worth retrying and those that are final.
+//! A call SQS refuses whole for something one entry can cause is split: each entry is sent
+//! again in a call of its own, so only the entry at fault is refused.
+
+use std::borrow::Cow;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+use aws_sdk_sqs::operation::send_message_batch::{SendMessageBatchError, SendMessageBatchOutput};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use sha2::{Digest as _, Sha256};
 use webhook_shared::metrics::record_sqs_request;
-use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE, is_fifo};
+use webhook_shared::sqs::is_fifo;
 
-use crate::publisher::{EntryOutcome, OutgoingMessage, SendBatch};
+use crate::metrics;
+use crate::publisher::{Attribute, EntryOutcome, OutgoingMessage, SendBatch};
+
+/// Longest `MessageDeduplicationId` SQS accepts, in characters.
+const MAX_DEDUPLICATION_ID_CHARS: usize = 128;
 
 /// Sends batches to one SQS queue. FIFO queues (URL ending `.fifo`) get the message's group
-/// and its event id as deduplication id.
+/// and a deduplication id made from its event id (see [`deduplication_id`]).
 #[derive(Debug, Clone)]
 pub struct SqsBatchSender {
     client: Client,
@@ -33,33 +42,25 @@ impl SqsBatchSender {
     fn entry(&self, index: usize, message: &OutgoingMessage) -> SendMessageBatchRequestEntry {
         let mut entry = SendMessageBatchRequestEntry::builder()
             .id(index.to_string())
-            .message_body(&message.body)
-            .message_attributes(ATTRIBUTE_SOURCE, string_attribute(&message.source))
-            .message_attributes(ATTRIBUTE_EVENT_ID, string_attribute(&message.event_id));
+            .message_body(&message.body);
+        for attribute in message.attributes() {
+            entry = entry.message_attributes(attribute.name, attribute_value(attribute));
+        }
         if self.fifo {
             entry = entry
                 .message_group_id(&message.group_id)
-                .message_deduplication_id(&message.event_id);
+                .message_deduplication_id(deduplication_id(&message.event_id));
         }
         entry
             .build()
             .unwrap_or_else(|error| unreachable!("id and body are set: {error}"))
     }
-}
 
-fn string_attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .unwrap_or_else(|error| unreachable!("data_type is set: {error}"))
-}
-
-impl SendBatch for SqsBatchSender {
-    async fn send_batch(
+    /// One `SendMessageBatch` call with the messages as entries `0`, `1`, ...
+    async fn call(
         &self,
         messages: &[&OutgoingMessage],
-    ) -> Result<Vec<EntryOutcome>, EntryOutcome> {
+    ) -> Result<SendMessageBatchOutput, SdkError<SendMessageBatchError>> {
         let entries = messages
             .iter()
             .enumerate()
@@ -73,44 +74,117 @@ impl SendBatch for SqsBatchSender {
             .send()
             .await;
         record_sqs_request("SendMessageBatch", &result);
-        let output = result.map_err(|error| {
-            let outcome = call_outcome(&error);
-            tracing::warn!(entries = messages.len(), retry = outcome == EntryOutcome::Retry, error = %DisplayErrorContext(&error), "SendMessageBatch failed");
-            outcome
-        })?;
-        let mut outcomes = vec![EntryOutcome::Retry; messages.len()];
-        for accepted in output.successful() {
-            if let Some(outcome) = accepted
-                .id()
-                .parse()
-                .ok()
-                .and_then(|i: usize| outcomes.get_mut(i))
-            {
-                *outcome = EntryOutcome::Accepted;
-            }
+        result
+    }
+
+    /// Sends each message in a call of its own, one after the other (so a FIFO group keeps
+    /// its order), and returns each one's outcome.
+    async fn send_one_by_one(&self, messages: &[&OutgoingMessage]) -> Vec<EntryOutcome> {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for message in messages {
+            let outcome = match self.call(std::slice::from_ref(message)).await {
+                Ok(output) => entry_outcomes(&output, 1)[0],
+                Err(error) => {
+                    let outcome = call_outcome(&error);
+                    tracing::warn!(
+                        retry = outcome == EntryOutcome::Retry,
+                        error = %DisplayErrorContext(&error),
+                        "SendMessageBatch of one entry failed"
+                    );
+                    outcome
+                }
+            };
+            outcomes.push(outcome);
         }
-        for failed in output.failed() {
-            let retry = !failed.sender_fault();
-            tracing::warn!(
-                code = failed.code(),
-                message = failed.message(),
-                retry,
-                "SendMessageBatch entry failed"
-            );
-            if let Some(outcome) = failed
-                .id()
-                .parse()
-                .ok()
-                .and_then(|i: usize| outcomes.get_mut(i))
-            {
-                *outcome = if retry {
-                    EntryOutcome::Retry
-                } else {
-                    EntryOutcome::Reject
-                };
-            }
+        outcomes
+    }
+}
+
+/// The attribute as the SDK sends it.
+fn attribute_value(attribute: Attribute<'_>) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type(attribute.data_type)
+        .string_value(attribute.value)
+        .build()
+        .unwrap_or_else(|error| unreachable!("data_type is set: {error}"))
+}
+
+/// The FIFO deduplication id for an event id: the id itself when SQS takes its length (at
+/// most 128 characters; event ids are visible ASCII, all of which SQS takes), else `sha256:`
+/// and the hex SHA-256 of the id (71 characters), the same for every retry of the event.
+fn deduplication_id(event_id: &str) -> Cow<'_, str> {
+    if event_id.len() <= MAX_DEDUPLICATION_ID_CHARS {
+        Cow::Borrowed(event_id)
+    } else {
+        Cow::Owned(format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(event_id.as_bytes()))
+        ))
+    }
+}
+
+/// Each of `entries` entries' outcome from SQS's answer; an entry the answer does not
+/// mention is retried.
+fn entry_outcomes(output: &SendMessageBatchOutput, entries: usize) -> Vec<EntryOutcome> {
+    let mut outcomes = vec![EntryOutcome::Retry; entries];
+    for accepted in output.successful() {
+        if let Some(outcome) = accepted
+            .id()
+            .parse()
+            .ok()
+            .and_then(|i: usize| outcomes.get_mut(i))
+        {
+            *outcome = EntryOutcome::Accepted;
         }
-        Ok(outcomes)
+    }
+    for failed in output.failed() {
+        let retry = !failed.sender_fault();
+        tracing::warn!(
+            code = failed.code(),
+            message = failed.message(),
+            retry,
+            "SendMessageBatch entry failed"
+        );
+        if let Some(outcome) = failed
+            .id()
+            .parse()
+            .ok()
+            .and_then(|i: usize| outcomes.get_mut(i))
+        {
+            *outcome = if retry {
+                EntryOutcome::Retry
+            } else {
+                EntryOutcome::Reject
+            };
+        }
+    }
+    outcomes
+}
+
+impl SendBatch for SqsBatchSender {
+    async fn send_batch(
+        &self,
+        messages: &[&OutgoingMessage],
+    ) -> Result<Vec<EntryOutcome>, EntryOutcome> {
+        let error = match self.call(messages).await {
+            Ok(output) => return Ok(entry_outcomes(&output, messages.len())),
+            Err(error) => error,
+        };
+        let outcome = call_outcome(&error);
+        let split =
+            outcome == EntryOutcome::Reject && messages.len() > 1 && may_be_one_entry(&error);
+        tracing::warn!(
+            entries = messages.len(),
+            retry = outcome == EntryOutcome::Retry,
+            split,
+            error = %DisplayErrorContext(&error),
+            "SendMessageBatch failed"
+        );
+        if !split {
+            return Err(outcome);
+        }
+        metrics::record_batch_split();
+        Ok(self.send_one_by_one(messages).await)
     }
 
     async fn probe(&self) -> bool {
@@ -151,3 +225,38 @@ fn call_outcome(error: &SdkError<SendMessageBatchError>) -> EntryOutcome {
         _ => EntryOutcome::Retry,
     }
 }
+
+/// Whether SQS refused the whole call for something a single entry can cause (the size, the
+/// characters or an attribute of one message, a FIFO id), rather than for the queue or the
+/// caller (no such queue, no permission, KMS), where sending each entry alone cannot help.
+fn may_be_one_entry(error: &SdkError<SendMessageBatchError>) -> bool {
+    let SdkError::ServiceError(service) = error else {
+        return false;
+    };
+    if service.err().is_batch_request_too_long() {
+        return true;
+    }
+    let Some(code) = service.err().code() else {
+        return false;
+    };
+    // Codes come as `InvalidParameterValue`, `AWS.SimpleQueueService.BatchRequestTooLong`
+    // or, from some emulators, with an `Exception` suffix.
+    let code = code.strip_prefix("AWS.SimpleQueueService.").unwrap_or(code);
+    let code = code.strip_suffix("Exception").unwrap_or(code);
+    matches!(
+        code,
+        "BatchRequestTooLong"
+            | "InvalidParameterValue"
+            | "InvalidMessageContents"
+            | "MessageTooLong"
+            | "InvalidAttributeName"
+            | "InvalidAttributeValue"
+            | "MissingParameter"
+            | "Validation"
+            | "ValidationError"
+    )
+}
+
+#[cfg(test)]
+#[path = "sqs_batch_tests.rs"]
+mod tests;
