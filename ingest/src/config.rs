@@ -76,9 +76,17 @@ pub struct Config {
     #[arg(long, env = "FIFO_GROUP_HEADER")]
     pub fifo_group_header: Option<http::HeaderName>,
 
-    /// Seconds a client has to send the request headers (slowloris guard).
+    /// Seconds a client has from the first byte of a request's headers to their end
+    /// (slowloris guard); slower connections are dropped. Not counted while a kept-alive
+    /// connection waits for its next request (see IDLE_TIMEOUT_SECONDS).
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub header_read_timeout_seconds: u64,
+
+    /// Seconds a connection may stay open with no request in progress before ingest closes
+    /// it (HTTP/2: with GOAWAY). Keep it above the load balancer's idle timeout (an ALB's is
+    /// 60 s by default), so the balancer never reuses a connection ingest has closed.
+    #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_seconds: u64,
 
     /// Seconds a client has to send the whole body once the headers are in; then 408.
     #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]

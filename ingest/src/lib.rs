@@ -96,7 +96,9 @@ pub async fn run(
     let options = ServeOptions {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
         drain_timeout: config.ops.shutdown_grace(),
+        http2: server::Http2Limits::for_header_bytes(crate::config::MAX_HEADER_BYTES),
     };
     let service = {
         let state = Arc::clone(&state);

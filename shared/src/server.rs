@@ -1,8 +1,16 @@
 //! The HTTP serving loop both binaries use (HTTP/1.1 with keep-alive and HTTP/2 over
-//! cleartext, a connection cap, a header-read timeout, graceful drain) and small response
-//! helpers for the SPEC's JSON error shape.
+//! cleartext, a connection cap, per-connection time limits, graceful drain) and small
+//! response helpers for the SPEC's JSON error shape.
+//!
+//! Time limits per connection ([`connection`]): a request head must arrive within
+//! `header_read_timeout` of its first byte, a connection with no request in progress is
+//! closed after `idle_timeout` (longer than a load balancer's own idle timeout, so the
+//! balancer never reuses a connection this side already closed), and HTTP/2 connections get
+//! keep-alive pings and the stream and header limits of [`Http2Limits`].
 
-use std::convert::Infallible;
+mod activity;
+mod connection;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +18,14 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::activity::Limits;
 
 /// The response body type of every handler here: small, fully buffered.
 pub type Body = Full<Bytes>;
@@ -25,10 +35,18 @@ pub type Body = Full<Bytes>;
 pub struct ServeOptions {
     /// Most connections open at once; further connections wait in the listen backlog.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers (slowloris guard).
+    /// Time a client has from the first byte of a request head to its end (slowloris
+    /// guard); slower connections are dropped. It does not run while a kept-alive
+    /// connection waits for its next request. Also how long a closing connection may linger.
     pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no request in progress before it is closed
+    /// (HTTP/2: with GOAWAY). Keep it longer than the idle timeout of any load balancer in
+    /// front, so the balancer closes first and never reuses a connection closed here.
+    pub idle_timeout: Duration,
     /// How long open connections may finish their requests after shutdown begins.
     pub drain_timeout: Duration,
+    /// HTTP/2 (h2c) limits.
+    pub http2: Http2Limits,
 }
 
 impl Default for ServeOptions {
@@ -36,9 +54,103 @@ impl Default for ServeOptions {
         Self {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             drain_timeout: Duration::from_secs(10),
+            http2: Http2Limits::default(),
         }
     }
+}
+
+impl ServeOptions {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_read: self.header_read_timeout,
+            idle: self.idle_timeout,
+            linger: self.header_read_timeout,
+        }
+    }
+}
+
+/// Header fields an HTTP/1.1 request may have (hyper's default `max_headers`), so the most
+/// HPACK's 32 bytes of overhead per field add for a request HTTP/1.1 would take.
+const HTTP1_MAX_HEADERS: u32 = 100;
+/// Room in the h2 header list for the pseudo-headers (`:method`, `:scheme`, `:authority`,
+/// `:path`), which are not request headers.
+const PSEUDO_HEADER_ROOM: u32 = 4 * 1024;
+
+/// HTTP/2 limits. hyper has no header-read timeout for HTTP/2: a header block is bounded in
+/// size by `max_header_list_size` (and h2's CONTINUATION frame cap), and in time by the idle
+/// timeout (a stream only counts as a request once its headers are complete) and the
+/// keep-alive pings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// Interval of keep-alive PINGs, which find dead peers.
+    pub keep_alive_interval: Duration,
+    /// Time a PING may go unanswered before the connection is closed.
+    pub keep_alive_timeout: Duration,
+    /// Most streams (requests) open at once per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Largest header list accepted (`SETTINGS_MAX_HEADER_LIST_SIZE`: names, values and 32
+    /// bytes per field, pseudo-headers included); larger ones get 431.
+    pub max_header_list_size: u32,
+    /// Streams the client opened and reset before they were accepted, allowed before
+    /// GOAWAY (the "rapid reset" defence, CVE-2023-44487).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams this side reset for the client's protocol errors, allowed before GOAWAY
+    /// (RUSTSEC-2024-0003).
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Http2Limits {
+    /// The limits for a server whose requests may carry `header_bytes` of header names and
+    /// values: the h2 header list takes as much as HTTP/1.1 does, plus the pseudo-headers.
+    pub const fn for_header_bytes(header_bytes: usize) -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: 256,
+            max_header_list_size: header_bytes as u32 + HTTP1_MAX_HEADERS * 32 + PSEUDO_HEADER_ROOM,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 256,
+        }
+    }
+}
+
+impl Default for Http2Limits {
+    /// For 16 KiB of header names and values.
+    fn default() -> Self {
+        Self::for_header_bytes(16 * 1024)
+    }
+}
+
+/// Most bytes hyper buffers per HTTP/1.1 connection (its read buffer).
+const HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
+
+/// hyper's connection builder with `options`' protocol settings. hyper's own HTTP/1.1
+/// header-read timeout is off: it would also run while a connection waits for its next
+/// request ([`activity`] times request heads instead).
+fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        // hyper's read buffer grows to ~400 KB by default while a body streams in, and
+        // stays that size for the connection's life: with many slow uploads that is more
+        // than the bodies themselves. 64 KiB still holds the largest request head.
+        .max_buf_size(HTTP1_MAX_BUF_SIZE)
+        .keep_alive(true);
+    let http2 = options.http2;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(http2.keep_alive_interval)
+        .keep_alive_timeout(http2.keep_alive_timeout)
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        .max_header_list_size(http2.max_header_list_size)
+        .max_pending_accept_reset_streams(http2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(http2.max_local_error_reset_streams);
+    builder
 }
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then stops accepting and
@@ -52,14 +164,10 @@ pub async fn serve<S, F>(
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .keep_alive(true);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&options));
+    let limits = options.limits();
+    let tasks = TaskTracker::new();
+    let abort = CancellationToken::new();
     let connections = Arc::new(Semaphore::new(options.max_connections));
 
     loop {
@@ -82,28 +190,27 @@ pub async fn serve<S, F>(
             },
             () = shutdown.cancelled() => break,
         };
-        let service = service.clone();
-        let hyper_service = hyper::service::service_fn(move |request| {
-            let response = service(request);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), hyper_service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
+        let (builder, service) = (Arc::clone(&builder), service.clone());
+        let (drain, abort) = (shutdown.clone(), abort.clone());
+        tasks.spawn(async move {
+            let served =
+                connection::serve_connection(&builder, stream, service, limits, &drain, &abort)
+                    .await;
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+    tasks.close();
+    if tokio::time::timeout(options.drain_timeout, tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!(timeout = ?options.drain_timeout, "connections still open after drain timeout; closing");
+        abort.cancel();
+        tasks.wait().await;
     }
 }
 
