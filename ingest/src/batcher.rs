@@ -1,26 +1,33 @@
 //! Coalesced batching in the group-commit style.
 //!
-//! Requests hand their message to one dispatcher. The dispatcher waits for a free call slot
-//! (at most `max_in_flight` batch calls at once), then takes the first waiting message and
-//! everything else already waiting, up to 10 entries and 1 MiB, and starts the call. So a
-//! lone request is sent at once, never waiting for a batch to fill; under load, batches form
-//! by themselves while calls are in flight. An optional linger waits a little longer for
-//! more messages.
+//! Requests hand their message to one dispatcher. The dispatcher takes the first waiting
+//! message and everything else already waiting, up to 10 entries and 1 MiB, waits for a call
+//! slot it may use (gathering what arrives meanwhile), and starts the call. So a lone request
+//! is sent at once, never waiting for a batch to fill; under load, batches form by themselves
+//! while calls are in flight. When calls queue at the server, a partial batch waits for the
+//! calls in flight rather than queue behind them (see [`gather`]). An optional linger waits a
+//! little longer for more messages.
+//!
+//! How many calls may be in flight is the [`CallLimit`]'s: adaptive (from the call latency it
+//! observes, between 1 and `max_in_flight`) or fixed at `max_in_flight`. Fewer calls in flight
+//! mean fuller batches; the limit allows more only while calls do not queue at the server.
 //!
 //! Each request gets its own entry's outcome. Entries that may pass later are retried with
 //! backoff until the request's deadline; then the request gets an error (503 upstream).
 //! Nothing is ever reported accepted that SQS did not accept.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_shared::sqs::{MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES};
 
+use crate::call_limit::{CallLimit, CallSample, Change};
 use crate::metrics;
 use crate::publisher::{
     EntryOutcome, OutgoingMessage, Publish, PublishError, SendBatch, payload_size,
@@ -38,8 +45,11 @@ pub struct BatchOptions {
     pub max_entries: usize,
     /// Extra time to wait for more messages once a call slot is free; zero sends at once.
     pub linger: Duration,
-    /// Most batch calls in flight at once.
+    /// Most batch calls in flight at once: the ceiling of the adaptive limit, or the limit.
     pub max_in_flight: usize,
+    /// Whether the calls in flight follow the observed call latency (between 1 and
+    /// `max_in_flight`) rather than stay at `max_in_flight`.
+    pub adaptive_in_flight: bool,
     /// Longest a request waits for the queue to accept its message, retries included.
     pub deadline: Duration,
 }
@@ -112,19 +122,66 @@ impl<S: SendBatch> Publish for Batcher<S> {
     }
 }
 
+/// The calls in flight and their limit, shared by the dispatcher and the calls.
+#[derive(Debug)]
+struct Calls {
+    limit: Mutex<CallLimit>,
+    /// Calls holding a slot: on the wire, or pausing before a retry.
+    busy: AtomicUsize,
+    /// `SendMessageBatch` calls on the wire.
+    on_wire: AtomicUsize,
+    /// Wakes the dispatcher when a slot frees or the limit grows.
+    changed: Notify,
+}
+
+impl Calls {
+    fn limit(&self) -> MutexGuard<'_, CallLimit> {
+        // The controller holds no invariant a panic elsewhere could break half-way.
+        self.limit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a change of the limit: the gauge, and a wake-up when it grew.
+    fn changed(&self, change: Option<Change>) {
+        let Some(change) = change else { return };
+        metrics::gauge_batch_calls_limit(change.to);
+        tracing::debug!(from = change.from, to = change.to, reason = ?change.reason, "batch call limit changed");
+        if change.to > change.from {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// A call slot, freed when the call (retries included) is over.
+#[derive(Debug)]
+struct Slot(Arc<Calls>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_one();
+    }
+}
+
 async fn dispatch<S: SendBatch>(
     mut waiting: mpsc::Receiver<Pending>,
     sender: Arc<S>,
     options: BatchOptions,
     close: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(options.max_in_flight));
-    let calls = TaskTracker::new();
+    let calls = Arc::new(Calls {
+        limit: Mutex::new(CallLimit::new(
+            options.max_in_flight,
+            options.adaptive_in_flight,
+            Instant::now(),
+        )),
+        busy: AtomicUsize::new(0),
+        on_wire: AtomicUsize::new(0),
+        changed: Notify::new(),
+    });
+    metrics::gauge_batch_calls_limit(calls.limit().limit());
+    let tracker = TaskTracker::new();
     let mut carried: Option<Pending> = None;
     loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
         let first = match carried.take() {
             Some(pending) => pending,
             None => tokio::select! {
@@ -140,17 +197,7 @@ async fn dispatch<S: SendBatch>(
             },
         };
         let mut batch = Batch::new(first, options.max_entries);
-        while batch.has_room() {
-            match waiting.try_recv() {
-                Ok(pending) => {
-                    if let Err(pending) = batch.push(pending) {
-                        carried = Some(pending);
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
+        let slot = gather(&mut batch, &mut waiting, &mut carried, &calls).await;
         if !options.linger.is_zero() && carried.is_none() {
             let until = Instant::now() + options.linger;
             while batch.has_room() {
@@ -163,10 +210,63 @@ async fn dispatch<S: SendBatch>(
                 }
             }
         }
-        calls.spawn(send_with_retries(Arc::clone(&sender), batch.entries, slot));
+        tracker.spawn(send_with_retries(Arc::clone(&sender), batch.entries, slot));
     }
-    calls.close();
-    calls.wait().await;
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Fills `batch` with what is waiting until a call slot may take it, and takes the slot. A
+/// full batch may take any free slot; a partial one too, unless calls queue at the server
+/// ([`CallLimit::saturated`]): then only when no call is in flight (so a lone webhook still
+/// goes at once). A partial call sent to such a server would only wait behind the calls in
+/// flight, and cost it a whole call for a few webhooks; waiting for one of them to come back
+/// instead gathers the webhooks arriving meanwhile into a fuller call.
+async fn gather(
+    batch: &mut Batch,
+    waiting: &mut mpsc::Receiver<Pending>,
+    carried: &mut Option<Pending>,
+    calls: &Arc<Calls>,
+) -> Slot {
+    let mut waited = false;
+    let mut open = true;
+    loop {
+        while carried.is_none() && batch.has_room() {
+            let Ok(pending) = waiting.try_recv() else {
+                break;
+            };
+            if let Err(pending) = batch.push(pending) {
+                *carried = Some(pending);
+            }
+        }
+        let full = carried.is_some() || !batch.has_room();
+        let (limit, saturated) = {
+            let limit = calls.limit();
+            (limit.limit(), limit.saturated())
+        };
+        let busy = calls.busy.load(Ordering::Relaxed);
+        if busy < limit && (full || busy == 0 || !saturated) {
+            calls.busy.fetch_add(1, Ordering::Relaxed);
+            return Slot(Arc::clone(calls));
+        }
+        // Only a wait for a slot says the limit held webhooks back; a partial batch waiting
+        // for the calls in flight says the opposite.
+        if !waited && busy >= limit {
+            calls.limit().on_backlog();
+            waited = true;
+        }
+        tokio::select! {
+            () = calls.changed.notified() => {}
+            received = waiting.recv(), if open && !full => match received {
+                Some(pending) => {
+                    if let Err(pending) = batch.push(pending) {
+                        *carried = Some(pending);
+                    }
+                }
+                None => open = false,
+            },
+        }
+    }
 }
 
 /// Messages gathered for one call, within the entry and byte limits.
@@ -203,12 +303,10 @@ impl Batch {
 }
 
 /// Sends one batch, retrying what may pass until each entry's deadline, holding the call
-/// slot throughout (so a struggling queue gets fewer concurrent calls, not more).
-async fn send_with_retries<S: SendBatch>(
-    sender: Arc<S>,
-    mut entries: Vec<Pending>,
-    _slot: OwnedSemaphorePermit,
-) {
+/// slot throughout (so a struggling queue gets fewer concurrent calls, not more). Each
+/// attempt's latency, or its failure, goes to the call limit.
+async fn send_with_retries<S: SendBatch>(sender: Arc<S>, mut entries: Vec<Pending>, slot: Slot) {
+    let calls = &slot.0;
     let mut attempt = 0u32;
     loop {
         let now = Instant::now();
@@ -222,9 +320,25 @@ async fn send_with_retries<S: SendBatch>(
             return;
         }
         let messages: Vec<&OutgoingMessage> = entries.iter().map(|p| &p.message).collect();
+        let in_flight = calls.on_wire.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge_batch_calls_in_flight(in_flight);
         let started = Instant::now();
         let result = sender.send_batch(&messages).await;
-        metrics::record_batch(messages.len(), started.elapsed());
+        let latency = started.elapsed();
+        let on_wire = calls.on_wire.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge_batch_calls_in_flight(on_wire);
+        metrics::record_batch(messages.len(), latency);
+        let sample = CallSample {
+            entries: messages.len(),
+            latency,
+            in_flight,
+        };
+        let change = match &result {
+            Ok(_) => calls.limit().on_call(sample, Instant::now()),
+            Err(EntryOutcome::Retry) => calls.limit().on_failure(Instant::now()),
+            Err(_) => None,
+        };
+        calls.changed(change);
         let outcomes = match result {
             Ok(outcomes) if outcomes.len() == entries.len() => outcomes,
             Ok(outcomes) => {

@@ -62,10 +62,17 @@ pub struct Config {
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub batch_linger_ms: u64,
 
-    /// Most SendMessageBatch calls in flight at once. Fewer means fuller batches (fewer SQS
-    /// requests per webhook); more means more throughput per task when SQS is slow.
-    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
+    /// Most SendMessageBatch calls in flight at once: the ceiling of the adaptive limit (see
+    /// BATCH_ADAPTIVE_IN_FLIGHT), or the fixed number of calls when adaptation is off.
+    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
     pub batch_max_in_flight: usize,
+
+    /// Whether the number of SendMessageBatch calls in flight follows the call latency ingest
+    /// observes, between 1 and BATCH_MAX_IN_FLIGHT: more calls while they do not queue at the
+    /// server (SQS scales out), fewer and fuller ones when they do (a server that works one
+    /// call at a time, such as LocalStack). false keeps BATCH_MAX_IN_FLIGHT calls.
+    #[arg(long, env = "BATCH_ADAPTIVE_IN_FLIGHT", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub batch_adaptive_in_flight: bool,
 
     /// Longest a webhook waits for SQS to accept it, retries included, before it gets 503.
     #[arg(long, env = "SEND_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
@@ -125,6 +132,7 @@ impl Config {
             max_entries: self.batch_max_messages,
             linger: Duration::from_millis(self.batch_linger_ms),
             max_in_flight: self.batch_max_in_flight,
+            adaptive_in_flight: self.batch_adaptive_in_flight,
             deadline: Duration::from_secs(self.send_timeout_seconds),
         }
     }

@@ -5,6 +5,7 @@
 //! port 0.
 
 pub mod batcher;
+pub mod call_limit;
 pub mod config;
 pub mod error;
 pub mod headers;

@@ -27,6 +27,14 @@ pub fn describe() {
         metrics::Unit::Bytes,
         "Size of accepted webhook bodies."
     );
+    metrics::describe_gauge!(
+        BATCH_CALLS_LIMIT,
+        "SendMessageBatch calls allowed in flight now: between 1 and BATCH_MAX_IN_FLIGHT, from the call latency observed (BATCH_ADAPTIVE_IN_FLIGHT), else BATCH_MAX_IN_FLIGHT."
+    );
+    metrics::describe_gauge!(
+        BATCH_CALLS_IN_FLIGHT,
+        "SendMessageBatch calls in flight now."
+    );
 }
 
 /// Records one answered webhook request.
@@ -91,4 +99,19 @@ pub const BATCH_SPLITS_TOTAL: &str = "webhook_ingest_batch_splits_total";
 /// Counts one batch call split into calls of one entry each.
 pub fn record_batch_split() {
     metrics::counter!(BATCH_SPLITS_TOTAL).increment(1);
+}
+
+/// Gauge: `SendMessageBatch` calls allowed in flight now (the adaptive limit).
+pub const BATCH_CALLS_LIMIT: &str = "webhook_ingest_batch_calls_limit";
+/// Gauge: `SendMessageBatch` calls in flight now.
+pub const BATCH_CALLS_IN_FLIGHT: &str = "webhook_ingest_batch_calls_in_flight";
+
+/// Records the limit on `SendMessageBatch` calls in flight.
+pub fn gauge_batch_calls_limit(limit: usize) {
+    metrics::gauge!(BATCH_CALLS_LIMIT).set(limit as f64);
+}
+
+/// Records the `SendMessageBatch` calls in flight.
+pub fn gauge_batch_calls_in_flight(calls: usize) {
+    metrics::gauge!(BATCH_CALLS_IN_FLIGHT).set(calls as f64);
 }

@@ -1,0 +1,371 @@
+//! How many `SendMessageBatch` calls may be in flight at once, between 1 and
+//! `BATCH_MAX_IN_FLIGHT`, worked out from the call latency the batcher observes. A pure state
+//! machine: the batcher reports each finished call (and each time a webhook had to wait for a
+//! free call) with the time, and applies the limit it gets back.
+//!
+//! Why adapt: a fixed number is wrong for one of the queues ingest meets. LocalStack serves
+//! calls one at a time (one Python core): a call's latency grows with the calls in flight, and
+//! each extra call only splits the same webhooks into smaller batches, so more calls for the
+//! same messages and less throughput; about 2 in flight with full batches is its best. SQS
+//! scales out: latency stays flat as calls are added, so more calls in flight answer more
+//! webhooks per second.
+//!
+//! Two estimates judge each window of calls (100 ms and 8 calls at least), both medians: the
+//! latency ratio `r = l / b` of a call that took `l` where a call of its size takes `b` with
+//! nothing queued ahead of it (the baseline), and TCP Vegas' queue estimate `n × (1 − b / l)`,
+//! the calls (of the `n` in flight when it started) that were waiting at the server rather than
+//! being served.
+//! - Calls queue when more than [`CUT_QUEUE`] wait and latency is above [`CUT_RATIO`] times
+//!   the baseline: the limit is cut to where about one call would wait (by at least one, at
+//!   most half). Both, because the queue estimate alone reads ordinary latency noise as a
+//!   queue once many calls are in flight, and the ratio alone cannot tell two calls sharing a
+//!   one-call server (ratio 2, one waiting) from three (ratio 3, two waiting).
+//! - Calls do not queue when the ratio is below [`GROW_RATIO`] (below [`CUT_RATIO`] at a
+//!   limit of 1, where the batcher's calls cannot wait behind each other): the limit grows by
+//!   one (doubling while in slow start), but only if it was used: a webhook waited for a free
+//!   call during the window.
+//! - In between it holds.
+//!
+//! A server whose latency is `n × c` therefore settles at 2 (3 when the batcher's own share of
+//! the latency is as large as the server's), and one whose latency does not move climbs to the
+//! ceiling while there is a backlog. A call that failed as a whole (throttling, a server fault,
+//! a timeout) halves the limit, once per window.
+//!
+//! Baselines are the lowest latency seen per batch size (a call of 10 entries takes longer
+//! than a call of 1), re-measured every ~30 s (jittered) by holding the limit at 1 for a few
+//! calls, as the worker's adaptive limit does for the database (see `worker/src/adaptive.rs`
+//! for the reasoning): a minimum kept forever would read a queue that is slower for good as
+//! one that is overloaded for good.
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use webhook_shared::sqs::MAX_BATCH_ENTRIES;
+
+/// Shortest span of calls one decision looks at.
+const WINDOW: Duration = Duration::from_millis(100);
+/// Fewest calls one decision looks at (a slow queue makes windows longer).
+const MIN_WINDOW_SAMPLES: usize = 8;
+/// Most calls kept per window for its median.
+const MAX_WINDOW_SAMPLES: usize = 256;
+/// Median latency ratio below which the limit may grow: above ordinary latency noise, below
+/// two calls sharing a server that works one call at a time.
+pub const GROW_RATIO: f64 = 1.5;
+/// Median latency ratio above which the limit may be cut.
+pub const CUT_RATIO: f64 = 2.0;
+/// Calls waiting at the server (median estimate) above which the limit may be cut.
+pub const CUT_QUEUE: f64 = 1.5;
+/// Calls waiting at the server that a cut aims for: one call queued keeps a server that works
+/// one call at a time busy while the batcher gathers the next batch.
+const TARGET_QUEUE: f64 = 1.0;
+/// Weight of each new call in the moving average behind [`CallLimit::saturated`].
+pub const CONCURRENT_RATIO_WEIGHT: f64 = 0.05;
+/// Smallest factor of one cut.
+const MIN_DECREASE: f64 = 0.5;
+/// Mean time between re-measurements of the baselines, jittered by ±[`REMEASURE_JITTER`].
+const REMEASURE_INTERVAL: Duration = Duration::from_secs(30);
+/// Relative jitter of [`REMEASURE_INTERVAL`] (so that tasks do not re-measure together).
+const REMEASURE_JITTER: f64 = 0.15;
+/// Calls taken at a limit of 1 for the new baselines.
+const REMEASURE_SAMPLES: usize = 5;
+/// Least rise of the baselines a re-measurement adopts (less is noise).
+const REMEASURE_RISE: f64 = 1.2;
+/// Shortest latency counted, so that a zero duration cannot make a zero baseline.
+const MIN_LATENCY_SECONDS: f64 = 1e-6;
+
+/// One finished `SendMessageBatch` call, as the batcher saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct CallSample {
+    /// Entries in the call.
+    pub entries: usize,
+    /// Time the call took.
+    pub latency: Duration,
+    /// Calls in flight when it started, itself included.
+    pub in_flight: usize,
+}
+
+/// Why the limit went down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Calls queued at the server.
+    Latency,
+    /// A call failed as a whole.
+    Failure,
+    /// Held at 1 for a moment to re-measure the baselines.
+    Remeasure,
+}
+
+/// A change of the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The limit before.
+    pub from: usize,
+    /// The limit now.
+    pub to: usize,
+    /// Why, for a decrease; `None` for an increase.
+    pub reason: Option<Reason>,
+}
+
+/// Baseline latency (seconds) per batch size (index = entries − 1).
+type Baselines = [Option<f64>; MAX_BATCH_ENTRIES];
+
+/// A re-measurement in progress.
+#[derive(Debug)]
+struct Remeasure {
+    /// The limit to return to.
+    saved: usize,
+    /// Baselines from the calls made at a limit of 1.
+    fresh: Baselines,
+    samples: usize,
+}
+
+/// The limit on `SendMessageBatch` calls in flight; see the module documentation.
+#[derive(Debug)]
+pub struct CallLimit {
+    max: usize,
+    adaptive: bool,
+    limit: usize,
+    slow_start: bool,
+    baselines: Baselines,
+    window_start: Instant,
+    ratios: Vec<f64>,
+    queued: Vec<f64>,
+    /// Whether a webhook waited for a free call during the window.
+    used: bool,
+    last_failure_cut: Option<Instant>,
+    remeasure: Option<Remeasure>,
+    next_remeasure: Instant,
+    rng: u64,
+    /// The median queue estimate of the latest decided window.
+    last_queued: f64,
+    /// Moving average of the latency ratio of calls that started beside others.
+    concurrent_ratio: f64,
+}
+
+impl CallLimit {
+    /// A limit with ceiling `max`. Adaptive, it starts at 1 and doubles while calls do not
+    /// queue (slow start); otherwise it is always `max` and reports are ignored.
+    pub fn new(max: usize, adaptive: bool, now: Instant) -> Self {
+        let max = max.max(1);
+        let mut limit = Self {
+            max,
+            adaptive,
+            limit: if adaptive { 1 } else { max },
+            slow_start: true,
+            baselines: [None; MAX_BATCH_ENTRIES],
+            window_start: now,
+            ratios: Vec::new(),
+            queued: Vec::new(),
+            used: false,
+            last_failure_cut: None,
+            remeasure: None,
+            next_remeasure: now,
+            rng: RandomState::new().hash_one(0u8) | 1,
+            last_queued: 0.0,
+            concurrent_ratio: 0.0,
+        };
+        limit.schedule_remeasure(now);
+        limit
+    }
+
+    /// Calls allowed in flight now.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The median estimate of calls waiting at the server over the latest decided window.
+    pub fn queued(&self) -> f64 {
+        self.last_queued
+    }
+
+    /// Whether calls queue at the server: calls that started beside others took
+    /// [`GROW_RATIO`] times their baseline or more (a moving average over the latest
+    /// [`CONCURRENT_RATIO_WEIGHT`]⁻¹ calls or so), so a call started now while others are in
+    /// flight would wait behind them rather than be served beside them. Never, when not
+    /// adaptive.
+    pub fn saturated(&self) -> bool {
+        self.adaptive && self.concurrent_ratio >= GROW_RATIO
+    }
+
+    /// Records that a webhook waited because every allowed call was in flight.
+    pub fn on_backlog(&mut self) {
+        self.used = true;
+    }
+
+    /// Records a finished call; returns the change of the limit it caused, if any.
+    pub fn on_call(&mut self, sample: CallSample, now: Instant) -> Option<Change> {
+        if !self.adaptive {
+            return None;
+        }
+        let latency = sample.latency.as_secs_f64().max(MIN_LATENCY_SECONDS);
+        let size = sample.entries.clamp(1, MAX_BATCH_ENTRIES) - 1;
+        if let Some(remeasure) = &mut self.remeasure {
+            // Calls that started before the limit dropped say nothing about an idle queue.
+            if sample.in_flight > self.limit {
+                return None;
+            }
+            let fresh = &mut remeasure.fresh[size];
+            *fresh = Some(fresh.map_or(latency, |b| b.min(latency)));
+            remeasure.samples += 1;
+            if remeasure.samples < REMEASURE_SAMPLES {
+                return None;
+            }
+            return self.finish_remeasure(now);
+        }
+        // The own size's baseline, else the nearest larger size's (an upper bound).
+        let known = self.baselines[size..].iter().flatten().next().copied();
+        let baseline = known.map_or(latency, |b| b.min(latency));
+        self.baselines[size] = Some(baseline);
+        // A size never seen: its first call seeds its baseline, and judges nothing.
+        known?;
+        if sample.in_flight > 1 {
+            let ratio = latency / baseline;
+            self.concurrent_ratio = if self.concurrent_ratio == 0.0 {
+                ratio
+            } else {
+                self.concurrent_ratio + CONCURRENT_RATIO_WEIGHT * (ratio - self.concurrent_ratio)
+            };
+        }
+        // A call that started under an older, higher limit does not judge this one.
+        if sample.in_flight > self.limit {
+            return None;
+        }
+        if self.queued.len() < MAX_WINDOW_SAMPLES {
+            self.ratios.push(latency / baseline);
+            self.queued
+                .push(sample.in_flight as f64 * (1.0 - baseline / latency));
+        }
+        if now.saturating_duration_since(self.window_start) < WINDOW
+            || self.queued.len() < MIN_WINDOW_SAMPLES
+        {
+            return None;
+        }
+        self.decide(now)
+    }
+
+    /// Records a call that failed as a whole (throttled, a server fault, a timeout): halves
+    /// the limit at once, at most once per window, since the calls in flight may fail alike.
+    pub fn on_failure(&mut self, now: Instant) -> Option<Change> {
+        if !self.adaptive
+            || self
+                .last_failure_cut
+                .is_some_and(|at| now.saturating_duration_since(at) < WINDOW)
+        {
+            return None;
+        }
+        self.last_failure_cut = Some(now);
+        if let Some(remeasure) = &mut self.remeasure {
+            remeasure.saved = (remeasure.saved / 2).max(1);
+            return None;
+        }
+        self.reset_window(now);
+        self.cut(self.limit as f64 * MIN_DECREASE, Reason::Failure)
+    }
+
+    /// Ends a window: cut, re-measure, hold or grow.
+    fn decide(&mut self, now: Instant) -> Option<Change> {
+        let ratio = median(&mut self.ratios);
+        let queued = median(&mut self.queued);
+        let used = self.used;
+        self.last_queued = queued;
+        self.reset_window(now);
+        if queued > CUT_QUEUE && ratio > CUT_RATIO && self.limit > 1 {
+            // The gradient: the limit at which about TARGET_QUEUE calls would wait.
+            return self.cut(self.limit as f64 - queued + TARGET_QUEUE, Reason::Latency);
+        }
+        if now >= self.next_remeasure {
+            self.remeasure = Some(Remeasure {
+                saved: self.limit,
+                fresh: [None; MAX_BATCH_ENTRIES],
+                samples: 0,
+            });
+            return self.set(1, Some(Reason::Remeasure));
+        }
+        let grow_below = if self.limit == 1 {
+            CUT_RATIO
+        } else {
+            GROW_RATIO
+        };
+        if ratio >= grow_below {
+            self.slow_start = false;
+            return None;
+        }
+        if !used {
+            return None;
+        }
+        let step = if self.slow_start { self.limit } else { 1 };
+        let to = (self.limit + step).min(self.max);
+        self.slow_start &= to < self.max;
+        self.set(to, None)
+    }
+
+    /// Adopts the re-measurement. When every size seen rose clearly, all baselines rise by
+    /// the least of those rises (robust to noise); below [`REMEASURE_RISE`] they stay, so
+    /// that they do not creep up by the noise of each re-measurement. Any size seen may also
+    /// come down to its fresh value.
+    fn finish_remeasure(&mut self, now: Instant) -> Option<Change> {
+        let remeasure = self.remeasure.take()?;
+        let rise = remeasure
+            .fresh
+            .iter()
+            .zip(&self.baselines)
+            .filter_map(|(fresh, old)| Some((*fresh)? / (*old)?))
+            .fold(f64::INFINITY, f64::min);
+        let rise = if rise.is_finite() && rise > REMEASURE_RISE {
+            rise
+        } else {
+            1.0
+        };
+        for (old, fresh) in self.baselines.iter_mut().zip(remeasure.fresh) {
+            *old = match (old.map(|b| b * rise), fresh) {
+                (Some(old), Some(fresh)) => Some(old.min(fresh)),
+                (old, fresh) => old.or(fresh),
+            };
+        }
+        self.schedule_remeasure(now);
+        self.reset_window(now);
+        self.set(remeasure.saved, None)
+    }
+
+    /// Lowers the limit towards `to`, by at most half and at least one.
+    fn cut(&mut self, to: f64, reason: Reason) -> Option<Change> {
+        self.slow_start = false;
+        let to = to.max(self.limit as f64 * MIN_DECREASE) as usize;
+        self.set(
+            to.clamp(1, self.limit.saturating_sub(1).max(1)),
+            Some(reason),
+        )
+    }
+
+    fn set(&mut self, to: usize, reason: Option<Reason>) -> Option<Change> {
+        let from = std::mem::replace(&mut self.limit, to);
+        (from != to).then_some(Change { from, to, reason })
+    }
+
+    fn reset_window(&mut self, now: Instant) {
+        self.window_start = now;
+        self.ratios.clear();
+        self.queued.clear();
+        self.used = false;
+    }
+
+    fn schedule_remeasure(&mut self, now: Instant) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        let factor = 1.0 + REMEASURE_JITTER * (2.0 * unit - 1.0);
+        self.next_remeasure = now + REMEASURE_INTERVAL.mul_f64(factor);
+    }
+}
+
+/// The median of a non-empty slice (sorts it).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[cfg(test)]
+#[path = "call_limit_tests.rs"]
+mod tests;
