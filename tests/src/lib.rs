@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio::process::Command;
 
 pub mod database;
+pub mod ingest_load;
 pub mod pg_proxy;
 pub mod probes;
 pub mod queues;
