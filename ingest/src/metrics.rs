@@ -1,8 +1,12 @@
-//! Every metric ingest emits, with its help text. The README's metrics table mirrors this.
+//! Every metric ingest emits, declared once in [`METRICS`] (name, type, unit, labels, help)
+//! and registered from there by [`describe`]; the README's metrics table mirrors it (a test
+//! checks that). The `record_*` functions below are the only places the metrics are updated.
 
 use std::time::Duration;
 
 use http::StatusCode;
+use metrics::Unit;
+use webhook_shared::metrics::{Kind, Metric};
 
 /// Counter: webhook requests answered, by `status` (the HTTP status code).
 pub const REQUESTS_TOTAL: &str = "webhook_ingest_requests_total";
@@ -10,31 +14,120 @@ pub const REQUESTS_TOTAL: &str = "webhook_ingest_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "webhook_ingest_request_duration_seconds";
 /// Histogram: size in bytes of accepted webhook bodies.
 pub const BODY_BYTES: &str = "webhook_ingest_body_bytes";
+/// Histogram: messages per `SendMessageBatch` call.
+pub const BATCH_MESSAGES: &str = "webhook_ingest_batch_messages";
+/// Histogram: seconds one `SendMessageBatch` call took.
+pub const SQS_CALL_DURATION_SECONDS: &str = "webhook_ingest_sqs_call_duration_seconds";
+/// Counter: batch entries sent again after a retryable failure.
+pub const SEND_RETRIES_TOTAL: &str = "webhook_ingest_send_retries_total";
+/// Counter: messages the queue did not take, by `reason` (`rejected`, `deadline`).
+pub const SEND_FAILURES_TOTAL: &str = "webhook_ingest_send_failures_total";
+/// Gauge: bytes of request bodies and their messages held now, within
+/// `MAX_IN_FLIGHT_BODY_BYTES`.
+pub const BODY_BUDGET_IN_USE_BYTES: &str = "webhook_ingest_body_budget_in_use_bytes";
+/// Counter: `SendMessageBatch` calls SQS refused whole for something one entry can cause,
+/// whose entries were then sent again one per call.
+pub const BATCH_SPLITS_TOTAL: &str = "webhook_ingest_batch_splits_total";
+/// Gauge: 1 while ingest's latest SQS call or probe succeeded, else 0.
+pub const QUEUE_REACHABLE: &str = "webhook_ingest_queue_reachable";
+/// Gauge: `SendMessageBatch` calls allowed in flight now (the adaptive limit).
+pub const BATCH_CALLS_LIMIT: &str = "webhook_ingest_batch_calls_limit";
+/// Gauge: `SendMessageBatch` calls in flight now.
+pub const BATCH_CALLS_IN_FLIGHT: &str = "webhook_ingest_batch_calls_in_flight";
 
-/// Registers help texts. Call once after the recorder is installed.
+/// Every metric ingest emits besides
+/// [`SHARED_METRICS`](webhook_shared::metrics::SHARED_METRICS).
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["status"],
+        help: "Webhook requests answered, by HTTP status code.",
+    },
+    Metric {
+        name: REQUEST_DURATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        labels: &["status"],
+        help: "Time from a webhook request's arrival to its answer, by HTTP status code.",
+    },
+    Metric {
+        name: BODY_BYTES,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Bytes),
+        labels: &[],
+        help: "Size of accepted webhook bodies.",
+    },
+    Metric {
+        name: BATCH_MESSAGES,
+        kind: Kind::Histogram,
+        unit: None,
+        labels: &[],
+        help: "Messages per SendMessageBatch call.",
+    },
+    Metric {
+        name: SQS_CALL_DURATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "Time one SendMessageBatch call took.",
+    },
+    Metric {
+        name: SEND_RETRIES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Batch entries sent again after a retryable failure.",
+    },
+    Metric {
+        name: SEND_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["reason"],
+        help: "Messages the queue did not take, by reason (rejected: refused for good; deadline: not accepted in time).",
+    },
+    Metric {
+        name: BODY_BUDGET_IN_USE_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        labels: &[],
+        help: "Bytes of request bodies and their messages held now (at most MAX_IN_FLIGHT_BODY_BYTES; requests that find no room get 503 with code overloaded).",
+    },
+    Metric {
+        name: QUEUE_REACHABLE,
+        kind: Kind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "1 while ingest's latest SQS call or probe succeeded, else 0. Not part of /readyz: alert on it instead.",
+    },
+    Metric {
+        name: BATCH_CALLS_LIMIT,
+        kind: Kind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "SendMessageBatch calls allowed in flight now: between 1 and BATCH_MAX_IN_FLIGHT, from the call latency observed (BATCH_ADAPTIVE_IN_FLIGHT), else BATCH_MAX_IN_FLIGHT.",
+    },
+    Metric {
+        name: BATCH_CALLS_IN_FLIGHT,
+        kind: Kind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "SendMessageBatch calls in flight now.",
+    },
+    Metric {
+        name: BATCH_SPLITS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &[],
+        help: "SendMessageBatch calls SQS refused whole for something one entry can cause, whose entries were then sent again one per call.",
+    },
+];
+
+/// Registers the help text, type and unit of every metric ingest emits. Call once after the
+/// recorder is installed.
 pub fn describe() {
-    metrics::describe_counter!(
-        REQUESTS_TOTAL,
-        "Webhook requests answered, by HTTP status code."
-    );
-    metrics::describe_histogram!(
-        REQUEST_DURATION_SECONDS,
-        metrics::Unit::Seconds,
-        "Time from a webhook request's arrival to its answer, by HTTP status code."
-    );
-    metrics::describe_histogram!(
-        BODY_BYTES,
-        metrics::Unit::Bytes,
-        "Size of accepted webhook bodies."
-    );
-    metrics::describe_gauge!(
-        BATCH_CALLS_LIMIT,
-        "SendMessageBatch calls allowed in flight now: between 1 and BATCH_MAX_IN_FLIGHT, from the call latency observed (BATCH_ADAPTIVE_IN_FLIGHT), else BATCH_MAX_IN_FLIGHT."
-    );
-    metrics::describe_gauge!(
-        BATCH_CALLS_IN_FLIGHT,
-        "SendMessageBatch calls in flight now."
-    );
+    webhook_shared::metrics::describe(METRICS);
 }
 
 /// Records one answered webhook request.
@@ -47,33 +140,6 @@ pub fn record_request(status: StatusCode, elapsed: Duration) {
 /// Records the size of one accepted body.
 pub fn record_body_size(bytes: usize) {
     metrics::histogram!(BODY_BYTES).record(bytes as f64);
-}
-
-/// Histogram: messages per `SendMessageBatch` call.
-pub const BATCH_MESSAGES: &str = "webhook_ingest_batch_messages";
-/// Histogram: seconds one `SendMessageBatch` call took.
-pub const SQS_CALL_DURATION_SECONDS: &str = "webhook_ingest_sqs_call_duration_seconds";
-/// Counter: batch entries sent again after a retryable failure.
-pub const SEND_RETRIES_TOTAL: &str = "webhook_ingest_send_retries_total";
-/// Counter: messages the queue did not take, by `reason` (`rejected`, `deadline`).
-pub const SEND_FAILURES_TOTAL: &str = "webhook_ingest_send_failures_total";
-
-/// Registers the batching metrics' help texts.
-pub fn describe_batching() {
-    metrics::describe_histogram!(BATCH_MESSAGES, "Messages per SendMessageBatch call.");
-    metrics::describe_histogram!(
-        SQS_CALL_DURATION_SECONDS,
-        metrics::Unit::Seconds,
-        "Time one SendMessageBatch call took."
-    );
-    metrics::describe_counter!(
-        SEND_RETRIES_TOTAL,
-        "Batch entries sent again after a retryable failure."
-    );
-    metrics::describe_counter!(
-        SEND_FAILURES_TOTAL,
-        "Messages the queue did not take, by reason (rejected: refused for good; deadline: not accepted in time)."
-    );
 }
 
 /// Records one batch call.
@@ -92,19 +158,15 @@ pub fn record_send_failure(reason: &'static str) {
     metrics::counter!(SEND_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
 
-/// Counter: `SendMessageBatch` calls SQS refused whole for something one entry can cause,
-/// whose entries were then sent again one per call.
-pub const BATCH_SPLITS_TOTAL: &str = "webhook_ingest_batch_splits_total";
-
-/// Counts one batch call split into calls of one entry each.
-pub fn record_batch_split() {
-    metrics::counter!(BATCH_SPLITS_TOTAL).increment(1);
+/// Records the bytes the body budget holds now.
+pub fn gauge_body_budget_in_use(bytes: usize) {
+    metrics::gauge!(BODY_BUDGET_IN_USE_BYTES).set(bytes as f64);
 }
 
-/// Gauge: `SendMessageBatch` calls allowed in flight now (the adaptive limit).
-pub const BATCH_CALLS_LIMIT: &str = "webhook_ingest_batch_calls_limit";
-/// Gauge: `SendMessageBatch` calls in flight now.
-pub const BATCH_CALLS_IN_FLIGHT: &str = "webhook_ingest_batch_calls_in_flight";
+/// Records whether the queue answered ingest's latest call or probe.
+pub fn gauge_queue_reachable(reachable: bool) {
+    metrics::gauge!(QUEUE_REACHABLE).set(if reachable { 1.0 } else { 0.0 });
+}
 
 /// Records the limit on `SendMessageBatch` calls in flight.
 pub fn gauge_batch_calls_limit(limit: usize) {
@@ -114,4 +176,33 @@ pub fn gauge_batch_calls_limit(limit: usize) {
 /// Records the `SendMessageBatch` calls in flight.
 pub fn gauge_batch_calls_in_flight(calls: usize) {
     metrics::gauge!(BATCH_CALLS_IN_FLIGHT).set(calls as f64);
+}
+
+/// Counts one batch call split into calls of one entry each.
+pub fn record_batch_split() {
+    metrics::counter!(BATCH_SPLITS_TOTAL).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhook_shared::metrics::SHARED_METRICS;
+
+    #[test]
+    fn the_table_keeps_the_naming_rules() {
+        let all: Vec<Metric> = SHARED_METRICS.iter().chain(METRICS).copied().collect();
+        webhook_shared::metrics::check_table(&all).expect("valid table");
+    }
+
+    #[test]
+    fn the_readme_documents_every_metric() {
+        let readme = include_str!("../../README.md");
+        for metric in SHARED_METRICS.iter().chain(METRICS) {
+            assert!(
+                readme.contains(&format!("`{}`", metric.name)),
+                "README's metrics table lacks `{}`",
+                metric.name
+            );
+        }
+    }
 }

@@ -1,12 +1,102 @@
-//! The Prometheus recorder and the metrics both binaries emit. Each binary's own metrics are
-//! declared in its `metrics.rs`; the README documents them all.
+//! The Prometheus recorder, the metrics both binaries emit, and [`Metric`]: the one table
+//! entry each metric is declared with (name, type, unit, labels, help). Each binary keeps its
+//! own table in its `metrics.rs` and registers it with [`describe`], so no metric can ship
+//! without its help text; the README documents them all.
 
+use metrics::Unit;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Counter: SQS API calls, by `operation` (the API name) and `result` (`ok` or `error`).
 pub const SQS_REQUESTS_TOTAL: &str = "webhook_sqs_requests_total";
+
+/// The Prometheus type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up; the name ends in `_total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+/// One metric as declared: everything `/metrics` and the README say about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// The metric's name.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: Kind,
+    /// Its base unit, where it has one (the name ends with it).
+    pub unit: Option<Unit>,
+    /// Its label names (each with a bounded set of values).
+    pub labels: &'static [&'static str],
+    /// The help text (`# HELP`).
+    pub help: &'static str,
+}
+
+/// The metrics both binaries emit.
+pub const SHARED_METRICS: &[Metric] = &[Metric {
+    name: SQS_REQUESTS_TOTAL,
+    kind: Kind::Counter,
+    unit: None,
+    labels: &["operation", "result"],
+    help: "SQS API calls, by operation (the API name) and result (ok or error).",
+}];
+
+/// Registers the help text, type and unit of every metric in `table`.
+pub fn describe(table: &[Metric]) {
+    for metric in table {
+        match (metric.kind, metric.unit) {
+            (Kind::Counter, Some(unit)) => {
+                metrics::describe_counter!(metric.name, unit, metric.help)
+            }
+            (Kind::Counter, None) => metrics::describe_counter!(metric.name, metric.help),
+            (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(metric.name, unit, metric.help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(metric.name, metric.help),
+            (Kind::Histogram, Some(unit)) => {
+                metrics::describe_histogram!(metric.name, unit, metric.help);
+            }
+            (Kind::Histogram, None) => metrics::describe_histogram!(metric.name, metric.help),
+        }
+    }
+}
+
+/// The naming rules every table must keep (for each binary's unit test): names are unique,
+/// start with `webhook_`, counters end in `_total`, and a unit is the name's suffix.
+pub fn check_table(table: &[Metric]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for metric in table {
+        let name = metric.name;
+        if !seen.insert(name) {
+            return Err(format!("{name} is declared twice"));
+        }
+        if !name.starts_with("webhook_") {
+            return Err(format!("{name} does not start with webhook_"));
+        }
+        if (metric.kind == Kind::Counter) != name.ends_with("_total") {
+            return Err(format!("{name}: only counters end in _total"));
+        }
+        let suffix = match metric.unit {
+            Some(Unit::Seconds) => Some("_seconds"),
+            Some(Unit::Bytes) => Some("_bytes"),
+            Some(other) => return Err(format!("{name}: unit {other:?} is not a base unit")),
+            None => None,
+        };
+        let base = name.trim_end_matches("_total");
+        if let Some(suffix) = suffix
+            && !base.ends_with(suffix)
+        {
+            return Err(format!("{name}: its unit should be its suffix {suffix}"));
+        }
+        if metric.help.is_empty() {
+            return Err(format!("{name} has no help text"));
+        }
+    }
+    Ok(())
+}
 
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 1 h, roughly x2.5 apart.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -32,10 +122,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_bytes".to_owned()), BYTES_BUCKETS)?
         .install_recorder()?;
-    metrics::describe_counter!(
-        SQS_REQUESTS_TOTAL,
-        "SQS API calls, by operation and result (ok or error)."
-    );
+    describe(SHARED_METRICS);
     Ok(handle)
 }
 
@@ -44,4 +131,43 @@ pub fn record_sqs_request<T, E>(operation: &'static str, result: &Result<T, E>) 
     let result = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!(SQS_REQUESTS_TOTAL, "operation" => operation, "result" => result)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_table_keeps_the_rules() {
+        check_table(SHARED_METRICS).expect("valid");
+    }
+
+    #[test]
+    fn the_rules_catch_mistakes() {
+        let counter = Metric {
+            name: "webhook_things",
+            kind: Kind::Counter,
+            unit: None,
+            labels: &[],
+            help: "Things.",
+        };
+        assert!(check_table(&[counter]).is_err(), "a counter without _total");
+        let seconds = Metric {
+            name: "webhook_wait",
+            kind: Kind::Gauge,
+            unit: Some(Unit::Seconds),
+            ..counter
+        };
+        assert!(
+            check_table(&[seconds]).is_err(),
+            "seconds without the suffix"
+        );
+        let gauge = Metric {
+            name: "webhook_things",
+            kind: Kind::Gauge,
+            ..counter
+        };
+        assert!(check_table(&[gauge, gauge]).is_err(), "declared twice");
+        assert!(check_table(&[gauge]).is_ok());
+    }
 }
