@@ -21,16 +21,16 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = max_body_for(MAX_MESSAGE_BYTES, ENVELO
 
 /// Accepts webhooks over HTTP and puts each one on SQS before answering 202.
 #[derive(Debug, Parser)]
-#[command(name = "ingest", version, about)]
+#[command(name = "ingest", version, about, subcommand_negates_reqs = true)]
 pub struct Config {
     /// `healthcheck` to probe a running ingest (for container health checks); serves when
     /// omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// URL of the main SQS queue that webhooks are sent to.
-    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
-    pub queue_url: String,
+    /// URL of the main SQS queue that webhooks are sent to (required, except by `healthcheck`).
+    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url, required = true)]
+    pub queue_url: Option<String>,
 
     /// Address the webhook HTTP server listens on (HTTP/1.1 and HTTP/2 cleartext).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
@@ -47,6 +47,15 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_BODY_BYTES as u64).map(|n| n as usize))]
     pub max_body_bytes: usize,
+
+    /// Most bytes of request bodies (and the SQS messages built from them) held in memory at
+    /// once, across all requests. A request that finds no room gets 503 with Retry-After at
+    /// once, before its body is read. The default, 256 MiB, keeps the largest RSS near 300 MiB
+    /// whatever clients send (see the README); raise it with the task's memory. At least
+    /// 4 MiB (one largest webhook and its message).
+    #[arg(long, env = "MAX_IN_FLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4 * 1024 * 1024..=64 * 1024 * 1024 * 1024).map(|n| n as usize))]
+    pub max_in_flight_body_bytes: usize,
 
     /// Seconds a client is told to wait (Retry-After) when the queue cannot take a webhook.
     #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
@@ -74,8 +83,10 @@ pub struct Config {
     #[arg(long, env = "BATCH_ADAPTIVE_IN_FLIGHT", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub batch_adaptive_in_flight: bool,
 
-    /// Longest a webhook waits for SQS to accept it, retries included, before it gets 503.
-    #[arg(long, env = "SEND_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    /// Longest a webhook waits for SQS to accept it, retries included, before it gets 503 with
+    /// Retry-After. Keep it well below the shortest provider timeout (Shopify waits 5 s,
+    /// GitHub 10 s) so providers see the 503 and retry, rather than time out.
+    #[arg(long, env = "SEND_TIMEOUT_SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub send_timeout_seconds: u64,
 
     /// For FIFO queues: a request header whose value becomes the MessageGroupId (ordering
@@ -133,8 +144,21 @@ impl Config {
             linger: Duration::from_millis(self.batch_linger_ms),
             max_in_flight: self.batch_max_in_flight,
             adaptive_in_flight: self.batch_adaptive_in_flight,
-            deadline: Duration::from_secs(self.send_timeout_seconds),
+            deadline: self.send_timeout(),
         }
+    }
+
+    /// The send timeout as a duration.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_seconds)
+    }
+
+    /// The queue URL. Clap requires it unless a subcommand is given, so this fails only when
+    /// serving was asked of a `healthcheck` configuration.
+    pub fn queue_url(&self) -> anyhow::Result<&str> {
+        self.queue_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("QUEUE_URL is required to serve"))
     }
 
     /// The deregistration delay as a duration.
@@ -174,6 +198,16 @@ mod tests {
         assert!(error.contains("--max-body-bytes"), "{error}");
         let error = Config::try_parse_from(["ingest", "--queue-url", "not-a-url"])
             .expect_err("bad url")
+            .to_string();
+        assert!(error.contains("--queue-url"), "{error}");
+    }
+
+    #[test]
+    fn healthcheck_needs_no_queue_url() {
+        let config = Config::try_parse_from(["ingest", "healthcheck"]).expect("parses");
+        assert!(matches!(config.command, Some(Command::Healthcheck)));
+        let error = Config::try_parse_from(["ingest"])
+            .expect_err("serving needs the queue")
             .to_string();
         assert!(error.contains("--queue-url"), "{error}");
     }

@@ -48,6 +48,12 @@ pub enum ApiError {
     /// The body did not arrive within the body read timeout.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The body budget has no room for this request now; the client should retry later.
+    #[error("ingest is at its memory budget for request bodies; retry later")]
+    Overloaded {
+        /// Seconds for the `Retry-After` header.
+        retry_after_seconds: u32,
+    },
     /// The queue did not take the message; the client should retry later.
     #[error("the queue cannot take the webhook now; retry later")]
     QueueUnavailable {
@@ -69,7 +75,9 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadBody => StatusCode::BAD_REQUEST,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::QueueUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::QueueUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -86,6 +94,7 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BadBody => "bad_request",
             Self::BodyTimeout => "request_timeout",
+            Self::Overloaded { .. } => "overloaded",
             Self::QueueUnavailable { .. } => "queue_unavailable",
         }
     }
@@ -98,7 +107,10 @@ impl ApiError {
             Self::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Self::QueueUnavailable {
+            Self::Overloaded {
+                retry_after_seconds,
+            }
+            | Self::QueueUnavailable {
                 retry_after_seconds,
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));

@@ -5,6 +5,7 @@
 //! port 0.
 
 pub mod batcher;
+pub mod body_budget;
 pub mod call_limit;
 pub mod config;
 pub mod error;
@@ -29,16 +30,15 @@ use webhook_shared::server::{self, ServeOptions};
 use webhook_shared::sqs::{self, ClientTimeouts};
 
 use crate::batcher::Batcher;
+use crate::body_budget::BodyBudget;
 use crate::config::Config;
 use crate::publisher::Publish;
 use crate::routes::AppState;
 use crate::sources::Sources;
 use crate::sqs_batch::SqsBatchSender;
 
-/// Time allowed for one SQS call from ingest.
-const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the queue is probed for `/readyz`.
-const READINESS_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the queue is probed for `webhook_ingest_queue_reachable`.
+const QUEUE_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Listeners bound by the caller (port 0 in tests).
 #[derive(Debug)]
@@ -66,14 +66,16 @@ pub async fn run(
         None => Sources::open(),
     };
     metrics::describe();
-    // One attempt per call: the batcher retries per entry, within each request's deadline.
+    // One attempt per call, never longer than a request may wait: the batcher retries per
+    // entry, within each request's deadline.
     let client = sqs::client(ClientTimeouts {
-        attempt: SQS_ATTEMPT_TIMEOUT,
+        attempt: config.send_timeout(),
         max_attempts: 1,
     })
     .await;
     let close_batcher = CancellationToken::new();
-    let sender = SqsBatchSender::new(client, config.queue_url.clone());
+    let queue_url = config.queue_url()?.to_owned();
+    let sender = SqsBatchSender::new(client, queue_url.clone());
     let (batcher, dispatcher) =
         Batcher::start(sender, config.batch_options(), close_batcher.clone());
     let state = Arc::new(AppState {
@@ -81,17 +83,21 @@ pub async fn run(
         readiness: Readiness::default(),
         max_body_bytes: config.max_body_bytes,
         retry_after_seconds: config.retry_after_seconds,
+        send_timeout: config.send_timeout(),
+        body_budget: BodyBudget::new(config.max_in_flight_body_bytes),
         body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
         sources,
         fifo_group_header: config.fifo_group_header.clone(),
     });
     tracing::info!(
         listen_addr = %listeners.http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-        queue_url = %config.queue_url,
+        %queue_url,
         max_body_bytes = config.max_body_bytes,
         "ingest started"
     );
 
+    // Ready from here until draining: readiness follows this process only.
+    state.readiness.set(true);
     let stop_accepting = CancellationToken::new();
     let stop_ops = CancellationToken::new();
     let options = ServeOptions {
@@ -124,7 +130,7 @@ pub async fn run(
     tokio::join!(
         http,
         drain,
-        probe_readiness(&state, &shutdown),
+        probe_queue(&state, &shutdown),
         ops::serve(
             listeners.ops,
             metrics,
@@ -135,21 +141,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Keeps `/readyz` in step with whether the queue answers, until shutdown.
-async fn probe_readiness<P: Publish>(state: &AppState<P>, shutdown: &CancellationToken) {
-    let mut interval = tokio::time::interval(READINESS_PROBE_INTERVAL);
+/// Keeps `webhook_ingest_queue_reachable` in step with whether the queue answers, until
+/// shutdown. Readiness does not follow it (see [`ops::probe`]): a load balancer would replace
+/// every task over an SQS hiccup, while each webhook already gets 503 and `Retry-After`.
+async fn probe_queue<P: Publish>(state: &AppState<P>, shutdown: &CancellationToken) {
+    let mut interval = tokio::time::interval(QUEUE_PROBE_INTERVAL);
+    let mut reachable = None;
     while shutdown
         .run_until_cancelled(interval.tick())
         .await
         .is_some()
     {
-        let Some(ready) = shutdown.run_until_cancelled(state.publisher.probe()).await else {
+        let Some(now) = shutdown.run_until_cancelled(state.publisher.probe()).await else {
             break;
         };
-        if ready != state.readiness.is_ready() {
-            tracing::info!(ready, "readiness changed");
+        if reachable != Some(now) {
+            tracing::info!(reachable = now, "queue reachability changed");
+            reachable = Some(now);
         }
-        state.readiness.set(ready);
     }
-    state.readiness.set(false);
 }

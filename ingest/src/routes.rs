@@ -1,5 +1,8 @@
 //! Request routing and the webhook handler: read the body within the limit, build the
 //! envelope, enqueue it, and answer 202 only once the queue has it.
+//!
+//! [`route`] is generic over the request body, so the whole HTTP edge (routing, limits,
+//! verification, error mapping) runs in-process in unit tests against a fake publisher.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,13 +10,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::Utc;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body as HttpBody;
 use webhook_shared::envelope::{Envelope, is_json_content_type};
-use webhook_shared::ops::Readiness;
+use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, Body};
 
-use crate::config::MAX_HEADER_BYTES;
+use crate::body_budget::{self, BodyBudget, ReadError};
+use crate::config::{ENVELOPE_OVERHEAD_BYTES, MAX_HEADER_BYTES};
 use crate::error::ApiError;
 use crate::headers::envelope_headers;
 use crate::metrics;
@@ -31,6 +34,10 @@ pub struct AppState<P> {
     pub max_body_bytes: usize,
     /// `Retry-After` seconds on 503.
     pub retry_after_seconds: u32,
+    /// Longest a request waits for the queue to take its message; then 503.
+    pub send_timeout: std::time::Duration,
+    /// The memory budget that bodies and their messages are held within.
+    pub body_budget: BodyBudget,
     /// Time a client has to send the body.
     pub body_read_timeout: std::time::Duration,
     /// The configured sources and their verifiers.
@@ -39,10 +46,19 @@ pub struct AppState<P> {
     pub fifo_group_header: Option<http::HeaderName>,
 }
 
+/// What a request body must be to be read: hyper's `Incoming` in production, any buffered or
+/// streamed body in tests.
+pub trait RequestBody: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> RequestBody for B where B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+/// The error type bodies are read with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Routes one request.
-pub async fn route<P: Publish>(
+pub async fn route<P: Publish, B: RequestBody>(
     state: Arc<AppState<P>>,
-    request: Request<Incoming>,
+    request: Request<B>,
 ) -> Response<Body> {
     let path = request.uri().path();
     if let Some(source) = path.strip_prefix("/webhooks/") {
@@ -64,20 +80,10 @@ pub async fn route<P: Publish>(
         metrics::record_request(response.status(), started.elapsed());
         return response;
     }
-    let is_probe = matches!(path, "/healthz" | "/readyz");
-    if !is_probe {
-        return ApiError::NotFound.into_response();
-    }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response();
-    }
-    let ready = path == "/healthz" || state.readiness.is_ready();
-    let (status, word) = if ready {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
-    };
-    server::json(status, &serde_json::json!({ "status": word }))
+    // The probes answer here exactly as on the ops port, for a load balancer that checks the
+    // traffic port.
+    ops::probe(request.method(), path, &state.readiness)
+        .unwrap_or_else(|| ApiError::NotFound.into_response())
 }
 
 /// A source name as the SPEC allows: `[a-z0-9_-]{1,64}`.
@@ -89,11 +95,11 @@ fn is_valid_source(source: &str) -> bool {
 }
 
 /// Reads, wraps and enqueues one webhook; returns its event id once the queue has it.
-async fn accept_webhook<P: Publish>(
+async fn accept_webhook<P: Publish, B: RequestBody>(
     state: &AppState<P>,
     source: String,
     config: &Source,
-    request: Request<Incoming>,
+    request: Request<B>,
 ) -> Result<String, ApiError> {
     let (parts, body) = request.into_parts();
     let content_type = parts
@@ -109,18 +115,19 @@ async fn accept_webhook<P: Publish>(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
     let group_id = fifo_group(&parts.headers, state.fifo_group_header.as_ref())
         .unwrap_or_else(|| source.clone());
     let headers = envelope_headers(&parts.headers, &config.drop_headers, MAX_HEADER_BYTES)
         .map_err(|_| ApiError::HeadersTooLarge {
             limit: MAX_HEADER_BYTES,
         })?;
-    let body = tokio::time::timeout(state.body_read_timeout, read_body(body, limit))
+    // Held until the answer: the body, then its message, count against the budget.
+    let mut reservation = state.body_budget.reservation();
+    let read = body_budget::read_within(body, limit, declared_length, &mut reservation);
+    let body = tokio::time::timeout(state.body_read_timeout, read)
         .await
-        .map_err(|_| ApiError::BodyTimeout)??;
+        .map_err(|_| ApiError::BodyTimeout)?
+        .map_err(|error| read_error(error, state.retry_after_seconds))?;
     let verified = config
         .verifier
         .verify(&parts.headers, &body, Utc::now())
@@ -139,25 +146,57 @@ async fn accept_webhook<P: Publish>(
         content_type,
         body,
     };
+    // Room for the message (and a base64 copy of the body) while it is built; then the body
+    // and headers live on only in the message, so they are dropped before the wait.
+    let body_bytes = envelope.body.len();
+    reservation
+        .grow_to(body_bytes + 2 * message_bound(body_bytes))
+        .map_err(|error| read_error(error, state.retry_after_seconds))?;
     let json = envelope.to_json();
+    let Envelope { id, source, .. } = envelope;
+    reservation.shrink_to(json.capacity());
     let message = OutgoingMessage {
-        event_id: envelope.id.clone(),
-        source: envelope.source,
+        event_id: id.clone(),
+        source,
         group_id,
         body: json,
     };
     if !fits_one_message(&message) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    metrics::record_body_size(envelope.body.len());
-    state
-        .publisher
-        .publish(message)
+    metrics::record_body_size(body_bytes);
+    // The deadline holds whatever the publisher does: the provider must see 503 before its
+    // own timeout. A message still in a call may yet be accepted; the provider's retry then
+    // carries the same event id (or, for sources without one, see `event_id` in the README).
+    let queue_unavailable = || ApiError::QueueUnavailable {
+        retry_after_seconds: state.retry_after_seconds,
+    };
+    tokio::time::timeout(state.send_timeout, state.publisher.publish(message))
         .await
-        .map_err(|_| ApiError::QueueUnavailable {
-            retry_after_seconds: state.retry_after_seconds,
-        })?;
-    Ok(envelope.id)
+        .map_err(|_elapsed| queue_unavailable())?
+        .map_err(|_| queue_unavailable())?;
+    drop(reservation);
+    Ok(id)
+}
+
+/// The most bytes the envelope of a body of `body_bytes` can take: the body base64-encoded
+/// (text is written as is only when that is no longer) plus the other fields.
+fn message_bound(body_bytes: usize) -> usize {
+    body_bytes.div_ceil(3) * 4 + ENVELOPE_OVERHEAD_BYTES
+}
+
+/// The answer to a body that could not be read into memory.
+fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
+    match error {
+        ReadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+        ReadError::NoRoom => ApiError::Overloaded {
+            retry_after_seconds,
+        },
+        ReadError::Broken(error) => {
+            tracing::debug!(%error, "request body could not be read");
+            ApiError::BadBody
+        }
+    }
 }
 
 /// The FIFO group from the configured header, when present and valid for SQS (1 to 128
@@ -168,19 +207,9 @@ fn fifo_group(headers: &http::HeaderMap, header: Option<&http::HeaderName>) -> O
     valid.then(|| value.to_owned())
 }
 
-/// Collects the body, failing with 413 as soon as it passes `limit` (never buffering more).
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::PayloadTooLarge { limit })
-        }
-        Err(error) => {
-            tracing::debug!(%error, "request body could not be read");
-            Err(ApiError::BadBody)
-        }
-    }
-}
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod routes_tests;
 
 #[cfg(test)]
 mod tests {

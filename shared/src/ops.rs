@@ -30,37 +30,68 @@ impl Readiness {
 }
 
 /// Answers an ops request: `/metrics`, `/healthz`, `/readyz`; anything else 404 or 405.
-pub fn respond(
-    request: &Request<Incoming>,
+pub fn respond<B>(
+    request: &Request<B>,
     metrics: &PrometheusHandle,
     readiness: &Readiness,
 ) -> Response<Body> {
     let path = request.uri().path();
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
-        return server::error(StatusCode::NOT_FOUND, "not_found", "no such route");
-    }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return server::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        );
-    }
-    match path {
-        "/metrics" => server::text(
+    if path == "/metrics" {
+        if !is_read(request.method()) {
+            return method_not_allowed();
+        }
+        return server::text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             metrics.render(),
-        ),
-        "/healthz" => server::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        _ if readiness.is_ready() => {
-            server::json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
-        }
-        _ => server::json(
+        );
+    }
+    probe(request.method(), path, readiness)
+        .unwrap_or_else(|| server::error(StatusCode::NOT_FOUND, "not_found", "no such route"))
+}
+
+/// The one answer to the health probes, wherever they are served (the ops port, and ingest's
+/// webhook port for load balancers that check the traffic port); `None` for other paths.
+///
+/// - `/healthz` (liveness): 200 `{"status":"ok"}` while the process runs.
+/// - `/readyz` (readiness): 200 `{"status":"ready"}` while this process takes work, 503
+///   `{"status":"not_ready"}` while starting or draining. It follows only this process, never a
+///   dependency: a load balancer replaces tasks on it, and replacing every task because SQS or
+///   the database hiccups makes an outage worse. Dependencies have their own metrics.
+pub fn probe(method: &Method, path: &str, readiness: &Readiness) -> Option<Response<Body>> {
+    let ready = match path {
+        "/healthz" => None,
+        "/readyz" => Some(readiness.is_ready()),
+        _ => return None,
+    };
+    if !is_read(method) {
+        return Some(method_not_allowed());
+    }
+    Some(match ready {
+        None => server::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        Some(true) => server::json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+        Some(false) => server::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "status": "not_ready" }),
         ),
-    }
+    })
+}
+
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+fn method_not_allowed() -> Response<Body> {
+    let mut response = server::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed; use GET, HEAD",
+    );
+    response.headers_mut().insert(
+        http::header::ALLOW,
+        http::HeaderValue::from_static("GET, HEAD"),
+    );
+    response
 }
 
 /// Runs the ops server until `shutdown`, and the exporter's periodic upkeep beside it.

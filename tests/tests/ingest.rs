@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use e2e_tests::probes::gauge;
 use e2e_tests::report::counter;
 use e2e_tests::{QueueOptions, TestStack};
 
@@ -280,7 +281,7 @@ async fn sigterm_under_load_loses_no_accepted_webhook() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_sqs_gives_503_with_retry_after() {
+async fn unreachable_sqs_gives_503_with_retry_after_and_ingest_stays_ready() {
     let stack = TestStack::new("ingest-no-sqs").await;
     let closed_port = e2e_tests::free_port();
     let ingest = stack
@@ -300,11 +301,81 @@ async fn unreachable_sqs_gives_503_with_retry_after() {
         .expect("POST");
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
+    // Readiness follows the process, not SQS: a load balancer must not replace every task
+    // over an SQS outage. The outage shows in a metric instead.
+    for url in [ingest.url("/readyz"), ingest.ops_url("/readyz")] {
+        let ready = reqwest::get(&url).await.expect("GET /readyz");
+        assert_eq!(
+            ready.status(),
+            200,
+            "{url} stays ready while SQS is unreachable"
+        );
+    }
+    let metrics = ingest.metrics().await;
+    assert_eq!(
+        gauge(&metrics, "webhook_ingest_queue_reachable", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(stack.messages_in(&stack.queue_url).await, 0);
+    drop(ingest);
+    stack.cleanup().await;
+}
+
+/// A frozen SQS endpoint: accepts connections and never answers.
+async fn frozen_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_sqs_gets_503_well_inside_shopifys_five_seconds_with_default_settings() {
+    let stack = TestStack::new("ingest-frozen-sqs").await;
+    let (frozen, task) = frozen_endpoint().await;
+    let ingest = stack.spawn_ingest(&[("AWS_ENDPOINT_URL", &frozen)]).await;
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .post(ingest.url("/webhooks/shopify"))
+        .body("{}")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("an answer before Shopify's 5 s timeout");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        elapsed < Duration::from_millis(4_500),
+        "503 after {elapsed:?}: a provider waiting 5 s must see it"
+    );
     let ready = reqwest::get(ingest.url("/readyz"))
         .await
         .expect("GET /readyz");
-    assert_eq!(ready.status(), 503, "not ready while SQS is unreachable");
-    assert_eq!(stack.messages_in(&stack.queue_url).await, 0);
+    assert_eq!(ready.status(), 200);
+    task.abort();
+    drop(ingest);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_reachable_gauge_is_1_while_sqs_answers() {
+    let stack = TestStack::new("ingest-sqs-reachable").await;
+    let ingest = stack.spawn_ingest(&[]).await;
+    e2e_tests::eventually(Duration::from_secs(10), "queue reachable", || async {
+        let metrics = ingest.metrics().await;
+        Ok((gauge(&metrics, "webhook_ingest_queue_reachable", &[]) == Some(1.0)).then_some(()))
+    })
+    .await
+    .expect("the probe succeeds against LocalStack");
     drop(ingest);
     stack.cleanup().await;
 }

@@ -156,11 +156,17 @@ async fn a_webhook_the_queue_cannot_take_gets_503_and_is_not_stored() {
     assert_eq!(error["error"], "queue_unavailable");
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
 
-    // Readiness reports the missing queue.
+    // Readiness follows the process; the metric reports the missing queue.
     let ready = reqwest::get(ingest.url("/readyz"))
         .await
         .expect("GET /readyz");
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200);
+    let metrics = ingest.metrics().await;
+    assert_eq!(
+        e2e_tests::probes::gauge(&metrics, "webhook_ingest_queue_reachable", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
 
     // The message was not sent late either: once the queue exists it is empty, and the
     // worker (consuming the stack's own queue meanwhile) stored nothing.

@@ -1,0 +1,317 @@
+//! The HTTP edge in-process: routing, limits, verification and error mapping against a fake
+//! publisher, in milliseconds (paused time where a deadline matters). The subprocess tests in
+//! `tests/` keep what needs a real process: signals, kills, sockets, SQS.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use webhook_shared::envelope::Envelope;
+use webhook_shared::ops::Readiness;
+
+use super::{AppState, route};
+use crate::publisher::{OutgoingMessage, Publish, PublishError};
+use crate::sources::{self, Sources};
+
+/// Records what it is given; refuses or stalls when told to.
+#[derive(Debug, Default)]
+struct FakeQueue {
+    messages: Mutex<Vec<OutgoingMessage>>,
+    refuse: AtomicBool,
+    stall: AtomicBool,
+}
+
+impl FakeQueue {
+    fn taken(&self) -> Vec<OutgoingMessage> {
+        self.messages.lock().expect("not poisoned").clone()
+    }
+}
+
+impl Publish for FakeQueue {
+    async fn publish(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+        if self.stall.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(PublishError);
+        }
+        self.messages.lock().expect("not poisoned").push(message);
+        Ok(())
+    }
+
+    async fn probe(&self) -> bool {
+        true
+    }
+}
+
+/// A body sent in chunks without a declared length (like chunked encoding); after the chunks
+/// it either ends or never does (a client that stops sending).
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    ends: bool,
+}
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            None if self.ends => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+fn chunks(count: usize, size: usize, ends: bool) -> Chunks {
+    Chunks {
+        chunks: (0..count).map(|_| Bytes::from(vec![b'a'; size])).collect(),
+        ends,
+    }
+}
+
+fn state(sources: Sources) -> Arc<AppState<FakeQueue>> {
+    let readiness = Readiness::default();
+    readiness.set(true);
+    Arc::new(AppState {
+        publisher: FakeQueue::default(),
+        readiness,
+        max_body_bytes: 1000,
+        retry_after_seconds: 7,
+        send_timeout: Duration::from_secs(3),
+        body_budget: crate::body_budget::BodyBudget::new(10 * 1024 * 1024),
+        body_read_timeout: Duration::from_secs(2),
+        sources,
+        fifo_group_header: None,
+    })
+}
+
+/// Sources from TOML, with `secret` as the value of every secret variable.
+fn sources_from(toml: &str) -> Sources {
+    let path = std::env::temp_dir().join(format!(
+        "ingest-routes-test-{}-{}.toml",
+        std::process::id(),
+        uuid::Uuid::now_v7()
+    ));
+    std::fs::write(&path, toml).expect("write the sources file");
+    let loaded = sources::load(&path, &|_| Some("secret".to_owned())).expect("valid sources");
+    std::fs::remove_file(&path).expect("remove the sources file");
+    loaded
+}
+
+fn post(path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post(path)
+        .body(Full::new(body.into()))
+        .expect("valid request")
+}
+
+/// The status and the JSON body of the answer.
+async fn send<B>(state: &Arc<AppState<FakeQueue>>, request: Request<B>) -> (StatusCode, serde_json::Value)
+where
+    B: super::RequestBody,
+{
+    let response = route(Arc::clone(state), request).await;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("full body")
+        .to_bytes();
+    let json = serde_json::from_slice(&body).expect("a JSON answer");
+    (status, json)
+}
+
+#[tokio::test]
+async fn an_accepted_webhook_is_enqueued_once_with_its_exact_body() {
+    let state = state(Sources::open());
+    let (status, answer) = send(&state, post("/webhooks/github", r#"{"a":1}"#)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let taken = state.publisher.taken();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(answer["id"], taken[0].event_id.as_str());
+    let envelope = Envelope::from_json(&taken[0].body).expect("an envelope");
+    assert_eq!(envelope.source, "github");
+    assert_eq!(&envelope.body[..], br#"{"a":1}"#);
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_status_and_code_and_enqueue_nothing() {
+    let state = state(Sources::open());
+    let too_big_declared = Request::post("/webhooks/github")
+        .header("content-length", "1001")
+        .body(chunks(0, 0, true))
+        .expect("valid request");
+    let cases: Vec<(Request<Chunks>, StatusCode, &str)> = vec![
+        (too_big_declared, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            Request::post("/webhooks/github")
+                .body(chunks(11, 100, true))
+                .expect("valid request"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            Request::get("/webhooks/github")
+                .body(chunks(0, 0, true))
+                .expect("valid request"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Request::post("/webhooks/GitHub")
+                .body(chunks(1, 10, true))
+                .expect("valid request"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Request::post("/elsewhere")
+                .body(chunks(1, 10, true))
+                .expect("valid request"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Request::post("/readyz")
+                .body(chunks(0, 0, true))
+                .expect("valid request"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let (got, answer) = send(&state, request).await;
+        assert_eq!(got, status, "{what}");
+        assert_eq!(answer["error"], code, "{what}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+    }
+    assert!(state.publisher.taken().is_empty(), "nothing enqueued");
+}
+
+#[tokio::test]
+async fn verification_and_content_rules_refuse_before_enqueueing() {
+    let state = state(sources_from(
+        r#"
+        [sources.github]
+        scheme = "github"
+        secret_env = ["GITHUB_SECRET"]
+        require_json = true
+        "#,
+    ));
+    let unsigned = Request::post("/webhooks/github")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("valid request");
+    let (status, answer) = send(&state, unsigned).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer["error"], "missing_signature");
+
+    let not_json = post("/webhooks/github", "{}");
+    let (status, answer) = send(&state, not_json).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(answer["error"], "unsupported_media_type");
+
+    let (status, answer) = send(&state, post("/webhooks/gitlab", "{}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "unknown sources are refused");
+    assert_eq!(answer["error"], "unknown_source");
+    assert!(state.publisher.taken().is_empty());
+}
+
+#[tokio::test]
+async fn a_refusing_queue_gives_503_with_retry_after() {
+    let state = state(Sources::open());
+    state.publisher.refuse.store(true, Ordering::Relaxed);
+    let response = route(Arc::clone(&state), post("/webhooks/github", "{}")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_queue_gives_503_at_the_send_timeout() {
+    let state = state(Sources::open());
+    state.publisher.stall.store(true, Ordering::Relaxed);
+    let started = tokio::time::Instant::now();
+    let response = route(Arc::clone(&state), post("/webhooks/github", "{}")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(started.elapsed(), Duration::from_secs(3), "at the send timeout, not later");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_coming_gets_408_at_the_body_timeout() {
+    let state = state(Sources::open());
+    let request = Request::post("/webhooks/github")
+        .body(chunks(2, 10, false))
+        .expect("valid request");
+    let started = tokio::time::Instant::now();
+    let (status, answer) = send(&state, request).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(answer["error"], "request_timeout");
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert!(state.publisher.taken().is_empty());
+}
+
+#[tokio::test]
+async fn probes_follow_this_process_only() {
+    let state = state(Sources::open());
+    let get = |path: &str| {
+        Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .body(Full::new(Bytes::new()))
+            .expect("valid request")
+    };
+    assert_eq!(
+        send(&state, get("/healthz")).await,
+        (StatusCode::OK, serde_json::json!({ "status": "ok" }))
+    );
+    assert_eq!(
+        send(&state, get("/readyz")).await,
+        (StatusCode::OK, serde_json::json!({ "status": "ready" }))
+    );
+    state.readiness.set(false);
+    assert_eq!(
+        send(&state, get("/readyz")).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "not_ready" })
+        )
+    );
+    assert_eq!(send(&state, get("/healthz")).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_before_it_is_read() {
+    let mut state = state(Sources::open());
+    Arc::get_mut(&mut state).expect("not shared yet").body_budget =
+        crate::body_budget::BodyBudget::new(500);
+    let request = Request::post("/webhooks/github")
+        .header("content-length", "600")
+        .body(chunks(6, 100, false)) // never ends: a read would hang the test
+        .expect("valid request");
+    let response = route(Arc::clone(&state), request).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "7");
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(answer["error"], "overloaded");
+    assert_eq!(state.body_budget.in_use(), 0, "nothing held after the answer");
+    assert!(state.publisher.taken().is_empty());
+}
