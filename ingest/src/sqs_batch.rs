@@ -3,7 +3,6 @@
 //! A call SQS refuses whole for something one entry can cause is split: each entry is sent
 //! again in a call of its own, so only the entry at fault is refused.
 
-use std::borrow::Cow;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -49,7 +48,7 @@ impl SqsBatchSender {
         if self.fifo {
             entry = entry
                 .message_group_id(&message.group_id)
-                .message_deduplication_id(deduplication_id(&message.event_id));
+                .message_deduplication_id(deduplication_id(&message.source, &message.event_id));
         }
         entry
             .build()
@@ -74,6 +73,7 @@ impl SqsBatchSender {
             .send()
             .await;
         record_sqs_request("SendMessageBatch", &result);
+        crate::metrics::gauge_queue_reachable(result.is_ok());
         result
     }
 
@@ -109,18 +109,21 @@ fn attribute_value(attribute: Attribute<'_>) -> MessageAttributeValue {
         .unwrap_or_else(|error| unreachable!("data_type is set: {error}"))
 }
 
-/// The FIFO deduplication id for an event id: the id itself when SQS takes its length (at
-/// most 128 characters; event ids are visible ASCII, all of which SQS takes), else `sha256:`
-/// and the hex SHA-256 of the id (71 characters), the same for every retry of the event.
-fn deduplication_id(event_id: &str) -> Cow<'_, str> {
-    if event_id.len() <= MAX_DEDUPLICATION_ID_CHARS {
-        Cow::Borrowed(event_id)
-    } else {
-        Cow::Owned(format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(event_id.as_bytes()))
-        ))
+/// The FIFO deduplication id of an event: `{source}/{event id}` when SQS takes its length (at
+/// most 128 characters; sources and event ids are visible ASCII, all of which SQS takes),
+/// else `sha256:` and the hex SHA-256 of the source, a zero byte and the id (71 characters);
+/// the same for every retry of the event. The source is part of it because rows are keyed by
+/// `(source, id)`: two sources may send the same id, and SQS deduplicates across the queue.
+fn deduplication_id(source: &str, event_id: &str) -> String {
+    let plain = format!("{source}/{event_id}");
+    if plain.len() <= MAX_DEDUPLICATION_ID_CHARS {
+        return plain;
     }
+    let mut hash = Sha256::new();
+    hash.update(source.as_bytes());
+    hash.update([0]);
+    hash.update(event_id.as_bytes());
+    format!("sha256:{}", hex::encode(hash.finalize()))
 }
 
 /// Each of `entries` entries' outcome from SQS's answer; an entry the answer does not
@@ -196,6 +199,7 @@ impl SendBatch for SqsBatchSender {
             .send()
             .await;
         record_sqs_request("GetQueueAttributes", &result);
+        crate::metrics::gauge_queue_reachable(result.is_ok());
         if let Err(error) = &result {
             tracing::warn!(error = %DisplayErrorContext(error), "queue probe failed");
         }

@@ -227,7 +227,7 @@ async fn fifo_deduplication_ids_stay_within_128_characters() {
     let long = "x".repeat(255);
     let (short, at_limit, over) = (
         message("evt_1", "a"),
-        message(&"y".repeat(128), "b"),
+        message(&"y".repeat(128 - "acme/".len()), "b"),
         message(&long, "c"),
     );
     assert!(sender.send_batch(&[&short, &at_limit, &over]).await.is_ok());
@@ -236,11 +236,11 @@ async fn fifo_deduplication_ids_stay_within_128_characters() {
         .iter()
         .map(|entry| entry["MessageDeduplicationId"].as_str().expect("dedup id"))
         .collect();
-    assert_eq!(ids[0], "evt_1");
-    assert_eq!(ids[1], "y".repeat(128));
+    assert_eq!(ids[0], "acme/evt_1");
+    assert_eq!(ids[1], format!("acme/{}", "y".repeat(123)));
     assert_eq!(
         ids[2],
-        format!("sha256:{}", hex::encode(Sha256::digest(long.as_bytes())))
+        format!("sha256:{}", hex::encode(Sha256::digest(format!("acme\0{long}"))))
     );
     assert!(ids[2].len() <= MAX_DEDUPLICATION_ID_CHARS);
     // The event id itself still travels whole, as the attribute.
@@ -255,7 +255,19 @@ async fn fifo_deduplication_ids_stay_within_128_characters() {
 fn long_event_ids_differing_anywhere_get_different_deduplication_ids() {
     let base = "a".repeat(200);
     let other = format!("{}b", &base[..199]);
-    assert_ne!(deduplication_id(&base), deduplication_id(&other));
-    assert_eq!(deduplication_id(&base), deduplication_id(&base.clone()));
-    assert_eq!(deduplication_id(&"z".repeat(129)).len(), 71);
+    assert_ne!(deduplication_id("s", &base), deduplication_id("s", &other));
+    assert_eq!(deduplication_id("s", &base), deduplication_id("s", &base.clone()));
+    assert_eq!(deduplication_id("s", &"z".repeat(129)).len(), 71);
+}
+
+#[test]
+fn two_sources_sending_one_event_id_are_not_deduplicated_together() {
+    assert_ne!(deduplication_id("github", "1"), deduplication_id("stripe", "1"));
+    let long = "x".repeat(200);
+    assert_ne!(deduplication_id("github", &long), deduplication_id("stripe", &long));
+    // The zero byte keeps ("ab", "c") and ("a", "bc") apart once hashed.
+    assert_ne!(
+        deduplication_id("ab", &format!("c{long}")),
+        deduplication_id("a", &format!("bc{long}"))
+    );
 }

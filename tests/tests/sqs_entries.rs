@@ -13,13 +13,18 @@ use e2e_tests::{QueueOptions, TestStack};
 const MAX_MESSAGE_BYTES: usize = 1_048_576;
 /// The source the tests post to: unverified, its event id from `x-event-id`.
 const SOURCE: &str = "acme";
+/// A second source, sending the same event ids.
+const OTHER_SOURCE: &str = "beta";
 
 /// A sources file with [`SOURCE`] taking its event ids from `x-event-id`.
 fn sources_file() -> PathBuf {
     let path = std::env::temp_dir().join(format!("sources-{}.toml", uuid::Uuid::new_v4()));
     std::fs::write(
         &path,
-        format!("[sources.{SOURCE}]\nscheme = \"none\"\nid_header = \"x-event-id\"\n"),
+        format!(
+            "[sources.{SOURCE}]\nscheme = \"none\"\nid_header = \"x-event-id\"\n\
+             [sources.{OTHER_SOURCE}]\nscheme = \"none\"\nid_header = \"x-event-id\"\n"
+        ),
     )
     .expect("writing the sources file");
     path
@@ -187,6 +192,21 @@ async fn a_fifo_queue_takes_255_character_event_ids_and_deduplicates_them() {
     let mut expected = vec![first, second];
     expected.sort();
     assert_eq!(ids, expected);
+
+    // Rows are keyed by (source, id): the same id from two sources is two events, and SQS's
+    // queue-wide deduplication must not drop the second one after answering 202.
+    for source in [SOURCE, OTHER_SOURCE] {
+        let response = client
+            .post(ingest.url(&format!("/webhooks/{source}")))
+            .header("x-event-id", "shared-1")
+            .body("{}")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 202);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stack.messages_in(&stack.queue_url).await, 4, "both sources' events kept");
 
     drop(ingest);
     let _ = std::fs::remove_file(sources);
