@@ -122,6 +122,13 @@ def template_load_balancer_drains_like_ingest_and_never_exposes_metrics():
     attributes = {a["Key"]: a["Value"] for a in group.get("TargetGroupAttributes", [])}
     if attributes.get("deregistration_delay.timeout_seconds") != env["DEREGISTRATION_DELAY_SECONDS"]:
         problems.append("target group deregistration_delay.timeout_seconds must equal DEREGISTRATION_DELAY_SECONDS")
+    balancer = next(r for r in RESOURCES.values()
+                    if r["Type"] == "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    alb_attributes = {a["Key"]: a["Value"] for a in balancer["Properties"].get("LoadBalancerAttributes", [])}
+    alb_idle = int(alb_attributes.get("idle_timeout.timeout_seconds", "60"))
+    if int(env.get("IDLE_TIMEOUT_SECONDS", "0")) <= alb_idle:
+        problems.append(f"ingest's IDLE_TIMEOUT_SECONDS must exceed the ALB's idle timeout ({alb_idle} s), "
+                        "or the ALB reuses connections ingest has closed (502)")
     if group.get("HealthCheckPath") != "/readyz" or group.get("Port") != listen:
         problems.append(f"target group must check /readyz on port {listen} (LISTEN_ADDR)")
     balancers = RESOURCES["IngestService"]["Properties"]["LoadBalancers"]
