@@ -31,11 +31,16 @@
 //! ceiling while there is a backlog. A call that failed as a whole (throttling, a server fault,
 //! a timeout) halves the limit, once per window.
 //!
-//! Baselines are the lowest latency seen per batch size (a call of 10 entries takes longer
-//! than a call of 1), re-measured every ~30 s (jittered) by holding the limit at 1 for a few
-//! calls, as the worker's adaptive limit does for the database (see `worker/src/adaptive.rs`
-//! for the reasoning): a minimum kept forever would read a queue that is slower for good as
-//! one that is overloaded for good.
+//! A baseline is the median latency of the latest [`BASELINE_SAMPLES`] calls of its batch
+//! size (a call of 10 entries takes longer than a call of 1) that had no other call of this
+//! batcher beside them: what a call costs the queue as it is now, without queueing behind
+//! this batcher's own calls. A median, not the minimum: SQS latency has a long tail (the
+//! median call takes well over the fastest), so against the minimum even a queue that scales
+//! out would look queued. Under a steady backlog calls rarely go alone, so every ~30 s
+//! (jittered) the limit is held at 1 for [`REMEASURE_SAMPLES`] calls to take fresh ones, as
+//! the worker's adaptive limit does for the database (see `worker/src/adaptive.rs`): a
+//! baseline kept forever would read a queue that is slower for good as one that is
+//! overloaded for good.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
@@ -59,8 +64,6 @@ pub const CUT_QUEUE: f64 = 1.5;
 /// Calls waiting at the server that a cut aims for: one call queued keeps a server that works
 /// one call at a time busy while the batcher gathers the next batch.
 const TARGET_QUEUE: f64 = 1.0;
-/// Weight of each new call in the moving average behind [`CallLimit::saturated`].
-pub const CONCURRENT_RATIO_WEIGHT: f64 = 0.05;
 /// Smallest factor of one cut.
 const MIN_DECREASE: f64 = 0.5;
 /// Mean time between re-measurements of the baselines, jittered by ±[`REMEASURE_JITTER`].
@@ -68,9 +71,13 @@ const REMEASURE_INTERVAL: Duration = Duration::from_secs(30);
 /// Relative jitter of [`REMEASURE_INTERVAL`] (so that tasks do not re-measure together).
 const REMEASURE_JITTER: f64 = 0.15;
 /// Calls taken at a limit of 1 for the new baselines.
-const REMEASURE_SAMPLES: usize = 5;
-/// Least rise of the baselines a re-measurement adopts (less is noise).
-const REMEASURE_RISE: f64 = 1.2;
+pub const REMEASURE_SAMPLES: usize = 10;
+/// Calls alone per batch size whose median is the baseline.
+pub const BASELINE_SAMPLES: usize = 9;
+/// Fewest calls alone whose median may serve as a baseline.
+const MIN_BASELINE_SAMPLES: usize = 3;
+/// Fewest calls beside others in a window to judge [`CallLimit::saturated`] by.
+const MIN_CONCURRENT_SAMPLES: usize = 3;
 /// Shortest latency counted, so that a zero duration cannot make a zero baseline.
 const MIN_LATENCY_SECONDS: f64 = 1e-6;
 
@@ -107,16 +114,33 @@ pub struct Change {
     pub reason: Option<Reason>,
 }
 
-/// Baseline latency (seconds) per batch size (index = entries − 1).
-type Baselines = [Option<f64>; MAX_BATCH_ENTRIES];
+/// The latest latencies (seconds) of calls of one batch size that went alone, and their
+/// median.
+#[derive(Clone, Copy, Debug, Default)]
+struct Baseline {
+    latest: [f64; BASELINE_SAMPLES],
+    len: usize,
+    next: usize,
+    median: Option<f64>,
+}
+
+impl Baseline {
+    fn push(&mut self, latency: f64) {
+        self.latest[self.next] = latency;
+        self.next = (self.next + 1) % BASELINE_SAMPLES;
+        self.len = (self.len + 1).min(BASELINE_SAMPLES);
+        if self.len >= MIN_BASELINE_SAMPLES {
+            let mut sorted = self.latest;
+            self.median = Some(median(&mut sorted[..self.len]));
+        }
+    }
+}
 
 /// A re-measurement in progress.
 #[derive(Debug)]
 struct Remeasure {
     /// The limit to return to.
     saved: usize,
-    /// Baselines from the calls made at a limit of 1.
-    fresh: Baselines,
     samples: usize,
 }
 
@@ -127,10 +151,12 @@ pub struct CallLimit {
     adaptive: bool,
     limit: usize,
     slow_start: bool,
-    baselines: Baselines,
+    baselines: [Baseline; MAX_BATCH_ENTRIES],
     window_start: Instant,
     ratios: Vec<f64>,
     queued: Vec<f64>,
+    /// Latency ratios of the window's calls that went beside others.
+    concurrent: Vec<f64>,
     /// Whether a webhook waited for a free call during the window.
     used: bool,
     last_failure_cut: Option<Instant>,
@@ -139,7 +165,8 @@ pub struct CallLimit {
     rng: u64,
     /// The median queue estimate of the latest decided window.
     last_queued: f64,
-    /// Moving average of the latency ratio of calls that started beside others.
+    /// Median latency ratio of the calls that went beside others in the latest window that
+    /// had some.
     concurrent_ratio: f64,
 }
 
@@ -153,10 +180,11 @@ impl CallLimit {
             adaptive,
             limit: if adaptive { 1 } else { max },
             slow_start: true,
-            baselines: [None; MAX_BATCH_ENTRIES],
+            baselines: [Baseline::default(); MAX_BATCH_ENTRIES],
             window_start: now,
             ratios: Vec::new(),
             queued: Vec::new(),
+            concurrent: Vec::new(),
             used: false,
             last_failure_cut: None,
             remeasure: None,
@@ -179,11 +207,10 @@ impl CallLimit {
         self.last_queued
     }
 
-    /// Whether calls queue at the server: calls that started beside others took
-    /// [`GROW_RATIO`] times their baseline or more (a moving average over the latest
-    /// [`CONCURRENT_RATIO_WEIGHT`]⁻¹ calls or so), so a call started now while others are in
-    /// flight would wait behind them rather than be served beside them. Never, when not
-    /// adaptive.
+    /// Whether calls queue at the server: calls that went beside others took [`GROW_RATIO`]
+    /// times their baseline or more (the median of the latest window that had some), so a
+    /// call started now while others are in flight would wait behind them rather than be
+    /// served beside them. Never, when not adaptive.
     pub fn saturated(&self) -> bool {
         self.adaptive && self.concurrent_ratio >= GROW_RATIO
     }
@@ -200,41 +227,37 @@ impl CallLimit {
         }
         let latency = sample.latency.as_secs_f64().max(MIN_LATENCY_SECONDS);
         let size = sample.entries.clamp(1, MAX_BATCH_ENTRIES) - 1;
+        if sample.in_flight == 1 {
+            self.baselines[size].push(latency);
+        }
         if let Some(remeasure) = &mut self.remeasure {
-            // Calls that started before the limit dropped say nothing about an idle queue.
-            if sample.in_flight > self.limit {
-                return None;
+            // Calls that started before the limit dropped say nothing about the queue alone.
+            if sample.in_flight == 1 {
+                remeasure.samples += 1;
+                if remeasure.samples >= REMEASURE_SAMPLES {
+                    return self.finish_remeasure(now);
+                }
             }
-            let fresh = &mut remeasure.fresh[size];
-            *fresh = Some(fresh.map_or(latency, |b| b.min(latency)));
-            remeasure.samples += 1;
-            if remeasure.samples < REMEASURE_SAMPLES {
-                return None;
-            }
-            return self.finish_remeasure(now);
+            return None;
         }
-        // The own size's baseline, else the nearest larger size's (an upper bound).
-        let known = self.baselines[size..].iter().flatten().next().copied();
-        let baseline = known.map_or(latency, |b| b.min(latency));
-        self.baselines[size] = Some(baseline);
-        // A size never seen: its first call seeds its baseline, and judges nothing.
-        known?;
-        if sample.in_flight > 1 {
-            let ratio = latency / baseline;
-            self.concurrent_ratio = if self.concurrent_ratio == 0.0 {
-                ratio
-            } else {
-                self.concurrent_ratio + CONCURRENT_RATIO_WEIGHT * (ratio - self.concurrent_ratio)
-            };
-        }
+        // The own size's baseline, else the nearest larger size's (an upper bound), else the
+        // nearest smaller one's (a lower bound: cautious).
+        let baseline = self.baselines[size..]
+            .iter()
+            .chain(self.baselines[..size].iter().rev())
+            .find_map(|b| b.median)?;
         // A call that started under an older, higher limit does not judge this one.
         if sample.in_flight > self.limit {
             return None;
         }
         if self.queued.len() < MAX_WINDOW_SAMPLES {
-            self.ratios.push(latency / baseline);
+            let ratio = latency / baseline;
+            self.ratios.push(ratio);
             self.queued
-                .push(sample.in_flight as f64 * (1.0 - baseline / latency));
+                .push(sample.in_flight as f64 * (1.0 - 1.0 / ratio).max(0.0));
+            if sample.in_flight > 1 {
+                self.concurrent.push(ratio);
+            }
         }
         if now.saturating_duration_since(self.window_start) < WINDOW
             || self.queued.len() < MIN_WINDOW_SAMPLES
@@ -267,6 +290,9 @@ impl CallLimit {
     fn decide(&mut self, now: Instant) -> Option<Change> {
         let ratio = median(&mut self.ratios);
         let queued = median(&mut self.queued);
+        if self.concurrent.len() >= MIN_CONCURRENT_SAMPLES {
+            self.concurrent_ratio = median(&mut self.concurrent);
+        }
         let used = self.used;
         self.last_queued = queued;
         self.reset_window(now);
@@ -277,7 +303,6 @@ impl CallLimit {
         if now >= self.next_remeasure {
             self.remeasure = Some(Remeasure {
                 saved: self.limit,
-                fresh: [None; MAX_BATCH_ENTRIES],
                 samples: 0,
             });
             return self.set(1, Some(Reason::Remeasure));
@@ -300,29 +325,10 @@ impl CallLimit {
         self.set(to, None)
     }
 
-    /// Adopts the re-measurement. When every size seen rose clearly, all baselines rise by
-    /// the least of those rises (robust to noise); below [`REMEASURE_RISE`] they stay, so
-    /// that they do not creep up by the noise of each re-measurement. Any size seen may also
-    /// come down to its fresh value.
+    /// Ends a re-measurement (its calls are in the baselines already): back to the limit
+    /// before it.
     fn finish_remeasure(&mut self, now: Instant) -> Option<Change> {
         let remeasure = self.remeasure.take()?;
-        let rise = remeasure
-            .fresh
-            .iter()
-            .zip(&self.baselines)
-            .filter_map(|(fresh, old)| Some((*fresh)? / (*old)?))
-            .fold(f64::INFINITY, f64::min);
-        let rise = if rise.is_finite() && rise > REMEASURE_RISE {
-            rise
-        } else {
-            1.0
-        };
-        for (old, fresh) in self.baselines.iter_mut().zip(remeasure.fresh) {
-            *old = match (old.map(|b| b * rise), fresh) {
-                (Some(old), Some(fresh)) => Some(old.min(fresh)),
-                (old, fresh) => old.or(fresh),
-            };
-        }
         self.schedule_remeasure(now);
         self.reset_window(now);
         self.set(remeasure.saved, None)
@@ -347,6 +353,7 @@ impl CallLimit {
         self.window_start = now;
         self.ratios.clear();
         self.queued.clear();
+        self.concurrent.clear();
         self.used = false;
     }
 

@@ -5,8 +5,19 @@
 use super::*;
 
 /// A queue: a call of 10 entries takes `latency(seconds since start, calls in flight)` ms,
-/// times 1.0..1.2 of noise.
+/// times a noise factor drawn from a uniform `u` in 0..1.
 type Model = fn(f64, usize) -> f64;
+
+/// Mild noise: 1.0 to 1.2.
+fn mild(u: f64) -> f64 {
+    1.0 + 0.2 * u
+}
+
+/// Noise with a long tail, as real SQS calls show: 1 + an exponential of mean 1, so the median
+/// call takes 1.7 times the fastest and one in a hundred 5.6 times.
+fn long_tail(u: f64) -> f64 {
+    1.0 - (1.0 - u).ln()
+}
 
 /// SQS: calls scale out, 20 ms whatever the concurrency.
 fn scales_out(_: f64, _: usize) -> f64 {
@@ -23,6 +34,7 @@ fn one_at_a_time(_: f64, n: usize) -> f64 {
 struct Sim {
     limit: CallLimit,
     model: Model,
+    noise: fn(f64) -> f64,
     start: Instant,
     now: Instant,
     /// (finish, sample) of the calls in flight.
@@ -41,6 +53,7 @@ impl Sim {
         Self {
             limit,
             model,
+            noise: mild,
             start,
             now: start,
             in_flight: Vec::new(),
@@ -58,7 +71,7 @@ impl Sim {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        1.0 + 0.2 * ((self.rng >> 11) as f64 / (1u64 << 53) as f64)
+        (self.noise)((self.rng >> 11) as f64 / (1u64 << 53) as f64)
     }
 
     /// Runs until `until` s; returns the limits seen outside re-measurements, with the time.
@@ -114,6 +127,31 @@ fn a_queue_that_scales_out_gets_the_maximum_under_backlog() {
     let after = limits_after(&seen, 2.0);
     assert!(after.iter().all(|&l| l == 64), "{:?}", sim.changes);
     assert!(!sim.limit.saturated(), "calls do not queue");
+}
+
+#[test]
+fn a_queue_that_scales_out_gets_the_maximum_despite_a_long_latency_tail() {
+    let mut sim = Sim::new(64, scales_out);
+    sim.noise = long_tail;
+    let seen = sim.run(60.0);
+    let after = limits_after(&seen, 5.0);
+    let at_max = after.iter().filter(|&&l| l == 64).count();
+    assert!(at_max * 10 >= after.len() * 9, "{:?}", sim.changes);
+    assert!(!sim.limit.saturated(), "calls do not queue");
+}
+
+#[test]
+fn a_queue_that_serves_one_call_at_a_time_settles_at_two_despite_a_long_latency_tail() {
+    let mut sim = Sim::new(64, one_at_a_time);
+    sim.noise = long_tail;
+    let seen = sim.run(120.0);
+    let after = limits_after(&seen, 2.0);
+    assert!(
+        after.iter().all(|&l| (1..=4).contains(&l)),
+        "{:?}",
+        sim.changes
+    );
+    assert!(sim.limit.saturated(), "a second call waits for the first");
 }
 
 #[test]

@@ -165,6 +165,17 @@ async fn main() -> anyhow::Result<()> {
         medians(&|r| r.ceiling().cpu.load),
         medians(&|r| r.ceiling().cpu.localstack),
     );
+    let against_each: Vec<String> = callers
+        .iter()
+        .enumerate()
+        .map(|(i, callers)| {
+            let ratio = medians(&|r| {
+                r.ingest.load.accepted_per_second / r.ceilings[i].run.messages_per_second
+            });
+            format!("{ratio:.2} against {callers} callers")
+        })
+        .collect();
+    println!("median ratio: {}", against_each.join(", "));
     let envelope = rounds.iter().find_map(|r| r.ingest.envelope_bytes);
     println!(
         "envelope bytes: ceiling {ceiling_envelope}, ingest {}",
