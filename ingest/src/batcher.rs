@@ -141,7 +141,7 @@ impl Calls {
     }
 
     /// Applies a change of the limit: the gauge, and a wake-up when it grew.
-    fn changed(&self, change: Option<Change>) {
+    fn apply(&self, change: Option<Change>) {
         let Some(change) = change else { return };
         metrics::gauge_batch_calls_limit(change.to);
         tracing::debug!(from = change.from, to = change.to, reason = ?change.reason, "batch call limit changed");
@@ -338,7 +338,7 @@ async fn send_with_retries<S: SendBatch>(sender: Arc<S>, mut entries: Vec<Pendin
             Err(EntryOutcome::Retry) => calls.limit().on_failure(Instant::now()),
             Err(_) => None,
         };
-        calls.changed(change);
+        calls.apply(change);
         let outcomes = match result {
             Ok(outcomes) if outcomes.len() == entries.len() => outcomes,
             Ok(outcomes) => {

@@ -29,7 +29,9 @@
 //! A server whose latency is `n × c` therefore settles at 2 (3 when the batcher's own share of
 //! the latency is as large as the server's), and one whose latency does not move climbs to the
 //! ceiling while there is a backlog. A call that failed as a whole (throttling, a server fault,
-//! a timeout) halves the limit, once per window.
+//! a timeout) halves the limit, once per window. The batcher also asks whether calls queue at
+//! the server ([`CallLimit::saturated`]) before it sends a batch that is not full beside calls
+//! in flight.
 //!
 //! A baseline is the median latency of the latest [`BASELINE_SAMPLES`] calls of its batch
 //! size (a call of 10 entries takes longer than a call of 1) that had no other call of this
@@ -163,8 +165,6 @@ pub struct CallLimit {
     remeasure: Option<Remeasure>,
     next_remeasure: Instant,
     rng: u64,
-    /// The median queue estimate of the latest decided window.
-    last_queued: f64,
     /// Median latency ratio of the calls that went beside others in the latest window that
     /// had some.
     concurrent_ratio: f64,
@@ -190,7 +190,6 @@ impl CallLimit {
             remeasure: None,
             next_remeasure: now,
             rng: RandomState::new().hash_one(0u8) | 1,
-            last_queued: 0.0,
             concurrent_ratio: 0.0,
         };
         limit.schedule_remeasure(now);
@@ -200,11 +199,6 @@ impl CallLimit {
     /// Calls allowed in flight now.
     pub fn limit(&self) -> usize {
         self.limit
-    }
-
-    /// The median estimate of calls waiting at the server over the latest decided window.
-    pub fn queued(&self) -> f64 {
-        self.last_queued
     }
 
     /// Whether calls queue at the server: calls that went beside others took [`GROW_RATIO`]
@@ -294,7 +288,6 @@ impl CallLimit {
             self.concurrent_ratio = median(&mut self.concurrent);
         }
         let used = self.used;
-        self.last_queued = queued;
         self.reset_window(now);
         if queued > CUT_QUEUE && ratio > CUT_RATIO && self.limit > 1 {
             // The gradient: the limit at which about TARGET_QUEUE calls would wait.
