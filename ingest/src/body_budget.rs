@@ -165,13 +165,24 @@ mod tests {
     async fn a_declared_length_is_reserved_before_reading_and_held_until_dropped() {
         let budget = BodyBudget::new(1000);
         let mut first = budget.reservation();
-        let body = read_within(Full::new(Bytes::from(vec![b'a'; 600])), 700, Some(600), &mut first)
-            .await
-            .expect("fits");
+        let body = read_within(
+            Full::new(Bytes::from(vec![b'a'; 600])),
+            700,
+            Some(600),
+            &mut first,
+        )
+        .await
+        .expect("fits");
         assert_eq!(body.len(), 600);
         assert_eq!(budget.in_use(), 600);
         let mut second = budget.reservation();
-        let refused = read_within(Full::new(Bytes::from(vec![b'a'; 600])), 700, Some(600), &mut second).await;
+        let refused = read_within(
+            Full::new(Bytes::from(vec![b'a'; 600])),
+            700,
+            Some(600),
+            &mut second,
+        )
+        .await;
         assert!(matches!(refused, Err(ReadError::NoRoom)), "{refused:?}");
         assert_eq!(budget.in_use(), 600, "a refused request holds nothing");
         drop(first);

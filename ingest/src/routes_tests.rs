@@ -121,7 +121,10 @@ fn post(path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
 }
 
 /// The status and the JSON body of the answer.
-async fn send<B>(state: &Arc<AppState<FakeQueue>>, request: Request<B>) -> (StatusCode, serde_json::Value)
+async fn send<B>(
+    state: &Arc<AppState<FakeQueue>>,
+    request: Request<B>,
+) -> (StatusCode, serde_json::Value)
 where
     B: super::RequestBody,
 {
@@ -158,7 +161,11 @@ async fn bad_requests_get_their_status_and_code_and_enqueue_nothing() {
         .body(chunks(0, 0, true))
         .expect("valid request");
     let cases: Vec<(Request<Chunks>, StatusCode, &str)> = vec![
-        (too_big_declared, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            too_big_declared,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
         (
             Request::post("/webhooks/github")
                 .body(chunks(11, 100, true))
@@ -200,7 +207,10 @@ async fn bad_requests_get_their_status_and_code_and_enqueue_nothing() {
         let (got, answer) = send(&state, request).await;
         assert_eq!(got, status, "{what}");
         assert_eq!(answer["error"], code, "{what}");
-        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
     }
     assert!(state.publisher.taken().is_empty(), "nothing enqueued");
 }
@@ -251,7 +261,11 @@ async fn a_stalled_queue_gives_503_at_the_send_timeout() {
     let response = route(Arc::clone(&state), post("/webhooks/github", "{}")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(started.elapsed(), Duration::from_secs(3), "at the send timeout, not later");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(3),
+        "at the send timeout, not later"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -300,8 +314,9 @@ async fn probes_follow_this_process_only() {
 #[tokio::test]
 async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_before_it_is_read() {
     let mut state = state(Sources::open());
-    Arc::get_mut(&mut state).expect("not shared yet").body_budget =
-        crate::body_budget::BodyBudget::new(500);
+    Arc::get_mut(&mut state)
+        .expect("not shared yet")
+        .body_budget = crate::body_budget::BodyBudget::new(500);
     let request = Request::post("/webhooks/github")
         .header("content-length", "600")
         .body(chunks(6, 100, false)) // never ends: a read would hang the test
@@ -309,9 +324,18 @@ async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_before_it_is_read
     let response = route(Arc::clone(&state), request).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "7");
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(answer["error"], "overloaded");
-    assert_eq!(state.body_budget.in_use(), 0, "nothing held after the answer");
+    assert_eq!(
+        state.body_budget.in_use(),
+        0,
+        "nothing held after the answer"
+    );
     assert!(state.publisher.taken().is_empty());
 }

@@ -3,7 +3,6 @@
 //! A call SQS refuses whole for something one entry can cause is split: each entry is sent
 //! again in a call of its own, so only the entry at fault is refused.
 
-
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::send_message_batch::{SendMessageBatchError, SendMessageBatchOutput};

@@ -240,7 +240,10 @@ async fn fifo_deduplication_ids_stay_within_128_characters() {
     assert_eq!(ids[1], format!("acme/{}", "y".repeat(123)));
     assert_eq!(
         ids[2],
-        format!("sha256:{}", hex::encode(Sha256::digest(format!("acme\0{long}"))))
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(format!("acme\0{long}")))
+        )
     );
     assert!(ids[2].len() <= MAX_DEDUPLICATION_ID_CHARS);
     // The event id itself still travels whole, as the attribute.
@@ -256,15 +259,24 @@ fn long_event_ids_differing_anywhere_get_different_deduplication_ids() {
     let base = "a".repeat(200);
     let other = format!("{}b", &base[..199]);
     assert_ne!(deduplication_id("s", &base), deduplication_id("s", &other));
-    assert_eq!(deduplication_id("s", &base), deduplication_id("s", &base.clone()));
+    assert_eq!(
+        deduplication_id("s", &base),
+        deduplication_id("s", &base.clone())
+    );
     assert_eq!(deduplication_id("s", &"z".repeat(129)).len(), 71);
 }
 
 #[test]
 fn two_sources_sending_one_event_id_are_not_deduplicated_together() {
-    assert_ne!(deduplication_id("github", "1"), deduplication_id("stripe", "1"));
+    assert_ne!(
+        deduplication_id("github", "1"),
+        deduplication_id("stripe", "1")
+    );
     let long = "x".repeat(200);
-    assert_ne!(deduplication_id("github", &long), deduplication_id("stripe", &long));
+    assert_ne!(
+        deduplication_id("github", &long),
+        deduplication_id("stripe", &long)
+    );
     // The zero byte keeps ("ab", "c") and ("a", "bc") apart once hashed.
     assert_ne!(
         deduplication_id("ab", &format!("c{long}")),

@@ -206,7 +206,11 @@ async fn a_fifo_queue_takes_255_character_event_ids_and_deduplicates_them() {
         assert_eq!(response.status(), 202);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(stack.messages_in(&stack.queue_url).await, 4, "both sources' events kept");
+    assert_eq!(
+        stack.messages_in(&stack.queue_url).await,
+        4,
+        "both sources' events kept"
+    );
 
     drop(ingest);
     let _ = std::fs::remove_file(sources);
