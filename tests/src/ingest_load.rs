@@ -212,3 +212,24 @@ impl CpuSplit {
         }
     }
 }
+
+/// LocalStack's CPU use, in cores, over `duration` while the benchmark sends it nothing. More
+/// than a few percent means another client is using it: it then serves the benchmark's runs at
+/// a rate that depends on their share of it, and every figure is low and noisy.
+pub async fn localstack_idle_cores(duration: Duration) -> f64 {
+    let before = cpu_seconds_of(LOCALSTACK_CMDLINE);
+    tokio::time::sleep(duration).await;
+    (cpu_seconds_of(LOCALSTACK_CMDLINE) - before) / duration.as_secs_f64()
+}
+
+/// The body size of one message on `queue_url`, if one can be read.
+pub async fn one_message_bytes(sqs: &Client, queue_url: &str) -> Option<usize> {
+    let output = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(1)
+        .send()
+        .await
+        .ok()?;
+    Some(output.messages().first()?.body()?.len())
+}

@@ -9,8 +9,11 @@
 //! clients, in alternating order; each round is
 //! printed (rates, ratio, SQS requests per webhook, messages per call, p50/p99 of webhooks
 //! and of the ceiling's calls, CPU seconds of ingest, the load generator and LocalStack),
-//! then the medians. Then once: one call per webhook (`BATCH_MAX_MESSAGES=1`), ingest's peak
-//! RSS at many connections, and the targets, met or not.
+//! then the medians and LocalStack's CPU per message in each kind of run. Then once: one call
+//! per webhook (`BATCH_MAX_MESSAGES=1`), ingest's peak RSS at many connections, and the
+//! targets, met or not. It first checks that LocalStack is idle: another client using it gives
+//! each run a share of it that depends on its concurrency, and every figure is then low and
+//! noisy.
 
 #![allow(
     clippy::print_stdout,
@@ -22,8 +25,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use e2e_tests::TestStack;
 use e2e_tests::ingest_load::{
-    CeilingRun, CpuSplit, LoadRun, SOURCE, client_envelope, post_webhooks, sdk_ceiling,
-    webhook_body,
+    CeilingRun, CpuSplit, LoadRun, SOURCE, client_envelope, localstack_idle_cores,
+    one_message_bytes, post_webhooks, sdk_ceiling, webhook_body,
 };
 use e2e_tests::report::{counter, median, mib};
 
@@ -127,6 +130,13 @@ async fn main() -> anyhow::Result<()> {
         args.settings,
         stack.queue_url
     );
+    let idle = localstack_idle_cores(Duration::from_secs(3)).await;
+    println!("LocalStack while idle: {idle:.2} cores");
+    if idle > 0.05 {
+        println!(
+            "WARNING: something else is using LocalStack; restart it and stop other tests for figures worth keeping\n"
+        );
+    }
     println!(
         "| round | ingest/s | ceiling/s (callers) | ratio | SQS req/webhook | msgs/call | calls limit | ingest p50/p99 ms | ceiling call p50/p99 ms | CPU s ingest/load/LocalStack (ingest run) | CPU s load/LocalStack (best ceiling run) | every ceiling/s (callers) |"
     );
@@ -176,6 +186,15 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     println!("median ratio: {}", against_each.join(", "));
+    let seconds = duration.as_secs_f64();
+    println!(
+        "LocalStack CPU ms per 1,000 messages (median): {:.0} in ingest runs, {:.0} in ceiling runs",
+        medians(&|r| r.ingest.cpu.localstack * 1e6 / (r.ingest.load.accepted_per_second * seconds)),
+        medians(&|r| {
+            let best = r.ceiling();
+            best.cpu.localstack * 1e6 / (best.run.messages_per_second * seconds)
+        }),
+    );
     let envelope = rounds.iter().find_map(|r| r.ingest.envelope_bytes);
     println!(
         "envelope bytes: ceiling {ceiling_envelope}, ingest {}",
@@ -364,7 +383,7 @@ async fn ingest_run(
     );
     let messages = counter(&metrics, "webhook_ingest_batch_messages_sum", &[]);
     let batches = counter(&metrics, "webhook_ingest_batch_messages_count", &[]);
-    let envelope_bytes = one_message_bytes(stack).await;
+    let envelope_bytes = one_message_bytes(&stack.sqs, &stack.queue_url).await;
     stack.purge().await;
     IngestRun {
         load,
@@ -375,17 +394,4 @@ async fn ingest_run(
         cpu,
         envelope_bytes,
     }
-}
-
-/// The body size of one message on the main queue, if one can be read.
-async fn one_message_bytes(stack: &TestStack) -> Option<usize> {
-    let output = stack
-        .sqs
-        .receive_message()
-        .queue_url(&stack.queue_url)
-        .max_number_of_messages(1)
-        .send()
-        .await
-        .ok()?;
-    Some(output.messages().first()?.body()?.len())
 }
