@@ -98,6 +98,20 @@ pub fn check_table(table: &[Metric]) -> Result<(), String> {
     Ok(())
 }
 
+/// What each binary's test asks of its table: [`SHARED_METRICS`] and `table` together keep the
+/// naming rules of [`check_table`], and `readme` names every one of them in backticks.
+pub fn check_documented(table: &[Metric], readme: &str) -> Result<(), String> {
+    let all: Vec<Metric> = SHARED_METRICS.iter().chain(table).copied().collect();
+    check_table(&all)?;
+    match all
+        .iter()
+        .find(|metric| !readme.contains(&format!("`{}`", metric.name)))
+    {
+        Some(missing) => Err(format!("README's metrics table lacks `{}`", missing.name)),
+        None => Ok(()),
+    }
+}
+
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 1 h, roughly x2.5 apart.
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -169,5 +183,20 @@ mod tests {
         };
         assert!(check_table(&[gauge, gauge]).is_err(), "declared twice");
         assert!(check_table(&[gauge]).is_ok());
+    }
+
+    #[test]
+    fn an_undocumented_metric_is_named() {
+        let table = [Metric {
+            name: "webhook_things_total",
+            kind: Kind::Counter,
+            unit: None,
+            labels: &[],
+            help: "Things.",
+        }];
+        let documented = "`webhook_sqs_requests_total` `webhook_things_total`";
+        assert!(check_documented(&table, documented).is_ok());
+        let error = check_documented(&table, "`webhook_sqs_requests_total`").expect_err("missing");
+        assert!(error.contains("webhook_things_total"), "{error}");
     }
 }
