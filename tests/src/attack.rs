@@ -10,6 +10,15 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Uploads in the standard flood (issue 11: 1,500).
+pub const UPLOADS: usize = 1500;
+/// Declared body size of each upload of the standard flood (700 KB, near `MAX_BODY_BYTES`).
+pub const BODY_BYTES: usize = 700_000;
+/// The documented bound on ingest's RSS under the standard flood with the default
+/// `MAX_IN_FLIGHT_BODY_BYTES` (256 MiB): that budget plus a base of 96 MiB for the process
+/// and its connections (hyper's read buffer, at most 64 KiB, per connection streaming a body).
+pub const DEFAULT_RSS_BOUND_BYTES: u64 = (256 + 96) * 1024 * 1024;
+
 /// How the flood's uploads fared so far.
 #[derive(Debug, Default)]
 pub struct FloodCounts {
@@ -85,6 +94,18 @@ impl Flood {
             stop,
             tasks,
         }
+    }
+
+    /// The standard flood: [`UPLOADS`] uploads of [`BODY_BYTES`] to an unsigned source,
+    /// started over 10 s.
+    pub fn start_standard(addr: &str) -> Self {
+        Self::start(
+            addr,
+            "/webhooks/flood",
+            UPLOADS,
+            BODY_BYTES,
+            Duration::from_secs(10),
+        )
     }
 
     /// Uploads answered 503 so far.

@@ -164,13 +164,9 @@ async fn head_only(addr: &str, path: &str, length: usize, wait: Duration) -> Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_slow_unfinished_uploads_cannot_exhaust_memory() {
-    const UPLOADS: usize = 1500;
-    const BODY: usize = 700_000;
-    /// The documented bound with the default budget: MAX_IN_FLIGHT_BODY_BYTES (256 MiB) plus
-    /// a base of 96 MiB for the process and its connections (hyper's read buffer, at most
-    /// 64 KiB, of each connection streaming a body). Measured: 318 MiB (and 353 MiB before
-    /// the read buffer was capped; over 1 GiB before the budget).
-    const RSS_BOUND: u64 = (256 + 96) * 1024 * 1024;
+    // Measured: 318 MiB under DEFAULT_RSS_BOUND_BYTES (352 MiB); 353 MiB before hyper's read
+    // buffer was capped, and no answer from the head alone before the budget.
+    use e2e_tests::attack::{BODY_BYTES as BODY, DEFAULT_RSS_BOUND_BYTES as RSS_BOUND, UPLOADS};
     e2e_tests::attack::raise_open_files_limit();
     let stack = TestStack::new("memory-flood").await;
     let ingest = stack.spawn_ingest(&[]).await;
@@ -180,13 +176,7 @@ async fn a_flood_of_slow_unfinished_uploads_cannot_exhaust_memory() {
         .build()
         .expect("client");
 
-    let flood = e2e_tests::attack::Flood::start(
-        &addr,
-        "/webhooks/flood",
-        UPLOADS,
-        BODY,
-        Duration::from_secs(10),
-    );
+    let flood = e2e_tests::attack::Flood::start_standard(&addr);
     let mut quick_checks = 0;
     let settle_by = tokio::time::Instant::now() + Duration::from_secs(90);
     while flood.settled() < UPLOADS && tokio::time::Instant::now() < settle_by {
