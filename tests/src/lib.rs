@@ -14,6 +14,7 @@ use anyhow::bail;
 use sqlx::PgPool;
 use tokio::process::Command;
 
+pub mod affinity;
 pub mod attack;
 pub mod database;
 pub mod ingest_load;

@@ -56,6 +56,11 @@ struct Args {
     /// `--set BATCH_ADAPTIVE_IN_FLIGHT=false`.
     #[arg(long = "set", value_parser = e2e_tests::report::parse_setting)]
     settings: Vec<(String, String)>,
+    /// Leave every process free to run on every CPU. By default LocalStack gets CPU 0 to
+    /// itself and the benchmark (the load generator, the SDK client and ingest) the others,
+    /// as SQS would run on other machines than ingest and its clients.
+    #[arg(long)]
+    no_pin: bool,
 }
 
 /// What one ingest run measured.
@@ -130,6 +135,16 @@ async fn main() -> anyhow::Result<()> {
         args.settings,
         stack.queue_url
     );
+    let pinned = (!args.no_pin)
+        .then(e2e_tests::affinity::pin_localstack_apart)
+        .flatten();
+    match &pinned {
+        Some(p) => println!(
+            "CPUs: LocalStack on {}, the benchmark and ingest on {}",
+            p.localstack, p.rest
+        ),
+        None => println!("CPUs: not pinned (every process may run on every CPU)"),
+    }
     let idle = localstack_idle_cores(Duration::from_secs(3)).await;
     println!("LocalStack while idle: {idle:.2} cores");
     if idle > 0.05 {
@@ -253,6 +268,7 @@ async fn main() -> anyhow::Result<()> {
         Some(row) => println!("{row}"),
         None => println!("| memory attack (issue 11 item 1) | not measured by this build | |"),
     }
+    drop(pinned);
     stack.cleanup().await;
     Ok(())
 }
