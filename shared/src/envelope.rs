@@ -139,6 +139,59 @@ impl Envelope {
     }
 }
 
+/// Everything of an envelope but its body and id, for one whose body is streamed: a body too
+/// large for SQS goes to S3 as it arrives, base64-encoded, and its id may be known only at
+/// the end (a Stripe event's, one derived from the body). The document is
+/// `prefix + base64(body) + suffix(id)`, an ordinary version-1 envelope whose fields come in
+/// another order, which [`Envelope::from_json`] reads like any other.
+#[derive(Debug, Clone)]
+pub struct StreamedEnvelope<'a> {
+    /// The `{source}` path segment.
+    pub source: &'a str,
+    /// When ingest received the request.
+    pub received_at: DateTime<Utc>,
+    /// Request headers, as in [`Envelope::headers`].
+    pub headers: &'a BTreeMap<String, String>,
+    /// The request's `Content-Type`, if any.
+    pub content_type: Option<&'a str>,
+}
+
+/// The fields [`StreamedEnvelope`] writes before the body.
+#[derive(Serialize)]
+struct StreamedHead<'a> {
+    v: u32,
+    source: &'a str,
+    received_at: DateTime<Utc>,
+    headers: &'a BTreeMap<String, String>,
+    content_type: Option<&'a str>,
+    encoding: BodyEncoding,
+}
+
+impl StreamedEnvelope<'_> {
+    /// The document up to the body's first base64 character: `{...,"body":"`.
+    pub fn prefix(&self) -> String {
+        let head = StreamedHead {
+            v: CURRENT_VERSION,
+            source: self.source,
+            received_at: self.received_at,
+            headers: self.headers,
+            content_type: self.content_type,
+            encoding: BodyEncoding::Base64,
+        };
+        // Strings, a string map and a timestamp: serde_json cannot fail on these.
+        let mut json = serde_json::to_string(&head).unwrap_or_else(|error| unreachable!("{error}"));
+        json.pop(); // the closing brace
+        json.push_str(r#","body":""#);
+        json
+    }
+
+    /// The document after the body's last base64 character: `","id":"<id>"}`.
+    pub fn suffix(id: &str) -> String {
+        let id = serde_json::to_string(id).unwrap_or_else(|error| unreachable!("{error}"));
+        format!(r#"","id":{id}}}"#)
+    }
+}
+
 /// The largest body whose envelope, base64-encoded in the worst case, still leaves
 /// `overhead` bytes of a message of `message_limit` bytes for the other fields.
 pub const fn max_body_for(message_limit: usize, overhead: usize) -> usize {

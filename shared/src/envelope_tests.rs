@@ -139,3 +139,25 @@ proptest! {
         let _ = Envelope::from_json(&input);
     }
 }
+
+#[test]
+fn a_streamed_envelope_reads_back_as_the_same_envelope() {
+    let original = envelope(
+        b"\xff\x00 not utf-8 \"quoted\"",
+        Some("application/octet-stream"),
+    );
+    let streamed = StreamedEnvelope {
+        source: &original.source,
+        received_at: original.received_at,
+        headers: &original.headers,
+        content_type: original.content_type.as_deref(),
+    };
+    let json = format!(
+        "{}{}{}",
+        streamed.prefix(),
+        BASE64.encode(&original.body),
+        StreamedEnvelope::suffix(&original.id)
+    );
+    assert_eq!(Envelope::from_json(&json).expect("reads back"), original);
+    assert_eq!(wire(&original)["encoding"], "base64");
+}
