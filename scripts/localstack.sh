@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run LocalStack (SQS only) on the host, without Docker, from a pinned PyPI install.
+# Run LocalStack (SQS and S3) on the host, without Docker, from a pinned PyPI install.
 #   scripts/localstack.sh install   # venv in $STATE_DIR/localstack-venv (skipped if present)
 #   scripts/localstack.sh start     # install if needed, launch in background, wait
 #   scripts/localstack.sh wait      # wait (90 s max) until a real SQS call answers
@@ -110,7 +110,7 @@ start() {
     # GATEWAY_LISTEN and binds 0.0.0.0; hypercorn binds 127.0.0.1 only.
     OVERRIDE_IN_DOCKER=0 GATEWAY_LISTEN="127.0.0.1:$LOCALSTACK_PORT" GATEWAY_SERVER=hypercorn \
       LOCALSTACK_HOST="127.0.0.1:$LOCALSTACK_PORT" SQS_ENDPOINT_STRATEGY=path \
-      SERVICES=sqs EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
+      SERVICES=sqs,s3 EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
       SKIP_SSL_CERT_DOWNLOAD=1 FILESYSTEM_ROOT="$LS_DATA/fs" CONFIG_DIR="$LS_DATA/config" \
       XDG_CACHE_HOME="$LS_DATA/cache" LS_LOG=warn \
       setsid nohup "$PY" "$REPO_ROOT/scripts/localstack_main.py" </dev/null >>"$LS_LOG" 2>&1 &
