@@ -19,11 +19,6 @@
 //! (awslabs/payload-offloading-java-common-lib-for-aws), `client.py`
 //! (awslabs/amazon-sqs-python-extended-client-lib); see `docs/research/large-payloads.md`.
 
-use std::time::Duration;
-
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use serde::{Deserialize, Serialize};
 
 /// Class name the current libraries write first in the pointer array.
@@ -105,29 +100,14 @@ pub fn object_key(source: &str, event_id: &str) -> String {
     }
 }
 
-/// How patient the client is with S3.
-#[derive(Debug, Clone, Copy)]
-pub struct S3Timeouts {
-    /// Time allowed for one HTTP attempt (one part, one GET).
-    pub attempt: Duration,
-    /// Attempts per operation, first one included.
-    pub max_attempts: u32,
-}
+/// How patient the client is with S3: time per attempt (one part, one GET) and attempts.
+pub type S3Timeouts = crate::sqs::ClientTimeouts;
 
 /// Builds an S3 client from the standard AWS environment. With a custom endpoint
 /// (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3`, as for LocalStack) it addresses buckets by
 /// path (`http://host/bucket/key`), since virtual-host names would not resolve there.
 pub async fn s3_client(timeouts: S3Timeouts) -> aws_sdk_s3::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(timeouts.attempt)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts))
-        .load()
-        .await;
+    let config = crate::sqs::sdk_config(timeouts).await;
     let custom_endpoint =
         config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
     let s3_config = aws_sdk_s3::config::Builder::from(&config)

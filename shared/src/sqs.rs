@@ -21,7 +21,7 @@ pub const ATTRIBUTE_SOURCE: &str = "source";
 /// Message attribute carrying the event id.
 pub const ATTRIBUTE_EVENT_ID: &str = "event_id";
 
-/// How patient the client is with SQS.
+/// How patient a client is with SQS (or S3).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTimeouts {
     /// Time allowed for one HTTP attempt. Must exceed the long-poll wait for receivers.
@@ -32,7 +32,13 @@ pub struct ClientTimeouts {
 
 /// Builds an SQS client from the standard AWS environment.
 pub async fn client(timeouts: ClientTimeouts) -> aws_sdk_sqs::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    aws_sdk_sqs::Client::new(&sdk_config(timeouts).await)
+}
+
+/// The AWS SDK configuration from the standard environment (endpoint, region, credentials),
+/// with a 3 s connect timeout and `timeouts` per attempt and operation.
+pub async fn sdk_config(timeouts: ClientTimeouts) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -41,8 +47,7 @@ pub async fn client(timeouts: ClientTimeouts) -> aws_sdk_sqs::Client {
         )
         .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts))
         .load()
-        .await;
-    aws_sdk_sqs::Client::new(&config)
+        .await
 }
 
 /// The queue's name: the last segment of its URL.
