@@ -2,15 +2,21 @@
 # Run LocalStack (SQS and S3) on the host, without Docker, from a pinned PyPI install.
 #   scripts/localstack.sh install   # venv in $STATE_DIR/localstack-venv (skipped if present)
 #   scripts/localstack.sh start     # install if needed, launch in background, wait
-#   scripts/localstack.sh wait      # wait (90 s max) until a real SQS call answers
+#   scripts/localstack.sh wait      # wait (90 s max) until real SQS and S3 calls answer
 #   scripts/localstack.sh stop      # stop the instance this script started
 #   scripts/localstack.sh status    # print running/stopped; exit 0/1
 # Listens on 127.0.0.1:$LOCALSTACK_PORT (default 4566). Log and pid: $STATE_DIR/localstack.log
 # and .pid (localstack-PORT.log/.pid for other ports, so several can run side by side).
+# The venv also gets AWS's Python SQS extended client (the tests' interop helper,
+# tests/helpers/extended_client.py). S3 objects over 512 KiB live in the hard-coded
+# /tmp/localstack-s3-storage/<bucket>/, shared by every instance: use distinct bucket names.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LS_SPEC='localstack-core[base-runtime]==4.13.1'
+# The Python SQS extended client, for the end-to-end tests' interop helper (pure Python; its
+# only dependency, boto3, is already pinned by the constraints).
+XC_SPEC='amazon-sqs-extended-client==1.0.1'
 LS_CONSTRAINTS="$REPO_ROOT/scripts/localstack-constraints.txt"
 LS_MARKER="$LS_VENV/.sw-installed"
 # Files are per port, so instances on other ports can run beside the default one.
@@ -21,8 +27,8 @@ LS_PID="$STATE_DIR/localstack$sfx.pid"
 LS_URL="http://127.0.0.1:$LOCALSTACK_PORT"
 PY="$LS_VENV/bin/python"
 
-# What the marker records: the spec plus a hash of the pins, so a change reinstalls.
-wanted_marker() { printf '%s %s\n' "$LS_SPEC" "$(sha256sum <"$LS_CONSTRAINTS" | cut -d' ' -f1)"; }
+# What the marker records: the specs plus a hash of the pins, so a change reinstalls.
+wanted_marker() { printf '%s %s %s\n' "$LS_SPEC" "$XC_SPEC" "$(sha256sum <"$LS_CONSTRAINTS" | cut -d' ' -f1)"; }
 
 make_venv() {
   rm -rf "$LS_VENV"
@@ -38,13 +44,13 @@ make_venv() {
 
 install() {
   if [ -f "$LS_MARKER" ] && [ "$(cat "$LS_MARKER")" = "$(wanted_marker)" ] &&
-    "$PY" -c 'import localstack, boto3' 2>/dev/null; then
-    log "$LS_SPEC already installed in $LS_VENV"
+    "$PY" -c 'import localstack, boto3, sqs_extended_client' 2>/dev/null; then
+    log "$LS_SPEC and $XC_SPEC already installed in $LS_VENV"
     return 0
   fi
   "$PY" -c 'import sys' 2>/dev/null || make_venv
-  log "installing $LS_SPEC into $LS_VENV (about 30 s)"
-  "$PY" -m pip install -q --disable-pip-version-check -c "$LS_CONSTRAINTS" "$LS_SPEC" >&2
+  log "installing $LS_SPEC and $XC_SPEC into $LS_VENV (about 30 s)"
+  "$PY" -m pip install -q --disable-pip-version-check -c "$LS_CONSTRAINTS" "$LS_SPEC" "$XC_SPEC" >&2
   wanted_marker >"$LS_MARKER"
   log "installed"
 }
@@ -82,12 +88,17 @@ wait_ready() {
   local pid=""
   [ -x "$PY" ] || die "LocalStack is not installed; run: $0 start"
   pid="$(our_pid)" || true
-  log "waiting for SQS at $LS_URL (ListQueues, up to 90 s)"
+  log "waiting for SQS and S3 at $LS_URL (ListQueues, ListBuckets, up to 90 s)"
   if ! AWS_ENDPOINT_URL_SQS="$LS_URL" "$PY" "$REPO_ROOT/scripts/queues.py" wait --timeout 90 ${pid:+--pid "$pid"}; then
     if [ -f "$LS_LOG" ]; then log "last lines of $LS_LOG:"; tail -n 30 "$LS_LOG" >&2; fi
     die "LocalStack SQS did not answer at $LS_URL"
   fi
-  log "SQS ready at $LS_URL"
+  # S3 loads with SQS (EAGER_SERVICE_LOADING), so this wait is short once SQS answers.
+  if ! AWS_ENDPOINT_URL_S3="$LS_URL" "$PY" "$REPO_ROOT/scripts/buckets.py" wait --timeout 90 ${pid:+--pid "$pid"}; then
+    if [ -f "$LS_LOG" ]; then log "last lines of $LS_LOG:"; tail -n 30 "$LS_LOG" >&2; fi
+    die "LocalStack S3 did not answer at $LS_URL (SERVICES must include s3)"
+  fi
+  log "SQS and S3 ready at $LS_URL"
 }
 
 start() {
