@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole system locally on a fresh Debian machine with Rust: PostgreSQL, LocalStack
-# SQS with the queue and its DLQ, the migrations, then ingest and worker in the foreground.
+# SQS with the queue and its DLQ and S3 with the large-payload bucket (LARGE_PAYLOAD_BUCKET of
+# both binaries), the migrations, then ingest and worker in the foreground.
 # Prints a curl line to try; Ctrl-C stops everything this script started.
 #   scripts/run-local.sh           # run until Ctrl-C
 #   scripts/run-local.sh --check   # start, send one webhook, wait for its row, stop (CI)
 # Ports: INGEST_PORT (8080), INGEST_METRICS_PORT (9090), WORKER_METRICS_PORT (9091).
+# Names: SW_QUEUE_NAME (webhooks), SW_BUCKET_NAME (scalable-webhook-payloads), SW_DATABASE.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -12,6 +14,7 @@ check=0
 [ "${1:-}" = "--check" ] && check=1
 : "${INGEST_PORT:=8080}" "${INGEST_METRICS_PORT:=9090}" "${WORKER_METRICS_PORT:=9091}"
 : "${SW_QUEUE_NAME:=webhooks}" "${SW_DATABASE:=scalable_webhook}"
+: "${SW_BUCKET_NAME:=scalable-webhook-payloads}"
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 command -v cc >/dev/null || apt_install gcc libc6-dev
 
@@ -37,6 +40,9 @@ fi
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$SW_DATABASE"
 eval "$("$REPO_ROOT/scripts/queues.sh" create "$SW_QUEUE_NAME")"
 export QUEUE_URL DLQ_URL
+# Webhooks too large for SQS go to this bucket; the queue carries a pointer to them.
+eval "$("$LS_VENV/bin/python" "$REPO_ROOT/scripts/buckets.py" create "$SW_BUCKET_NAME")"
+export LARGE_PAYLOAD_BUCKET="$BUCKET"
 
 cd "$REPO_ROOT"
 log "building ingest and worker"
@@ -61,6 +67,7 @@ scalable-webhook is running:
   worker   metrics http://127.0.0.1:$WORKER_METRICS_PORT/metrics
   queue    $QUEUE_URL
   dlq      $DLQ_URL
+  bucket   $LARGE_PAYLOAD_BUCKET (webhooks too large for SQS)
   database $DATABASE_URL
 
 Try it:

@@ -1,5 +1,5 @@
 """Checks of the local containers: docker/compose.yaml's structure (services, start order,
-health checks, LocalStack queues), its mounted and built files, env names against the
+health checks, LocalStack queues and bucket), its mounted and built files, env names against the
 binaries' --help, stop grace periods and Prometheus scrape targets; docker/Dockerfile and
 .dockerignore against the Cargo workspace (members copied, pinned images, non-root user).
 """
@@ -53,8 +53,9 @@ def compose_structure_health_and_start_order():
     if not re.fullmatch(r"localstack/localstack:4\.13\.\d+", localstack.get("image", "")):
         problems.append("localstack: image should be pinned to localstack/localstack:4.13.x")
     ls_env = localstack.get("environment", {})
-    if "sqs" not in str(ls_env.get("SERVICES", "")).split(",") or ls_env.get("SQS_ENDPOINT_STRATEGY") != "path":
-        problems.append("localstack: needs SERVICES=sqs and SQS_ENDPOINT_STRATEGY=path")
+    if not {"sqs", "s3"} <= set(str(ls_env.get("SERVICES", "")).split(",")) or \
+            ls_env.get("SQS_ENDPOINT_STRATEGY") != "path":
+        problems.append("localstack: needs SERVICES=sqs,s3 and SQS_ENDPOINT_STRATEGY=path")
     hooks = [v for v in localstack.get("volumes", []) if ":/etc/localstack/init/ready.d/" in v]
     if not hooks:
         problems.append("localstack: no init hook mounted into /etc/localstack/init/ready.d/")
@@ -66,6 +67,11 @@ def compose_structure_health_and_start_order():
             problems.append(f"{service}: QUEUE_URL should be http://<LOCALSTACK_HOST>/queue/us-east-1/000000000000/NAME")
         if f'"QUEUE_NAME", "{queue}"' not in hook_text:
             problems.append(f"{service}: queue {queue!r} is not the one the init hook creates")
+    buckets = {services[s]["environment"].get("LARGE_PAYLOAD_BUCKET") for s in ("ingest", "worker")}
+    if len(buckets) != 1 or None in buckets:
+        problems.append("ingest and worker need the same LARGE_PAYLOAD_BUCKET")
+    elif f'"BUCKET_NAME", "{buckets.pop()}"' not in hook_text:
+        problems.append("LARGE_PAYLOAD_BUCKET is not the bucket an init hook creates")
     dlq = services["worker"]["environment"].get("DLQ_URL", "")
     if dlq and not dlq.endswith(services["worker"]["environment"]["QUEUE_URL"].rsplit("/", 1)[-1] + "-dlq"):
         problems.append("worker: DLQ_URL should name the queue's -dlq")
