@@ -12,6 +12,7 @@ The checks live in ecs.py, cloudformation.py, containers.py and observability.py
 import sys
 
 from .cloudformation import (template_load_balancer_drains_like_ingest_and_never_exposes_metrics,
+                             template_payload_bucket_is_private_encrypted_and_outlives_the_queues,
                              template_roles_are_least_privilege, template_scales_the_worker_on_backlog_per_task,
                              template_task_definitions_equal_the_json_ones,
                              template_worker_task_cap_keeps_the_connection_budget)
@@ -48,6 +49,7 @@ def main():
                template_scales_the_worker_on_backlog_per_task,
                template_load_balancer_drains_like_ingest_and_never_exposes_metrics,
                template_roles_are_least_privilege,
+               template_payload_bucket_is_private_encrypted_and_outlives_the_queues,
                compose_structure_health_and_start_order,
                compose_files_exist_and_env_names_are_settings,
                dockerfile_and_dockerignore_cover_the_workspace,

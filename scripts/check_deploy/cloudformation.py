@@ -2,7 +2,9 @@
 definitions equal the JSON task definitions; the worker's task-cap table (WorkerMaxTasks) and
 Rules fit the database connection budget (which the tasks share through their lease table); the worker scales on backlog per task; the load
 balancer drains like ingest and the metrics port is open to the scraper group only; IAM roles
-are least privilege, log groups have a retention and the main queue has a redrive policy.
+are least privilege, log groups have a retention and the main queue has a redrive policy; the
+large-payload bucket is private, encrypted, TLS-only, expires objects after every queue
+retention plus a margin, and is LARGE_PAYLOAD_BUCKET of both services.
 """
 import json
 import re
@@ -163,11 +165,21 @@ def statements(role):
 def template_roles_are_least_privilege():
     problems = []
     main, dlq = {"Fn::GetAtt": ["MainQueue", "Arn"]}, {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    bucket, objects = {"Fn::GetAtt": ["PayloadBucket", "Arn"]}, {"Fn::Sub": "${PayloadBucket.Arn}/*"}
+    resources = {json.dumps(main): "MainQueue", json.dumps(dlq): "DeadLetterQueue",
+                 json.dumps(bucket): "PayloadBucket", json.dumps(objects): "PayloadBucket/*"}
+    # ingest only writes payloads (PutObject is every multipart call but the abort); the worker
+    # only reads and deletes them. ListBucket: HeadBucket at start, and 404 (not 403) for a
+    # missing object.
     allowed = {
-        "IngestTaskRole": {"MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes"}},
+        "IngestTaskRole": {"MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
+                           "PayloadBucket/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
+                           "PayloadBucket": {"s3:ListBucket"}},
         "WorkerTaskRole": {"MainQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                                          "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
-                           "DeadLetterQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}},
+                           "DeadLetterQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+                           "PayloadBucket/*": {"s3:GetObject", "s3:DeleteObject"},
+                           "PayloadBucket": {"s3:ListBucket"}},
         "RedriveTaskRole": {"DeadLetterQueue": {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks",
                                                 "sqs:CancelMessageMoveTask", "sqs:ReceiveMessage", "sqs:DeleteMessage",
                                                 "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
@@ -176,9 +188,9 @@ def template_roles_are_least_privilege():
     for role, grants in allowed.items():
         granted = {}
         for statement in statements(RESOURCES[role]):
-            queue = {json.dumps(main): "MainQueue", json.dumps(dlq): "DeadLetterQueue"}.get(json.dumps(statement["Resource"]))
+            queue = resources.get(json.dumps(statement["Resource"]))
             if queue is None:
-                problems.append(f"{role}: a statement on {statement['Resource']!r}, not on one of the queues")
+                problems.append(f"{role}: a statement on {statement['Resource']!r}, not on a queue or the bucket")
                 continue
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             granted.setdefault(queue, set()).update(actions)
@@ -196,4 +208,51 @@ def template_roles_are_least_privilege():
     queue = RESOURCES["MainQueue"]["Properties"]
     if queue.get("RedrivePolicy", {}).get("deadLetterTargetArn") != dlq:
         problems.append("MainQueue needs a RedrivePolicy to DeadLetterQueue")
+    return problems
+
+
+# The DLQ keeps a message 14 days from its first enqueue; a redrive gives it the main queue's
+# retention again; the margin lets a late redrive still find its object.
+PAYLOAD_EXPIRY_MARGIN_DAYS = 1
+
+
+def template_payload_bucket_is_private_encrypted_and_outlives_the_queues():
+    problems = []
+    bucket = RESOURCES.get("PayloadBucket")
+    if not bucket or bucket["Type"] != "AWS::S3::Bucket":
+        return ["no AWS::S3::Bucket PayloadBucket"]
+    props = bucket["Properties"]
+    if bucket.get("DeletionPolicy") != "Retain":
+        problems.append("PayloadBucket: DeletionPolicy Retain (it may hold undelivered webhooks, like the queues)")
+    rules = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+    if not rules or rules[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"] not in ("AES256", "aws:kms"):
+        problems.append("PayloadBucket: default encryption (AES256 or aws:kms) missing")
+    block = props.get("PublicAccessBlockConfiguration", {})
+    for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        if block.get(flag) is not True:
+            problems.append(f"PayloadBucket: PublicAccessBlockConfiguration.{flag} must be true")
+    if props.get("OwnershipControls") != {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}:
+        problems.append("PayloadBucket: OwnershipControls BucketOwnerEnforced (no ACLs)")
+    lifecycle = [r for r in props.get("LifecycleConfiguration", {}).get("Rules", []) if r.get("Status") == "Enabled"]
+    main_max = int(TEMPLATE_DOC["Parameters"]["MessageRetentionSeconds"]["MaxValue"])
+    dlq_retention = int(RESOURCES["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"])
+    want_days = -(-(main_max + dlq_retention) // 86400) + PAYLOAD_EXPIRY_MARGIN_DAYS
+    expiry = [r for r in lifecycle if "ExpirationInDays" in r and not r.get("Prefix") and not r.get("TagFilters")]
+    if not expiry or int(expiry[0]["ExpirationInDays"]) < want_days:
+        problems.append(f"PayloadBucket: an Enabled rule for every object with ExpirationInDays >= {want_days} "
+                        f"(DLQ {dlq_retention} s + MessageRetentionSeconds up to {main_max} s + "
+                        f"{PAYLOAD_EXPIRY_MARGIN_DAYS} day)")
+    if not any(r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1 for r in lifecycle):
+        problems.append("PayloadBucket: abort incomplete multipart uploads after 1 day")
+    policies = [r["Properties"] for r in RESOURCES.values()
+                if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"].get("Bucket") == {"Ref": "PayloadBucket"}]
+    tls = [s for p in policies for s in p["PolicyDocument"]["Statement"]
+           if s.get("Effect") == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
+    if not tls:
+        problems.append("PayloadBucket: no bucket policy denying requests without TLS (aws:SecureTransport false)")
+    for name in ("ingest", "worker"):
+        _, container = template_container(name)
+        env = env_map(container["Environment"], "Name", "Value")
+        if env.get("LARGE_PAYLOAD_BUCKET") != {"Ref": "PayloadBucket"}:
+            problems.append(f"{name}: LARGE_PAYLOAD_BUCKET must be !Ref PayloadBucket")
     return problems
