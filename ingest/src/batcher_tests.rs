@@ -65,6 +65,7 @@ fn message(body: &str) -> OutgoingMessage {
         source: "test".into(),
         group_id: "test".into(),
         body: body.into(),
+        extended_payload_size: None,
     }
 }
 

@@ -3,6 +3,9 @@
 //! [`Batcher`](crate::batcher::Batcher) drives and unit tests fake. [`OutgoingMessage`] knows
 //! its attributes and how much of SQS's size limit it takes.
 
+use std::borrow::Cow;
+
+use webhook_shared::large_payload::ATTRIBUTE_PAYLOAD_SIZE;
 use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE, MAX_MESSAGE_BYTES};
 
 /// The queue did not accept the message (in time). The cause has been logged.
@@ -19,22 +22,28 @@ pub struct OutgoingMessage {
     pub source: String,
     /// The FIFO message group: the source, or a header's value where configured.
     pub group_id: String,
-    /// The envelope JSON.
+    /// The envelope JSON, or for an offloaded webhook the S3 pointer
+    /// ([`PayloadPointer::to_json`](webhook_shared::large_payload::PayloadPointer::to_json)).
     pub body: String,
+    /// For an offloaded webhook: the S3 object's size in bytes, sent as the extended clients'
+    /// `ExtendedPayloadSize` attribute (`Number`). `None` for an inline envelope.
+    pub extended_payload_size: Option<u64>,
 }
 
-/// SQS data type of every attribute ingest sends.
+/// SQS data type of the attributes ingest sends as text.
 const STRING: &str = "String";
+/// SQS data type of the payload size attribute.
+const NUMBER: &str = "Number";
 
-/// One message attribute as sent to SQS: a `String` value under a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One message attribute as sent to SQS: a value under a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute<'a> {
     /// The attribute's name.
     pub name: &'static str,
-    /// Its SQS data type.
+    /// Its SQS data type (`String` or `Number`).
     pub data_type: &'static str,
-    /// Its value.
-    pub value: &'a str,
+    /// Its value, as text.
+    pub value: Cow<'a, str>,
 }
 
 impl Attribute<'_> {
@@ -47,19 +56,27 @@ impl Attribute<'_> {
 impl OutgoingMessage {
     /// The message attributes it is sent with: the one list that both the SQS entry and
     /// [`payload_size`] are made from.
-    pub fn attributes(&self) -> [Attribute<'_>; 2] {
-        [
+    pub fn attributes(&self) -> Vec<Attribute<'_>> {
+        let mut attributes = vec![
             Attribute {
                 name: ATTRIBUTE_SOURCE,
                 data_type: STRING,
-                value: &self.source,
+                value: Cow::Borrowed(&self.source),
             },
             Attribute {
                 name: ATTRIBUTE_EVENT_ID,
                 data_type: STRING,
-                value: &self.event_id,
+                value: Cow::Borrowed(&self.event_id),
             },
-        ]
+        ];
+        if let Some(size) = self.extended_payload_size {
+            attributes.push(Attribute {
+                name: ATTRIBUTE_PAYLOAD_SIZE,
+                data_type: NUMBER,
+                value: Cow::Owned(size.to_string()),
+            });
+        }
+        attributes
     }
 }
 
@@ -123,6 +140,7 @@ mod tests {
             source: source.to_owned(),
             group_id: source.to_owned(),
             body: body.to_owned(),
+            extended_payload_size: None,
         }
     }
 
@@ -145,5 +163,19 @@ mod tests {
         // A body under 1 MiB whose attributes take it over does not fit either.
         let body_under = message(&id, "acme", &"x".repeat(MAX_MESSAGE_BYTES - 10));
         assert!(!fits_one_message(&body_under));
+    }
+
+    #[test]
+    fn a_pointer_carries_its_object_size_as_a_number_attribute() {
+        let mut pointer = message("d-1", "github", "[]");
+        pointer.extended_payload_size = Some(26_214_400);
+        let attributes = pointer.attributes();
+        let size = attributes.last().expect("three attributes");
+        assert_eq!(
+            (size.name, size.data_type, size.value.as_ref()),
+            ("ExtendedPayloadSize", "Number", "26214400")
+        );
+        // "[]" 2 + source 18 + event_id 17 + ("ExtendedPayloadSize" 19 + "Number" 6 + 8)
+        assert_eq!(payload_size(&pointer), 2 + 18 + 17 + 33);
     }
 }

@@ -160,6 +160,7 @@ async fn accept_webhook<P: Publish, B: RequestBody>(
         source,
         group_id,
         body: json,
+        extended_payload_size: None,
     };
     if !fits_one_message(&message) {
         return Err(ApiError::PayloadTooLarge { limit });

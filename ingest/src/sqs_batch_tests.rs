@@ -114,6 +114,7 @@ fn message(event_id: &str, body: &str) -> OutgoingMessage {
         source: "acme".to_owned(),
         group_id: "acme".to_owned(),
         body: body.to_owned(),
+        extended_payload_size: None,
     }
 }
 

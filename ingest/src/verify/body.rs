@@ -7,8 +7,9 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 
 use super::common;
-use super::keys::{self, HmacKey};
-use super::{Encoding, HmacScheme, Verified, VerifyError};
+use super::keys::HmacKey;
+use super::streaming::{EventIdSource, StreamingCheck};
+use super::{Encoding, HmacScheme, VerifyError};
 
 /// A body-HMAC scheme with its keys.
 #[derive(Debug)]
@@ -23,8 +24,8 @@ impl BodyHmac {
         Self { scheme, keys }
     }
 
-    /// Verifies one request.
-    pub(super) fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
+    /// Starts verifying one request: the signature header is read before the body.
+    pub(super) fn begin(&self, headers: &HeaderMap) -> Result<StreamingCheck, VerifyError> {
         let header = &self.scheme.header;
         let malformed = |reason| VerifyError::MalformedHeader {
             header: header.clone(),
@@ -45,16 +46,18 @@ impl BodyHmac {
                 .decode(encoded)
                 .map_err(|_| malformed("the signature is not base64")),
         }?;
-        if !keys::any_matches(&self.keys, &[body], &[tag]) {
-            return Err(VerifyError::InvalidSignature);
-        }
-        Ok(Verified {
-            event_id: self
-                .scheme
-                .id_header
-                .as_ref()
-                .and_then(|name| common::optional_id(headers, name)),
-        })
+        let event_id = self
+            .scheme
+            .id_header
+            .as_ref()
+            .and_then(|name| common::optional_id(headers, name));
+        Ok(StreamingCheck::signed(
+            &self.keys,
+            vec![tag],
+            &[],
+            Vec::new(),
+            EventIdSource::Headers(event_id),
+        ))
     }
 }
 
@@ -62,7 +65,7 @@ impl BodyHmac {
 mod tests {
     use super::*;
     use crate::verify::testing::{at, headers, secrets, without};
-    use crate::verify::{DEFAULT_TOLERANCE, Scheme, Verifier};
+    use crate::verify::{DEFAULT_TOLERANCE, Scheme, Verified, Verifier};
     use http::HeaderName;
 
     // No published vector exists for a generic HMAC; these were computed independently with

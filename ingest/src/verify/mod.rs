@@ -18,11 +18,18 @@
 //!
 //! Several secrets mean rotation: a request passes when any secret verifies any signature it
 //! carries. MACs are compared in constant time by the `hmac` crate (`Mac::verify_slice`);
-//! ed25519 signatures are checked by `ed25519-dalek` (`verify_strict`).
+//! ed25519 signatures are checked by `ed25519-dalek` (`verify_stream`, with the extra checks
+//! of `verify_strict` made first: see [`streaming`]).
 //!
 //! **Timestamps.** Standard Webhooks and Stripe sign a timestamp; a request whose timestamp is
 //! more than the source's tolerance (default [`DEFAULT_TOLERANCE`], 300 s) before or after now
-//! is rejected as stale, even when its signature is valid.
+//! is rejected as stale, even when its signature is valid. The age is checked with the
+//! headers, before the body is read ([`Verifier::begin`]): a stale request is refused as stale
+//! whatever its signature.
+//!
+//! **Streaming.** Every scheme verifies a body fed in pieces ([`StreamingCheck`]): the MACs
+//! and ed25519 signatures are computed as the body arrives, so a body offloaded to S3 is never
+//! held whole. The buffered path is the same check fed the whole body.
 //!
 //! **Replays.** A captured request can be sent again and will verify: within the tolerance
 //! window for the timestamped schemes, at any time for the others. Events are stored under
@@ -56,6 +63,7 @@ mod keys;
 mod proptests;
 mod shopify;
 mod standard;
+mod streaming;
 mod stripe;
 #[cfg(test)]
 mod testing;
@@ -68,6 +76,7 @@ use secrecy::SecretString;
 
 pub use config::{SchemeSettings, SettingsError};
 pub use error::{KeyError, VerifyError};
+pub use streaming::{STRIPE_ID_WINDOW_BYTES, StreamingCheck};
 
 /// Tolerance for signed timestamps when a source sets none: five minutes either way.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
@@ -215,24 +224,44 @@ impl Verifier {
         self.scheme
     }
 
-    /// Checks one request: its headers and exact body, against the time `now`.
+    /// Checks one request: its headers and exact body, against the time `now`. The same
+    /// check as [`begin`](Self::begin), fed the whole body; a Stripe event id is then looked
+    /// for in the whole body.
     pub fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Verified, VerifyError> {
+        let mut check = self.begin(headers, now)?;
+        check.update(body);
+        let verified = check.finish()?;
+        Ok(match self.check {
+            Check::Stripe(_) => Verified {
+                event_id: stripe::event_id(body),
+            },
+            _ => verified,
+        })
+    }
+
+    /// Starts checking a request whose body will come in pieces: the headers are checked now
+    /// (format, timestamp age), so a malformed or stale request fails before its body is
+    /// read; feed the body to [`StreamingCheck::update`], then call
+    /// [`StreamingCheck::finish`].
+    pub fn begin(
+        &self,
+        headers: &HeaderMap,
+        now: DateTime<Utc>,
+    ) -> Result<StreamingCheck, VerifyError> {
         match &self.check {
-            Check::Standard(keys) => {
-                standard::verify(keys, headers, body, now, self.tolerance_seconds)
-            }
-            Check::Stripe(keys) => stripe::verify(keys, headers, body, now, self.tolerance_seconds),
-            Check::Body(check) => check.verify(headers, body),
-            Check::Unverified { id_header } => Ok(Verified {
-                event_id: id_header
+            Check::Standard(keys) => standard::begin(keys, headers, now, self.tolerance_seconds),
+            Check::Stripe(keys) => stripe::begin(keys, headers, now, self.tolerance_seconds),
+            Check::Body(check) => check.begin(headers),
+            Check::Unverified { id_header } => Ok(StreamingCheck::unverified(
+                id_header
                     .as_ref()
                     .and_then(|name| common::optional_id(headers, name)),
-            }),
+            )),
         }
     }
 }

@@ -6,12 +6,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use ed25519_dalek::Signature;
 use http::{HeaderMap, HeaderName};
 
+use super::VerifyError;
 use super::common::{self, MAX_SIGNATURES};
-use super::keys::{self, StandardKeys};
-use super::{Verified, VerifyError};
+use super::keys::StandardKeys;
+use super::streaming::{Ed25519Candidates, EventIdSource, StreamingCheck};
 
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
@@ -54,14 +54,14 @@ fn parse_signatures(value: &str) -> Result<Signatures, &'static str> {
     Ok(signatures)
 }
 
-/// Verifies a Standard Webhooks request.
-pub(super) fn verify(
+/// Starts verifying a Standard Webhooks request: the headers are read and the timestamp's age
+/// checked before the body, and what is signed before the body (`{id}.{timestamp}.`) is fed.
+pub(super) fn begin(
     keys: &StandardKeys,
     headers: &HeaderMap,
-    body: &[u8],
     now: DateTime<Utc>,
     tolerance_seconds: u64,
-) -> Result<Verified, VerifyError> {
+) -> Result<StreamingCheck, VerifyError> {
     let signatures = common::signature_header(headers, &WEBHOOK_SIGNATURE)?;
     let id = common::required_header(headers, &WEBHOOK_ID)?;
     let timestamp = common::required_header(headers, &WEBHOOK_TIMESTAMP)?;
@@ -75,37 +75,24 @@ pub(super) fn verify(
             header: WEBHOOK_SIGNATURE,
             reason,
         })?;
-    let timestamp_text = timestamp.to_string();
-    let signed: [&[u8]; 5] = [id.as_bytes(), b".", timestamp_text.as_bytes(), b".", body];
-    let matched = keys::any_matches(&keys.hmac, &signed, &v1)
-        || (!keys.ed25519.is_empty() && !v1a.is_empty() && ed25519_matches(keys, &signed, &v1a));
-    if !matched {
-        return Err(VerifyError::InvalidSignature);
-    }
     common::check_fresh(timestamp, now, tolerance_seconds)?;
-    Ok(Verified {
-        event_id: common::event_id(id),
-    })
-}
-
-/// Whether any public key verifies any `v1a` signature of the signed content.
-fn ed25519_matches(keys: &StandardKeys, signed: &[&[u8]], signatures: &[Vec<u8>]) -> bool {
-    let message = signed.concat();
-    signatures
-        .iter()
-        .filter_map(|bytes| Signature::from_slice(bytes).ok())
-        .any(|signature| {
-            keys.ed25519
-                .iter()
-                .any(|key| key.verify_strict(&message, &signature).is_ok())
-        })
+    let timestamp_text = timestamp.to_string();
+    let signed: [&[u8]; 4] = [id.as_bytes(), b".", timestamp_text.as_bytes(), b"."];
+    let ed25519 = Ed25519Candidates::start(&keys.ed25519, &v1a, &signed);
+    Ok(StreamingCheck::signed(
+        &keys.hmac,
+        v1,
+        &signed,
+        ed25519,
+        EventIdSource::Headers(common::event_id(id)),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::verify::testing::{at, headers, secrets, with, without};
-    use crate::verify::{DEFAULT_TOLERANCE, Scheme, Verifier};
+    use crate::verify::{DEFAULT_TOLERANCE, Scheme, Verified, Verifier};
     use ed25519_dalek::SigningKey;
 
     // The Standard Webhooks test vector, as in the reference libraries' tests

@@ -8,9 +8,10 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName};
 
+use super::VerifyError;
 use super::common::{self, MAX_SIGNATURES};
-use super::keys::{self, HmacKey};
-use super::{Verified, VerifyError};
+use super::keys::HmacKey;
+use super::streaming::{EventIdSource, StreamingCheck};
 
 const STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
 
@@ -53,7 +54,7 @@ struct EventId<'a> {
 
 /// The event id in a Stripe body: its top-level `id` string, if the body is a JSON object
 /// with one and it is a valid event id.
-fn event_id(body: &[u8]) -> Option<String> {
+pub(super) fn event_id(body: &[u8]) -> Option<String> {
     // serde would also read a struct from a JSON array (`["evt_1"]`): only objects count.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return None;
@@ -62,35 +63,84 @@ fn event_id(body: &[u8]) -> Option<String> {
     common::event_id(&event.id?)
 }
 
-/// Verifies a Stripe request.
-pub(super) fn verify(
+/// The event id of a Stripe body of which only the first bytes are at hand: the value of the
+/// first top-level key `id`, if the bytes are a JSON object up to it and it is a valid event
+/// id string. The rest of the body is not read (Stripe writes `id` first).
+pub(super) fn leading_event_id(head: &[u8]) -> Option<String> {
+    if head.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let mut found = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(head);
+    // The seed stops the parse with an error once it has the id: the error is expected.
+    let _stopped = serde::de::DeserializeSeed::deserialize(FirstId(&mut found), &mut deserializer);
+    found.and_then(|id| common::event_id(&id))
+}
+
+/// Reads a JSON object's keys until `id` and puts its string value in the slot.
+struct FirstId<'a>(&'a mut Option<String>);
+
+/// The error that ends the parse once the id is found.
+const FOUND: &str = "found the id";
+
+impl<'de> serde::de::DeserializeSeed<'de> for FirstId<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FirstId<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "id" {
+                *self.0 = map.next_value::<Option<String>>()?;
+                return Err(A::Error::custom(FOUND));
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts verifying a Stripe request: the header is read and the timestamp's age checked
+/// before the body, and what is signed before the body (`{t}.`) is fed.
+pub(super) fn begin(
     keys: &[HmacKey],
     headers: &HeaderMap,
-    body: &[u8],
     now: DateTime<Utc>,
     tolerance_seconds: u64,
-) -> Result<Verified, VerifyError> {
+) -> Result<StreamingCheck, VerifyError> {
     let value = common::signature_header(headers, &STRIPE_SIGNATURE)?;
     let header = parse(value).map_err(|reason| VerifyError::MalformedHeader {
         header: STRIPE_SIGNATURE,
         reason,
     })?;
-    let timestamp = header.timestamp.to_string();
-    let signed: [&[u8]; 3] = [timestamp.as_bytes(), b".", body];
-    if !keys::any_matches(keys, &signed, &header.v1) {
-        return Err(VerifyError::InvalidSignature);
-    }
     common::check_fresh(header.timestamp, now, tolerance_seconds)?;
-    Ok(Verified {
-        event_id: event_id(body),
-    })
+    let timestamp = header.timestamp.to_string();
+    let signed: [&[u8]; 2] = [timestamp.as_bytes(), b"."];
+    Ok(StreamingCheck::signed(
+        keys,
+        header.v1,
+        &signed,
+        Vec::new(),
+        EventIdSource::StripeBody(Vec::new()),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::verify::testing::{at, headers, secrets};
-    use crate::verify::{DEFAULT_TOLERANCE, Scheme, Verifier};
+    use crate::verify::{DEFAULT_TOLERANCE, Scheme, Verified, Verifier};
 
     // Stripe publishes no fixed test vector; these were computed independently with python3:
     // hmac.new(SECRET, b"1700000000." + BODY, hashlib.sha256).hexdigest(), and the same with
@@ -216,6 +266,33 @@ mod tests {
         assert_eq!(event_id(br#"["evt_1"]"#), None);
         assert_eq!(event_id(b"id=evt_1"), None);
         assert_eq!(event_id(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn the_leading_id_is_read_from_the_first_bytes_only() {
+        let big = format!(r#"{{"id":"evt_1","data":"{}""#, "x".repeat(100_000));
+        assert_eq!(leading_event_id(big.as_bytes()).as_deref(), Some("evt_1"));
+        let later = br#" {"object":"event","data":{"id":"x","n":[1,{}]},"id":"evt_2","#;
+        assert_eq!(leading_event_id(later).as_deref(), Some("evt_2"));
+        for none in [
+            &br#"{"data":{"id":"evt_nested"}"#[..],
+            br#"{"id":42,"#,
+            br#"{"id":"has space"}"#,
+            br#"["evt_1"]"#,
+            br#"{"object":"event","#,
+            b"\xff",
+        ] {
+            assert_eq!(
+                leading_event_id(none),
+                None,
+                "{}",
+                String::from_utf8_lossy(none)
+            );
+        }
+        assert_eq!(
+            leading_event_id(br#"{"id":"evt_\u0031"}"#).as_deref(),
+            Some("evt_1")
+        );
     }
 
     #[test]
