@@ -44,10 +44,10 @@
 //! baseline kept forever would read a queue that is slower for good as one that is
 //! overloaded for good.
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use webhook_shared::limit::{Limit, median};
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 /// Shortest span of calls one decision looks at.
@@ -106,15 +106,7 @@ pub enum Reason {
 }
 
 /// A change of the limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// The limit before.
-    pub from: usize,
-    /// The limit now.
-    pub to: usize,
-    /// Why, for a decrease; `None` for an increase.
-    pub reason: Option<Reason>,
-}
+pub type Change = webhook_shared::limit::Change<Reason>;
 
 /// The latest latencies (seconds) of calls of one batch size that went alone, and their
 /// median.
@@ -149,10 +141,8 @@ struct Remeasure {
 /// The limit on `SendMessageBatch` calls in flight; see the module documentation.
 #[derive(Debug)]
 pub struct CallLimit {
-    max: usize,
     adaptive: bool,
-    limit: usize,
-    slow_start: bool,
+    limit: Limit,
     baselines: [Baseline; MAX_BATCH_ENTRIES],
     window_start: Instant,
     ratios: Vec<f64>,
@@ -163,8 +153,6 @@ pub struct CallLimit {
     used: bool,
     last_failure_cut: Option<Instant>,
     remeasure: Option<Remeasure>,
-    next_remeasure: Instant,
-    rng: u64,
     /// Median latency ratio of the calls that went beside others in the latest window that
     /// had some.
     concurrent_ratio: f64,
@@ -174,12 +162,9 @@ impl CallLimit {
     /// A limit with ceiling `max`. Adaptive, it starts at 1 and doubles while calls do not
     /// queue (slow start); otherwise it is always `max` and reports are ignored.
     pub fn new(max: usize, adaptive: bool, now: Instant) -> Self {
-        let max = max.max(1);
-        let mut limit = Self {
-            max,
+        Self {
             adaptive,
-            limit: if adaptive { 1 } else { max },
-            slow_start: true,
+            limit: Limit::new(max, adaptive, REMEASURE_INTERVAL, REMEASURE_JITTER, now),
             baselines: [Baseline::default(); MAX_BATCH_ENTRIES],
             window_start: now,
             ratios: Vec::new(),
@@ -188,17 +173,13 @@ impl CallLimit {
             used: false,
             last_failure_cut: None,
             remeasure: None,
-            next_remeasure: now,
-            rng: RandomState::new().hash_one(0u8) | 1,
             concurrent_ratio: 0.0,
-        };
-        limit.schedule_remeasure(now);
-        limit
+        }
     }
 
     /// Calls allowed in flight now.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.get()
     }
 
     /// Whether calls queue at the server: calls that went beside others took [`GROW_RATIO`]
@@ -241,7 +222,7 @@ impl CallLimit {
             .chain(self.baselines[..size].iter().rev())
             .find_map(|b| b.median)?;
         // A call that started under an older, higher limit does not judge this one.
-        if sample.in_flight > self.limit {
+        if sample.in_flight > self.limit.get() {
             return None;
         }
         if self.queued.len() < MAX_WINDOW_SAMPLES {
@@ -277,7 +258,11 @@ impl CallLimit {
             return None;
         }
         self.reset_window(now);
-        self.cut(self.limit as f64 * MIN_DECREASE, Reason::Failure)
+        self.limit.cut(
+            self.limit.get() as f64 * MIN_DECREASE,
+            MIN_DECREASE,
+            Reason::Failure,
+        )
     }
 
     /// Ends a window: cut, re-measure, hold or grow.
@@ -289,57 +274,40 @@ impl CallLimit {
         }
         let used = self.used;
         self.reset_window(now);
-        if queued > CUT_QUEUE && ratio > CUT_RATIO && self.limit > 1 {
+        if queued > CUT_QUEUE && ratio > CUT_RATIO && self.limit.get() > 1 {
             // The gradient: the limit at which about TARGET_QUEUE calls would wait.
-            return self.cut(self.limit as f64 - queued + TARGET_QUEUE, Reason::Latency);
+            let target = self.limit.get() as f64 - queued + TARGET_QUEUE;
+            return self.limit.cut(target, MIN_DECREASE, Reason::Latency);
         }
-        if now >= self.next_remeasure {
+        if self.limit.remeasure_due(now) {
             self.remeasure = Some(Remeasure {
-                saved: self.limit,
+                saved: self.limit.get(),
                 samples: 0,
             });
-            return self.set(1, Some(Reason::Remeasure));
+            return self.limit.set(1, Some(Reason::Remeasure));
         }
-        let grow_below = if self.limit == 1 {
+        let grow_below = if self.limit.get() == 1 {
             CUT_RATIO
         } else {
             GROW_RATIO
         };
         if ratio >= grow_below {
-            self.slow_start = false;
+            self.limit.leave_slow_start();
             return None;
         }
         if !used {
             return None;
         }
-        let step = if self.slow_start { self.limit } else { 1 };
-        let to = (self.limit + step).min(self.max);
-        self.slow_start &= to < self.max;
-        self.set(to, None)
+        self.limit.grow()
     }
 
     /// Ends a re-measurement (its calls are in the baselines already): back to the limit
     /// before it.
     fn finish_remeasure(&mut self, now: Instant) -> Option<Change> {
         let remeasure = self.remeasure.take()?;
-        self.schedule_remeasure(now);
+        self.limit.schedule_remeasure(now);
         self.reset_window(now);
-        self.set(remeasure.saved, None)
-    }
-
-    /// Lowers the limit towards `to`, by at most half and at least one.
-    fn cut(&mut self, to: f64, reason: Reason) -> Option<Change> {
-        self.slow_start = false;
-        let to = to.max(self.limit as f64 * MIN_DECREASE) as usize;
-        self.set(
-            to.clamp(1, self.limit.saturating_sub(1).max(1)),
-            Some(reason),
-        )
-    }
-
-    fn set(&mut self, to: usize, reason: Option<Reason>) -> Option<Change> {
-        let from = std::mem::replace(&mut self.limit, to);
-        (from != to).then_some(Change { from, to, reason })
+        self.limit.set(remeasure.saved, None)
     }
 
     fn reset_window(&mut self, now: Instant) {
@@ -349,21 +317,6 @@ impl CallLimit {
         self.concurrent.clear();
         self.used = false;
     }
-
-    fn schedule_remeasure(&mut self, now: Instant) {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        let factor = 1.0 + REMEASURE_JITTER * (2.0 * unit - 1.0);
-        self.next_remeasure = now + REMEASURE_INTERVAL.mul_f64(factor);
-    }
-}
-
-/// The median of a non-empty slice (sorts it).
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 #[cfg(test)]

@@ -48,8 +48,7 @@ impl Sim {
     fn new(max: usize, model: Model) -> Self {
         let start = Instant::now();
         let mut limit = CallLimit::new(max, true, start);
-        limit.rng = 0x9e37_79b9_7f4a_7c15;
-        limit.schedule_remeasure(start);
+        limit.limit.reseed(0x9e37_79b9_7f4a_7c15, start);
         Self {
             limit,
             model,

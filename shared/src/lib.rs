@@ -6,6 +6,7 @@ pub mod config;
 pub mod envelope;
 pub mod healthcheck;
 pub mod large_payload;
+pub mod limit;
 pub mod metrics;
 pub mod ops;
 pub mod server;

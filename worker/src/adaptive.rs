@@ -30,10 +30,10 @@
 //! bucket's; a bucket never seen is bounded by the nearest larger one, or seeded by its first
 //! write without a decision. Medians, not means, so that one slow checkpoint cuts nothing.
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use webhook_shared::limit::{Limit, median};
 
 /// Shortest span of writes one decision looks at.
 const WINDOW: Duration = Duration::from_millis(250);
@@ -112,15 +112,7 @@ impl Reason {
 }
 
 /// A change of the limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Change {
-    /// The limit before.
-    pub(crate) from: usize,
-    /// The limit now.
-    pub(crate) to: usize,
-    /// Why, for a decrease; `None` for an increase.
-    pub(crate) reason: Option<Reason>,
-}
+pub(crate) type Change = webhook_shared::limit::Change<Reason>;
 
 /// The latency estimate, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -147,10 +139,8 @@ struct Remeasure {
 /// The limit on batch writes in progress; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct ConcurrencyController {
-    max: usize,
     adaptive: bool,
-    limit: usize,
-    slow_start: bool,
+    limit: Limit,
     baselines: Baselines,
     window_start: Instant,
     ratios: Vec<f64>,
@@ -161,8 +151,6 @@ pub(crate) struct ConcurrencyController {
     overloaded: bool,
     last_overload_cut: Option<Instant>,
     remeasure: Option<Remeasure>,
-    next_remeasure: Instant,
-    rng: u64,
     estimate: Estimate,
 }
 
@@ -171,12 +159,9 @@ impl ConcurrencyController {
     /// start), so that a sick database is not hit by `max` writes at once. Without `adaptive`
     /// the limit is always `max` and reports are ignored.
     pub(crate) fn new(max: usize, adaptive: bool, now: Instant) -> Self {
-        let max = max.max(1);
-        let mut controller = Self {
-            max,
+        Self {
             adaptive,
-            limit: if adaptive { 1 } else { max },
-            slow_start: true,
+            limit: Limit::new(max, adaptive, REMEASURE_INTERVAL, REMEASURE_JITTER, now),
             baselines: [None; BUCKETS],
             window_start: now,
             ratios: Vec::new(),
@@ -185,17 +170,13 @@ impl ConcurrencyController {
             overloaded: false,
             last_overload_cut: None,
             remeasure: None,
-            next_remeasure: now,
-            rng: RandomState::new().hash_one(0u8) | 1,
             estimate: Estimate::default(),
-        };
-        controller.schedule_remeasure(now);
-        controller
+        }
     }
 
     /// Batch writes allowed in progress now.
     pub(crate) fn limit(&self) -> usize {
-        self.limit
+        self.limit.get()
     }
 
     /// The latency estimate, for metrics.
@@ -214,7 +195,7 @@ impl ConcurrencyController {
         let bucket = bucket(sample.rows);
         if let Some(remeasure) = &mut self.remeasure {
             // Writes that started before the limit dropped say nothing about an idle database.
-            if sample.in_progress > self.limit {
+            if sample.in_progress > self.limit.get() {
                 return None;
             }
             let fresh = &mut remeasure.fresh[bucket];
@@ -231,14 +212,14 @@ impl ConcurrencyController {
         self.baselines[bucket] = Some(baseline);
         self.estimate.baseline_seconds = baseline;
         // A write that started under an older, higher limit does not judge this one.
-        if known.is_none() || sample.in_progress > self.limit {
+        if known.is_none() || sample.in_progress > self.limit.get() {
             return None;
         }
         if self.ratios.len() < MAX_WINDOW_SAMPLES {
             self.ratios.push(latency / baseline);
             self.waits.push(sample.acquire.as_secs_f64() / baseline);
         }
-        self.used |= sample.in_progress >= self.limit;
+        self.used |= sample.in_progress >= self.limit.get();
         if now.saturating_duration_since(self.window_start) < WINDOW
             || self.ratios.len() < MIN_WINDOW_SAMPLES
         {
@@ -266,7 +247,8 @@ impl ConcurrencyController {
             return None;
         }
         self.reset_window(now);
-        self.cut(self.limit as f64 * OVERLOAD_DECREASE, Reason::Overload)
+        let to = self.limit.get() as f64 * OVERLOAD_DECREASE;
+        self.limit.cut(to, MIN_DECREASE, Reason::Overload)
     }
 
     /// Ends a window: cut, re-measure, hold or grow.
@@ -276,7 +258,7 @@ impl ConcurrencyController {
         // At a limit of 1 this worker's writes cannot queue behind each other: a ratio between
         // the set point and the cut is the database's (or the machine's) noise, not load this
         // worker causes, so it does not hold the limit at 1.
-        let tolerance = if self.limit == 1 {
+        let tolerance = if self.limit.get() == 1 {
             DECREASE_TOLERANCE
         } else {
             INCREASE_TOLERANCE
@@ -284,12 +266,14 @@ impl ConcurrencyController {
         let grow = self.used && !self.overloaded && ratio <= tolerance;
         self.estimate.ratio = ratio;
         self.reset_window(now);
-        let limit = self.limit as f64;
+        let limit = self.limit.get() as f64;
         // The gradient: the limit at which latency would be back at the set point.
         let target = limit * INCREASE_TOLERANCE / ratio;
         let cut = if wait > POOL_WAIT_TOLERANCE {
             Some((limit / (1.0 + wait), Reason::PoolWait))
-        } else if ratio > DECREASE_TOLERANCE || (self.slow_start && ratio > INCREASE_TOLERANCE) {
+        } else if ratio > DECREASE_TOLERANCE
+            || (self.limit.in_slow_start() && ratio > INCREASE_TOLERANCE)
+        {
             // Clearly sick, or the last doubling overshot: to the gradient's limit at once.
             Some((target, Reason::Latency))
         } else if target <= limit - 1.0 {
@@ -300,24 +284,22 @@ impl ConcurrencyController {
         };
         // At 1 there is nothing to cut; only a re-measurement can tell whether the database
         // is sick or legitimately slower.
-        if let Some((to, reason)) = cut.filter(|_| self.limit > 1) {
-            return self.cut(to, reason);
+        if let Some((to, reason)) = cut.filter(|_| self.limit.get() > 1) {
+            return self.limit.cut(to, MIN_DECREASE, reason);
         }
-        if now >= self.next_remeasure {
+        if self.limit.remeasure_due(now) {
             self.remeasure = Some(Remeasure {
-                saved: self.limit,
+                saved: self.limit.get(),
                 fresh: [None; BUCKETS],
                 samples: 0,
             });
-            return self.set(REMEASURE_LIMIT.min(self.limit), Some(Reason::Remeasure));
+            let to = REMEASURE_LIMIT.min(self.limit.get());
+            return self.limit.set(to, Some(Reason::Remeasure));
         }
         if !grow {
             return None;
         }
-        let step = if self.slow_start { self.limit } else { 1 };
-        let to = (self.limit + step).min(self.max);
-        self.slow_start &= to < self.max;
-        self.set(to, None)
+        self.limit.grow()
     }
 
     /// Adopts the re-measurement. A few writes cannot refill dozens of buckets, so when every
@@ -341,24 +323,9 @@ impl ConcurrencyController {
                 (old, fresh) => old.or(fresh),
             };
         }
-        self.schedule_remeasure(now);
+        self.limit.schedule_remeasure(now);
         self.reset_window(now);
-        self.set(remeasure.saved, None)
-    }
-
-    /// Lowers the limit towards `to`, by at most half and at least one.
-    fn cut(&mut self, to: f64, reason: Reason) -> Option<Change> {
-        self.slow_start = false;
-        let to = to.max(self.limit as f64 * MIN_DECREASE) as usize;
-        self.set(
-            to.clamp(1, self.limit.saturating_sub(1).max(1)),
-            Some(reason),
-        )
-    }
-
-    fn set(&mut self, to: usize, reason: Option<Reason>) -> Option<Change> {
-        let from = std::mem::replace(&mut self.limit, to);
-        (from != to).then_some(Change { from, to, reason })
+        self.limit.set(remeasure.saved, None)
     }
 
     fn reset_window(&mut self, now: Instant) {
@@ -368,26 +335,11 @@ impl ConcurrencyController {
         self.used = false;
         self.overloaded = false;
     }
-
-    fn schedule_remeasure(&mut self, now: Instant) {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        let factor = 1.0 + REMEASURE_JITTER * (2.0 * unit - 1.0);
-        self.next_remeasure = now + REMEASURE_INTERVAL.mul_f64(factor);
-    }
 }
 
 /// The row-count bucket of a batch of `rows`.
 fn bucket(rows: usize) -> usize {
     (((rows.max(1) as f64).log2() * BUCKETS_PER_OCTAVE) as usize).min(BUCKETS - 1)
-}
-
-/// The median of a non-empty slice (sorts it).
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 #[cfg(test)]

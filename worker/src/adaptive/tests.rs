@@ -53,8 +53,7 @@ impl Sim {
     fn new(max: usize, db: Db) -> Self {
         let start = Instant::now();
         let mut c = ConcurrencyController::new(max, true, start);
-        c.rng = 0x9e37_79b9_7f4a_7c15;
-        c.schedule_remeasure(start);
+        c.limit.reseed(0x9e37_79b9_7f4a_7c15, start);
         let (in_flight, changes, remeasures) = (Vec::new(), Vec::new(), Vec::new());
         let (now, rng, demand) = (start, 42, usize::MAX);
         Self {

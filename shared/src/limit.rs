@@ -1,0 +1,185 @@
+//! The mechanics both adaptive limits share: ingest's limit on `SendMessageBatch` calls in
+//! flight (`ingest/src/call_limit.rs`) and the worker's limit on batch writes in progress
+//! (`worker/src/adaptive.rs`). Each decides *when* to move from what its own latencies show;
+//! this holds the limit and *how* it moves: slow start (begin at 1 and double per healthy
+//! window until the first trouble or the ceiling), growth by one after it, cuts towards a
+//! target by at least one and at most by a factor, and jittered re-measurement times (so that
+//! tasks do not re-measure together). See each controller's module documentation for the
+//! decisions and their sources.
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A change of a limit, with the controller's reason type `R`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change<R> {
+    /// The limit before.
+    pub from: usize,
+    /// The limit now.
+    pub to: usize,
+    /// Why, for a decrease; `None` for an increase.
+    pub reason: Option<R>,
+}
+
+/// A limit between 1 and its ceiling, and when it is next due for re-measurement.
+#[derive(Debug)]
+pub struct Limit {
+    limit: usize,
+    max: usize,
+    slow_start: bool,
+    remeasure_interval: Duration,
+    remeasure_jitter: f64,
+    next_remeasure: Instant,
+    rng: u64,
+}
+
+impl Limit {
+    /// A limit with ceiling `max` (at least 1): at 1 in slow start when `adaptive`, else at
+    /// `max`. Re-measurements fall every `remeasure_interval`, jittered by ± the fraction
+    /// `remeasure_jitter`, the first one interval from `now`.
+    pub fn new(
+        max: usize,
+        adaptive: bool,
+        remeasure_interval: Duration,
+        remeasure_jitter: f64,
+        now: Instant,
+    ) -> Self {
+        let max = max.max(1);
+        let mut limit = Self {
+            limit: if adaptive { 1 } else { max },
+            max,
+            slow_start: true,
+            remeasure_interval,
+            remeasure_jitter,
+            next_remeasure: now,
+            rng: RandomState::new().hash_one(0u8) | 1,
+        };
+        limit.schedule_remeasure(now);
+        limit
+    }
+
+    /// The limit now.
+    pub fn get(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether it is still in slow start (doubling), before its first trouble.
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start
+    }
+
+    /// Ends slow start without changing the limit.
+    pub fn leave_slow_start(&mut self) {
+        self.slow_start = false;
+    }
+
+    /// Raises the limit: doubles it in slow start, else by one; never past the ceiling, and
+    /// slow start ends there.
+    pub fn grow<R>(&mut self) -> Option<Change<R>> {
+        let step = if self.slow_start { self.limit } else { 1 };
+        let to = (self.limit + step).min(self.max);
+        self.slow_start &= to < self.max;
+        self.set(to, None)
+    }
+
+    /// Lowers the limit towards `to`: by at least one, to no less than `min_factor` of it,
+    /// never below 1. Ends slow start.
+    pub fn cut<R>(&mut self, to: f64, min_factor: f64, reason: R) -> Option<Change<R>> {
+        self.slow_start = false;
+        let to = to.max(self.limit as f64 * min_factor) as usize;
+        self.set(
+            to.clamp(1, self.limit.saturating_sub(1).max(1)),
+            Some(reason),
+        )
+    }
+
+    /// Sets the limit; the change, if it moved.
+    pub fn set<R>(&mut self, to: usize, reason: Option<R>) -> Option<Change<R>> {
+        let from = std::mem::replace(&mut self.limit, to);
+        (from != to).then_some(Change { from, to, reason })
+    }
+
+    /// Whether a re-measurement is due.
+    pub fn remeasure_due(&self, now: Instant) -> bool {
+        now >= self.next_remeasure
+    }
+
+    /// Seeds the jitter and schedules the next re-measurement from `now`, so that simulations
+    /// of a controller are reproducible.
+    pub fn reseed(&mut self, seed: u64, now: Instant) {
+        self.rng = seed | 1;
+        self.schedule_remeasure(now);
+    }
+
+    /// Sets the next re-measurement one jittered interval after `now` (xorshift64).
+    pub fn schedule_remeasure(&mut self, now: Instant) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        let factor = 1.0 + self.remeasure_jitter * (2.0 * unit - 1.0);
+        self.next_remeasure = now + self.remeasure_interval.mul_f64(factor);
+    }
+}
+
+/// The median of a non-empty slice (the upper middle for an even length; sorts it).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(max: usize) -> Limit {
+        Limit::new(max, true, Duration::from_secs(30), 0.15, Instant::now())
+    }
+
+    #[test]
+    fn slow_start_doubles_to_the_ceiling_then_growth_is_by_one() {
+        let mut l = limit(6);
+        let grown: Vec<usize> = (0..3)
+            .filter_map(|_| l.grow::<()>().map(|c| c.to))
+            .collect();
+        assert_eq!(grown, [2, 4, 6]);
+        assert!(!l.in_slow_start());
+        l.cut(3.0, 0.5, ());
+        assert_eq!(l.grow::<()>().map(|c| c.to), Some(4));
+    }
+
+    #[test]
+    fn cuts_go_down_by_at_least_one_and_at_most_the_factor() {
+        let mut l = limit(16);
+        l.set::<()>(10, None);
+        assert_eq!(l.cut(9.9, 0.5, "r").map(|c| c.to), Some(9));
+        assert_eq!(l.cut(1.0, 0.5, "r").map(|c| c.to), Some(4));
+        l.set::<()>(1, None);
+        assert_eq!(l.cut(0.0, 0.5, "r"), None);
+    }
+
+    #[test]
+    fn a_fixed_limit_starts_at_its_ceiling() {
+        let l = Limit::new(8, false, Duration::from_secs(30), 0.15, Instant::now());
+        assert_eq!(l.get(), 8);
+    }
+
+    #[test]
+    fn re_measurements_fall_within_the_jitter() {
+        let now = Instant::now();
+        let mut l = limit(4);
+        for _ in 0..100 {
+            l.schedule_remeasure(now);
+            assert!(!l.remeasure_due(now + Duration::from_millis(25_499)));
+            assert!(l.remeasure_due(now + Duration::from_millis(34_501)));
+        }
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 3.0);
+    }
+}
