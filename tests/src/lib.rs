@@ -1,6 +1,7 @@
 //! The end-to-end harness: per test, fresh SQS queues in LocalStack and a fresh PostgreSQL
-//! database (unique names, so tests run in parallel), and the real `ingest` and `worker`
-//! binaries started on free ports with only the environment the test gives them.
+//! database (unique names, so tests run in parallel), S3 buckets on request, and the real
+//! `ingest` and `worker` binaries started on free ports with only the environment the test
+//! gives them.
 //!
 //! LocalStack must be running (`scripts/test.sh` starts it); `AWS_ENDPOINT_URL` and
 //! `TEST_DATABASE_URL` point elsewhere than the defaults if needed.
@@ -16,8 +17,12 @@ use tokio::process::Command;
 
 pub mod affinity;
 pub mod attack;
+pub mod buckets;
 pub mod database;
+pub mod extended_client;
+pub mod fault_proxy;
 pub mod ingest_load;
+pub mod large;
 pub mod pg_proxy;
 pub mod probes;
 pub mod queues;
@@ -26,6 +31,7 @@ pub mod services;
 
 pub use services::Service;
 
+use crate::buckets::s3_client;
 use crate::database::{admin_database_url, create_database};
 use crate::queues::{create_queues, sqs_client, sqs_endpoint};
 
@@ -45,6 +51,12 @@ pub struct TestStack {
     pub db: PgPool,
     /// URL of the test's database.
     pub database_url: String,
+    /// A client for the test's own S3 calls (path-style, LocalStack's endpoint).
+    pub s3: aws_sdk_s3::Client,
+    /// `e2e-` and the test's random suffix: its queue's name, and the stem of its buckets.
+    pub name: String,
+    /// Buckets made by [`TestStack::create_bucket`], deleted (with their objects) by cleanup.
+    buckets: std::sync::Mutex<Vec<String>>,
     database_name: String,
     log_dir: PathBuf,
     next_service: std::sync::atomic::AtomicU32,
@@ -82,11 +94,10 @@ impl TestStack {
         build_binaries();
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let sqs = sqs_client().await;
-        let (queue_url, dlq_url) = create_queues(&sqs, &format!("e2e-{suffix}"), options)
-            .await
-            .expect(
-                "creating test queues in LocalStack (is it running? scripts/test.sh starts it)",
-            );
+        let name = format!("e2e-{suffix}");
+        let (queue_url, dlq_url) = create_queues(&sqs, &name, options).await.expect(
+            "creating test queues in LocalStack (is it running? scripts/test.sh starts it)",
+        );
         let database_name = format!("e2e_{suffix}");
         let database_url = create_database(&database_name)
             .await
@@ -103,6 +114,9 @@ impl TestStack {
                 .await
                 .expect("connecting to the test database"),
             database_url,
+            s3: s3_client().await,
+            name,
+            buckets: std::sync::Mutex::default(),
             database_name,
             log_dir,
             next_service: 0.into(),
@@ -228,10 +242,14 @@ impl TestStack {
         )
     }
 
-    /// Deletes the queues and drops the database. Call at the end of a passing test; a
-    /// failing one keeps its state for inspection.
+    /// Deletes the queues and the buckets (with their objects) and drops the database. Call
+    /// at the end of a passing test; a failing one keeps its state for inspection.
     pub async fn cleanup(self) {
         self.db.close().await;
+        let buckets = std::mem::take(&mut *self.buckets.lock().expect("bucket list lock"));
+        for bucket in buckets {
+            self.delete_bucket(&bucket).await;
+        }
         for url in [&self.queue_url, &self.dlq_url] {
             let _ = self.sqs.delete_queue().queue_url(url).send().await;
         }
@@ -257,7 +275,7 @@ pub fn free_port() -> u16 {
         .expect("binding an ephemeral port")
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is inside the workspace")

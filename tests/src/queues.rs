@@ -176,7 +176,8 @@ impl TestStack {
     }
 }
 
-pub(crate) fn sqs_endpoint() -> String {
+/// LocalStack's endpoint (SQS and S3): `AWS_ENDPOINT_URL`, or `http://127.0.0.1:4566`.
+pub fn sqs_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| DEFAULT_SQS_ENDPOINT.to_owned())
 }
 
