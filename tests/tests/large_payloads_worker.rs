@@ -1,0 +1,262 @@
+//! The worker's side of large webhooks through S3 (issue 12), end to end against LocalStack
+//! S3 and SQS and PostgreSQL: a kill -9 between commit and object delete still leaves one
+//! row; a pointer whose object is gone is a duplicate or poison; AWS's Python extended client
+//! and our binaries read each other's messages.
+
+use std::time::Duration;
+
+use e2e_tests::large::{MIB, envelope, github_request, json_body, spawn_offloading_ingest};
+use e2e_tests::probes::wait_for_some_rows;
+use e2e_tests::{QueueOptions, TestStack};
+use webhook_shared::envelope::Envelope;
+use webhook_shared::large_payload::ATTRIBUTE_PAYLOAD_SIZE;
+
+/// Time for the worker to store what it was given.
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The DLQ's messages: (body, poison_reason attribute).
+async fn dlq_messages(stack: &TestStack) -> Vec<(String, Option<String>)> {
+    let output = stack
+        .sqs
+        .receive_message()
+        .queue_url(&stack.dlq_url)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("ReceiveMessage (DLQ)");
+    output
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|message| {
+            let reason = message
+                .message_attributes
+                .as_ref()
+                .and_then(|a| a.get("poison_reason")?.string_value.clone());
+            (message.body.unwrap_or_default(), reason)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pointer_redelivered_after_its_commit_leaves_one_row_and_deletes_its_object() {
+    let stack = TestStack::new("large-redelivered").await;
+    let bucket = stack.create_bucket().await;
+    let event = envelope("github", "redelivered-1", json_body(2 * MIB, 1));
+    stack.offload(&bucket, &event).await;
+    let worker = stack
+        .spawn_worker(&[("LARGE_PAYLOAD_BUCKET", bucket.as_str())])
+        .await;
+    stack.wait_for_rows(1, STORE_TIMEOUT).await;
+    stack
+        .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
+        .await;
+
+    // What a kill -9 after the commit and before the deletes leaves: the row, the object and
+    // the message (visible again after its timeout). Recreate that state exactly.
+    stack.offload(&bucket, &event).await;
+    stack
+        .wait_for_empty(&stack.queue_url, Duration::from_secs(30))
+        .await;
+    stack
+        .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
+        .await;
+    assert_eq!(stack.stored_count().await, 1);
+    assert_eq!(
+        stack
+            .stored_body("github", "redelivered-1")
+            .await
+            .as_deref(),
+        Some(event.body.as_ref())
+    );
+    assert_eq!(
+        stack.messages_in(&stack.dlq_url).await,
+        0,
+        "a duplicate, not poison"
+    );
+    drop(worker);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_drain_of_offloaded_webhooks_then_restart_stores_each_once() {
+    const MESSAGES: usize = 60;
+    let options = QueueOptions {
+        visibility_timeout: 5,
+        ..Default::default()
+    };
+    let stack = TestStack::with_queues("large-kill-9", options).await;
+    let bucket = stack.create_bucket().await;
+    let mut events = Vec::new();
+    for n in 0..MESSAGES {
+        let event = envelope(
+            "github",
+            &format!("kill-{n}"),
+            json_body(800 * 1024, n as u64),
+        );
+        stack.offload(&bucket, &event).await;
+        events.push(event);
+    }
+    // Small transactions so that commits and deletes interleave all through the drain.
+    let settings = [
+        ("LARGE_PAYLOAD_BUCKET", bucket.as_str()),
+        ("WORKER_BATCH_MAX_ROWS", "2"),
+    ];
+    let worker = stack.spawn_worker(&settings).await;
+    wait_for_some_rows(&stack, 5).await;
+    worker.kill().await;
+    let at_kill = stack.stored_count().await;
+
+    let worker = stack.spawn_worker(&settings).await;
+    stack
+        .wait_for_rows(MESSAGES as i64, STORE_TIMEOUT * 2)
+        .await;
+    stack
+        .wait_for_empty(&stack.queue_url, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        stack.stored_count().await,
+        MESSAGES as i64,
+        "each stored once"
+    );
+    for event in &events {
+        let stored = stack.stored_body("github", &event.id).await;
+        assert!(
+            stored.as_deref() == Some(event.body.as_ref()),
+            "{}: stored body differs",
+            event.id
+        );
+    }
+    stack
+        .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
+        .await;
+    assert_eq!(stack.messages_in(&stack.dlq_url).await, 0);
+    assert!(
+        at_kill < MESSAGES as i64,
+        "the kill came after the drain ({at_kill} rows): it tested nothing"
+    );
+    drop(worker);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pointer_whose_object_is_gone_is_a_duplicate_if_stored_and_poison_otherwise() {
+    let stack = TestStack::new("large-gone").await;
+    let bucket = stack.create_bucket().await;
+    let stored = envelope("github", "gone-stored", json_body(MIB, 1));
+    let key = stack.offload(&bucket, &stored).await;
+    let worker = stack
+        .spawn_worker(&[("LARGE_PAYLOAD_BUCKET", bucket.as_str())])
+        .await;
+    stack.wait_for_rows(1, STORE_TIMEOUT).await;
+    stack
+        .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
+        .await;
+
+    // Its pointer again, the object gone (deleted after the first commit): a duplicate.
+    stack.send_pointer(&bucket, &key, &stored, MIB).await;
+    // A pointer to an object that never existed, for an event never stored: poison.
+    let lost = envelope("github", "gone-never-stored", json_body(MIB, 2));
+    let lost_key = webhook_shared::large_payload::object_key("github", &lost.id);
+    stack.send_pointer(&bucket, &lost_key, &lost, MIB).await;
+
+    stack
+        .wait_for_empty(&stack.queue_url, Duration::from_secs(60))
+        .await;
+    assert_eq!(stack.stored_count().await, 1);
+    let mut dead = Vec::new();
+    for _ in 0..10 {
+        dead.extend(dlq_messages(&stack).await);
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the never-stored one is poison: {dead:?}"
+    );
+    let (body, reason) = &dead[0];
+    assert!(body.contains(&lost_key), "the pointer itself: {body}");
+    let reason = reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains(&lost_key) || reason.contains(&bucket),
+        "the reason names the object: {reason:?}"
+    );
+    drop(worker);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_extended_client_and_our_binaries_read_each_others_messages() {
+    let stack = TestStack::new("large-python").await;
+    let bucket = stack.create_bucket().await;
+
+    // Python writes (always through S3, uuid4 key, no source/event_id attributes); the
+    // worker stores it.
+    let written = envelope("python", "written-by-python", json_body(2 * MIB, 5));
+    stack
+        .extended_client_send(&bucket, &written.to_json())
+        .await;
+    assert_eq!(
+        stack.object_count(&bucket).await,
+        1,
+        "the library stored an object"
+    );
+    let worker = stack
+        .spawn_worker(&[("LARGE_PAYLOAD_BUCKET", bucket.as_str())])
+        .await;
+    stack.wait_for_rows(1, STORE_TIMEOUT).await;
+    assert_eq!(
+        stack
+            .stored_body("python", "written-by-python")
+            .await
+            .as_deref(),
+        Some(written.body.as_ref()),
+        "stored byte for byte"
+    );
+    stack
+        .wait_for_empty(&stack.queue_url, Duration::from_secs(30))
+        .await;
+    stack
+        .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
+        .await;
+    worker.terminate(Duration::from_secs(30)).await;
+
+    // ingest writes (a 3 MiB GitHub webhook, offloaded); Python reads it, pointer resolved.
+    let ingest = spawn_offloading_ingest(&stack, &bucket, &[]).await;
+    let body = json_body(3 * MIB, 6);
+    let response = github_request(
+        &reqwest::Client::new(),
+        &ingest,
+        "read-by-python",
+        body.clone(),
+    )
+    .send()
+    .await
+    .expect("POST");
+    assert_eq!(response.status(), 202, "{}", ingest.log());
+    let received = stack
+        .extended_client_receive(1, Duration::from_secs(20))
+        .await;
+    assert_eq!(received.len(), 1, "Python received the message");
+    let message = &received[0];
+    let decoded = Envelope::from_json(&message.body)
+        .unwrap_or_else(|error| panic!("the resolved body is an envelope: {error}"));
+    assert_eq!(decoded.id, "read-by-python");
+    assert_eq!(decoded.source, "github");
+    assert!(decoded.body == body, "the body decodes to what was sent");
+    assert!(
+        message.attributes.contains_key(ATTRIBUTE_PAYLOAD_SIZE),
+        "attributes: {:?}",
+        message.attributes
+    );
+    assert_eq!(
+        message.attributes.get("event_id").map(String::as_str),
+        Some("read-by-python")
+    );
+    drop(ingest);
+    stack.cleanup().await;
+}
