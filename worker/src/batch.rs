@@ -1,4 +1,6 @@
-//! One batch write and what follows from it. The batch is written in one transaction; when
+//! One batch write and what follows from it. The batch's pointers are resolved first (see
+//! `resolve.rs`: fetched from S3, or found to be duplicates, poison or worth a retry). The
+//! batch is written in one transaction; when
 //! that fails for a reason that is not transient, it is split in halves until the event at
 //! fault stands alone, so one bad event never holds back the rest. Then each message goes
 //! its way: committed (new or duplicate) to the deleter, refused to the dead-letter queue
@@ -12,14 +14,18 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 use webhook_shared::envelope::Envelope;
+use webhook_shared::large_payload::PayloadPointer;
 
 use crate::circuit::{Circuit, RELEASE_VISIBILITY};
 use crate::db_errors::Failure;
+use crate::deleter::Committed;
 use crate::fleet::Gate;
 use crate::handler::Stored;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
-use crate::queue::{Queue, QueueClient, Receipt};
+use crate::objects::ObjectStore;
+use crate::queue::{InboundMessage, Queue, QueueClient, Receipt};
+use crate::resolve::{FetchBudget, Ready, Resolved, resolve};
 use crate::store::Store;
 use crate::window::Held;
 use crate::writer::Pending;
@@ -44,7 +50,7 @@ impl RetryBackoff {
 
 /// What every batch write needs.
 #[derive(Debug)]
-pub(crate) struct BatchContext<C, S> {
+pub(crate) struct BatchContext<C, S, O> {
     /// The queue (dead letters and back-off).
     pub(crate) queue: Arc<Queue<C>>,
     /// The database.
@@ -60,6 +66,10 @@ pub(crate) struct BatchContext<C, S> {
     pub(crate) circuit: Arc<Circuit>,
     /// The connection gate: the writer starts no more writes than its grant.
     pub(crate) gate: Arc<Gate>,
+    /// Where offloaded webhooks are.
+    pub(crate) objects: Arc<O>,
+    /// The bound on fetched payload bytes held at once.
+    pub(crate) budget: FetchBudget,
 }
 
 /// How the first attempt at a batch went: what the adaptive limit learns from.
@@ -78,6 +88,8 @@ pub(crate) enum Attempt {
     Overload,
     /// Failed otherwise (permanent, unreachable, other transient).
     Failed,
+    /// Nothing reached the database (no pointer of the batch could be resolved).
+    Unwritten,
 }
 
 /// What the write decided for one message.
@@ -89,39 +101,78 @@ enum Decision {
 }
 
 /// Writes `batch` and sends each message its way; returns how the first attempt went.
-pub(crate) async fn write<C: QueueClient, S: Store>(
-    context: &BatchContext<C, S>,
+/// Pointers are resolved first (see `resolve.rs`), without a database connection held.
+pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
+    context: &BatchContext<C, S, O>,
     batch: Vec<Pending>,
-    to_deleter: &UnboundedSender<Vec<(Receipt, Held)>>,
+    to_deleter: &UnboundedSender<Vec<Committed>>,
 ) -> Attempt {
-    let (decided, attempt) = write_splitting(&context.store, &context.circuit, batch).await;
+    // `_budget` is kept to the end: the fetched envelopes are dropped before it is given back.
+    let Resolved {
+        ready,
+        duplicates,
+        poison,
+        retry: unresolved,
+        budget: _budget,
+    } = resolve(&context.store, &context.objects, &context.budget, batch).await;
     let mut committed = Vec::new();
-    let mut retry = Vec::new();
+    for (message, held, reason) in poison {
+        tracing::warn!(message_id = %message.receipt.message_id, %reason, "an offloaded webhook cannot be resolved; moving its message to the DLQ (the S3 object is kept)");
+        metrics::record_outcomes(Outcome::Poison, 1);
+        context.queue.dead_letter(&message, &reason).await;
+        drop(held);
+    }
+    for (message, held) in duplicates {
+        metrics::record_outcomes(Outcome::Duplicate, 1);
+        committed.push(Committed {
+            receipt: message.receipt,
+            held,
+            object: None,
+        });
+    }
+    let mut retry = unresolved;
     let mut release = Vec::new();
-    for (pending, decision) in decided {
+    let (decided, attempt) = if ready.is_empty() {
+        (Vec::new(), Attempt::Unwritten)
+    } else {
+        write_splitting(&context.store, &context.circuit, ready).await
+    };
+    for (ready, decision) in decided {
         match decision {
             Decision::Stored(Stored::New) => {
-                let age = (chrono::Utc::now() - pending.envelope.received_at)
+                let age = (chrono::Utc::now() - ready.envelope.received_at)
                     .to_std()
                     .unwrap_or_default();
                 metrics::record_seconds(metrics::END_TO_END_SECONDS, age);
                 metrics::record_outcomes(Outcome::Stored, 1);
-                committed.push((pending.message.receipt, pending.held));
+                committed.push(Committed {
+                    receipt: ready.message.receipt,
+                    held: ready.held,
+                    object: ready.object,
+                });
             }
             Decision::Stored(Stored::Duplicate) => {
                 metrics::record_outcomes(Outcome::Duplicate, 1);
-                committed.push((pending.message.receipt, pending.held));
+                committed.push(Committed {
+                    receipt: ready.message.receipt,
+                    held: ready.held,
+                    object: ready.object,
+                });
             }
             Decision::Stored(Stored::Refused(reason)) => {
-                tracing::warn!(event_id = %pending.envelope.id, source = %pending.envelope.source, %reason, "the database refused the event for good; moving it to the DLQ");
+                tracing::warn!(event_id = %ready.envelope.id, source = %ready.envelope.source, %reason, "the database refused the event for good; moving it to the DLQ");
                 metrics::record_outcomes(Outcome::Refused, 1);
-                let mut message = pending.message;
-                message.body = pending.envelope.to_json();
+                let mut message = ready.message;
+                // An offloaded event keeps its pointer (and its object): a copy of the
+                // envelope would not fit in a message.
+                if ready.object.is_none() {
+                    message.body = ready.envelope.to_json();
+                }
                 context.queue.dead_letter(&message, &reason).await;
-                drop(pending.held);
+                drop(ready.held);
             }
-            Decision::Retry(Failure::Unreachable) => release.push(pending),
-            Decision::Retry(_) => retry.push(pending),
+            Decision::Retry(Failure::Unreachable) => release.push((ready.message, ready.held)),
+            Decision::Retry(_) => retry.push((ready.message, ready.held)),
         }
     }
     if !committed.is_empty() && to_deleter.send(committed).is_err() {
@@ -130,50 +181,55 @@ pub(crate) async fn write<C: QueueClient, S: Store>(
         );
     }
     back_off(context, retry).await;
-    self::release(context, release).await;
+    hide(context, release, Outcome::Released, |_| RELEASE_VISIBILITY).await;
     attempt
 }
 
 /// Gives messages back to SQS unwritten, hidden for [`RELEASE_VISIBILITY`]: the database is
 /// unreachable and the circuit is open.
-pub(crate) async fn release<C: QueueClient, S>(
-    context: &BatchContext<C, S>,
+pub(crate) async fn release<C: QueueClient, S, O>(
+    context: &BatchContext<C, S, O>,
     pending: Vec<Pending>,
 ) {
-    hide(context, pending, Outcome::Released, |_| RELEASE_VISIBILITY).await;
+    let messages = pending.into_iter().map(|p| (p.message, p.held)).collect();
+    hide(context, messages, Outcome::Released, |_| RELEASE_VISIBILITY).await;
 }
 
 /// Hides messages for their back-off (per-entry delays in the same calls).
-async fn back_off<C: QueueClient, S>(context: &BatchContext<C, S>, retry: Vec<Pending>) {
+async fn back_off<C: QueueClient, S, O>(
+    context: &BatchContext<C, S, O>,
+    retry: Vec<(InboundMessage, Held)>,
+) {
     let backoff = context.backoff;
-    hide(context, retry, Outcome::Retried, |p| {
-        backoff.delay(p.message.receive_count)
+    hide(context, retry, Outcome::Retried, |message| {
+        backoff.delay(message.receive_count)
     })
     .await;
 }
 
 /// Hides each message for `delay(message)`, counts them as `outcome`, and tells the lag, which
-/// keeps them in view until that delay plus a visibility timeout has passed.
-async fn hide<C: QueueClient, S>(
-    context: &BatchContext<C, S>,
-    pending: Vec<Pending>,
+/// keeps them in view until that delay plus a visibility timeout has passed. They leave the
+/// window once hidden.
+async fn hide<C: QueueClient, S, O>(
+    context: &BatchContext<C, S, O>,
+    messages: Vec<(InboundMessage, Held)>,
     outcome: Outcome,
-    delay: impl Fn(&Pending) -> Duration,
+    delay: impl Fn(&InboundMessage) -> Duration,
 ) {
-    if pending.is_empty() {
+    if messages.is_empty() {
         return;
     }
-    metrics::record_outcomes(outcome, pending.len());
-    let entries: Vec<(Receipt, Duration)> = pending
+    metrics::record_outcomes(outcome, messages.len());
+    let entries: Vec<(Receipt, Duration)> = messages
         .iter()
-        .map(|p| {
-            let delay = delay(p);
+        .map(|(message, _)| {
+            let delay = delay(message);
             context.lag.backed_off(
-                &p.message.receipt.message_id,
-                p.message.sent_ms,
+                &message.receipt.message_id,
+                message.sent_ms,
                 delay + context.visibility,
             );
-            (p.message.receipt.clone(), delay)
+            (message.receipt.clone(), delay)
         })
         .collect();
     context.queue.change_visibility(&entries).await;
@@ -185,20 +241,20 @@ async fn hide<C: QueueClient, S>(
 async fn write_splitting<S: Store>(
     store: &S,
     circuit: &Circuit,
-    batch: Vec<Pending>,
-) -> (Vec<(Pending, Decision)>, Attempt) {
+    batch: Vec<Ready>,
+) -> (Vec<(Ready, Decision)>, Attempt) {
     let mut decided = Vec::with_capacity(batch.len());
     let mut first: Option<Attempt> = None;
     // The envelopes apart from the rest, so each part is written without copying them.
     let (envelopes, rest): (Vec<Envelope>, Vec<Rest>) = batch
         .into_iter()
-        .map(|p| {
+        .map(|r| {
             let rest = Rest {
-                message: p.message,
-                held: p.held,
-                bytes: p.bytes,
+                object: r.object,
+                message: r.message,
+                held: r.held,
             };
-            (p.envelope, rest)
+            (r.envelope, rest)
         })
         .unzip();
     let mut parts = vec![(envelopes, rest)];
@@ -238,24 +294,24 @@ async fn write_splitting<S: Store>(
             }
         };
         for ((envelope, rest), decision) in envelopes.into_iter().zip(rest).zip(decisions) {
-            let pending = Pending {
+            let ready = Ready {
                 envelope,
+                object: rest.object,
                 message: rest.message,
                 held: rest.held,
-                bytes: rest.bytes,
             };
-            decided.push((pending, decision));
+            decided.push((ready, decision));
         }
     }
     (decided, first.unwrap_or(Attempt::Failed))
 }
 
-/// A [`Pending`] without its envelope.
+/// A [`Ready`] without its envelope.
 #[derive(Debug)]
 struct Rest {
-    message: crate::queue::InboundMessage,
+    object: Option<PayloadPointer>,
+    message: InboundMessage,
     held: Held,
-    bytes: usize,
 }
 
 #[cfg(test)]

@@ -142,6 +142,10 @@ mod tests {
             unreachable!("the prober never writes")
         }
 
+        async fn stored(&self, _: &[crate::payload::EventKey]) -> Result<Vec<bool>, WriteError> {
+            unreachable!("the prober never looks events up")
+        }
+
         async fn probe(&self) -> Result<(), WriteError> {
             self.probes.fetch_add(1, Ordering::SeqCst);
             if self.up.load(Ordering::SeqCst) {

@@ -158,6 +158,19 @@ pub struct RunConfig {
     #[arg(long, env = "DATABASE_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub database_lease_seconds: u64,
 
+    /// S3 bucket of webhooks too large for SQS (see docs/large-payloads.md). The worker
+    /// resolves a pointer whatever bucket it names; when this is set, it checks at start that
+    /// the bucket is reachable (HeadBucket) and refuses to start otherwise.
+    #[arg(long, env = "LARGE_PAYLOAD_BUCKET", value_parser = parse_bucket_name)]
+    pub large_payload_bucket: Option<String>,
+
+    /// Most bytes of offloaded webhooks (S3 objects, counted at the size their pointers
+    /// declare) fetched and held at once, across all writes; a batch waits for room before
+    /// fetching, and an object larger than this waits for all of it. Memory for them stays
+    /// below about 2.5 x this (see docs/large-payloads.md). At least WORKER_BATCH_MAX_BYTES.
+    #[arg(long, env = "WORKER_MAX_FETCHED_BYTES", default_value = "67108864")]
+    pub worker_max_fetched_bytes: NonZeroU32,
+
     /// Apply pending database migrations at start instead of refusing to run without them.
     #[arg(long, env = "RUN_MIGRATIONS", default_value_t = false)]
     pub run_migrations: bool,
@@ -184,6 +197,31 @@ pub enum ConfigError {
         /// DATABASE_MAX_CONNECTIONS.
         connections: u32,
     },
+    /// A fetch budget smaller than a batch: a batch of pointers would exceed it.
+    #[error(
+        "WORKER_MAX_FETCHED_BYTES ({budget}) may not be below WORKER_BATCH_MAX_BYTES ({batch}): a batch of offloaded webhooks must fit in it"
+    )]
+    FetchBudgetBelowBatch {
+        /// WORKER_MAX_FETCHED_BYTES.
+        budget: u32,
+        /// WORKER_BATCH_MAX_BYTES.
+        batch: u32,
+    },
+}
+
+/// A bucket name as S3 allows it: 3 to 63 lowercase letters, digits, `.` and `-`.
+fn parse_bucket_name(value: &str) -> Result<String, String> {
+    let valid = (3..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+        ))
+    }
 }
 
 /// Smallest and largest derived WORKER_MAX_IN_FLIGHT.
@@ -212,6 +250,18 @@ impl RunConfig {
             .saturating_mul(self.write_limit()?)
             .saturating_mul(self.worker_batch_max_rows.get());
         Ok(derived.clamp(DERIVED_WINDOW.0, DERIVED_WINDOW.1))
+    }
+
+    /// WORKER_MAX_FETCHED_BYTES; an error if below WORKER_BATCH_MAX_BYTES.
+    pub fn max_fetched_bytes(&self) -> Result<NonZeroU32, ConfigError> {
+        let (budget, batch) = (self.worker_max_fetched_bytes, self.worker_batch_max_bytes);
+        if budget < batch {
+            return Err(ConfigError::FetchBudgetBelowBatch {
+                budget: budget.get(),
+                batch: batch.get(),
+            });
+        }
+        Ok(budget)
     }
 
     /// The back-off for messages that failed to store.
@@ -292,110 +342,5 @@ impl fmt::Debug for DatabaseUrl {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clap_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn database_url_is_never_printed() {
-        let cli = Cli::try_parse_from([
-            "worker",
-            "run",
-            "--queue-url",
-            "http://127.0.0.1:4566/000000000000/q",
-            "--database-url",
-            "postgres://app:hunter2@db/app",
-        ])
-        .expect("valid");
-        assert!(!format!("{cli:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn zero_concurrency_is_refused_by_name() {
-        let error = Cli::try_parse_from([
-            "worker",
-            "run",
-            "--queue-url",
-            "http://127.0.0.1:4566/000000000000/q",
-            "--database-url",
-            "postgres://db/app",
-            "--worker-concurrency",
-            "0",
-        ])
-        .expect_err("zero is not a concurrency")
-        .to_string();
-        assert!(error.contains("--worker-concurrency"), "{error}");
-    }
-
-    fn run_config(extra: &[&str]) -> RunConfig {
-        let mut args = vec![
-            "worker",
-            "run",
-            "--queue-url",
-            "http://127.0.0.1:4566/000000000000/q",
-            "--database-url",
-            "postgres://db/app",
-        ];
-        args.extend_from_slice(extra);
-        match Cli::try_parse_from(args).expect("valid").command {
-            Some(Command::Run(config)) => *config,
-            other => panic!("not run: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn concurrency_defaults_to_the_pool_and_may_not_exceed_it() {
-        let config = run_config(&["--database-max-connections", "6"]);
-        assert_eq!(config.write_limit().expect("valid"), 6);
-        let error = run_config(&[
-            "--database-max-connections",
-            "4",
-            "--worker-concurrency",
-            "5",
-        ])
-        .write_limit()
-        .expect_err("5 writes on 4 connections")
-        .to_string();
-        assert!(
-            error.contains("WORKER_CONCURRENCY") && error.contains("DATABASE_MAX_CONNECTIONS"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn a_budget_below_two_is_refused_by_name() {
-        assert_eq!(run_config(&[]).database_connection_budget, None);
-        let config = run_config(&["--database-connection-budget", "8"]);
-        assert_eq!(config.database_connection_budget, Some(8));
-        assert_eq!(config.lease(), Duration::from_secs(10));
-        let error = Cli::try_parse_from([
-            "worker",
-            "run",
-            "--queue-url",
-            "http://127.0.0.1:4566/000000000000/q",
-            "--database-url",
-            "postgres://db/app",
-            "--database-connection-budget",
-            "1",
-        ])
-        .expect_err("a budget of 1 leaves no connection to share")
-        .to_string();
-        assert!(error.contains("--database-connection-budget"), "{error}");
-    }
-
-    #[test]
-    fn the_window_is_derived_from_writers_and_batch_rows() {
-        assert_eq!(run_config(&[]).max_in_flight().expect("valid"), 800);
-        let small = run_config(&["--worker-concurrency", "1", "--worker-batch-max-rows", "2"]);
-        assert_eq!(small.max_in_flight().expect("valid"), 10);
-        let large = run_config(&["--database-max-connections", "40"]);
-        assert_eq!(large.max_in_flight().expect("valid"), 1000);
-        let set = run_config(&["--worker-max-in-flight", "7"]);
-        assert_eq!(set.max_in_flight().expect("valid"), 7);
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -4,7 +4,8 @@
 //! The consumer is a pipeline (see `pipeline.rs`): receives fill a window of held messages;
 //! writers take what waits, group-commit style, at most `WORKER_CONCURRENCY` transactions at
 //! once; committed messages are deleted in full batches; a heartbeat keeps held messages
-//! hidden. With `DATABASE_CONNECTION_BUDGET`, the workers on one database share that many
+//! hidden. Webhooks offloaded to S3 by ingest (or by AWS's extended client libraries) are
+//! fetched just before their transaction (see `resolve.rs`). With `DATABASE_CONNECTION_BUDGET`, the workers on one database share that many
 //! connections through a lease table (see `fleet.rs`). [`run`] takes its ops listener and a
 //! shutdown token, so tests can start many instances; [`run_with`] and [`main_with`] do the
 //! same with a custom [`Handler`].
@@ -24,7 +25,11 @@ mod handler;
 mod heartbeat;
 mod lag;
 mod metrics;
+mod objects;
+mod payload;
 mod pipeline;
+#[cfg(test)]
+mod pipeline_offload_tests;
 #[cfg(test)]
 mod pipeline_tests;
 mod planner;
@@ -32,10 +37,13 @@ mod queue;
 mod queue_info;
 mod receiver;
 mod redrive;
+mod resolve;
 mod sqs_client;
 mod store;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod testing_objects;
 mod window;
 mod writer;
 
@@ -45,6 +53,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use webhook_shared::large_payload::{self, S3Timeouts};
 use webhook_shared::metrics::PrometheusHandle;
 use webhook_shared::ops::{self, Readiness};
 use webhook_shared::sqs::{self, ClientTimeouts};
@@ -57,6 +66,7 @@ use crate::config::{DatabaseArgs, RunConfig};
 use crate::connections::Connections;
 use crate::fleet::{Gate, Lease, LeaseSettings, LeasedPool};
 use crate::lag::Lag;
+use crate::objects::S3Objects;
 use crate::pipeline::PipelineSettings;
 use crate::queue::Queue;
 use crate::sqs_client::SqsQueue;
@@ -66,6 +76,9 @@ use crate::writer::BatchCaps;
 
 /// Time allowed for one SQS call: the 20 s long poll plus a margin.
 const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for one S3 attempt, up to the response headers (the body is read under its
+/// own timeout, see `objects.rs`).
+const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the pool to close at exit.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest time a received message stays hidden, whatever the queue's VisibilityTimeout
@@ -94,6 +107,7 @@ pub async fn run_with<H: Handler>(
 ) -> anyhow::Result<()> {
     let write_limit = config.write_limit()?;
     let window_size = config.max_in_flight()?;
+    let max_fetched_bytes = config.max_fetched_bytes()?;
     metrics::describe();
     let max_connections = config.database.database_max_connections.get();
     let budget = config.database_connection_budget;
@@ -136,6 +150,19 @@ pub async fn run_with<H: Handler>(
         max_attempts: 3,
     })
     .await;
+    let objects = Arc::new(S3Objects::new(
+        large_payload::s3_client(S3Timeouts {
+            attempt: S3_ATTEMPT_TIMEOUT,
+            max_attempts: 3,
+        })
+        .await,
+    ));
+    if let Some(bucket) = &config.large_payload_bucket {
+        objects
+            .check_bucket(bucket)
+            .await
+            .with_context(|| format!("LARGE_PAYLOAD_BUCKET {bucket} is not reachable"))?;
+    }
     let info = queue_info::discover(&sqs, &config.queue_url, config.dlq_url.clone()).await;
     if info.visibility < MIN_VISIBILITY {
         tracing::warn!(queue_visibility = ?info.visibility, used = ?MIN_VISIBILITY, "the queue's VisibilityTimeout is very short; received messages are hidden for longer");
@@ -151,6 +178,7 @@ pub async fn run_with<H: Handler>(
         visibility: info.visibility.max(MIN_VISIBILITY),
         backoff: config.retry_backoff(),
         grace: config.ops.shutdown_grace(),
+        max_fetched_bytes,
     };
     tracing::info!(
         queue_url = %config.queue_url,
@@ -160,6 +188,8 @@ pub async fn run_with<H: Handler>(
         adaptive_concurrency = settings.adaptive,
         worker_max_in_flight = window_size,
         batch_max_rows = settings.caps.rows,
+        large_payload_bucket = config.large_payload_bucket.as_deref().unwrap_or("(none)"),
+        max_fetched_bytes = max_fetched_bytes.get(),
         database_max_connections = max_connections,
         database_connection_budget = budget,
         worker_id = identity.map(|i| i.worker_id.to_string()),
@@ -181,7 +211,7 @@ pub async fn run_with<H: Handler>(
         let store = PgStore::new(connections.clone(), handler);
         pipeline::run(
             queue,
-            store,
+            (store, objects),
             Arc::clone(&gate),
             window,
             Arc::clone(&lag),

@@ -147,6 +147,21 @@ pub(crate) fn record_lease_renewal(ok: bool) {
     metrics::counter!(LEASE_RENEWALS_TOTAL, "result" => result).increment(1);
 }
 
+/// Counts one S3 call (`result`: `ok`, `not_found` or `error`).
+pub(crate) fn record_s3_request(operation: &'static str, result: &'static str) {
+    metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => result).increment(1);
+}
+
+/// Counts the bytes of one fetched S3 object.
+pub(crate) fn record_fetched_bytes(bytes: usize) {
+    metrics::counter!(FETCHED_BYTES_TOTAL).increment(bytes as u64);
+}
+
+/// Sets the gauge of fetch budget bytes taken.
+pub(crate) fn gauge_fetch_budget_used(bytes: usize) {
+    metrics::gauge!(FETCH_BUDGET_USED).set(bytes as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

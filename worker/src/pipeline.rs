@@ -17,8 +17,10 @@ use crate::circuit::{self, Circuit};
 use crate::fleet::Gate;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
+use crate::objects::ObjectStore;
 use crate::queue::{Queue, QueueClient, Receipt};
 use crate::receiver::{Receiver, rate_limiter, receive_size};
+use crate::resolve::FetchBudget;
 use crate::store::Store;
 use crate::window::Window;
 use crate::writer::BatchCaps;
@@ -44,12 +46,16 @@ pub(crate) struct PipelineSettings {
     pub(crate) backoff: RetryBackoff,
     /// How long to drain after `shutdown` before aborting and releasing.
     pub(crate) grace: Duration,
+    /// Most bytes of fetched S3 payloads held at once (see `resolve.rs`).
+    pub(crate) max_fetched_bytes: NonZeroU32,
 }
 
-/// Runs the pipeline until `shutdown`, then drains it within the grace period.
-pub(crate) async fn run<C: QueueClient, S: Store>(
+/// Runs the pipeline until `shutdown`, then drains it within the grace period. Events are
+/// written to `store`; offloaded ones are fetched from `objects` (and deleted there after
+/// their commit).
+pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
     queue: Arc<Queue<C>>,
-    store: S,
+    (store, objects): (S, Arc<O>),
     gate: Arc<Gate>,
     window: Arc<Window>,
     lag: Arc<Lag>,
@@ -78,6 +84,8 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
         visibility: settings.visibility,
         circuit,
         gate,
+        objects: Arc::clone(&objects),
+        budget: FetchBudget::new(settings.max_fetched_bytes),
     });
     let stop_background = CancellationToken::new();
     let stages = async {
@@ -90,7 +98,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
                 settings.caps,
                 to_deleter
             ),
-            deleter::run(deleter_inbox, Arc::clone(&queue)),
+            deleter::run(deleter_inbox, Arc::clone(&queue), objects),
         );
         stop_background.cancel();
     };

@@ -2,6 +2,7 @@
 //! writes and deletes, the window and the write limit, poison and refused events to the DLQ,
 //! back-off grouping, the circuit breaker, and the shutdown release.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +20,12 @@ use crate::pipeline::{self, PipelineSettings};
 use crate::queue::Queue;
 use crate::store::WriteError;
 use crate::testing::{FakeQueue, FakeStore};
+use crate::testing_objects::FakeObjects;
 use crate::window::Window;
 use crate::writer::BatchCaps;
 
-fn settings(write_limit: usize) -> PipelineSettings {
+/// Settings for tests: no rate limit, 30 s visibility, a back-off from 2 s.
+pub(crate) fn settings(write_limit: usize) -> PipelineSettings {
     PipelineSettings {
         write_limit,
         adaptive: false,
@@ -37,23 +40,35 @@ fn settings(write_limit: usize) -> PipelineSettings {
             max: Duration::from_secs(60),
         },
         grace: Duration::from_secs(10),
+        max_fetched_bytes: NonZeroU32::new(64 << 20).expect("non-zero"),
     }
 }
 
 /// A running pipeline over `fake` and `store`.
-struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    window: Arc<Window>,
+pub(crate) struct Running {
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) window: Arc<Window>,
 }
 
 fn start(fake: &FakeQueue, store: FakeStore, window: usize, settings: PipelineSettings) -> Running {
+    start_with(fake, store, &FakeObjects::default(), window, settings)
+}
+
+/// A running pipeline over `fake`, `store` and `objects`.
+pub(crate) fn start_with(
+    fake: &FakeQueue,
+    store: FakeStore,
+    objects: &FakeObjects,
+    window: usize,
+    settings: PipelineSettings,
+) -> Running {
     let window = Window::new(window);
     let lag = Arc::new(Lag::new(Arc::clone(&window)));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(pipeline::run(
         Arc::new(Queue::new(fake.clone())),
-        store,
+        (store, Arc::new(objects.clone())),
         Arc::new(Gate::fixed(settings.write_limit)),
         Arc::clone(&window),
         lag,
@@ -68,14 +83,15 @@ fn start(fake: &FakeQueue, store: FakeStore, window: usize, settings: PipelineSe
 }
 
 impl Running {
-    async fn stop(self) {
+    /// Shuts the pipeline down and waits for it.
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.expect("the pipeline ends");
     }
 }
 
 /// Waits (in paused time) until `check` holds.
-async fn until(what: &str, check: impl Fn() -> bool) {
+pub(crate) async fn until(what: &str, check: impl Fn() -> bool) {
     for _ in 0..10_000 {
         if check() {
             return;

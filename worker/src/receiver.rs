@@ -1,7 +1,8 @@
 //! Receiving: keeps as many `ReceiveMessage` calls in flight as the [`ReceivePlanner`] wants,
 //! each asking for a full batch (10, or less only when the window or the rate limit is
 //! smaller) and starting only once the window has room for all of it. What arrives is
-//! decoded: envelopes go to the writer, poison goes to the dead-letter queue at once.
+//! decoded: envelopes and S3 pointers (see `payload.rs`; their objects are fetched by the
+//! writer) go to the writer, poison goes to the dead-letter queue at once.
 //!
 //! While the circuit is open (the database unreachable, see `circuit.rs`), or while this
 //! worker's connection grant is 0 (see `fleet/gate.rs`), no receive starts.
@@ -18,13 +19,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use webhook_shared::envelope::Envelope;
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 use crate::circuit::Circuit;
 use crate::fleet::Gate;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
+use crate::payload::Payload;
 use crate::planner::ReceivePlanner;
 use crate::queue::{Queue, QueueClient, Receipt};
 use crate::window::{Reservation, Window};
@@ -231,9 +232,9 @@ impl<C: QueueClient> Receiver<C> {
             return report;
         }
         for (message, held) in messages.into_iter().zip(held) {
-            match Envelope::from_json(&message.body) {
-                Ok(envelope) => {
-                    let pending = Pending::new(envelope, message, held);
+            match Payload::decode(&message) {
+                Ok(payload) => {
+                    let pending = Pending::new(payload, message, held);
                     if let Err(unsent) = self.to_writer.send(pending) {
                         // The writer has stopped (shutdown): give the message back.
                         let receipt = unsent.0.receipt().clone();
@@ -243,10 +244,9 @@ impl<C: QueueClient> Receiver<C> {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(message_id = %message.receipt.message_id, %error, "not an envelope this worker can read; moving it to the DLQ");
+                    tracing::warn!(message_id = %message.receipt.message_id, %error, "a message this worker cannot read; moving it to the DLQ");
                     metrics::record_outcomes(Outcome::Poison, 1);
-                    let reason = format!("not an envelope this worker can read: {error}");
-                    self.queue.dead_letter(&message, &reason).await;
+                    self.queue.dead_letter(&message, &error.to_string()).await;
                     drop(held);
                 }
             }

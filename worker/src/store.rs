@@ -17,6 +17,7 @@ use crate::db_errors::{Failure, classify};
 use crate::fleet::Lapsed;
 use crate::handler::{Handler, HandlerError, Stored};
 use crate::metrics;
+use crate::payload::EventKey;
 
 /// Inserts `events` in one statement; rows that already exist are left as they are.
 /// Returns, per event in the order given, whether it was new (`false`: a redelivery or a
@@ -134,6 +135,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// One cheap round trip that succeeds only if the database can be written now (the
     /// circuit breaker's probe).
     fn probe(&self) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// Whether each event has a row in `webhook_events`, in order (for pointers whose S3
+    /// object is gone: deleted after an earlier commit, or never there).
+    fn stored(
+        &self,
+        events: &[EventKey],
+    ) -> impl Future<Output = Result<Vec<bool>, WriteError>> + Send;
 }
 
 /// The real store: a transaction around the handler, on a connection within the gate.
@@ -204,4 +212,35 @@ impl<H: Handler> Store for PgStore<H> {
             Err(WriteError::ReadOnly)
         }
     }
+
+    async fn stored(&self, events: &[EventKey]) -> Result<Vec<bool>, WriteError> {
+        let mut conn = self.connections.acquire().await?;
+        let found = stored_events(&mut conn, events).await;
+        conn.release(found.as_ref().map(|_| ()).map_err(classify))
+            .await;
+        let found = found.map_err(HandlerError::from)?;
+        Ok(events.iter().map(|event| found.contains(event)).collect())
+    }
+}
+
+/// Which of `events` have a row in `webhook_events`.
+async fn stored_events(
+    conn: &mut PgConnection,
+    events: &[EventKey],
+) -> Result<HashSet<EventKey>, sqlx::Error> {
+    let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.source, e.id
+         FROM webhook_events e
+         JOIN UNNEST($1::text[], $2::text[]) AS k(source, id) ON e.source = k.source AND e.id = k.id",
+    )
+    .bind(sources)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(source, id)| EventKey { source, id })
+        .collect())
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use webhook_shared::envelope::Envelope;
 
+use aws_sdk_sqs::types::MessageAttributeValue;
+
 use crate::handler::Stored;
+use crate::payload::{EventKey, Payload};
 use crate::queue::{FailedEntry, InboundMessage, QueueClient, QueueError, Receipt};
 use crate::store::{Store, WriteError, Written};
 use crate::window::Window;
@@ -73,6 +76,17 @@ impl FakeQueue {
     /// Enqueues messages with these bodies; returns their ids.
     pub(crate) fn push(&self, bodies: impl IntoIterator<Item = String>) -> Vec<String> {
         let messages: Vec<InboundMessage> = bodies.into_iter().map(|b| self.message(&b)).collect();
+        let ids = messages
+            .iter()
+            .map(|m| m.receipt.message_id.clone())
+            .collect();
+        self.state().visible.extend(messages);
+        self.arrived.notify_waiters();
+        ids
+    }
+
+    /// Enqueues messages as they are (attributes included); returns their ids.
+    pub(crate) fn push_messages(&self, messages: Vec<InboundMessage>) -> Vec<String> {
         let ids = messages
             .iter()
             .map(|m| m.receipt.message_id.clone())
@@ -208,6 +222,15 @@ pub(crate) fn envelope(id: &str) -> Envelope {
     }
 }
 
+/// A message attribute.
+pub(crate) fn attribute(data_type: &str, value: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        .expect("data_type is set")
+}
+
 /// Pending messages of the given body sizes, held in a fresh window.
 pub(crate) async fn held_messages(
     fake: &FakeQueue,
@@ -226,7 +249,7 @@ pub(crate) async fn held_messages(
         .into_iter()
         .zip(held)
         .enumerate()
-        .map(|(n, (m, h))| Pending::new(envelope(&n.to_string()), m, h))
+        .map(|(n, (m, h))| Pending::new(Payload::Inline(envelope(&n.to_string())), m, h))
         .collect();
     (window, pending)
 }
@@ -320,6 +343,14 @@ impl Store for FakeStore {
             results,
             acquire: Duration::ZERO,
         })
+    }
+
+    async fn stored(&self, events: &[EventKey]) -> Result<Vec<bool>, WriteError> {
+        let state = Self::lock(&self.state);
+        Ok(events
+            .iter()
+            .map(|event| state.committed.contains(&event.id))
+            .collect())
     }
 
     async fn probe(&self) -> Result<(), WriteError> {

@@ -17,13 +17,14 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
-use webhook_shared::envelope::Envelope;
-
 use tokio::time::Instant;
 
 use crate::adaptive::{ConcurrencyController, WriteSample};
 use crate::batch::{self, Attempt, BatchContext};
+use crate::deleter::Committed;
 use crate::metrics;
+use crate::objects::ObjectStore;
+use crate::payload::Payload;
 use crate::queue::{InboundMessage, QueueClient, Receipt};
 use crate::store::Store;
 use crate::window::Held;
@@ -31,23 +32,33 @@ use crate::window::Held;
 /// A decoded message waiting to be written, holding its place in the window.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    /// The decoded envelope.
-    pub(crate) envelope: Envelope,
-    /// The message as received (its body is dropped once decoded: only the metadata stays).
+    /// The envelope, or the pointer to it (fetched just before the transaction).
+    pub(crate) payload: Payload,
+    /// The message as received (an inline body is dropped once decoded: only the metadata
+    /// stays; a pointer's is kept, for the dead-letter queue).
     pub(crate) message: InboundMessage,
     /// Its place in the window.
     pub(crate) held: Held,
-    /// Size of its body, for the byte cap.
+    /// What it counts for in the byte cap: the body's size, or for a pointer, the size of
+    /// the object it declares.
     pub(crate) bytes: usize,
 }
 
 impl Pending {
-    /// A decoded message; its raw body is dropped (the envelope can rebuild it).
-    pub(crate) fn new(envelope: Envelope, mut message: InboundMessage, held: Held) -> Self {
-        let bytes = message.body.len();
-        message.body = String::new();
+    /// A decoded message; an inline body is dropped (the envelope can rebuild it).
+    pub(crate) fn new(payload: Payload, mut message: InboundMessage, held: Held) -> Self {
+        let bytes = match &payload {
+            Payload::Inline(_) => {
+                let bytes = message.body.len();
+                message.body = String::new();
+                bytes
+            }
+            Payload::Offloaded(offloaded) => {
+                usize::try_from(offloaded.declared_bytes).unwrap_or(usize::MAX)
+            }
+        };
         Self {
-            envelope,
+            payload,
             message,
             held,
             bytes,
@@ -72,12 +83,12 @@ pub(crate) struct BatchCaps {
 /// Writes until the receiver has stopped and everything received is written. At most
 /// `max` writes are in progress; with `adaptive`, the [`ConcurrencyController`] moves the
 /// limit between 1 and `max` from what each write shows.
-pub(crate) async fn run<C: QueueClient, S: Store>(
+pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
     mut incoming: UnboundedReceiver<Pending>,
-    context: Arc<BatchContext<C, S>>,
+    context: Arc<BatchContext<C, S, O>>,
     (max, adaptive): (usize, bool),
     caps: BatchCaps,
-    to_deleter: UnboundedSender<Vec<(Receipt, Held)>>,
+    to_deleter: UnboundedSender<Vec<Committed>>,
 ) {
     let mut controller = ConcurrencyController::new(max, adaptive, Instant::now());
     let mut grant = context.gate.subscribe();
@@ -131,7 +142,7 @@ pub(crate) async fn run<C: QueueClient, S: Store>(
 }
 
 /// The limit in force: the controller's, within the connection grant.
-fn limit<C, S>(controller: &ConcurrencyController, context: &BatchContext<C, S>) -> usize {
+fn limit<C, S, O>(controller: &ConcurrencyController, context: &BatchContext<C, S, O>) -> usize {
     controller.limit().min(context.gate.grant())
 }
 
@@ -153,7 +164,7 @@ fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: 
             now,
         ),
         Attempt::Overload => controller.on_overload(now),
-        Attempt::Failed => None,
+        Attempt::Failed | Attempt::Unwritten => None,
     };
     metrics::gauge_write_latency(controller.estimate());
     if let Some(change) = change
@@ -172,14 +183,14 @@ fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: 
 /// Takes the oldest waiting messages up to the caps (always at least one).
 fn take_batch(waiting: &mut VecDeque<Pending>, caps: BatchCaps) -> Vec<Pending> {
     let mut batch = Vec::new();
-    let mut bytes = 0;
+    let mut bytes: usize = 0;
     while let Some(next) = waiting.front() {
-        let full =
-            batch.len() >= caps.rows || (!batch.is_empty() && bytes + next.bytes > caps.bytes);
+        let full = batch.len() >= caps.rows
+            || (!batch.is_empty() && bytes.saturating_add(next.bytes) > caps.bytes);
         if full {
             break;
         }
-        bytes += next.bytes;
+        bytes = bytes.saturating_add(next.bytes);
         batch.extend(waiting.pop_front());
     }
     batch
@@ -188,7 +199,9 @@ fn take_batch(waiting: &mut VecDeque<Pending>, caps: BatchCaps) -> Vec<Pending> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Offloaded;
     use crate::testing::{FakeQueue, held_messages};
+    use webhook_shared::large_payload::PayloadPointer;
 
     #[tokio::test]
     async fn batches_respect_the_row_and_byte_caps() {
@@ -209,5 +222,40 @@ mod tests {
         );
         assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![10]);
         assert!(waiting.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pointer_counts_the_size_it_declares() {
+        let fake = FakeQueue::default();
+        let (_window, pending) = held_messages(&fake, &[100, 100, 100, 100]).await;
+        let declaring = |declared_bytes: u64, p: Pending| {
+            let offloaded = Offloaded {
+                pointer: PayloadPointer {
+                    bucket: "bucket".into(),
+                    key: "key".into(),
+                },
+                declared_bytes,
+                event: None,
+            };
+            Pending::new(Payload::Offloaded(offloaded), p.message, p.held)
+        };
+        let mut pending = pending.into_iter();
+        let mut waiting: VecDeque<Pending> = VecDeque::new();
+        waiting.extend(pending.next());
+        waiting.extend(pending.next().map(|p| declaring(300, p)));
+        waiting.extend(pending.next().map(|p| declaring(40 << 20, p)));
+        waiting.extend(pending.next());
+        let caps = BatchCaps {
+            rows: 100,
+            bytes: 500,
+        };
+        let sizes = |batch: Vec<Pending>| batch.iter().map(|p| p.bytes).collect::<Vec<_>>();
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100, 300]);
+        assert_eq!(
+            sizes(take_batch(&mut waiting, caps)),
+            vec![40 << 20],
+            "alone, over the cap"
+        );
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100]);
     }
 }

@@ -58,6 +58,14 @@ pub(crate) const CONNECTION_GRANT: &str = "webhook_worker_connection_grant";
 pub(crate) const FLEET_WORKERS: &str = "webhook_worker_fleet_workers";
 /// Counter: heartbeats of the connection lease, by `result` (`ok`, `failed`).
 pub(crate) const LEASE_RENEWALS_TOTAL: &str = "webhook_worker_lease_renewals_total";
+/// Counter: S3 API calls, by `operation` (`GetObject`, `DeleteObject`, `HeadBucket`) and
+/// `result` (`ok`, `not_found`, `error`).
+pub(crate) const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
+/// Counter: bytes of offloaded webhooks (their S3 objects) fetched.
+pub(crate) const FETCHED_BYTES_TOTAL: &str = "webhook_worker_payload_fetched_bytes_total";
+/// Gauge: bytes of `WORKER_MAX_FETCHED_BYTES` taken now by batches resolving or writing
+/// offloaded webhooks.
+pub(crate) const FETCH_BUDGET_USED: &str = "webhook_worker_fetch_budget_used_bytes";
 
 /// Every metric the worker emits besides
 /// [`SHARED_METRICS`](webhook_shared::metrics::SHARED_METRICS).
@@ -222,5 +230,26 @@ pub(crate) const METRICS: &[Metric] = &[
         unit: None,
         labels: &["result"],
         help: "Heartbeats of the connection lease, by result (ok, failed).",
+    },
+    Metric {
+        name: S3_REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["operation", "result"],
+        help: "S3 API calls, by operation (GetObject, DeleteObject, HeadBucket) and result (ok, not_found, error).",
+    },
+    Metric {
+        name: FETCHED_BYTES_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Bytes),
+        labels: &[],
+        help: "Bytes of offloaded webhooks (their S3 objects) fetched.",
+    },
+    Metric {
+        name: FETCH_BUDGET_USED,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        labels: &[],
+        help: "Bytes of WORKER_MAX_FETCHED_BYTES taken now by batches fetching or writing offloaded webhooks.",
     },
 ];

@@ -1,0 +1,145 @@
+//! Settings: parsing, defaults and the checks made at start.
+
+use super::*;
+
+#[test]
+fn clap_definition_is_consistent() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn database_url_is_never_printed() {
+    let cli = Cli::try_parse_from([
+        "worker",
+        "run",
+        "--queue-url",
+        "http://127.0.0.1:4566/000000000000/q",
+        "--database-url",
+        "postgres://app:hunter2@db/app",
+    ])
+    .expect("valid");
+    assert!(!format!("{cli:?}").contains("hunter2"));
+}
+
+#[test]
+fn zero_concurrency_is_refused_by_name() {
+    let error = Cli::try_parse_from([
+        "worker",
+        "run",
+        "--queue-url",
+        "http://127.0.0.1:4566/000000000000/q",
+        "--database-url",
+        "postgres://db/app",
+        "--worker-concurrency",
+        "0",
+    ])
+    .expect_err("zero is not a concurrency")
+    .to_string();
+    assert!(error.contains("--worker-concurrency"), "{error}");
+}
+
+fn run_config(extra: &[&str]) -> RunConfig {
+    let mut args = vec![
+        "worker",
+        "run",
+        "--queue-url",
+        "http://127.0.0.1:4566/000000000000/q",
+        "--database-url",
+        "postgres://db/app",
+    ];
+    args.extend_from_slice(extra);
+    match Cli::try_parse_from(args).expect("valid").command {
+        Some(Command::Run(config)) => *config,
+        other => panic!("not run: {other:?}"),
+    }
+}
+
+#[test]
+fn concurrency_defaults_to_the_pool_and_may_not_exceed_it() {
+    let config = run_config(&["--database-max-connections", "6"]);
+    assert_eq!(config.write_limit().expect("valid"), 6);
+    let error = run_config(&[
+        "--database-max-connections",
+        "4",
+        "--worker-concurrency",
+        "5",
+    ])
+    .write_limit()
+    .expect_err("5 writes on 4 connections")
+    .to_string();
+    assert!(
+        error.contains("WORKER_CONCURRENCY") && error.contains("DATABASE_MAX_CONNECTIONS"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_budget_below_two_is_refused_by_name() {
+    assert_eq!(run_config(&[]).database_connection_budget, None);
+    let config = run_config(&["--database-connection-budget", "8"]);
+    assert_eq!(config.database_connection_budget, Some(8));
+    assert_eq!(config.lease(), Duration::from_secs(10));
+    let error = Cli::try_parse_from([
+        "worker",
+        "run",
+        "--queue-url",
+        "http://127.0.0.1:4566/000000000000/q",
+        "--database-url",
+        "postgres://db/app",
+        "--database-connection-budget",
+        "1",
+    ])
+    .expect_err("a budget of 1 leaves no connection to share")
+    .to_string();
+    assert!(error.contains("--database-connection-budget"), "{error}");
+}
+
+#[test]
+fn the_fetch_budget_holds_a_batch_and_buckets_are_checked_by_name() {
+    assert_eq!(
+        run_config(&[]).max_fetched_bytes().expect("valid").get(),
+        64 << 20
+    );
+    let error = run_config(&[
+        "--worker-max-fetched-bytes",
+        "1000",
+        "--worker-batch-max-bytes",
+        "2000",
+    ])
+    .max_fetched_bytes()
+    .expect_err("a batch above the budget")
+    .to_string();
+    assert!(
+        error.contains("WORKER_MAX_FETCHED_BYTES") && error.contains("WORKER_BATCH_MAX_BYTES"),
+        "{error}"
+    );
+    assert_eq!(
+        run_config(&["--large-payload-bucket", "webhooks-large"]).large_payload_bucket,
+        Some("webhooks-large".to_owned())
+    );
+    let error = Cli::try_parse_from([
+        "worker",
+        "run",
+        "--queue-url",
+        "http://127.0.0.1:4566/000000000000/q",
+        "--database-url",
+        "postgres://db/app",
+        "--large-payload-bucket",
+        "No_Such",
+    ])
+    .expect_err("not a bucket name")
+    .to_string();
+    assert!(error.contains("--large-payload-bucket"), "{error}");
+}
+
+#[test]
+fn the_window_is_derived_from_writers_and_batch_rows() {
+    assert_eq!(run_config(&[]).max_in_flight().expect("valid"), 800);
+    let small = run_config(&["--worker-concurrency", "1", "--worker-batch-max-rows", "2"]);
+    assert_eq!(small.max_in_flight().expect("valid"), 10);
+    let large = run_config(&["--database-max-connections", "40"]);
+    assert_eq!(large.max_in_flight().expect("valid"), 1000);
+    let set = run_config(&["--worker-max-in-flight", "7"]);
+    assert_eq!(set.max_in_flight().expect("valid"), 7);
+}

@@ -1,0 +1,156 @@
+//! The worker's one seam to S3: [`ObjectStore`] (read an object whole within a size limit,
+//! delete it), implemented for real by [`S3Objects`] and by a fake in unit tests. Each call
+//! is counted in `webhook_s3_requests_total`.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::DisplayErrorContext;
+use webhook_shared::large_payload::PayloadPointer;
+
+use crate::metrics;
+
+/// Longest time reading one object's body may take once S3 has answered (the SDK's attempt
+/// timeout covers the request up to the response headers, not the streamed body).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why an object could not be read or deleted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ObjectError {
+    /// S3 says there is no such key (it was deleted after a commit, or expired).
+    #[error("no such object")]
+    Gone,
+    /// The object is larger than the reader allowed.
+    #[error("the object has {size} bytes or more, above the {limit} allowed")]
+    TooLarge {
+        /// Its size (or what was read of it when the read stopped).
+        size: u64,
+        /// The limit given.
+        limit: u64,
+    },
+    /// Anything else (network, throttling, permissions, a missing bucket): may pass.
+    #[error("{operation} failed: {message}")]
+    Failed {
+        /// The S3 operation.
+        operation: &'static str,
+        /// The cause, with its context.
+        message: String,
+    },
+}
+
+/// The S3 operations the worker uses, one call each.
+pub(crate) trait ObjectStore: Send + Sync + 'static {
+    /// Reads the object whole, refusing one of more than `limit` bytes.
+    fn get(
+        &self,
+        pointer: &PayloadPointer,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, ObjectError>> + Send;
+
+    /// Deletes the object (deleting a missing key succeeds, as in S3).
+    fn delete(
+        &self,
+        pointer: &PayloadPointer,
+    ) -> impl Future<Output = Result<(), ObjectError>> + Send;
+}
+
+/// S3 through the AWS SDK.
+#[derive(Debug, Clone)]
+pub(crate) struct S3Objects {
+    s3: Client,
+}
+
+impl S3Objects {
+    /// Uses `s3` (see `webhook_shared::large_payload::s3_client`).
+    pub(crate) fn new(s3: Client) -> Self {
+        Self { s3 }
+    }
+
+    /// Fails unless `bucket` exists and this worker may use it (HeadBucket).
+    pub(crate) async fn check_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        let result = self.s3.head_bucket().bucket(bucket).send().await;
+        metrics::record_s3_request("HeadBucket", if result.is_ok() { "ok" } else { "error" });
+        result.map(|_| ()).map_err(|error| ObjectError::Failed {
+            operation: "HeadBucket",
+            message: DisplayErrorContext(error).to_string(),
+        })
+    }
+}
+
+impl ObjectStore for S3Objects {
+    async fn get(&self, pointer: &PayloadPointer, limit: u64) -> Result<Vec<u8>, ObjectError> {
+        let failed = |message: String| ObjectError::Failed {
+            operation: "GetObject",
+            message,
+        };
+        let result = self
+            .s3
+            .get_object()
+            .bucket(&pointer.bucket)
+            .key(&pointer.key)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                    metrics::record_s3_request("GetObject", "not_found");
+                    return Err(ObjectError::Gone);
+                }
+                metrics::record_s3_request("GetObject", "error");
+                return Err(failed(DisplayErrorContext(error).to_string()));
+            }
+        };
+        let announced = output
+            .content_length()
+            .and_then(|length| u64::try_from(length).ok());
+        if let Some(size) = announced.filter(|&size| size > limit) {
+            metrics::record_s3_request("GetObject", "ok");
+            return Err(ObjectError::TooLarge { size, limit });
+        }
+        let capacity = usize::try_from(announced.unwrap_or(0).min(limit)).unwrap_or(0);
+        let mut body = output.body;
+        let read = async {
+            let mut bytes = Vec::with_capacity(capacity);
+            while let Some(chunk) = body.try_next().await.map_err(|error| {
+                failed(format!("reading the body: {}", DisplayErrorContext(error)))
+            })? {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() as u64 > limit {
+                    return Err(ObjectError::TooLarge {
+                        size: bytes.len() as u64,
+                        limit,
+                    });
+                }
+            }
+            Ok(bytes)
+        };
+        let result = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(result) => result,
+            Err(_) => Err(failed(format!(
+                "reading the body took more than {BODY_READ_TIMEOUT:?}"
+            ))),
+        };
+        let ok = matches!(result, Ok(_) | Err(ObjectError::TooLarge { .. }));
+        metrics::record_s3_request("GetObject", if ok { "ok" } else { "error" });
+        if let Ok(bytes) = &result {
+            metrics::record_fetched_bytes(bytes.len());
+        }
+        result
+    }
+
+    async fn delete(&self, pointer: &PayloadPointer) -> Result<(), ObjectError> {
+        let result = self
+            .s3
+            .delete_object()
+            .bucket(&pointer.bucket)
+            .key(&pointer.key)
+            .send()
+            .await;
+        metrics::record_s3_request("DeleteObject", if result.is_ok() { "ok" } else { "error" });
+        result.map(|_| ()).map_err(|error| ObjectError::Failed {
+            operation: "DeleteObject",
+            message: DisplayErrorContext(error).to_string(),
+        })
+    }
+}
