@@ -291,6 +291,10 @@ impl Batch {
     }
 
     /// Adds a message, or gives it back if it would take the call past 1 MiB.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the message is handed back to the caller to send next, not propagated"
+    )]
     fn push(&mut self, pending: Pending) -> Result<(), Pending> {
         let bytes = payload_size(&pending.message);
         if self.bytes + bytes > MAX_MESSAGE_BYTES {

@@ -122,18 +122,52 @@ pub async fn read_within<B: RequestBody>(
     declared: Option<u64>,
     reservation: &mut Reservation,
 ) -> Result<Bytes, ReadError> {
+    let body = std::pin::pin!(body);
+    match read_up_to(body, limit, declared, reservation).await? {
+        Head::Whole(bytes) => Ok(bytes),
+        Head::Overflow { .. } => Err(ReadError::TooLarge { limit }),
+    }
+}
+
+/// What [`read_up_to`] read.
+#[derive(Debug)]
+pub enum Head {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// The body goes on past the limit: the bytes read so far (within the reservation), then
+    /// the chunk that crossed the limit (not reserved). Nothing is read when the declared
+    /// length is over the limit. The rest is still in the body.
+    Overflow {
+        /// The bytes before the chunk that crossed the limit.
+        head: Bytes,
+        /// The chunk that crossed the limit.
+        crossing: Bytes,
+    },
+}
+
+/// Reads a body into memory within `reservation` until its end or until it goes past `limit`
+/// bytes, leaving the rest in `body`: the declared length is reserved before the first byte
+/// is read, else each chunk before it is kept.
+pub async fn read_up_to<B: RequestBody>(
+    mut body: std::pin::Pin<&mut B>,
+    limit: usize,
+    declared: Option<u64>,
+    reservation: &mut Reservation,
+) -> Result<Head, ReadError> {
     let mut buffer = match declared {
         Some(length) => {
             let length = usize::try_from(length).unwrap_or(usize::MAX);
             if length > limit {
-                return Err(ReadError::TooLarge { limit });
+                return Ok(Head::Overflow {
+                    head: Bytes::new(),
+                    crossing: Bytes::new(),
+                });
             }
             reservation.grow_to(length)?;
             BytesMut::with_capacity(length)
         }
         None => BytesMut::new(),
     };
-    let mut body = std::pin::pin!(body);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| ReadError::Broken(error.into()))?;
         let Ok(data) = frame.into_data() else {
@@ -141,12 +175,15 @@ pub async fn read_within<B: RequestBody>(
         };
         let length = buffer.len() + data.len();
         if length > limit {
-            return Err(ReadError::TooLarge { limit });
+            return Ok(Head::Overflow {
+                head: buffer.freeze(),
+                crossing: data,
+            });
         }
         reservation.grow_to(length)?;
         buffer.extend_from_slice(&data);
     }
-    Ok(buffer.freeze())
+    Ok(Head::Whole(buffer.freeze()))
 }
 
 #[cfg(test)]

@@ -18,6 +18,26 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The largest body that fits SQS's 1 MiB message limit even when base64-encoded (x4/3)
 /// with [`ENVELOPE_OVERHEAD_BYTES`] kept for the rest: 749,568 bytes (732 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = max_body_for(MAX_MESSAGE_BYTES, ENVELOPE_OVERHEAD_BYTES);
+/// The largest `MAX_BODY_BYTES` with `LARGE_PAYLOAD_BUCKET` set, and its default then: 32 MiB
+/// (GitHub sends up to 25 MB).
+pub const MAX_OFFLOADED_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Default of `LARGE_PAYLOAD_BUFFER_BYTES`: 40 MiB, eight 5 MiB parts.
+pub const DEFAULT_PART_BUFFER_BYTES: usize = 40 * 1024 * 1024;
+
+/// A setting that cannot be used with the others.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `MAX_BODY_BYTES` above what the bucket setting allows.
+    #[error("MAX_BODY_BYTES (--max-body-bytes) is {given}, above {most}: {why}")]
+    BodyLimit {
+        /// The value given.
+        given: usize,
+        /// The most allowed.
+        most: usize,
+        /// Why.
+        why: &'static str,
+    },
+}
 
 /// Accepts webhooks over HTTP and puts each one on SQS before answering 202.
 #[derive(Debug, Parser)]
@@ -42,11 +62,39 @@ pub struct Config {
     #[arg(long, env = "SOURCES_FILE")]
     pub sources_file: Option<std::path::PathBuf>,
 
-    /// Largest accepted request body, in bytes; larger ones get 413. The default (and the
-    /// maximum) is the largest body that still fits one SQS message after the envelope.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
+    /// Largest accepted request body, in bytes; larger ones get 413. Without
+    /// LARGE_PAYLOAD_BUCKET, the default (and the maximum) is 749568, the largest body that
+    /// still fits one SQS message after the envelope; with it, the default (and the maximum)
+    /// is 33554432 (32 MiB).
+    #[arg(long, env = "MAX_BODY_BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_OFFLOADED_BODY_BYTES as u64).map(|n| n as usize))]
+    pub max_body_bytes: Option<usize>,
+
+    /// S3 bucket for bodies too large for SQS (the extended clients' pointer format). Unset:
+    /// no offloading, and MAX_BODY_BYTES at most 749568. Set: bodies above
+    /// LARGE_PAYLOAD_THRESHOLD_BYTES stream to this bucket and SQS gets a pointer; ingest
+    /// checks at start that the bucket answers (HeadBucket).
+    #[arg(long, env = "LARGE_PAYLOAD_BUCKET", value_parser = parse_bucket)]
+    pub large_payload_bucket: Option<String>,
+
+    /// Bodies above this many bytes go to S3 (with LARGE_PAYLOAD_BUCKET); those up to it stay
+    /// inline in the SQS message. The default (and the maximum) is the largest body that fits
+    /// one SQS message after the envelope.
+    #[arg(long, env = "LARGE_PAYLOAD_THRESHOLD_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_BODY_BYTES as u64).map(|n| n as usize))]
-    pub max_body_bytes: usize,
+    pub large_payload_threshold_bytes: usize,
+
+    /// Most bytes of 5 MiB part buffers held at once by all webhooks streaming to S3; a
+    /// request waits for room before it fills its next part (its client is slowed by TCP in
+    /// the meantime, within BODY_READ_TIMEOUT_SECONDS). At least one part, 5242880.
+    #[arg(long, env = "LARGE_PAYLOAD_BUFFER_BYTES", default_value_t = DEFAULT_PART_BUFFER_BYTES,
+          value_parser = clap::value_parser!(u64).range(5_242_880..=4 * 1024 * 1024 * 1024).map(|n| n as usize))]
+    pub large_payload_buffer_bytes: usize,
+
+    /// Longest one S3 call (one part, the completion) may take, retries included; then the
+    /// webhook gets 503 with Retry-After and its upload is aborted.
+    #[arg(long, env = "LARGE_PAYLOAD_S3_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub large_payload_s3_timeout_seconds: u64,
 
     /// Most bytes of request bodies (and the SQS messages built from them) held in memory at
     /// once, across all requests. A request that finds no room gets 503 with Retry-After at
@@ -136,7 +184,47 @@ pub enum Command {
     Healthcheck,
 }
 
+/// An S3 bucket name: 3 to 63 of `a-z`, `0-9`, `.` and `-`, starting and ending with a
+/// letter or digit.
+fn parse_bucket(name: &str) -> Result<String, String> {
+    let edges_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let valid = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && edges_ok(name.as_bytes().first())
+        && edges_ok(name.as_bytes().last());
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("an S3 bucket name is 3 to 63 of a-z, 0-9, '.' and '-', starting and ending with a letter or digit".to_owned())
+    }
+}
+
 impl Config {
+    /// The largest accepted body: `MAX_BODY_BYTES`, or its default for whether offloading is
+    /// on; an error naming the setting when it is above what the bucket setting allows.
+    pub fn max_body_bytes(&self) -> Result<usize, ConfigError> {
+        let (most, why) = if self.large_payload_bucket.is_some() {
+            (MAX_OFFLOADED_BODY_BYTES, "the most accepted through S3")
+        } else {
+            (
+                DEFAULT_MAX_BODY_BYTES,
+                "the most that fits one SQS message; set LARGE_PAYLOAD_BUCKET to accept up to 32 MiB through S3",
+            )
+        };
+        match self.max_body_bytes {
+            None => Ok(most),
+            Some(given) if given <= most => Ok(given),
+            Some(given) => Err(ConfigError::BodyLimit { given, most, why }),
+        }
+    }
+
+    /// The S3 call timeout as a duration.
+    pub fn large_payload_s3_timeout(&self) -> Duration {
+        Duration::from_secs(self.large_payload_s3_timeout_seconds)
+    }
+
     /// How webhooks are batched into SQS calls.
     pub fn batch_options(&self) -> BatchOptions {
         BatchOptions {
@@ -184,18 +272,59 @@ mod tests {
     #[test]
     fn default_body_limit_is_documented_figure() {
         assert_eq!(DEFAULT_MAX_BODY_BYTES, 749_568);
+        let defaults = parse(&[]).expect("defaults parse");
         assert_eq!(
-            parse(&[]).expect("defaults parse").max_body_bytes,
+            defaults.max_body_bytes().expect("valid"),
+            DEFAULT_MAX_BODY_BYTES
+        );
+        assert_eq!(
+            defaults.large_payload_threshold_bytes,
             DEFAULT_MAX_BODY_BYTES
         );
     }
 
     #[test]
+    fn the_bucket_raises_the_body_limit_to_32_mib() {
+        let offload = parse(&["--large-payload-bucket", "webhook-payloads"]).expect("parses");
+        assert_eq!(offload.max_body_bytes().expect("valid"), 33_554_432);
+        let given = parse(&[
+            "--large-payload-bucket",
+            "webhook-payloads",
+            "--max-body-bytes",
+            "26214400",
+        ])
+        .expect("parses");
+        assert_eq!(given.max_body_bytes().expect("valid"), 26_214_400);
+        let error = parse(&[
+            "--large-payload-bucket",
+            "b-1",
+            "--max-body-bytes",
+            "33554433",
+        ])
+        .expect_err("over 32 MiB")
+        .to_string();
+        assert!(error.contains("--max-body-bytes"), "{error}");
+        for bad in ["ab", "Upper", "-start", "end.", "under_score"] {
+            let error = parse(&[&format!("--large-payload-bucket={bad}")])
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("--large-payload-bucket"), "{error}");
+        }
+        let error = parse(&["--large-payload-buffer-bytes", "1048576"])
+            .expect_err("under one part")
+            .to_string();
+        assert!(error.contains("--large-payload-buffer-bytes"), "{error}");
+    }
+
+    #[test]
     fn bad_settings_name_themselves() {
         let error = parse(&["--max-body-bytes", "2000000"])
-            .expect_err("over the SQS limit")
+            .expect("parses")
+            .max_body_bytes()
+            .expect_err("over the SQS limit without a bucket")
             .to_string();
-        assert!(error.contains("--max-body-bytes"), "{error}");
+        assert!(error.contains("MAX_BODY_BYTES"), "{error}");
+        assert!(error.contains("LARGE_PAYLOAD_BUCKET"), "{error}");
         let error = Config::try_parse_from(["ingest", "--queue-url", "not-a-url"])
             .expect_err("bad url")
             .to_string();

@@ -54,6 +54,12 @@ pub enum ApiError {
         /// Seconds for the `Retry-After` header.
         retry_after_seconds: u32,
     },
+    /// S3 did not take a large body (in time); the client should retry later.
+    #[error("storage for large webhooks is unavailable; retry later")]
+    StorageUnavailable {
+        /// Seconds for the `Retry-After` header.
+        retry_after_seconds: u32,
+    },
     /// The queue did not take the message; the client should retry later.
     #[error("the queue cannot take the webhook now; retry later")]
     QueueUnavailable {
@@ -75,9 +81,9 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadBody => StatusCode::BAD_REQUEST,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded { .. } | Self::QueueUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded { .. }
+            | Self::QueueUnavailable { .. }
+            | Self::StorageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -96,6 +102,7 @@ impl ApiError {
             Self::BodyTimeout => "request_timeout",
             Self::Overloaded { .. } => "overloaded",
             Self::QueueUnavailable { .. } => "queue_unavailable",
+            Self::StorageUnavailable { .. } => "storage_unavailable",
         }
     }
 
@@ -111,6 +118,9 @@ impl ApiError {
                 retry_after_seconds,
             }
             | Self::QueueUnavailable {
+                retry_after_seconds,
+            }
+            | Self::StorageUnavailable {
                 retry_after_seconds,
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod metrics;
+pub mod offload;
 pub mod publisher;
 pub mod routes;
 pub mod sources;
@@ -32,6 +33,7 @@ use webhook_shared::sqs::{self, ClientTimeouts};
 use crate::batcher::Batcher;
 use crate::body_budget::BodyBudget;
 use crate::config::Config;
+use crate::offload::{LargePayloads, PayloadStore as _, S3Store};
 use crate::publisher::Publish;
 use crate::routes::AppState;
 use crate::sources::Sources;
@@ -66,6 +68,11 @@ pub async fn run(
         None => Sources::open(),
     };
     metrics::describe();
+    let max_body_bytes = config.max_body_bytes()?;
+    let large_payloads = match &config.large_payload_bucket {
+        Some(bucket) => Some(large_payloads(&config, bucket).await?),
+        None => None,
+    };
     // One attempt per call, never longer than a request may wait: the batcher retries per
     // entry, within each request's deadline.
     let client = sqs::client(ClientTimeouts {
@@ -81,18 +88,20 @@ pub async fn run(
     let state = Arc::new(AppState {
         publisher: batcher,
         readiness: Readiness::default(),
-        max_body_bytes: config.max_body_bytes,
+        max_body_bytes,
         retry_after_seconds: config.retry_after_seconds,
         send_timeout: config.send_timeout(),
         body_budget: BodyBudget::new(config.max_in_flight_body_bytes),
         body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
         sources,
         fifo_group_header: config.fifo_group_header.clone(),
+        large_payloads,
     });
     tracing::info!(
         listen_addr = %listeners.http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         %queue_url,
-        max_body_bytes = config.max_body_bytes,
+        max_body_bytes,
+        large_payload_bucket = config.large_payload_bucket.as_deref(),
         "ingest started"
     );
 
@@ -139,6 +148,33 @@ pub async fn run(
         ),
     );
     Ok(())
+}
+
+/// The S3 side of offloading, once the bucket has answered `HeadBucket` (within the S3
+/// timeout): a bucket that is missing or unreachable stops the start, naming the setting.
+async fn large_payloads(config: &Config, bucket: &str) -> anyhow::Result<LargePayloads> {
+    let timeout = config.large_payload_s3_timeout();
+    let client = webhook_shared::large_payload::s3_client(ClientTimeouts {
+        attempt: timeout,
+        max_attempts: 2,
+    })
+    .await;
+    let store = S3Store::new(client, bucket.to_owned());
+    let checked = tokio::time::timeout(timeout, store.check_bucket()).await;
+    let problem = match checked {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some(format!("no answer within {timeout:?}")),
+    };
+    if let Some(problem) = problem {
+        anyhow::bail!("LARGE_PAYLOAD_BUCKET {bucket:?} cannot be reached (HeadBucket): {problem}");
+    }
+    Ok(LargePayloads::new(
+        Arc::new(store),
+        config.large_payload_threshold_bytes,
+        config.large_payload_buffer_bytes,
+        timeout,
+    ))
 }
 
 /// Keeps `webhook_ingest_queue_reachable` in step with whether the queue answers, until

@@ -35,6 +35,21 @@ pub const BATCH_CALLS_LIMIT: &str = "webhook_ingest_batch_calls_limit";
 /// Gauge: `SendMessageBatch` calls in flight now.
 pub const BATCH_CALLS_IN_FLIGHT: &str = "webhook_ingest_batch_calls_in_flight";
 
+/// Counter: S3 API calls, by `operation` (the API name) and `result` (`ok`, `error`,
+/// `timeout`).
+pub const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
+/// Counter: webhooks accepted through S3 (their SQS message is a pointer).
+pub const OFFLOADED_TOTAL: &str = "webhook_ingest_offloaded_total";
+/// Counter: bytes of the S3 objects of accepted offloaded webhooks.
+pub const OFFLOADED_BYTES_TOTAL: &str = "webhook_ingest_offloaded_bytes_total";
+/// Counter: objects left in S3 because their pointer was refused by the queue and the delete
+/// failed too (the bucket's lifecycle rule expires them).
+pub const ORPHANED_OBJECTS_TOTAL: &str = "webhook_ingest_orphaned_objects_total";
+/// Gauge: bytes of part buffers held now, within `LARGE_PAYLOAD_BUFFER_BYTES`.
+pub const PART_BUFFERS_IN_USE_BYTES: &str = "webhook_ingest_part_buffers_in_use_bytes";
+/// Histogram: seconds a streaming request waited for room for its next part buffer.
+pub const PART_BUFFER_WAIT_SECONDS: &str = "webhook_ingest_part_buffer_wait_seconds";
+
 /// Every metric ingest emits besides
 /// [`SHARED_METRICS`](webhook_shared::metrics::SHARED_METRICS).
 pub const METRICS: &[Metric] = &[
@@ -122,6 +137,48 @@ pub const METRICS: &[Metric] = &[
         labels: &[],
         help: "SendMessageBatch calls SQS refused whole for something one entry can cause, whose entries were then sent again one per call.",
     },
+    Metric {
+        name: S3_REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["operation", "result"],
+        help: "S3 API calls, by operation (the API name) and result (ok, error, or timeout: no answer within LARGE_PAYLOAD_S3_TIMEOUT_SECONDS).",
+    },
+    Metric {
+        name: OFFLOADED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Webhooks accepted through S3: bodies above LARGE_PAYLOAD_THRESHOLD_BYTES, whose SQS message is a pointer.",
+    },
+    Metric {
+        name: OFFLOADED_BYTES_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Bytes),
+        labels: &[],
+        help: "Bytes of the S3 objects (envelopes, body in base64) of accepted offloaded webhooks.",
+    },
+    Metric {
+        name: ORPHANED_OBJECTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &[],
+        help: "S3 objects left behind: the queue refused their pointer and deleting them failed too; the bucket's lifecycle rule expires them.",
+    },
+    Metric {
+        name: PART_BUFFERS_IN_USE_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        labels: &[],
+        help: "Bytes of 5 MiB part buffers held now by webhooks streaming to S3 (at most LARGE_PAYLOAD_BUFFER_BYTES; requests wait for room).",
+    },
+    Metric {
+        name: PART_BUFFER_WAIT_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "Time a webhook streaming to S3 waited for room for its next part buffer.",
+    },
 ];
 
 /// Registers the help text, type and unit of every metric ingest emits. Call once after the
@@ -181,6 +238,39 @@ pub fn gauge_batch_calls_in_flight(calls: usize) {
 /// Counts one batch call split into calls of one entry each.
 pub fn record_batch_split() {
     metrics::counter!(BATCH_SPLITS_TOTAL).increment(1);
+}
+
+/// Counts one S3 call that answered.
+pub fn record_s3_request(operation: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => result).increment(1);
+}
+
+/// Counts one S3 call that did not answer in time.
+pub fn record_s3_timeout(operation: &'static str) {
+    metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => "timeout")
+        .increment(1);
+}
+
+/// Counts one webhook accepted through S3, with its object's size.
+pub fn record_offloaded(object_bytes: u64) {
+    metrics::counter!(OFFLOADED_TOTAL).increment(1);
+    metrics::counter!(OFFLOADED_BYTES_TOTAL).increment(object_bytes);
+}
+
+/// Counts one object left behind in S3.
+pub fn record_orphaned_object() {
+    metrics::counter!(ORPHANED_OBJECTS_TOTAL).increment(1);
+}
+
+/// Records the bytes of part buffers held now.
+pub fn gauge_part_buffers_in_use(bytes: usize) {
+    metrics::gauge!(PART_BUFFERS_IN_USE_BYTES).set(bytes as f64);
+}
+
+/// Records one wait for a part buffer.
+pub fn record_part_buffer_wait(waited: Duration) {
+    metrics::histogram!(PART_BUFFER_WAIT_SECONDS).record(waited.as_secs_f64());
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! its attributes and how much of SQS's size limit it takes.
 
 use std::borrow::Cow;
+use std::num::NonZeroU64;
 
 use webhook_shared::large_payload::ATTRIBUTE_PAYLOAD_SIZE;
 use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE, MAX_MESSAGE_BYTES};
@@ -27,7 +28,7 @@ pub struct OutgoingMessage {
     pub body: String,
     /// For an offloaded webhook: the S3 object's size in bytes, sent as the extended clients'
     /// `ExtendedPayloadSize` attribute (`Number`). `None` for an inline envelope.
-    pub extended_payload_size: Option<u64>,
+    pub extended_payload_size: Option<NonZeroU64>,
 }
 
 /// SQS data type of the attributes ingest sends as text.
@@ -168,7 +169,7 @@ mod tests {
     #[test]
     fn a_pointer_carries_its_object_size_as_a_number_attribute() {
         let mut pointer = message("d-1", "github", "[]");
-        pointer.extended_payload_size = Some(26_214_400);
+        pointer.extended_payload_size = NonZeroU64::new(26_214_400);
         let attributes = pointer.attributes();
         let size = attributes.last().expect("three attributes");
         assert_eq!(

@@ -15,11 +15,13 @@ use webhook_shared::envelope::{Envelope, is_json_content_type};
 use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, Body};
 
-use crate::body_budget::{self, BodyBudget, ReadError};
+use crate::body_budget::{self, BodyBudget, Head, ReadError};
 use crate::config::{ENVELOPE_OVERHEAD_BYTES, MAX_HEADER_BYTES};
 use crate::error::ApiError;
 use crate::headers::envelope_headers;
 use crate::metrics;
+use crate::offload::LargePayloads;
+use crate::offload::stream::{self as offload_stream, StreamedRequest};
 use crate::publisher::{OutgoingMessage, Publish, fits_one_message};
 use crate::sources::{Source, Sources};
 
@@ -44,6 +46,8 @@ pub struct AppState<P> {
     pub sources: Sources,
     /// Header naming the FIFO message group, if configured.
     pub fifo_group_header: Option<http::HeaderName>,
+    /// Offloading of large bodies to S3, when `LARGE_PAYLOAD_BUCKET` is set.
+    pub large_payloads: Option<LargePayloads>,
 }
 
 /// What a request body must be to be read: hyper's `Incoming` in production, any buffered or
@@ -121,13 +125,40 @@ async fn accept_webhook<P: Publish, B: RequestBody>(
         .map_err(|_| ApiError::HeadersTooLarge {
             limit: MAX_HEADER_BYTES,
         })?;
+    if declared_length.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
     // Held until the answer: the body, then its message, count against the budget.
     let mut reservation = state.body_budget.reservation();
-    let read = body_budget::read_within(body, limit, declared_length, &mut reservation);
-    let body = tokio::time::timeout(state.body_read_timeout, read)
+    let deadline = tokio::time::Instant::now() + state.body_read_timeout;
+    // Bodies up to the threshold are read into memory; a larger one streams to S3.
+    let in_memory = state.large_payloads.as_ref().map_or(limit, |l| l.threshold);
+    let mut body = std::pin::pin!(body);
+    let read = body_budget::read_up_to(body.as_mut(), in_memory, declared_length, &mut reservation);
+    let head = tokio::time::timeout_at(deadline, read)
         .await
         .map_err(|_| ApiError::BodyTimeout)?
         .map_err(|error| read_error(error, state.retry_after_seconds))?;
+    let body = match (head, &state.large_payloads) {
+        (Head::Whole(body), _) => body,
+        (Head::Overflow { .. }, None) => return Err(ApiError::PayloadTooLarge { limit }),
+        (Head::Overflow { head, crossing }, Some(offload)) => {
+            let content_type = headers.get(header::CONTENT_TYPE.as_str()).cloned();
+            let request = StreamedRequest {
+                source,
+                config,
+                request_headers: &parts.headers,
+                headers,
+                content_type,
+                group_id,
+                limit,
+                deadline,
+            };
+            let read = [head, crossing];
+            return offload_stream::accept(state, offload, request, read, body, &mut reservation)
+                .await;
+        }
+    };
     let verified = config
         .verifier
         .verify(&parts.headers, &body, Utc::now())
@@ -187,7 +218,7 @@ fn message_bound(body_bytes: usize) -> usize {
 }
 
 /// The answer to a body that could not be read into memory.
-fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
+pub(crate) fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
     match error {
         ReadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
         ReadError::NoRoom => ApiError::Overloaded {

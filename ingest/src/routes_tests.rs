@@ -17,6 +17,9 @@ use webhook_shared::envelope::Envelope;
 use webhook_shared::ops::Readiness;
 
 use super::{AppState, route};
+
+#[path = "routes_offload_tests.rs"]
+mod offload;
 use crate::publisher::{OutgoingMessage, Publish, PublishError};
 use crate::sources::{self, Sources};
 
@@ -98,6 +101,7 @@ fn state(sources: Sources) -> Arc<AppState<FakeQueue>> {
         body_read_timeout: Duration::from_secs(2),
         sources,
         fifo_group_header: None,
+        large_payloads: None,
     })
 }
 

@@ -231,3 +231,37 @@ fn each_setting_chooses_the_id_as_documented() {
     assert_eq!(fallback.event_ids, EventIds::Provider);
     assert!(fallback.drop_headers.is_empty());
 }
+
+#[test]
+fn streamed_bodies_get_the_ids_whole_bodies_get() {
+    let body = b"a body in three pieces";
+    let stream = |source: &Source, header_id: Option<&str>, verified: Option<&str>| {
+        let mut id = source.streamed_event_id("src", header_id);
+        for piece in body.chunks(8) {
+            id.update(piece);
+        }
+        id.finish(verified.map(str::to_owned))
+    };
+    for setting in [
+        EventIds::Provider,
+        EventIds::BodySha256,
+        EventIds::BodySha256Always,
+    ] {
+        let source = source(setting);
+        // (id in the headers, id the verifier found in the end: Stripe's is in the body)
+        for (header_id, verified) in [
+            (Some("delivery-1"), Some("delivery-1")),
+            (None, Some("evt_1")),
+            (None, None),
+        ] {
+            let streamed = stream(&source, header_id, verified);
+            let whole = source.event_id("src", verified.map(str::to_owned), body);
+            if setting == EventIds::Provider && verified.is_none() {
+                let uuid = uuid::Uuid::parse_str(&streamed).expect("a UUID");
+                assert_eq!(uuid.get_version_num(), 7);
+            } else {
+                assert_eq!(streamed, whole, "{setting:?} {header_id:?} {verified:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The handler's path for a body above the threshold: verify the headers, then stream the body
+//! into the object while verifying it, complete the object, then enqueue its pointer. Every
+//! failure before the object is complete aborts the upload, so nothing is stored; a queue that
+//! does not take the pointer gets the object deleted (best effort: the bucket's lifecycle
+//! rule expires what a failed delete leaves).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::HeaderMap;
+use http_body_util::BodyExt as _;
+use tokio::time::Instant;
+use webhook_shared::envelope::StreamedEnvelope;
+use webhook_shared::large_payload::{PayloadPointer, object_key};
+
+use super::LargePayloads;
+use super::base64_stream::{self, Base64Stream};
+use super::store::StoreError;
+use super::upload::{ObjectUpload, PART_BYTES};
+use crate::body_budget::Reservation;
+use crate::error::ApiError;
+use crate::metrics;
+use crate::publisher::{OutgoingMessage, Publish};
+use crate::routes::{AppState, RequestBody, read_error};
+use crate::sources::{Source, StreamedId};
+use crate::verify::StreamingCheck;
+
+/// Memory one streaming request holds besides what it read before streaming: its part and
+/// the encoder's output.
+pub const STREAMING_BYTES: usize = PART_BYTES + base64_stream::BUFFER_BYTES;
+
+/// One request to stream, as the handler has read it so far.
+#[derive(Debug)]
+pub struct StreamedRequest<'a> {
+    /// The `{source}` path segment.
+    pub source: String,
+    /// The source's settings.
+    pub config: &'a Source,
+    /// The request's headers, for verification.
+    pub request_headers: &'a HeaderMap,
+    /// The headers the envelope carries.
+    pub headers: BTreeMap<String, String>,
+    /// The envelope's content type.
+    pub content_type: Option<String>,
+    /// The FIFO message group.
+    pub group_id: String,
+    /// `MAX_BODY_BYTES`.
+    pub limit: usize,
+    /// When reading the body must be over (the body read timeout).
+    pub deadline: Instant,
+}
+
+/// Streams the body (`head`, then `crossing`, then the rest of `body`) to S3 and enqueues its
+/// pointer; gives the event id once both have it.
+pub async fn accept<P: Publish, B: RequestBody>(
+    state: &AppState<P>,
+    offload: &LargePayloads,
+    request: StreamedRequest<'_>,
+    read: [Bytes; 2],
+    body: Pin<&mut B>,
+    reservation: &mut Reservation,
+) -> Result<String, ApiError> {
+    let source = request.source.as_str();
+    let check = request
+        .config
+        .verifier
+        .begin(request.request_headers, Utc::now())
+        .inspect_err(|error| {
+            tracing::debug!(source, %error, "webhook refused before streaming");
+        })?;
+    let ids = request
+        .config
+        .streamed_event_id(source, check.header_event_id());
+    let key_id = ids
+        .known_before_body()
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let read_bytes: usize = read.iter().map(Bytes::len).sum();
+    reservation
+        .grow_to(read_bytes + STREAMING_BYTES)
+        .map_err(|error| read_error(error, state.retry_after_seconds))?;
+    let prefix = StreamedEnvelope {
+        source,
+        received_at: Utc::now(),
+        headers: &request.headers,
+        content_type: request.content_type.as_deref(),
+    }
+    .prefix();
+    let mut upload = ObjectUpload::new(offload, object_key(source, &key_id));
+    let streaming = Streaming {
+        upload: &mut upload,
+        encoder: Base64Stream::default(),
+        check,
+        ids,
+        received: 0,
+        limit: request.limit,
+        retry_after_seconds: state.retry_after_seconds,
+    };
+    let streamed = tokio::time::timeout_at(
+        request.deadline,
+        streaming.run(prefix, read, body, reservation),
+    )
+    .await;
+    let (event_id, object_bytes, body_bytes) = match streamed {
+        Ok(Ok(done)) => done,
+        Ok(Err(error)) => {
+            upload.abort().await;
+            return Err(error);
+        }
+        Err(_elapsed) => {
+            upload.abort().await;
+            return Err(ApiError::BodyTimeout);
+        }
+    };
+    let key = upload.key().to_owned();
+    drop(upload);
+    let message = OutgoingMessage {
+        event_id: event_id.clone(),
+        source: request.source,
+        group_id: request.group_id,
+        body: PayloadPointer {
+            bucket: offload.store.bucket().to_owned(),
+            key: key.clone(),
+        }
+        .to_json(),
+        // The object holds at least the envelope's other fields: never empty.
+        extended_payload_size: NonZeroU64::new(object_bytes),
+    };
+    reservation.shrink_to(message.body.len());
+    let published = tokio::time::timeout(state.send_timeout, state.publisher.publish(message))
+        .await
+        .map_err(drop)
+        .and_then(|result| result.map_err(drop));
+    if published.is_err() {
+        delete_orphan(offload, &key).await;
+        return Err(ApiError::QueueUnavailable {
+            retry_after_seconds: state.retry_after_seconds,
+        });
+    }
+    metrics::record_body_size(body_bytes);
+    metrics::record_offloaded(object_bytes);
+    Ok(event_id)
+}
+
+/// Deletes an object whose pointer the queue did not take (best effort, logged and counted).
+async fn delete_orphan(offload: &LargePayloads, key: &str) {
+    let delete = tokio::time::timeout(offload.s3_timeout, offload.store.delete_object(key)).await;
+    let deleted = matches!(delete, Ok(Ok(())));
+    if !deleted {
+        metrics::record_orphaned_object();
+        tracing::warn!(
+            key,
+            "could not delete the object of a webhook the queue refused; the bucket's lifecycle rule will expire it"
+        );
+    }
+}
+
+/// One body on its way into its object.
+struct Streaming<'u> {
+    upload: &'u mut ObjectUpload,
+    encoder: Base64Stream,
+    check: StreamingCheck,
+    ids: StreamedId,
+    received: usize,
+    limit: usize,
+    retry_after_seconds: u32,
+}
+
+impl Streaming<'_> {
+    /// Writes the whole object; gives the event id, the object's size and the body's.
+    async fn run<B: RequestBody>(
+        mut self,
+        prefix: String,
+        read: [Bytes; 2],
+        mut body: Pin<&mut B>,
+        reservation: &mut Reservation,
+    ) -> Result<(String, u64, usize), ApiError> {
+        let retry_after_seconds = self.retry_after_seconds;
+        let storage = |error: StoreError| storage_unavailable(&error, retry_after_seconds);
+        self.upload
+            .write(prefix.as_bytes())
+            .await
+            .map_err(storage)?;
+        for chunk in read {
+            self.feed(&chunk).await?;
+        }
+        reservation.shrink_to(STREAMING_BYTES); // what was read before is written now
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                tracing::debug!(error = %error.into(), "request body could not be read");
+                ApiError::BadBody
+            })?;
+            if let Ok(data) = frame.into_data() {
+                self.feed(&data).await?;
+            }
+        }
+        let verified = self.check.finish().inspect_err(|error| {
+            tracing::debug!(%error, "streamed webhook refused");
+        })?;
+        let event_id = self.ids.finish(verified.event_id);
+        let tail = [
+            self.encoder.finish().to_vec(),
+            StreamedEnvelope::suffix(&event_id).into_bytes(),
+        ];
+        for bytes in tail {
+            self.upload.write(&bytes).await.map_err(storage)?;
+        }
+        let size = self.upload.finish().await.map_err(storage)?;
+        Ok((event_id, size, self.received))
+    }
+
+    /// Verifies, hashes, encodes and writes one piece of the body.
+    async fn feed(&mut self, mut chunk: &[u8]) -> Result<(), ApiError> {
+        self.received += chunk.len();
+        if self.received > self.limit {
+            return Err(ApiError::PayloadTooLarge { limit: self.limit });
+        }
+        self.check.update(chunk);
+        self.ids.update(chunk);
+        while !chunk.is_empty() {
+            let (text, used) = self.encoder.encode(chunk);
+            chunk = &chunk[used..];
+            let written = self.upload.write(text).await;
+            written.map_err(|error| storage_unavailable(&error, self.retry_after_seconds))?;
+        }
+        Ok(())
+    }
+}
+
+/// The answer when S3 fails: 503 with `Retry-After`.
+fn storage_unavailable(error: &StoreError, retry_after_seconds: u32) -> ApiError {
+    tracing::debug!(%error, "large webhook not stored");
+    ApiError::StorageUnavailable {
+        retry_after_seconds,
+    }
+}

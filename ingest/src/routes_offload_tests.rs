@@ -1,0 +1,428 @@
+//! The S3 path in-process: large bodies streamed to a fake store in parts, verified on the
+//! way, published as pointers; and every failure leaving nothing stored or enqueued.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use sha2::Sha256;
+use webhook_shared::envelope::Envelope;
+use webhook_shared::large_payload::PayloadPointer;
+
+use super::{Chunks, FakeQueue, send, sources_from, state};
+use crate::offload::store::{PayloadStore, StoreError, StoreFuture, UploadedPart};
+use crate::offload::{LargePayloads, PART_BYTES};
+use crate::routes::AppState;
+use crate::sources::Sources;
+
+/// An in-memory bucket that records every call; fails or stalls one operation when told to.
+#[derive(Debug, Default)]
+struct FakeStore {
+    calls: Mutex<Vec<&'static str>>,
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    uploads: Mutex<BTreeMap<String, Vec<(i32, Bytes)>>>,
+    fail: Mutex<Option<&'static str>>,
+    stall: AtomicBool,
+}
+
+impl FakeStore {
+    fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().expect("not poisoned").clone()
+    }
+
+    fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        self.objects.lock().expect("not poisoned").clone()
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        then: impl FnOnce() -> T + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        self.calls.lock().expect("not poisoned").push(operation);
+        let fail = *self.fail.lock().expect("not poisoned") == Some(operation);
+        let stall = fail && self.stall.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            if fail {
+                return Err(StoreError {
+                    operation,
+                    message: "injected".to_owned(),
+                });
+            }
+            Ok(then())
+        })
+    }
+}
+
+/// The fake shared between the test and the state.
+#[derive(Debug, Clone, Default)]
+struct Store(Arc<FakeStore>);
+
+impl PayloadStore for Store {
+    fn bucket(&self) -> &str {
+        "payloads"
+    }
+
+    fn check_bucket(&self) -> StoreFuture<'_, ()> {
+        self.0.call("HeadBucket", || ())
+    }
+
+    fn create_upload<'a>(&'a self, key: &'a str) -> StoreFuture<'a, String> {
+        let fake = Arc::clone(&self.0);
+        let key = key.to_owned();
+        self.0.call("CreateMultipartUpload", move || {
+            fake.uploads
+                .lock()
+                .expect("not poisoned")
+                .insert(key.clone(), Vec::new());
+            format!("upload-of-{key}")
+        })
+    }
+
+    fn upload_part<'a>(
+        &'a self,
+        key: &'a str,
+        _upload_id: &'a str,
+        number: i32,
+        body: Bytes,
+    ) -> StoreFuture<'a, String> {
+        let fake = Arc::clone(&self.0);
+        let key = key.to_owned();
+        self.0.call("UploadPart", move || {
+            let mut uploads = fake.uploads.lock().expect("not poisoned");
+            uploads.entry(key).or_default().push((number, body));
+            format!("etag-{number}")
+        })
+    }
+
+    fn complete_upload<'a>(
+        &'a self,
+        key: &'a str,
+        _upload_id: &'a str,
+        parts: &'a [UploadedPart],
+    ) -> StoreFuture<'a, ()> {
+        let fake = Arc::clone(&self.0);
+        let key = key.to_owned();
+        let numbers: Vec<i32> = parts.iter().map(|part| part.number).collect();
+        self.0.call("CompleteMultipartUpload", move || {
+            let uploaded = fake
+                .uploads
+                .lock()
+                .expect("not poisoned")
+                .remove(&key)
+                .expect("an upload");
+            assert_eq!(numbers, (1..=uploaded.len() as i32).collect::<Vec<_>>());
+            for (index, (_, part)) in uploaded.iter().enumerate() {
+                if index + 1 < uploaded.len() {
+                    assert!(part.len() >= PART_BYTES, "S3 refuses small inner parts");
+                }
+            }
+            let object = uploaded.into_iter().flat_map(|(_, part)| part).collect();
+            fake.objects
+                .lock()
+                .expect("not poisoned")
+                .insert(key, object);
+        })
+    }
+
+    fn abort_upload<'a>(&'a self, key: &'a str, _upload_id: &'a str) -> StoreFuture<'a, ()> {
+        let fake = Arc::clone(&self.0);
+        let key = key.to_owned();
+        self.0.call("AbortMultipartUpload", move || {
+            fake.uploads.lock().expect("not poisoned").remove(&key);
+        })
+    }
+
+    fn put_object<'a>(&'a self, key: &'a str, body: Bytes) -> StoreFuture<'a, ()> {
+        let fake = Arc::clone(&self.0);
+        let key = key.to_owned();
+        self.0.call("PutObject", move || {
+            let object = body.to_vec();
+            fake.objects
+                .lock()
+                .expect("not poisoned")
+                .insert(key, object);
+        })
+    }
+
+    fn delete_object<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        let fake = Arc::clone(&self.0);
+        let key = key.to_owned();
+        self.0.call("DeleteObject", move || {
+            fake.objects.lock().expect("not poisoned").remove(&key);
+        })
+    }
+}
+
+const THRESHOLD: usize = 1000;
+const LIMIT: usize = 8 * 1024 * 1024;
+
+/// A state that offloads bodies over 1000 bytes, up to 8 MiB, to a fake store.
+fn offloading(sources: Sources) -> (Arc<AppState<FakeQueue>>, Arc<FakeStore>) {
+    let store = Store::default();
+    let fake = Arc::clone(&store.0);
+    let mut state = state(sources);
+    let inner = Arc::get_mut(&mut state).expect("not shared yet");
+    inner.max_body_bytes = LIMIT;
+    inner.body_budget = crate::body_budget::BodyBudget::new(64 * 1024 * 1024);
+    inner.body_read_timeout = Duration::from_secs(30);
+    inner.large_payloads = Some(LargePayloads::new(
+        Arc::new(store),
+        THRESHOLD,
+        2 * PART_BYTES,
+        Duration::from_secs(5),
+    ));
+    (state, fake)
+}
+
+fn github() -> Sources {
+    sources_from(
+        r#"
+        [sources.github]
+        scheme = "github"
+        secret_env = ["GITHUB_SECRET"]
+        "#,
+    )
+}
+
+fn body_of(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn github_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").expect("any key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A GitHub delivery of `body` in 64 KiB chunks, without a declared length.
+fn github_request(body: &[u8], signature: &str) -> Request<Chunks> {
+    let chunks: VecDeque<Bytes> = body.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
+    Request::post("/webhooks/github")
+        .header("x-hub-signature-256", signature)
+        .header("x-github-delivery", "d-42")
+        .body(Chunks { chunks, ends: true })
+        .expect("valid request")
+}
+
+#[tokio::test]
+async fn a_large_body_streams_in_parts_and_is_published_as_a_pointer() {
+    let (state, store) = offloading(github());
+    let body = body_of(6 * 1024 * 1024);
+    let (status, answer) = send(&state, github_request(&body, &github_signature(&body))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["id"], "d-42");
+    assert_eq!(
+        store.calls(),
+        [
+            "CreateMultipartUpload",
+            "UploadPart",
+            "UploadPart",
+            "CompleteMultipartUpload"
+        ],
+        "8 MiB of base64: one 5 MiB part and the rest"
+    );
+    let objects = store.objects();
+    let object = objects
+        .get("github/d-42")
+        .expect("the object, keyed by delivery");
+    let envelope =
+        Envelope::from_json(std::str::from_utf8(object).expect("JSON")).expect("an envelope");
+    assert_eq!(envelope.body, body, "byte for byte");
+    assert_eq!(envelope.id, "d-42");
+    assert_eq!(envelope.source, "github");
+    let taken = state.publisher.taken();
+    assert_eq!(taken.len(), 1);
+    let message = &taken[0];
+    assert_eq!(
+        PayloadPointer::from_json(&message.body).expect("a pointer"),
+        PayloadPointer {
+            bucket: "payloads".to_owned(),
+            key: "github/d-42".to_owned()
+        }
+    );
+    assert_eq!(
+        message.extended_payload_size.map(u64::from),
+        Some(object.len() as u64)
+    );
+    assert_eq!(message.event_id, "d-42");
+    let names: Vec<&str> = message.attributes().iter().map(|a| a.name).collect();
+    assert_eq!(names, ["source", "event_id", "ExtendedPayloadSize"]);
+    assert_eq!(
+        state.body_budget.in_use(),
+        0,
+        "nothing held after the answer"
+    );
+}
+
+#[tokio::test]
+async fn an_object_within_one_part_is_put_in_one_call() {
+    let (state, store) = offloading(github());
+    let body = body_of(100_000);
+    let request = github_request(&body, &github_signature(&body));
+    assert_eq!(send(&state, request).await.0, StatusCode::ACCEPTED);
+    assert_eq!(store.calls(), ["PutObject"]);
+    assert_eq!(state.publisher.taken().len(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_signature_on_a_streamed_body_gets_401_and_the_upload_is_aborted() {
+    let (state, store) = offloading(github());
+    let body = body_of(6 * 1024 * 1024);
+    let signature = github_signature(b"another body");
+    let (status, answer) = send(&state, github_request(&body, &signature)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer["error"], "invalid_signature");
+    assert_eq!(store.calls().last(), Some(&"AbortMultipartUpload"));
+    assert!(store.objects().is_empty());
+    assert!(state.publisher.taken().is_empty());
+    // A missing signature fails before any S3 call.
+    let (state, store) = offloading(github());
+    let unsigned = Request::post("/webhooks/github")
+        .header("content-length", "5000")
+        .body(Full::new(Bytes::from(body_of(5000))))
+        .expect("valid request");
+    assert_eq!(send(&state, unsigned).await.0, StatusCode::UNAUTHORIZED);
+    assert!(store.calls().is_empty());
+}
+
+#[tokio::test]
+async fn an_s3_failure_gets_503_with_retry_after_and_aborts_the_upload() {
+    let (state, store) = offloading(github());
+    *store.fail.lock().expect("not poisoned") = Some("UploadPart");
+    let body = body_of(6 * 1024 * 1024);
+    let response = super::route(
+        Arc::clone(&state),
+        github_request(&body, &github_signature(&body)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert_eq!(
+        store.calls(),
+        [
+            "CreateMultipartUpload",
+            "UploadPart",
+            "AbortMultipartUpload"
+        ]
+    );
+    assert!(store.objects().is_empty());
+    assert!(state.publisher.taken().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frozen_s3_gets_503_at_the_s3_timeout() {
+    let (state, store) = offloading(github());
+    *store.fail.lock().expect("not poisoned") = Some("PutObject");
+    store.stall.store(true, Ordering::Relaxed);
+    let body = body_of(100_000);
+    let started = tokio::time::Instant::now();
+    let (status, answer) = send(&state, github_request(&body, &github_signature(&body))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer["error"], "storage_unavailable");
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert!(state.publisher.taken().is_empty());
+}
+
+#[tokio::test]
+async fn a_queue_failure_after_the_upload_gets_503_and_the_object_deleted() {
+    let (state, store) = offloading(github());
+    state.publisher.refuse.store(true, Ordering::Relaxed);
+    let body = body_of(6 * 1024 * 1024);
+    let (status, answer) = send(&state, github_request(&body, &github_signature(&body))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer["error"], "queue_unavailable");
+    assert_eq!(store.calls().last(), Some(&"DeleteObject"));
+    assert!(store.objects().is_empty(), "the object is gone");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_and_leaves_nothing() {
+    let (state, store) = offloading(Sources::open());
+    let declared = Request::post("/webhooks/github")
+        .header("content-length", (LIMIT + 1).to_string())
+        .body(Chunks {
+            chunks: VecDeque::new(),
+            ends: false, // never read
+        })
+        .expect("valid request");
+    let (status, answer) = send(&state, declared).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer["error"], "payload_too_large");
+    assert!(store.calls().is_empty(), "nothing uploaded");
+
+    let body = body_of(LIMIT + 1);
+    let chunked = github_request(&body, "unsigned source: not read");
+    let (status, _) = send(&state, chunked).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(store.calls().last(), Some(&"AbortMultipartUpload"));
+    assert!(store.objects().is_empty());
+    assert!(state.publisher.taken().is_empty());
+}
+
+#[tokio::test]
+async fn a_stripe_event_id_is_found_in_a_streamed_body() {
+    let sources = sources_from(
+        r#"
+        [sources.stripe]
+        scheme = "stripe"
+        secret_env = ["STRIPE_SECRET"]
+        "#,
+    );
+    let (state, store) = offloading(sources);
+    let padding = "x".repeat(2 * 1024 * 1024);
+    let body = format!(r#"{{"id":"evt_1Big","object":"event","data":"{padding}"}}"#);
+    let t = chrono::Utc::now().timestamp();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").expect("any key");
+    mac.update(format!("{t}.{body}").as_bytes());
+    let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+    let request = Request::post("/webhooks/stripe")
+        .header("stripe-signature", signature)
+        .body(Full::new(Bytes::from(body.clone())))
+        .expect("valid request");
+    let (status, answer) = send(&state, request).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["id"], "evt_1Big");
+    let objects = store.objects();
+    let (key, object) = objects.iter().next().expect("one object");
+    assert!(key.starts_with("stripe/"), "a UUIDv7 key: {key}");
+    let envelope =
+        Envelope::from_json(std::str::from_utf8(object).expect("JSON")).expect("envelope");
+    assert_eq!(envelope.id, "evt_1Big");
+    assert_eq!(envelope.body, body.as_bytes());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(body.as_bytes());
+    assert!(
+        std::str::from_utf8(object)
+            .expect("JSON")
+            .contains(&encoded)
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_body_without_room_in_the_budget_gets_503_overloaded() {
+    let (mut state, store) = offloading(Sources::open());
+    Arc::get_mut(&mut state)
+        .expect("not shared yet")
+        .body_budget = crate::body_budget::BodyBudget::new(4 * 1024 * 1024);
+    let request = Request::post("/webhooks/github")
+        .header("content-length", "2000000")
+        .body(Chunks {
+            chunks: VecDeque::new(),
+            ends: false,
+        })
+        .expect("valid request");
+    let (status, answer) = send(&state, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer["error"], "overloaded");
+    assert!(store.calls().is_empty());
+    assert_eq!(state.body_budget.in_use(), 0);
+}
