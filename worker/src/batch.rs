@@ -117,7 +117,7 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
     } = resolve(&context.store, &context.objects, &context.budget, batch).await;
     let mut committed = Vec::new();
     for (message, held, reason) in poison {
-        tracing::warn!(message_id = %message.receipt.message_id, %reason, "an offloaded webhook cannot be resolved; moving its message to the DLQ (the S3 object is kept)");
+        tracing::warn!(message_id = %message.receipt.message_id, %reason, "an offloaded webhook cannot be resolved; moving its message to the DLQ (its S3 object, if any, is kept)");
         metrics::record_outcomes(Outcome::Poison, 1);
         context.queue.dead_letter(&message, &reason).await;
         drop(held);

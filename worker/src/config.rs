@@ -167,7 +167,7 @@ pub struct RunConfig {
     /// Most bytes of offloaded webhooks (S3 objects, counted at the size their pointers
     /// declare) fetched and held at once, across all writes; a batch waits for room before
     /// fetching, and an object larger than this waits for all of it. Memory for them stays
-    /// below about 2.5 x this (see docs/large-payloads.md). At least WORKER_BATCH_MAX_BYTES.
+    /// below about 4 x this (see docs/large-payloads.md). At least WORKER_BATCH_MAX_BYTES.
     #[arg(long, env = "WORKER_MAX_FETCHED_BYTES", default_value = "67108864")]
     pub worker_max_fetched_bytes: NonZeroU32,
 

@@ -27,6 +27,7 @@ mod lag;
 mod metrics;
 mod objects;
 mod payload;
+mod payload_column;
 mod pipeline;
 #[cfg(test)]
 mod pipeline_offload_tests;

@@ -70,9 +70,16 @@ impl S3Objects {
     pub(crate) async fn check_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
         let result = self.s3.head_bucket().bucket(bucket).send().await;
         metrics::record_s3_request("HeadBucket", if result.is_ok() { "ok" } else { "error" });
-        result.map(|_| ()).map_err(|error| ObjectError::Failed {
-            operation: "HeadBucket",
-            message: DisplayErrorContext(error).to_string(),
+        result.map(|_| ()).map_err(|error| {
+            let message = if error.as_service_error().is_some_and(|e| e.is_not_found()) {
+                "no such bucket".to_owned()
+            } else {
+                DisplayErrorContext(error).to_string()
+            };
+            ObjectError::Failed {
+                operation: "HeadBucket",
+                message,
+            }
         })
     }
 }
