@@ -1,9 +1,9 @@
 //! The S3 path in-process: large bodies streamed to a fake store in parts, verified on the
 //! way, published as pointers; and every failure leaving nothing stored or enqueued.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,152 +16,14 @@ use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::PayloadPointer;
 
 use super::{Chunks, FakeQueue, send, sources_from, state};
-use crate::offload::store::{PayloadStore, StoreError, StoreFuture, UploadedPart};
 use crate::offload::{LargePayloads, PART_BYTES};
+
+#[path = "routes_offload_fake.rs"]
+mod fake;
+
 use crate::routes::AppState;
 use crate::sources::Sources;
-
-/// An in-memory bucket that records every call; fails or stalls one operation when told to.
-#[derive(Debug, Default)]
-struct FakeStore {
-    calls: Mutex<Vec<&'static str>>,
-    objects: Mutex<BTreeMap<String, Vec<u8>>>,
-    uploads: Mutex<BTreeMap<String, Vec<(i32, Bytes)>>>,
-    fail: Mutex<Option<&'static str>>,
-    stall: AtomicBool,
-}
-
-impl FakeStore {
-    fn calls(&self) -> Vec<&'static str> {
-        self.calls.lock().expect("not poisoned").clone()
-    }
-
-    fn objects(&self) -> BTreeMap<String, Vec<u8>> {
-        self.objects.lock().expect("not poisoned").clone()
-    }
-
-    fn call<T: Send + 'static>(
-        &self,
-        operation: &'static str,
-        then: impl FnOnce() -> T + Send + 'static,
-    ) -> StoreFuture<'_, T> {
-        self.calls.lock().expect("not poisoned").push(operation);
-        let fail = *self.fail.lock().expect("not poisoned") == Some(operation);
-        let stall = fail && self.stall.load(Ordering::Relaxed);
-        Box::pin(async move {
-            if stall {
-                std::future::pending::<()>().await;
-            }
-            if fail {
-                return Err(StoreError {
-                    operation,
-                    message: "injected".to_owned(),
-                });
-            }
-            Ok(then())
-        })
-    }
-}
-
-/// The fake shared between the test and the state.
-#[derive(Debug, Clone, Default)]
-struct Store(Arc<FakeStore>);
-
-impl PayloadStore for Store {
-    fn bucket(&self) -> &str {
-        "payloads"
-    }
-
-    fn check_bucket(&self) -> StoreFuture<'_, ()> {
-        self.0.call("HeadBucket", || ())
-    }
-
-    fn create_upload<'a>(&'a self, key: &'a str) -> StoreFuture<'a, String> {
-        let fake = Arc::clone(&self.0);
-        let key = key.to_owned();
-        self.0.call("CreateMultipartUpload", move || {
-            fake.uploads
-                .lock()
-                .expect("not poisoned")
-                .insert(key.clone(), Vec::new());
-            format!("upload-of-{key}")
-        })
-    }
-
-    fn upload_part<'a>(
-        &'a self,
-        key: &'a str,
-        _upload_id: &'a str,
-        number: i32,
-        body: Bytes,
-    ) -> StoreFuture<'a, String> {
-        let fake = Arc::clone(&self.0);
-        let key = key.to_owned();
-        self.0.call("UploadPart", move || {
-            let mut uploads = fake.uploads.lock().expect("not poisoned");
-            uploads.entry(key).or_default().push((number, body));
-            format!("etag-{number}")
-        })
-    }
-
-    fn complete_upload<'a>(
-        &'a self,
-        key: &'a str,
-        _upload_id: &'a str,
-        parts: &'a [UploadedPart],
-    ) -> StoreFuture<'a, ()> {
-        let fake = Arc::clone(&self.0);
-        let key = key.to_owned();
-        let numbers: Vec<i32> = parts.iter().map(|part| part.number).collect();
-        self.0.call("CompleteMultipartUpload", move || {
-            let uploaded = fake
-                .uploads
-                .lock()
-                .expect("not poisoned")
-                .remove(&key)
-                .expect("an upload");
-            assert_eq!(numbers, (1..=uploaded.len() as i32).collect::<Vec<_>>());
-            for (index, (_, part)) in uploaded.iter().enumerate() {
-                if index + 1 < uploaded.len() {
-                    assert!(part.len() >= PART_BYTES, "S3 refuses small inner parts");
-                }
-            }
-            let object = uploaded.into_iter().flat_map(|(_, part)| part).collect();
-            fake.objects
-                .lock()
-                .expect("not poisoned")
-                .insert(key, object);
-        })
-    }
-
-    fn abort_upload<'a>(&'a self, key: &'a str, _upload_id: &'a str) -> StoreFuture<'a, ()> {
-        let fake = Arc::clone(&self.0);
-        let key = key.to_owned();
-        self.0.call("AbortMultipartUpload", move || {
-            fake.uploads.lock().expect("not poisoned").remove(&key);
-        })
-    }
-
-    fn put_object<'a>(&'a self, key: &'a str, body: Bytes) -> StoreFuture<'a, ()> {
-        let fake = Arc::clone(&self.0);
-        let key = key.to_owned();
-        self.0.call("PutObject", move || {
-            let object = body.to_vec();
-            fake.objects
-                .lock()
-                .expect("not poisoned")
-                .insert(key, object);
-        })
-    }
-
-    fn delete_object<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        let fake = Arc::clone(&self.0);
-        let key = key.to_owned();
-        self.0.call("DeleteObject", move || {
-            fake.objects.lock().expect("not poisoned").remove(&key);
-        })
-    }
-}
+use fake::{FakeStore, Store};
 
 const THRESHOLD: usize = 1000;
 const LIMIT: usize = 8 * 1024 * 1024;
