@@ -1,7 +1,8 @@
 //! Writing, group-commit style: at most `limit` batch writes (transactions) in progress at
 //! once (fixed, or moved by the adaptive limit, see `adaptive.rs`); a writer that becomes free takes everything waiting, up to a row and a byte cap, so
 //! a lone message is written at once and a backlog is written in full batches. Messages from
-//! many receives share a transaction.
+//! many receives share a transaction. A pointer to an S3 object counts the size it declares
+//! against the byte cap; its object is fetched by the batch write (see `resolve.rs`).
 //!
 //! Each batch is written by [`crate::batch`]; what it decides goes on from here: committed
 //! messages to the deleter, refused ones to the dead-letter queue, the others back to SQS
