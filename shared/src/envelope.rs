@@ -69,6 +69,7 @@ struct WireV1<'a> {
     headers: Cow<'a, BTreeMap<String, String>>,
     #[serde(default)]
     content_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
     body: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encoding: Option<BodyEncoding>,
