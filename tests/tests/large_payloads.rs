@@ -186,6 +186,7 @@ async fn s3_frozen_or_failing_gives_503_and_enqueues_nothing() {
         &[
             ("AWS_ENDPOINT_URL_S3", s3_endpoint.as_str()),
             ("BODY_READ_TIMEOUT_SECONDS", "10"),
+            ("LARGE_PAYLOAD_S3_TIMEOUT_SECONDS", "3"),
         ],
     )
     .await;
