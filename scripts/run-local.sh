@@ -4,7 +4,7 @@
 # both binaries), the migrations, then ingest and worker in the foreground.
 # Prints a curl line to try; Ctrl-C stops everything this script started.
 #   scripts/run-local.sh           # run until Ctrl-C
-#   scripts/run-local.sh --check   # start, send one webhook, wait for its row, stop (CI)
+#   scripts/run-local.sh --check   # start, send a small and a 2 MiB webhook, wait for their rows, stop (CI)
 # Ports: INGEST_PORT (8080), INGEST_METRICS_PORT (9090), WORKER_METRICS_PORT (9091).
 # Names: SW_QUEUE_NAME (webhooks), SW_BUCKET_NAME (scalable-webhook-payloads), SW_DATABASE.
 set -euo pipefail
@@ -88,12 +88,32 @@ with urllib.request.urlopen(req, timeout=10) as r:
 PY
 )"
   log "accepted webhook $id; waiting for its row"
+  stored=0
   for _ in $(seq 1 100); do
     row="$(psql -X -q -tA "$DATABASE_URL" -c "SELECT payload->>'hello' FROM webhook_events WHERE id = '$id'")"
-    if [ "$row" = "world" ]; then log "check passed: webhook $id is in webhook_events"; exit 0; fi
+    if [ "$row" = "world" ]; then stored=1; break; fi
     sleep 0.2
   done
-  die "webhook $id was accepted but never stored"
+  [ "$stored" -eq 1 ] || die "webhook $id was accepted but never stored"
+  log "webhook $id is in webhook_events"
+  # A 2 MiB webhook: too large for SQS, so it goes through the bucket.
+  id="$(python3 - "$url" <<'PY'
+import json, sys, urllib.request
+body = json.dumps({"hello": "large", "pad": "x" * (2 * 1024 * 1024)}).encode()
+req = urllib.request.Request(sys.argv[1] + "/webhooks/demo", data=body,
+                             headers={"content-type": "application/json"}, method="POST")
+with urllib.request.urlopen(req, timeout=60) as r:
+    assert r.status == 202, r.status
+    print(json.load(r)["id"])
+PY
+)"
+  log "accepted a 2 MiB webhook $id (through $LARGE_PAYLOAD_BUCKET); waiting for its row"
+  for _ in $(seq 1 150); do
+    row="$(psql -X -q -tA "$DATABASE_URL" -c "SELECT payload->>'hello' FROM webhook_events WHERE id = '$id'")"
+    if [ "$row" = "large" ]; then log "check passed: both webhooks are in webhook_events"; exit 0; fi
+    sleep 0.2
+  done
+  die "the 2 MiB webhook $id was accepted but never stored"
 fi
 wait -n "${pids[@]}"
 die "a service exited; see its output above"
