@@ -126,3 +126,129 @@ proptest! {
         }
     }
 }
+
+/// HMAC-SHA256 of `parts` with `key`, computed here independently of the verifiers.
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A correctly signed request of `body` for each scheme: (verifier, headers).
+fn signed_requests(body: &[u8]) -> Vec<(Verifier, HeaderMap)> {
+    use ed25519_dalek::Signer as _;
+    let t = NOW.to_string();
+    let standard_key = STANDARD
+        .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .expect("base64");
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let signed: Vec<u8> = [b"msg_1." as &[u8], t.as_bytes(), b".", body].concat();
+    let ed = signing.sign(&signed).to_bytes();
+    let standard_v1 = mac(&standard_key, &[b"msg_1.", t.as_bytes(), b".", body]);
+    let stripe_v1 = mac(b"whsec_b", &[t.as_bytes(), b".", body]);
+    let github = mac(b"b", &[body]);
+    let header = |pairs: &[(&'static str, String)]| {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).expect("ASCII"));
+        }
+        map
+    };
+    let verifiers = verifiers();
+    let requests = [
+        header(&[
+            ("webhook-id", "msg_1".to_owned()),
+            ("webhook-timestamp", t.clone()),
+            (
+                "webhook-signature",
+                format!(
+                    "v1,{} v1a,{}",
+                    STANDARD.encode(standard_v1),
+                    STANDARD.encode(ed)
+                ),
+            ),
+        ]),
+        header(&[
+            (
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(github)),
+            ),
+            ("x-github-delivery", "d-1".to_owned()),
+        ]),
+        header(&[(
+            "stripe-signature",
+            format!("t={t},v1={}", hex::encode(stripe_v1)),
+        )]),
+        header(&[("x-shopify-hmac-sha256", STANDARD.encode(github))]),
+        header(&[
+            ("x-sig", format!("sha256={}", hex::encode(github))),
+            ("x-id", "i-1".to_owned()),
+        ]),
+    ];
+    let public = format!(
+        "whpk_{}",
+        STANDARD.encode(signing.verifying_key().as_bytes())
+    );
+    let ed25519_only = Verifier::new(
+        Scheme::StandardWebhooks,
+        &secrets(&[&public]),
+        DEFAULT_TOLERANCE,
+    )
+    .expect("valid");
+    let ed25519_request = header(&[
+        ("webhook-id", "msg_1".to_owned()),
+        ("webhook-timestamp", t.clone()),
+        ("webhook-signature", format!("v1a,{}", STANDARD.encode(ed))),
+    ]);
+    verifiers
+        .into_iter()
+        .zip(requests)
+        .map(|((verifier, _), headers)| (verifier, headers))
+        .chain([(ed25519_only, ed25519_request)])
+        .collect()
+}
+
+/// The body fed in pieces cut at `cuts`.
+fn streamed(
+    verifier: &Verifier,
+    headers: &HeaderMap,
+    body: &[u8],
+    cuts: &[usize],
+) -> Result<super::Verified, super::VerifyError> {
+    let mut check = verifier.begin(headers, at(NOW))?;
+    let mut bounds: Vec<usize> = cuts.iter().map(|cut| cut % (body.len() + 1)).collect();
+    bounds.sort_unstable();
+    bounds.push(body.len());
+    let mut start = 0;
+    for end in bounds {
+        check.update(&body[start..end]);
+        start = end;
+    }
+    check.finish()
+}
+
+proptest! {
+    #[test]
+    fn streamed_bodies_verify_as_buffered_ones_however_cut(
+        text in "[a-z0-9 ]{0,600}",
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        flip in any::<usize>(),
+    ) {
+        // A Stripe-like JSON body, so that the event id is found both ways.
+        let body = format!(r#"{{"id":"evt_1","text":"{text}"}}"#).into_bytes();
+        for (verifier, headers) in signed_requests(&body) {
+            let buffered = verifier.verify(&headers, &body, at(NOW));
+            prop_assert!(buffered.is_ok(), "{}: {:?}", verifier.scheme(), buffered);
+            prop_assert_eq!(&streamed(&verifier, &headers, &body, &cuts), &buffered);
+            let mut tampered = body.clone();
+            tampered[flip % body.len()] ^= 1;
+            let streamed_err = streamed(&verifier, &headers, &tampered, &cuts).map_err(|e| e.code());
+            prop_assert_eq!(streamed_err, Err("invalid_signature"));
+            let buffered_err = verifier.verify(&headers, &tampered, at(NOW)).map_err(|e| e.code());
+            prop_assert_eq!(buffered_err, Err("invalid_signature"));
+        }
+    }
+}
