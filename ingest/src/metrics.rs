@@ -42,8 +42,8 @@ pub const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
 pub const OFFLOADED_TOTAL: &str = "webhook_ingest_offloaded_total";
 /// Counter: bytes of the S3 objects of accepted offloaded webhooks.
 pub const OFFLOADED_BYTES_TOTAL: &str = "webhook_ingest_offloaded_bytes_total";
-/// Counter: objects left in S3 because their pointer was refused by the queue and the delete
-/// failed too (the bucket's lifecycle rule expires them).
+/// Counter: objects left in S3 because the queue did not take their pointer (a retry of the
+/// same delivery overwrites them, the bucket's lifecycle rule expires the rest).
 pub const ORPHANED_OBJECTS_TOTAL: &str = "webhook_ingest_orphaned_objects_total";
 /// Gauge: bytes of part buffers held now, within `LARGE_PAYLOAD_BUFFER_BYTES`.
 pub const PART_BUFFERS_IN_USE_BYTES: &str = "webhook_ingest_part_buffers_in_use_bytes";

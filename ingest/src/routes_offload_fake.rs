@@ -142,12 +142,4 @@ impl PayloadStore for Store {
                 .insert(key, object);
         })
     }
-
-    fn delete_object<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        let fake = Arc::clone(&self.0);
-        let key = key.to_owned();
-        self.0.call("DeleteObject", move || {
-            fake.objects.lock().expect("not poisoned").remove(&key);
-        })
-    }
 }

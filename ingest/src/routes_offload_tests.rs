@@ -196,15 +196,16 @@ async fn a_frozen_s3_gets_503_at_the_s3_timeout() {
 }
 
 #[tokio::test]
-async fn a_queue_failure_after_the_upload_gets_503_and_the_object_deleted() {
+async fn a_queue_failure_after_the_upload_gets_503_and_leaves_the_object_to_the_lifecycle_rule() {
     let (state, store) = offloading(github());
     state.publisher.refuse.store(true, Ordering::Relaxed);
     let body = body_of(6 * 1024 * 1024);
     let (status, answer) = send(&state, github_request(&body, &github_signature(&body))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer["error"], "queue_unavailable");
-    assert_eq!(store.calls().last(), Some(&"DeleteObject"));
-    assert!(store.objects().is_empty(), "the object is gone");
+    // Deleting it could turn a pointer that SQS accepts after the deadline into poison.
+    assert!(!store.calls().contains(&"DeleteObject"));
+    assert_eq!(store.objects().len(), 1, "the object stays");
 }
 
 #[tokio::test]

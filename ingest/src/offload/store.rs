@@ -72,9 +72,6 @@ pub trait PayloadStore: Debug + Send + Sync + 'static {
 
     /// Writes a whole object in one call (for objects of a single part).
     fn put_object<'a>(&'a self, key: &'a str, body: Bytes) -> StoreFuture<'a, ()>;
-
-    /// Deletes an object (there or not).
-    fn delete_object<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
 }
 
 /// [`PayloadStore`] on S3.
@@ -219,19 +216,6 @@ impl PayloadStore for S3Store {
                 .send()
                 .await;
             outcome("PutObject", result).map(drop)
-        })
-    }
-
-    fn delete_object<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let result = self
-                .client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await;
-            outcome("DeleteObject", result).map(drop)
         })
     }
 }

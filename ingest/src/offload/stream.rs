@@ -1,8 +1,9 @@
 //! The handler's path for a body above the threshold: verify the headers, then stream the body
 //! into the object while verifying it, complete the object, then enqueue its pointer. Every
-//! failure before the object is complete aborts the upload, so nothing is stored; a queue that
-//! does not take the pointer gets the object deleted (best effort: the bucket's lifecycle
-//! rule expires what a failed delete leaves).
+//! failure before the object is complete aborts the upload, so nothing is stored. An object
+//! whose pointer the queue did not take is left in place: the pointer may still be accepted
+//! after the deadline, a retry of the same delivery writes the same key, and the bucket's
+//! lifecycle rule expires the rest (ingest may only put objects).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
@@ -134,7 +135,11 @@ pub async fn accept<P: Publish, B: RequestBody>(
         .map_err(drop)
         .and_then(|result| result.map_err(drop));
     if published.is_err() {
-        delete_orphan(offload, &key).await;
+        metrics::record_orphaned_object();
+        tracing::info!(
+            key,
+            "the queue did not take the pointer; its object is left to a retry or the bucket's lifecycle rule"
+        );
         return Err(ApiError::QueueUnavailable {
             retry_after_seconds: state.retry_after_seconds,
         });
@@ -142,19 +147,6 @@ pub async fn accept<P: Publish, B: RequestBody>(
     metrics::record_body_size(body_bytes);
     metrics::record_offloaded(object_bytes);
     Ok(event_id)
-}
-
-/// Deletes an object whose pointer the queue did not take (best effort, logged and counted).
-async fn delete_orphan(offload: &LargePayloads, key: &str) {
-    let delete = tokio::time::timeout(offload.s3_timeout, offload.store.delete_object(key)).await;
-    let deleted = matches!(delete, Ok(Ok(())));
-    if !deleted {
-        metrics::record_orphaned_object();
-        tracing::warn!(
-            key,
-            "could not delete the object of a webhook the queue refused; the bucket's lifecycle rule will expire it"
-        );
-    }
 }
 
 /// One body on its way into its object.
