@@ -13,32 +13,25 @@ public access blocked, expiry and unfinished-upload clean-up rules). LocalStack 
 those settings but enforces none: its objects never expire.
 """
 import argparse
-import os
 import sys
-import time
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+sys.dont_write_bytecode = True  # no __pycache__ left in scripts/ by the import below
+
+from botocore.exceptions import ClientError  # noqa: E402
+
+import awslocal_common as common  # noqa: E402
 
 # 14 days of DLQ retention (the longest a pointer can wait, scripts/queues.py) + 2 days.
 DEFAULT_EXPIRE_DAYS = 16
 
 
-def log(msg):
-    print(f"[buckets] {msg}", file=sys.stderr, flush=True)
+TAG = "buckets"
+log = common.logger(TAG)
+error_code = common.error_code
 
 
 def client(read_timeout=30):
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    cfg = Config(connect_timeout=2, read_timeout=read_timeout, retries={"max_attempts": 1},
-                 s3={"addressing_style": "path"})
-    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
-
-
-def error_code(err):
-    return err.response.get("Error", {}).get("Code", "")
+    return common.client("s3", read_timeout, s3={"addressing_style": "path"})
 
 
 def create(args):
@@ -102,18 +95,7 @@ def delete(args):
 
 def wait(args):
     s3 = client(read_timeout=min(30, args.timeout))
-    deadline = time.monotonic() + args.timeout
-    while True:
-        try:
-            s3.list_buckets()
-            return
-        except Exception as err:  # not up yet: connection refused, 5xx, S3 not loaded...
-            last = err
-        if args.pid and not os.path.exists(f"/proc/{args.pid}"):
-            sys.exit(f"[buckets] LocalStack process {args.pid} exited (last error: {last})")
-        if time.monotonic() >= deadline:
-            sys.exit(f"[buckets] no answer to ListBuckets after {args.timeout} s (last error: {last})")
-        time.sleep(0.5)
+    common.wait_until_answers(TAG, "ListBuckets", s3.list_buckets, args.timeout, args.pid)
 
 
 def main():
@@ -124,16 +106,9 @@ def main():
     c.add_argument("--expire-days", type=int, default=DEFAULT_EXPIRE_DAYS)
     d = sub.add_parser("delete")
     d.add_argument("name")
-    w = sub.add_parser("wait")
-    w.add_argument("--timeout", type=int, default=90)
-    w.add_argument("--pid", type=int)
+    common.add_wait_parser(sub)
     args = p.parse_args()
-    try:
-        {"create": create, "delete": delete, "wait": wait}[args.cmd](args)
-    except EndpointConnectionError as err:
-        sys.exit(f"[buckets] cannot reach S3 ({err}); is LocalStack running? scripts/localstack.sh start")
-    except ClientError as err:
-        sys.exit(f"[buckets] S3 error: {err}")
+    common.run_command(TAG, "S3", {"create": create, "delete": delete, "wait": wait}, args)
 
 
 if __name__ == "__main__":

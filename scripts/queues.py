@@ -10,31 +10,25 @@ QUEUE_URL=... and DLQ_URL=... on stdout; everything else goes to stderr.
 """
 import argparse
 import json
-import os
 import sys
-import time
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+sys.dont_write_bytecode = True  # no __pycache__ left in scripts/ by the import below
+
+from botocore.exceptions import ClientError  # noqa: E402
+
+import awslocal_common as common  # noqa: E402
 
 DLQ_RETENTION = 14 * 24 * 3600  # seconds, the SQS maximum
 WAIT_TIME = 20  # ReceiveMessageWaitTimeSeconds (long polling)
 
 
-def log(msg):
-    print(f"[queues] {msg}", file=sys.stderr, flush=True)
+TAG = "queues"
+log = common.logger(TAG)
+error_code = common.error_code
 
 
 def client(read_timeout=30):
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    cfg = Config(connect_timeout=2, read_timeout=read_timeout, retries={"max_attempts": 1})
-    return boto3.client("sqs", endpoint_url=endpoint, region_name=region, config=cfg)
-
-
-def error_code(err):
-    return err.response.get("Error", {}).get("Code", "")
+    return common.client("sqs", read_timeout)
 
 
 def dlq_name(name):
@@ -95,18 +89,7 @@ def delete(args):
 
 def wait(args):
     sqs = client(read_timeout=min(30, args.timeout))
-    deadline = time.monotonic() + args.timeout
-    while True:
-        try:
-            sqs.list_queues()
-            return
-        except Exception as err:  # not up yet: connection refused, 5xx, timeout...
-            last = err
-        if args.pid and not os.path.exists(f"/proc/{args.pid}"):
-            sys.exit(f"[queues] LocalStack process {args.pid} exited (last error: {last})")
-        if time.monotonic() >= deadline:
-            sys.exit(f"[queues] no answer to ListQueues after {args.timeout} s (last error: {last})")
-        time.sleep(0.5)
+    common.wait_until_answers(TAG, "ListQueues", sqs.list_queues, args.timeout, args.pid)
 
 
 def main():
@@ -118,16 +101,9 @@ def main():
     c.add_argument("--visibility-timeout", type=int, default=60)
     d = sub.add_parser("delete")
     d.add_argument("name")
-    w = sub.add_parser("wait")
-    w.add_argument("--timeout", type=int, default=90)
-    w.add_argument("--pid", type=int)
+    common.add_wait_parser(sub)
     args = p.parse_args()
-    try:
-        {"create": create, "delete": delete, "wait": wait}[args.cmd](args)
-    except EndpointConnectionError as err:
-        sys.exit(f"[queues] cannot reach SQS ({err}); is LocalStack running? scripts/localstack.sh start")
-    except ClientError as err:
-        sys.exit(f"[queues] SQS error: {err}")
+    common.run_command(TAG, "SQS", {"create": create, "delete": delete, "wait": wait}, args)
 
 
 if __name__ == "__main__":
