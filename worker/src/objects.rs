@@ -38,6 +38,19 @@ pub(crate) enum ObjectError {
     },
 }
 
+/// Counts one finished call in `webhook_s3_requests_total` as `ok` or `error`.
+fn count(operation: &'static str, ok: bool) {
+    metrics::record_s3_request(operation, if ok { "ok" } else { "error" });
+}
+
+/// [`ObjectError::Failed`] for an SDK error, with its context.
+fn failed(operation: &'static str, error: impl std::error::Error) -> ObjectError {
+    ObjectError::Failed {
+        operation,
+        message: DisplayErrorContext(error).to_string(),
+    }
+}
+
 /// The S3 operations the worker uses, one call each.
 pub(crate) trait ObjectStore: Send + Sync + 'static {
     /// Reads the object whole, refusing one of more than `limit` bytes.
@@ -69,16 +82,15 @@ impl S3Objects {
     /// Fails unless `bucket` exists and this worker may use it (HeadBucket).
     pub(crate) async fn check_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
         let result = self.s3.head_bucket().bucket(bucket).send().await;
-        metrics::record_s3_request("HeadBucket", if result.is_ok() { "ok" } else { "error" });
-        result.map(|_| ()).map_err(|error| {
-            let message = if error.as_service_error().is_some_and(|e| e.is_not_found()) {
-                "no such bucket".to_owned()
+        count("HeadBucket", result.is_ok());
+        result.map(drop).map_err(|error| {
+            if error.as_service_error().is_some_and(|e| e.is_not_found()) {
+                ObjectError::Failed {
+                    operation: "HeadBucket",
+                    message: "no such bucket".to_owned(),
+                }
             } else {
-                DisplayErrorContext(error).to_string()
-            };
-            ObjectError::Failed {
-                operation: "HeadBucket",
-                message,
+                failed("HeadBucket", error)
             }
         })
     }
@@ -86,7 +98,7 @@ impl S3Objects {
 
 impl ObjectStore for S3Objects {
     async fn get(&self, pointer: &PayloadPointer, limit: u64) -> Result<Vec<u8>, ObjectError> {
-        let failed = |message: String| ObjectError::Failed {
+        let read_failed = |message: String| ObjectError::Failed {
             operation: "GetObject",
             message,
         };
@@ -105,7 +117,7 @@ impl ObjectStore for S3Objects {
                     return Err(ObjectError::Gone);
                 }
                 metrics::record_s3_request("GetObject", "error");
-                return Err(failed(DisplayErrorContext(error).to_string()));
+                return Err(failed("GetObject", error));
             }
         };
         let announced = output
@@ -120,7 +132,7 @@ impl ObjectStore for S3Objects {
         let read = async {
             let mut bytes = Vec::with_capacity(capacity);
             while let Some(chunk) = body.try_next().await.map_err(|error| {
-                failed(format!("reading the body: {}", DisplayErrorContext(error)))
+                read_failed(format!("reading the body: {}", DisplayErrorContext(error)))
             })? {
                 bytes.extend_from_slice(&chunk);
                 if bytes.len() as u64 > limit {
@@ -134,12 +146,12 @@ impl ObjectStore for S3Objects {
         };
         let result = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
             Ok(result) => result,
-            Err(_) => Err(failed(format!(
+            Err(_) => Err(read_failed(format!(
                 "reading the body took more than {BODY_READ_TIMEOUT:?}"
             ))),
         };
         let ok = matches!(result, Ok(_) | Err(ObjectError::TooLarge { .. }));
-        metrics::record_s3_request("GetObject", if ok { "ok" } else { "error" });
+        count("GetObject", ok);
         if let Ok(bytes) = &result {
             metrics::record_fetched_bytes(bytes.len());
         }
@@ -154,10 +166,9 @@ impl ObjectStore for S3Objects {
             .key(&pointer.key)
             .send()
             .await;
-        metrics::record_s3_request("DeleteObject", if result.is_ok() { "ok" } else { "error" });
-        result.map(|_| ()).map_err(|error| ObjectError::Failed {
-            operation: "DeleteObject",
-            message: DisplayErrorContext(error).to_string(),
-        })
+        count("DeleteObject", result.is_ok());
+        result
+            .map(drop)
+            .map_err(|error| failed("DeleteObject", error))
     }
 }
