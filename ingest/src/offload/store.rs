@@ -101,29 +101,38 @@ where
     })
 }
 
+/// Awaits an SDK `request` (a built `send()`), takes its [`outcome`] and gives what `answer`
+/// makes of the output: the shape every [`S3Store`] call shares.
+fn call<'a, O, E, T>(
+    operation: &'static str,
+    request: impl Future<Output = Result<O, E>> + Send + 'a,
+    answer: impl FnOnce(O) -> Result<T, StoreError> + Send + 'a,
+) -> StoreFuture<'a, T>
+where
+    E: std::error::Error + 'static,
+{
+    Box::pin(async move { answer(outcome(operation, request.await)?) })
+}
+
 impl PayloadStore for S3Store {
     fn bucket(&self) -> &str {
         &self.bucket
     }
 
     fn check_bucket(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.client.head_bucket().bucket(&self.bucket).send().await;
-            outcome("HeadBucket", result).map(drop)
-        })
+        let request = self.client.head_bucket().bucket(&self.bucket).send();
+        call("HeadBucket", request, |_| Ok(()))
     }
 
     fn create_upload<'a>(&'a self, key: &'a str) -> StoreFuture<'a, String> {
-        Box::pin(async move {
-            let result = self
-                .client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .content_type(OBJECT_CONTENT_TYPE)
-                .send()
-                .await;
-            let created = outcome("CreateMultipartUpload", result)?;
+        let request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(OBJECT_CONTENT_TYPE)
+            .send();
+        call("CreateMultipartUpload", request, |created| {
             created
                 .upload_id()
                 .map(str::to_owned)
@@ -141,18 +150,16 @@ impl PayloadStore for S3Store {
         number: i32,
         body: Bytes,
     ) -> StoreFuture<'a, String> {
-        Box::pin(async move {
-            let result = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(body))
-                .send()
-                .await;
-            let uploaded = outcome("UploadPart", result)?;
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send();
+        call("UploadPart", request, |uploaded| {
             Ok(uploaded.e_tag().unwrap_or_default().to_owned())
         })
     }
@@ -163,59 +170,50 @@ impl PayloadStore for S3Store {
         upload_id: &'a str,
         parts: &'a [UploadedPart],
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let parts = parts
-                .iter()
-                .map(|part| {
-                    CompletedPart::builder()
-                        .part_number(part.number)
-                        .e_tag(&part.e_tag)
-                        .build()
-                })
-                .collect();
-            let result = self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await;
-            outcome("CompleteMultipartUpload", result).map(drop)
-        })
+        let parts = parts
+            .iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .part_number(part.number)
+                    .e_tag(&part.e_tag)
+                    .build()
+            })
+            .collect();
+        let request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send();
+        call("CompleteMultipartUpload", request, |_| Ok(()))
     }
 
     fn abort_upload<'a>(&'a self, key: &'a str, upload_id: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let result = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .send()
-                .await;
-            outcome("AbortMultipartUpload", result).map(drop)
-        })
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send();
+        call("AbortMultipartUpload", request, |_| Ok(()))
     }
 
     fn put_object<'a>(&'a self, key: &'a str, body: Bytes) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let result = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .content_type(OBJECT_CONTENT_TYPE)
-                .body(ByteStream::from(body))
-                .send()
-                .await;
-            outcome("PutObject", result).map(drop)
-        })
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(OBJECT_CONTENT_TYPE)
+            .body(ByteStream::from(body))
+            .send();
+        call("PutObject", request, |_| Ok(()))
     }
 }
