@@ -5,7 +5,7 @@
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::TestStack;
-use crate::queues::sqs_endpoint;
+use crate::queues::localstack_config;
 
 /// One multipart upload S3 has not completed or aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,17 @@ impl TestStack {
 
     /// The keys of every object in `bucket`, sorted.
     pub async fn object_keys(&self, bucket: &str) -> Vec<String> {
+        let (mut keys, failure) = self.listed_keys(bucket).await;
+        if let Some(error) = failure {
+            panic!("ListObjectsV2 {bucket}: {error}");
+        }
+        keys.sort();
+        keys
+    }
+
+    /// `bucket`'s keys page after page, up to the last page or the first one that failed
+    /// (its error, debug-printed, comes with the keys listed before it).
+    async fn listed_keys(&self, bucket: &str) -> (Vec<String>, Option<String>) {
         let mut keys = Vec::new();
         let mut pages = self
             .s3
@@ -45,15 +56,16 @@ impl TestStack {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.unwrap_or_else(|error| panic!("ListObjectsV2 {bucket}: {error:?}"));
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
+            match page {
+                Ok(page) => keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_owned)),
+                ),
+                Err(error) => return (keys, Some(format!("{error:?}"))),
+            }
         }
-        keys.sort();
-        keys
+        (keys, None)
     }
 
     /// Waits until `bucket` holds no object (the worker deletes each after its commit);
@@ -157,16 +169,9 @@ impl TestStack {
                     .await;
             }
         }
-        let mut pages = self
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .into_paginator()
-            .send();
-        while let Some(Ok(page)) = pages.next().await {
-            for key in page.contents().iter().filter_map(|o| o.key()) {
-                let _ = self.s3.delete_object().bucket(bucket).key(key).send().await;
-            }
+        let (keys, _failure) = self.listed_keys(bucket).await;
+        for key in keys {
+            let _ = self.s3.delete_object().bucket(bucket).key(key).send().await;
         }
         let _ = self.s3.delete_bucket().bucket(bucket).send().await;
     }
@@ -175,15 +180,7 @@ impl TestStack {
 /// An S3 client for LocalStack: the SQS endpoint (one LocalStack serves both), dummy
 /// credentials, buckets addressed by path (virtual-host names do not resolve locally).
 pub(crate) async fn s3_client() -> aws_sdk_s3::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(sqs_endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "e2e",
-        ))
-        .load()
-        .await;
-    let s3_config = aws_sdk_s3::config::Builder::from(&config)
+    let s3_config = aws_sdk_s3::config::Builder::from(&localstack_config().await)
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(s3_config)

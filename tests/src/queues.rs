@@ -181,16 +181,21 @@ pub fn sqs_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| DEFAULT_SQS_ENDPOINT.to_owned())
 }
 
-pub(crate) async fn sqs_client() -> aws_sdk_sqs::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// The AWS settings of every LocalStack client (SQS and S3): [`sqs_endpoint`], us-east-1 and
+/// dummy credentials.
+pub(crate) async fn localstack_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(sqs_endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "e2e",
         ))
         .load()
-        .await;
-    aws_sdk_sqs::Client::new(&config)
+        .await
+}
+
+pub(crate) async fn sqs_client() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&localstack_config().await)
 }
 
 pub(crate) async fn create_queues(
