@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use e2e_tests::large::{MIB, envelope, github_request, json_body, spawn_offloading_ingest};
 use e2e_tests::probes::wait_for_some_rows;
-use e2e_tests::{QueueOptions, TestStack};
+use e2e_tests::{QueueOptions, Service, TestStack};
 use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::ATTRIBUTE_PAYLOAD_SIZE;
 
@@ -40,19 +40,41 @@ async fn dlq_messages(stack: &TestStack) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// A worker resolving pointers to `bucket`.
+async fn spawn_bucket_worker(stack: &TestStack, bucket: &str) -> Service {
+    stack
+        .spawn_worker(&[("LARGE_PAYLOAD_BUCKET", bucket)])
+        .await
+}
+
+/// A worker resolving pointers to `bucket`, once it has stored the one webhook waiting and
+/// deleted its object.
+async fn worker_after_storing_one(stack: &TestStack, bucket: &str) -> Service {
+    let worker = spawn_bucket_worker(stack, bucket).await;
+    stack.wait_for_rows(1, STORE_TIMEOUT).await;
+    stack
+        .wait_for_empty_bucket(bucket, Duration::from_secs(30))
+        .await;
+    worker
+}
+
+/// Asserts that `event`'s row holds its body byte for byte (without printing megabytes).
+async fn assert_stored(stack: &TestStack, event: &Envelope) {
+    let stored = stack.stored_body(&event.source, &event.id).await;
+    assert!(
+        stored.as_deref() == Some(event.body.as_ref()),
+        "{}: stored body differs",
+        event.id
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pointer_redelivered_after_its_commit_leaves_one_row_and_deletes_its_object() {
     let stack = TestStack::new("large-redelivered").await;
     let bucket = stack.create_bucket().await;
     let event = envelope("github", "redelivered-1", json_body(2 * MIB, 1));
     stack.offload(&bucket, &event).await;
-    let worker = stack
-        .spawn_worker(&[("LARGE_PAYLOAD_BUCKET", bucket.as_str())])
-        .await;
-    stack.wait_for_rows(1, STORE_TIMEOUT).await;
-    stack
-        .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
-        .await;
+    let worker = worker_after_storing_one(&stack, &bucket).await;
 
     // What a kill -9 after the commit and before the deletes leaves: the row, the object and
     // the message (visible again after its timeout). Recreate that state exactly.
@@ -64,13 +86,7 @@ async fn a_pointer_redelivered_after_its_commit_leaves_one_row_and_deletes_its_o
         .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
         .await;
     assert_eq!(stack.stored_count().await, 1);
-    assert_eq!(
-        stack
-            .stored_body("github", "redelivered-1")
-            .await
-            .as_deref(),
-        Some(event.body.as_ref())
-    );
+    assert_stored(&stack, &event).await;
     assert_eq!(
         stack.messages_in(&stack.dlq_url).await,
         0,
@@ -122,12 +138,7 @@ async fn kill_9_mid_drain_of_offloaded_webhooks_then_restart_stores_each_once() 
         "each stored once"
     );
     for event in &events {
-        let stored = stack.stored_body("github", &event.id).await;
-        assert!(
-            stored.as_deref() == Some(event.body.as_ref()),
-            "{}: stored body differs",
-            event.id
-        );
+        assert_stored(&stack, event).await;
     }
     stack
         .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
@@ -147,13 +158,7 @@ async fn a_pointer_whose_object_is_gone_is_a_duplicate_if_stored_and_poison_othe
     let bucket = stack.create_bucket().await;
     let stored = envelope("github", "gone-stored", json_body(MIB, 1));
     let key = stack.offload(&bucket, &stored).await;
-    let worker = stack
-        .spawn_worker(&[("LARGE_PAYLOAD_BUCKET", bucket.as_str())])
-        .await;
-    stack.wait_for_rows(1, STORE_TIMEOUT).await;
-    stack
-        .wait_for_empty_bucket(&bucket, Duration::from_secs(30))
-        .await;
+    let worker = worker_after_storing_one(&stack, &bucket).await;
 
     // Its pointer again, the object gone (deleted after the first commit): a duplicate.
     stack.send_pointer(&bucket, &key, &stored, MIB).await;
@@ -205,18 +210,9 @@ async fn the_python_extended_client_and_our_binaries_read_each_others_messages()
         1,
         "the library stored an object"
     );
-    let worker = stack
-        .spawn_worker(&[("LARGE_PAYLOAD_BUCKET", bucket.as_str())])
-        .await;
+    let worker = spawn_bucket_worker(&stack, &bucket).await;
     stack.wait_for_rows(1, STORE_TIMEOUT).await;
-    assert_eq!(
-        stack
-            .stored_body("python", "written-by-python")
-            .await
-            .as_deref(),
-        Some(written.body.as_ref()),
-        "stored byte for byte"
-    );
+    assert_stored(&stack, &written).await;
     stack
         .wait_for_empty(&stack.queue_url, Duration::from_secs(30))
         .await;
