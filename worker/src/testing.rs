@@ -75,14 +75,8 @@ impl FakeQueue {
 
     /// Enqueues messages with these bodies; returns their ids.
     pub(crate) fn push(&self, bodies: impl IntoIterator<Item = String>) -> Vec<String> {
-        let messages: Vec<InboundMessage> = bodies.into_iter().map(|b| self.message(&b)).collect();
-        let ids = messages
-            .iter()
-            .map(|m| m.receipt.message_id.clone())
-            .collect();
-        self.state().visible.extend(messages);
-        self.arrived.notify_waiters();
-        ids
+        let messages = bodies.into_iter().map(|b| self.message(&b)).collect();
+        self.push_messages(messages)
     }
 
     /// Enqueues messages as they are (attributes included); returns their ids.
