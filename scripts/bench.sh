@@ -4,7 +4,7 @@
 #   scripts/bench.sh worker [--messages 10000] [--rounds 6] [--sdk-neighbour-cpu 20] [--trace] [--set NAME=VALUE]
 #   scripts/bench.sh ingest [--clients 64] [--seconds 10] [--rounds 3] [--body-bytes 150] [--memory-connections 256] [--no-pin] [--set NAME=VALUE]
 #   scripts/bench.sh pipeline [--burst-rate 2500] [--burst-seconds 10] [--quiet-seconds 60] [--concurrency 16] [--connections 4]
-#   scripts/bench.sh large [--clients 16] [--mib 25] [--per-client 2]
+#   scripts/bench.sh large [--clients 16] [--mib 25] [--per-client 2] [--set NAME=VALUE]
 #   scripts/bench.sh neighbour [--messages 50000] [--seconds 40] [--slow-from 10] [--slow-until 25] [--clients 4] [--think-ms 5] [--hogs 6] [--insert-cpu 10000] [--concurrency 16] [--calibrate-seconds 5] [--plot docs/neighbour.png] [--set NAME=VALUE]
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -2,7 +2,7 @@
 //! webhooks of many MiB to an ingest with `LARGE_PAYLOAD_BUCKET` set, stored by a worker, all
 //! against LocalStack's S3 and SQS and the local PostgreSQL.
 //!
-//! `scripts/bench.sh large [--clients 16] [--mib 25] [--per-client 2]`
+//! `scripts/bench.sh large [--clients 16] [--mib 25] [--per-client 2] [--set NAME=VALUE]`
 //! Prints the upload throughput (MiB/s and webhooks/s, answers by status, p50/p99 time to the
 //! 202), the time until the worker has stored every row, ingest's peak RSS over its idle RSS
 //! (target: at most 64 MiB), the worker's peak RSS, S3 requests per webhook (ingest's and the
@@ -36,6 +36,10 @@ struct Args {
     /// Webhooks each client sends, one after the other.
     #[arg(long, default_value_t = 2)]
     per_client: usize,
+    /// An ingest setting, as NAME=VALUE (repeatable), e.g.
+    /// `--set LARGE_PAYLOAD_BUFFER_BYTES=20971520`.
+    #[arg(long = "set", value_parser = e2e_tests::report::parse_setting)]
+    settings: Vec<(String, String)>,
 }
 
 /// The GitHub secret of the benchmark's source.
@@ -71,14 +75,14 @@ async fn main() -> anyhow::Result<()> {
         ("LARGE_PAYLOAD_BUCKET", bucket.as_str()),
         ("RUST_LOG", "warn"),
     ];
-    let ingest = stack
-        .spawn_ingest(&[
-            common[0],
-            common[1],
-            ("SOURCES_FILE", sources_path),
-            ("GITHUB_SECRET", SECRET),
-        ])
-        .await;
+    let mut ingest_settings = vec![
+        common[0],
+        common[1],
+        ("SOURCES_FILE", sources_path),
+        ("GITHUB_SECRET", SECRET),
+    ];
+    ingest_settings.extend(args.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let ingest = stack.spawn_ingest(&ingest_settings).await;
     let worker = stack.spawn_worker(&common).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ingest_idle = current_rss(ingest.pid()).unwrap_or_default();
@@ -87,8 +91,8 @@ async fn main() -> anyhow::Result<()> {
     let signature = github_signature(&body);
     let total = args.clients * args.per_client;
     println!(
-        "large-payload benchmark: {} clients x {} webhooks of {} MiB (GitHub-signed), bucket {bucket}, LocalStack at {}\n",
-        args.clients, args.per_client, args.mib, stack.queue_url
+        "large-payload benchmark: {} clients x {} webhooks of {} MiB (GitHub-signed), ingest settings {:?}, bucket {bucket}, LocalStack at {}\n",
+        args.clients, args.per_client, args.mib, args.settings, stack.queue_url
     );
     let cpu_before = cpu_split(&ingest, &worker);
     let started = Instant::now();
