@@ -5,27 +5,32 @@
 //! fault stands alone, so one bad event never holds back the rest. Then each message goes
 //! its way: committed (new or duplicate) to the deleter, refused to the dead-letter queue
 //! with its reason, and, after a transient failure, back to SQS hidden for a back-off that
-//! doubles with each receive. When the database is unreachable, the circuit opens and the
-//! messages are released for [`RELEASE_VISIBILITY`] instead: a back-off that grows with
-//! the receive count would keep them waiting long after the database is back.
+//! doubles with each receive. When the database is unreachable, or refuses every write alike
+//! for a reason outside the data, the circuit opens and the messages are released for
+//! [`RELEASE_VISIBILITY`] instead: a back-off that grows with the receive count would keep
+//! them waiting long after the database is back.
+//!
+//! A refused event is judged by the refusal fuse (see `fuse.rs`) and waits in quarantine
+//! (see `refusals.rs`) for the fuse's window before it goes to the dead-letter queue, so that
+//! when many events are refused alike none of them does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
-use webhook_shared::envelope::Envelope;
-use webhook_shared::large_payload::PayloadPointer;
 
 use crate::circuit::{Circuit, RELEASE_VISIBILITY};
-use crate::db_errors::Failure;
 use crate::deleter::Committed;
 use crate::fleet::Gate;
+use crate::fuse::{RefusalFuse, Verdict};
 use crate::handler::Stored;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
 use crate::objects::ObjectStore;
 use crate::queue::{InboundMessage, Queue, QueueClient, Receipt};
-use crate::resolve::{FetchBudget, Ready, Resolved, resolve};
+use crate::refusals::{Quarantine, Refusal};
+use crate::resolve::{FetchBudget, Resolved, resolve};
+use crate::split::{Decision, write_splitting};
 use crate::store::Store;
 use crate::window::Held;
 use crate::writer::Pending;
@@ -70,6 +75,10 @@ pub(crate) struct BatchContext<C, S, O> {
     pub(crate) objects: Arc<O>,
     /// The bound on fetched payload bytes held at once.
     pub(crate) budget: FetchBudget,
+    /// Judges refusals: the event's fault, or the database's condition.
+    pub(crate) fuse: RefusalFuse,
+    /// Refused events waiting for the fuse's window before the dead-letter queue.
+    pub(crate) quarantine: Quarantine,
 }
 
 /// How the first attempt at a batch went: what the adaptive limit learns from.
@@ -90,14 +99,6 @@ pub(crate) enum Attempt {
     Failed,
     /// Nothing reached the database (no pointer of the batch could be resolved).
     Unwritten,
-}
-
-/// What the write decided for one message.
-#[derive(Debug)]
-enum Decision {
-    Stored(Stored),
-    /// Not written for a reason that may pass; the failure says which.
-    Retry(Failure),
 }
 
 /// Writes `batch` and sends each message its way; returns how the first attempt went.
@@ -137,6 +138,12 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
     } else {
         write_splitting(&context.store, &context.circuit, ready).await
     };
+    let now = tokio::time::Instant::now();
+    let stored = decided
+        .iter()
+        .filter(|(_, decision)| matches!(decision, Decision::Stored(_)))
+        .count();
+    context.fuse.stored(stored, now);
     for (ready, decision) in decided {
         match decision {
             Decision::Stored(Stored::New) => {
@@ -159,19 +166,39 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
                     object: ready.object,
                 });
             }
-            Decision::Stored(Stored::Refused(reason)) => {
-                tracing::warn!(event_id = %ready.envelope.id, source = %ready.envelope.source, %reason, "the database refused the event for good; moving it to the DLQ");
-                metrics::record_outcomes(Outcome::Refused, 1);
-                let mut message = ready.message;
-                // An offloaded event keeps its pointer (and its object): a copy of the
-                // envelope would not fit in a message.
-                if ready.object.is_none() {
-                    message.body = ready.envelope.to_json();
-                }
-                context.queue.dead_letter(&message, &reason).await;
-                drop(ready.held);
+            Decision::Stored(Stored::Refused(_)) => {
+                unreachable!("refusals are Decision::Refused")
             }
-            Decision::Retry(Failure::Unreachable) => release.push((ready.message, ready.held)),
+            Decision::Refused { reason, key } => {
+                let event = format!("{}/{}", ready.envelope.source, ready.envelope.id);
+                match context.fuse.refused(&key, &event, now) {
+                    Verdict::DeadLetter => {
+                        tracing::warn!(event_id = %ready.envelope.id, source = %ready.envelope.source, %reason, "the database refused the event for good; it goes to the DLQ unless many more are refused alike");
+                        let mut message = ready.message;
+                        // An offloaded event keeps its pointer (and its object): a copy of
+                        // the envelope would not fit in a message.
+                        if ready.object.is_none() {
+                            message.body = ready.envelope.to_json();
+                        }
+                        context.quarantine.push(Refusal {
+                            message,
+                            held: ready.held,
+                            reason,
+                            at: now,
+                        });
+                    }
+                    Verdict::Tripped(hold) => {
+                        tracing::error!(%key, ?hold, "many distinct events were refused alike: the database's condition, not their data; pausing, and releasing them instead of dead-lettering");
+                        metrics::record_fuse_trip();
+                        context.circuit.hold(hold, &reason);
+                        release.push((ready.message, ready.held));
+                    }
+                    Verdict::Held => release.push((ready.message, ready.held)),
+                }
+            }
+            Decision::Retry(failure) if failure.pauses() => {
+                release.push((ready.message, ready.held));
+            }
             Decision::Retry(_) => retry.push((ready.message, ready.held)),
         }
     }
@@ -192,6 +219,14 @@ pub(crate) async fn release<C: QueueClient, S, O>(
     pending: Vec<Pending>,
 ) {
     let messages = pending.into_iter().map(|p| (p.message, p.held)).collect();
+    release_held(context, messages).await;
+}
+
+/// Gives held messages back to SQS, hidden for [`RELEASE_VISIBILITY`].
+pub(crate) async fn release_held<C: QueueClient, S, O>(
+    context: &BatchContext<C, S, O>,
+    messages: Vec<(InboundMessage, Held)>,
+) {
     hide(context, messages, Outcome::Released, |_| RELEASE_VISIBILITY).await;
 }
 
@@ -233,85 +268,6 @@ async fn hide<C: QueueClient, S, O>(
         })
         .collect();
     context.queue.change_visibility(&entries).await;
-}
-
-/// Writes `batch`, splitting it in halves after a permanent failure until the event at fault
-/// stands alone. Transient failures are not split: the whole part is retried later. An
-/// unreachable database opens the circuit.
-async fn write_splitting<S: Store>(
-    store: &S,
-    circuit: &Circuit,
-    batch: Vec<Ready>,
-) -> (Vec<(Ready, Decision)>, Attempt) {
-    let mut decided = Vec::with_capacity(batch.len());
-    let mut first: Option<Attempt> = None;
-    // The envelopes apart from the rest, so each part is written without copying them.
-    let (envelopes, rest): (Vec<Envelope>, Vec<Rest>) = batch
-        .into_iter()
-        .map(|r| {
-            let rest = Rest {
-                object: r.object,
-                message: r.message,
-                held: r.held,
-            };
-            (r.envelope, rest)
-        })
-        .unzip();
-    let mut parts = vec![(envelopes, rest)];
-    while let Some((mut envelopes, mut rest)) = parts.pop() {
-        let started = tokio::time::Instant::now();
-        let result = store.write(&envelopes).await;
-        first.get_or_insert(match &result {
-            Ok(written) => Attempt::Committed {
-                rows: envelopes.len(),
-                acquire: written.acquire,
-                total: started.elapsed(),
-            },
-            Err(error) if error.failure() == Failure::Overload => Attempt::Overload,
-            Err(_) => Attempt::Failed,
-        });
-        let decisions: Vec<Decision> = match result {
-            Ok(written) => written.results.into_iter().map(Decision::Stored).collect(),
-            Err(error) if error.is_transient() => {
-                let failure = error.failure();
-                if failure == Failure::Unreachable {
-                    circuit.open(&error);
-                } else {
-                    tracing::warn!(events = envelopes.len(), %error, "writing failed; the messages will be retried after a back-off");
-                }
-                envelopes.iter().map(|_| Decision::Retry(failure)).collect()
-            }
-            Err(error) if envelopes.len() == 1 => {
-                vec![Decision::Stored(Stored::Refused(error.to_string().into()))]
-            }
-            Err(error) => {
-                tracing::warn!(events = envelopes.len(), %error, "writing the batch failed for good; splitting it to find the event at fault");
-                let half = envelopes.len() / 2;
-                let second = (envelopes.split_off(half), rest.split_off(half));
-                parts.push(second);
-                parts.push((envelopes, rest));
-                continue;
-            }
-        };
-        for ((envelope, rest), decision) in envelopes.into_iter().zip(rest).zip(decisions) {
-            let ready = Ready {
-                envelope,
-                object: rest.object,
-                message: rest.message,
-                held: rest.held,
-            };
-            decided.push((ready, decision));
-        }
-    }
-    (decided, first.unwrap_or(Attempt::Failed))
-}
-
-/// A [`Ready`] without its envelope.
-#[derive(Debug)]
-struct Rest {
-    object: Option<PayloadPointer>,
-    message: InboundMessage,
-    held: Held,
 }
 
 #[cfg(test)]

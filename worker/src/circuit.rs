@@ -1,20 +1,27 @@
-//! The circuit breaker. When the database cannot be reached (connection refused or reset,
-//! pool timeout, shutting down or starting up, read-only after a failover), the circuit
-//! opens and the worker stops receiving: every receive of a message it cannot store uses up
-//! one of the message's `maxReceiveCount`, so over a long outage (an RDS Multi-AZ failover
-//! takes 60 to 120 s) receiving would send healthy webhooks to the dead-letter queue.
+//! The circuit breaker. When the database cannot be reached (connection refused, reset or
+//! silent past its deadline, pool timeout, a login refused, shutting down or starting up,
+//! read-only after a failover), or refuses every write alike for a reason outside the data
+//! (privileges, schema, a lock held on the table; or the refusal fuse tripped, see
+//! `fuse.rs`), the circuit opens and the worker stops receiving: every receive of a message
+//! it cannot store uses up one of the message's `maxReceiveCount`, so over a long outage (an
+//! RDS Multi-AZ failover takes 60 to 120 s) receiving would send healthy webhooks to the
+//! dead-letter queue.
 //!
-//! While the circuit is open, one probe at a time checks that the database can be written,
-//! on a back-off from [`PROBE_FIRST`] doubling to [`PROBE_MAX`]; the first success closes
-//! the circuit and receiving resumes. What the worker holds when the circuit opens is
-//! released with [`RELEASE_VISIBILITY`] (see `batch.rs`). That is longer than a long poll, so
-//! the receives still in flight when the circuit opened end before the released messages
-//! become visible again and cannot take them a second time.
+//! While the circuit is open, one probe at a time checks that the database can be written
+//! (a real write through the handler, rolled back: see `store.rs`), on a back-off from
+//! [`PROBE_FIRST`] doubling to [`PROBE_MAX`]; the first success closes the circuit and
+//! receiving resumes. A trip of the refusal fuse holds the circuit open for its hold time
+//! before the first probe. What the worker holds when the circuit opens is released with
+//! [`RELEASE_VISIBILITY`] (see `batch.rs`). That is longer than a long poll, so the receives
+//! still in flight when the circuit opened end before the released messages become visible
+//! again and cannot take them a second time.
 
 use std::fmt::Display;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
@@ -24,16 +31,38 @@ use crate::store::Store;
 pub(crate) const PROBE_FIRST: Duration = Duration::from_millis(500);
 /// Longest wait between probes.
 pub(crate) const PROBE_MAX: Duration = Duration::from_secs(5);
-/// Longest time one probe may take before it counts as failed.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long messages released because the circuit opened stay hidden: SQS's longest long
 /// poll (20 s) plus a margin.
 pub(crate) const RELEASE_VISIBILITY: Duration = Duration::from_secs(25);
 
-/// Whether receiving is paused because the database is unreachable.
+/// Why the circuit opened (the `reason` label of `webhook_worker_circuit_opens_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenReason {
+    /// The database cannot be reached, logged into or written.
+    Unreachable,
+    /// Every write fails alike for a reason outside the data.
+    Systemic,
+    /// The refusal fuse tripped.
+    Refusals,
+}
+
+impl OpenReason {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Systemic => "systemic",
+            Self::Refusals => "refusals",
+        }
+    }
+}
+
+/// Whether receiving is paused because the database cannot take writes.
 #[derive(Debug)]
 pub(crate) struct Circuit {
     open: watch::Sender<bool>,
+    /// No probe before this (a trip of the refusal fuse).
+    held_until: Mutex<Option<Instant>>,
 }
 
 impl Default for Circuit {
@@ -41,6 +70,7 @@ impl Default for Circuit {
         metrics::gauge_circuit_open(false);
         Self {
             open: watch::Sender::new(false),
+            held_until: Mutex::new(None),
         }
     }
 }
@@ -51,15 +81,36 @@ impl Circuit {
         *self.open.borrow()
     }
 
-    /// Opens the circuit because of `cause`; logs only when it was closed.
-    pub(crate) fn open(&self, cause: &dyn Display) {
+    /// Opens the circuit because of `cause`; logs and counts only when it was closed.
+    pub(crate) fn open(&self, reason: OpenReason, cause: &dyn Display) {
         if self
             .open
             .send_if_modified(|open| !std::mem::replace(open, true))
         {
-            tracing::warn!(%cause, "the database is unreachable; receiving paused until a probe succeeds");
+            tracing::warn!(reason = reason.as_str(), %cause, "the database cannot take writes; receiving paused until a probe succeeds");
             metrics::gauge_circuit_open(true);
+            metrics::record_circuit_open(reason.as_str());
         }
+    }
+
+    /// Opens the circuit and keeps it open for at least `hold` (no probe before then).
+    pub(crate) fn hold(&self, hold: Duration, cause: &dyn Display) {
+        let until = Instant::now() + hold;
+        let mut held = self
+            .held_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *held = Some(held.map_or(until, |earlier| earlier.max(until)));
+        drop(held);
+        self.open(OpenReason::Refusals, cause);
+    }
+
+    /// Until when no probe may close the circuit.
+    fn held_until(&self) -> Option<Instant> {
+        *self
+            .held_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Closes the circuit.
@@ -68,7 +119,7 @@ impl Circuit {
             .open
             .send_if_modified(|open| std::mem::replace(open, false))
         {
-            tracing::info!("the database is reachable again; receiving resumed");
+            tracing::info!("the database takes writes again; receiving resumed");
             metrics::gauge_circuit_open(false);
         }
     }
@@ -88,7 +139,7 @@ impl Circuit {
 }
 
 /// Probes the database whenever the circuit is open, closing it at the first success;
-/// returns when `stop` is cancelled.
+/// returns when `stop` is cancelled. Each probe runs within the store's own deadline.
 pub(crate) async fn probe_while_open<S: Store>(
     circuit: &Circuit,
     store: &S,
@@ -100,19 +151,20 @@ pub(crate) async fn probe_while_open<S: Store>(
         }
         let mut delay = PROBE_FIRST;
         while circuit.is_open() {
+            let not_before =
+                (Instant::now() + delay).max(circuit.held_until().unwrap_or_else(Instant::now));
             if stop
-                .run_until_cancelled(tokio::time::sleep(delay))
+                .run_until_cancelled(tokio::time::sleep_until(not_before))
                 .await
                 .is_none()
             {
                 return;
             }
-            let result = tokio::time::timeout(PROBE_TIMEOUT, store.probe()).await;
-            metrics::record_probe(matches!(result, Ok(Ok(()))));
+            let result = store.probe().await;
+            metrics::record_probe(result.is_ok());
             match result {
-                Ok(Ok(())) => circuit.close(),
-                Ok(Err(error)) => tracing::debug!(%error, "database probe failed"),
-                Err(_) => tracing::debug!(timeout = ?PROBE_TIMEOUT, "database probe timed out"),
+                Ok(()) => circuit.close(),
+                Err(error) => tracing::debug!(%error, "database probe failed"),
             }
             delay = (delay * 2).min(PROBE_MAX);
         }
@@ -168,7 +220,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(store.probes.load(Ordering::SeqCst), 0, "closed: no probe");
 
-        circuit.open(&"connection refused");
+        circuit.open(OpenReason::Unreachable, &"connection refused");
         assert!(circuit.is_open());
         // At 0.5, 1.5, 3.5, 7.5, 12.5, 17.5, 22.5 and 27.5 s: 8 probes in the first 30 s.
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -183,7 +235,7 @@ mod tests {
 
         // Open again: the back-off starts over.
         store.up.store(false, Ordering::SeqCst);
-        circuit.open(&"reset");
+        circuit.open(OpenReason::Unreachable, &"reset");
         tokio::time::sleep(PROBE_FIRST + Duration::from_millis(10)).await;
         assert_eq!(store.probes.load(Ordering::SeqCst), 10);
         stop.cancel();

@@ -140,6 +140,13 @@ pub struct RunConfig {
     #[arg(long, env = "RETRY_BACKOFF_MAX_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=43_200))]
     pub retry_backoff_max_seconds: u64,
 
+    /// Distinct events refused for the same reason (SQLSTATE and constraint) within 10 s,
+    /// with at least nine in ten writes refused, at which the refusal fuse trips: the refusals
+    /// are taken as the database's condition (a bad constraint or trigger), the worker pauses
+    /// (30 s, doubling to 5 min) and releases them instead of dead-lettering them. 0: off.
+    #[arg(long, env = "WORKER_REFUSAL_FUSE_THRESHOLD", default_value_t = 10)]
+    pub worker_refusal_fuse_threshold: u32,
+
     /// Seconds between refreshes of the queue depth gauges.
     #[arg(long, env = "QUEUE_METRICS_INTERVAL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub queue_metrics_interval_seconds: u64,
@@ -206,6 +213,17 @@ pub enum ConfigError {
         budget: u32,
         /// WORKER_BATCH_MAX_BYTES.
         batch: u32,
+    },
+    /// A call deadline at or below the statement timeout: a slow statement would count as an
+    /// unreachable database.
+    #[error(
+        "DATABASE_TRANSACTION_TIMEOUT_MS ({transaction_ms}) must be above DATABASE_STATEMENT_TIMEOUT_MS ({statement_ms}): PostgreSQL must cancel a slow statement before the worker gives up on its connection"
+    )]
+    TransactionTimeout {
+        /// DATABASE_TRANSACTION_TIMEOUT_MS.
+        transaction_ms: u64,
+        /// DATABASE_STATEMENT_TIMEOUT_MS.
+        statement_ms: u64,
     },
 }
 
@@ -304,15 +322,71 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_STATEMENT_CACHE_CAPACITY", default_value_t = 100)]
     pub database_statement_cache_capacity: usize,
 
-    /// Seconds to wait for a pooled connection before the message is retried later.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    /// Seconds to wait for a connection (connecting and logging in included) before the
+    /// database counts as unreachable and the circuit opens.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub database_acquire_timeout_seconds: u64,
+
+    /// Milliseconds one statement may run before PostgreSQL cancels it (its
+    /// `statement_timeout`, sent at connect; a cancelled write counts as overload). 0: not
+    /// sent (behind PgBouncer, which refuses startup options: set it on the role instead).
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub database_statement_timeout_ms: u64,
+
+    /// Milliseconds a statement may wait for a lock before PostgreSQL gives up (its
+    /// `lock_timeout`): a lock held on the table pauses the worker instead of stalling it.
+    /// 0: not sent.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub database_lock_timeout_ms: u64,
+
+    /// Milliseconds a session may sit idle inside a transaction before PostgreSQL ends it (its
+    /// `idle_in_transaction_session_timeout`): a frozen or vanished worker never holds locks
+    /// for longer. 0: not sent.
+    #[arg(long, env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub database_idle_in_transaction_timeout_ms: u64,
+
+    /// Milliseconds one database call (a whole write transaction, a probe, a look-up) may
+    /// take once it has its connection; past it the connection is thrown away and the
+    /// database counts as unreachable (the circuit opens). Must be above
+    /// DATABASE_STATEMENT_TIMEOUT_MS, so that a slow statement is cancelled by PostgreSQL
+    /// (overload) before the worker gives up on the connection (unreachable).
+    #[arg(long, env = "DATABASE_TRANSACTION_TIMEOUT_MS", default_value_t = 4_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub database_transaction_timeout_ms: u64,
 }
 
 impl DatabaseArgs {
     /// The acquire timeout as a duration.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.database_acquire_timeout_seconds)
+    }
+
+    /// The deadline of one database call, checked against the statement timeout.
+    pub fn transaction_timeout(&self) -> Result<Duration, ConfigError> {
+        if self.database_statement_timeout_ms > 0
+            && self.database_transaction_timeout_ms <= self.database_statement_timeout_ms
+        {
+            return Err(ConfigError::TransactionTimeout {
+                transaction_ms: self.database_transaction_timeout_ms,
+                statement_ms: self.database_statement_timeout_ms,
+            });
+        }
+        Ok(Duration::from_millis(self.database_transaction_timeout_ms))
+    }
+
+    /// The session settings sent at connect (`-c name=value` startup options), those set to 0
+    /// left out.
+    pub fn session_timeouts(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("statement_timeout", self.database_statement_timeout_ms),
+            ("lock_timeout", self.database_lock_timeout_ms),
+            (
+                "idle_in_transaction_session_timeout",
+                self.database_idle_in_transaction_timeout_ms,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, ms)| *ms > 0)
+        .collect()
     }
 }
 

@@ -11,8 +11,10 @@ use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 
 use crate::db_errors::Failure;
 use crate::fleet::{AcquireError, Gate, Leased, LeasedPool, Permit};
-use crate::handler::HandlerError;
 use crate::store::WriteError;
+
+/// Longest wait for a ping or a close when a connection is given back.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where connections come from.
 #[derive(Debug, Clone)]
@@ -46,13 +48,13 @@ impl Connections {
         match self {
             Self::Pool(pool, gate) => {
                 let permit = gate.acquire().await?;
-                let conn = pool.acquire().await.map_err(HandlerError::from)?;
+                let conn = pool.acquire().await.map_err(WriteError::Connect)?;
                 Ok(Conn::Pooled(conn, permit))
             }
             Self::Leased(pool) => match pool.acquire().await {
                 Ok(conn) => Ok(Conn::Leased(conn)),
                 Err(AcquireError::Lapsed(lapsed)) => Err(lapsed.into()),
-                Err(AcquireError::Connect(error)) => Err(HandlerError::from(error).into()),
+                Err(AcquireError::Connect(error)) => Err(WriteError::Connect(error)),
             },
         }
     }
@@ -80,22 +82,33 @@ impl Connections {
 
 impl Conn {
     /// Gives the connection back after a use that ended in `outcome`, then frees its
-    /// permit. sqlx's pool pings every connection given back; the leased pool keeps one after
-    /// a failure only if the failure does not say it is gone and a ping (which also sends the
-    /// rollback of a failed transaction) gets an answer.
+    /// permit. After an unreachable failure (a deadline included) the connection is thrown
+    /// away unanswered: it may be silent, and a graceful close or a ping would wait on it.
+    /// sqlx's pool pings every other connection given back; the leased pool keeps one after a
+    /// failure only if a ping (which also sends the rollback of a failed transaction) gets an
+    /// answer within [`RELEASE_TIMEOUT`].
     pub(crate) async fn release(self, outcome: Result<(), Failure>) {
         match self {
             Self::Pooled(conn, permit) => {
-                drop(conn);
+                if outcome == Err(Failure::Unreachable) {
+                    // Out of the pool (its slot freed at once), the socket closed on drop.
+                    drop(conn.detach());
+                } else {
+                    drop(conn);
+                }
                 drop(permit);
             }
             Self::Leased(mut conn) => {
                 let healthy = match outcome {
                     Ok(()) => true,
                     Err(Failure::Unreachable) => false,
-                    Err(_) => conn.ping().await.is_ok(),
+                    Err(_) => matches!(
+                        tokio::time::timeout(RELEASE_TIMEOUT, conn.ping()).await,
+                        Ok(Ok(()))
+                    ),
                 };
-                conn.release(healthy).await;
+                // Closing may wait on a silent socket: dropped unfinished, it closes hard.
+                let _ = tokio::time::timeout(RELEASE_TIMEOUT, conn.release(healthy)).await;
             }
         }
     }

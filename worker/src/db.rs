@@ -1,5 +1,11 @@
 //! The PostgreSQL pool (without a connection budget), the door (a single connection outside
 //! any pool) and the embedded migrations.
+//!
+//! Every connection the worker writes on carries its session timeouts as startup options
+//! (`statement_timeout`, `lock_timeout`, `idle_in_transaction_session_timeout`, see
+//! `DatabaseArgs`), so that PostgreSQL itself ends what a frozen or vanished worker left
+//! behind. Migrations run on connections without them ([`admin_options`]): an index build may
+//! take minutes.
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
@@ -15,9 +21,21 @@ const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(250)
 /// The schema migrations, embedded in the binary at build time.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// How every worker connection connects: DATABASE_URL, the application name and the
-/// statement cache.
+/// How every connection the worker writes or leases on connects: [`admin_options`] and the
+/// session timeouts.
 pub(crate) fn connect_options(args: &DatabaseArgs) -> anyhow::Result<PgConnectOptions> {
+    let timeouts = args.session_timeouts();
+    let options = admin_options(args)?;
+    Ok(if timeouts.is_empty() {
+        options
+    } else {
+        options.options(timeouts)
+    })
+}
+
+/// How migrations connect: DATABASE_URL, the application name and the statement cache,
+/// without session timeouts.
+pub(crate) fn admin_options(args: &DatabaseArgs) -> anyhow::Result<PgConnectOptions> {
     // sqlx's parse error never contains the URL, so the password cannot leak through it.
     let options: PgConnectOptions = args
         .database_url
@@ -39,18 +57,24 @@ pub(crate) fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
         .connect_lazy_with(connect_options(args)?))
 }
 
-/// Opens one connection outside the pool (the door, see `fleet/allocation.rs`), trying again
-/// for up to DATABASE_ACQUIRE_TIMEOUT_SECONDS as the pool would.
+/// Opens one connection outside the pool for migrations and start-up checks (without session
+/// timeouts), trying again for up to DATABASE_ACQUIRE_TIMEOUT_SECONDS as the pool would, each
+/// attempt within that time.
 pub(crate) async fn connect(args: &DatabaseArgs) -> anyhow::Result<PgConnection> {
-    let options = connect_options(args)?;
+    let options = admin_options(args)?;
     let deadline = tokio::time::Instant::now() + args.acquire_timeout();
     loop {
-        match PgConnection::connect_with(&options).await {
-            Ok(conn) => return Ok(conn),
-            Err(error) if tokio::time::Instant::now() >= deadline => {
+        let attempt = tokio::time::timeout_at(deadline, PgConnection::connect_with(&options)).await;
+        match attempt {
+            Ok(Ok(conn)) => return Ok(conn),
+            Err(_) => anyhow::bail!(
+                "connecting to DATABASE_URL: no answer within DATABASE_ACQUIRE_TIMEOUT_SECONDS ({:?})",
+                args.acquire_timeout()
+            ),
+            Ok(Err(error)) if tokio::time::Instant::now() >= deadline => {
                 return Err(error).context("connecting to DATABASE_URL");
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "connecting to DATABASE_URL failed; trying again");
                 tokio::time::sleep(CONNECT_RETRY).await;
             }

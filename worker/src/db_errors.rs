@@ -1,68 +1,120 @@
-//! Sorting database errors. Transient ones (the database or the path to it is unwell) are
-//! retried later for the whole batch; the others (this data cannot be written) make the
-//! worker split the batch so one bad event does not hold back the rest. Among the transient
-//! ones, two kinds steer the throttle: *unreachable* (the database cannot be reached or
-//! cannot write at all: the circuit breaker opens) and *overload* (the database is reachable
-//! but saturated: the adaptive limit comes down).
+//! Sorting database errors by what they blame: the database (or the way to it), or the data
+//! of one event. Only an error tied to one event's data (SQLSTATE classes 22 data exception,
+//! 23 integrity constraint, 54 program limit, P0 a PL/pgSQL `RAISE`) makes the worker split
+//! the batch and dead-letter the event at fault. Everything else is the database's
+//! condition, and the worker pauses or backs off, never dead-letters:
+//!
+//! - *unreachable*: cannot be reached, logged into or written (connection refused, reset or
+//!   silent past its deadline, pool timeout, authentication or authorization failed at
+//!   connect, shutting down, starting up, read-only after a failover): the circuit opens;
+//! - *systemic*: reachable, but every write fails alike for a reason outside the data
+//!   (privileges, schema, a lock held past `lock_timeout`): the circuit opens too, and its
+//!   probe, a rolled-back write, tells when the condition has passed;
+//! - *overload*: reachable but saturated (statement timeout, serialization failure,
+//!   deadlock): the adaptive limit comes down;
+//! - *transient*: anything else that may pass by itself: retried after a back-off.
+//!
+//! Where an error comes from matters as much as its SQLSTATE: every error raised while
+//! taking a connection (see [`crate::store::WriteError::Connect`]) is *unreachable*, whatever
+//! its code (28P01 for a rotated password says nothing about the event being written).
 
 /// What a failed database call says about the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// Cannot be reached, or cannot write (connection refused or reset, pool timeout,
-    /// shutting down, starting up, read-only after a failover).
+    /// Cannot be reached, logged into or written: the circuit opens.
     Unreachable,
-    /// Reachable but saturated (too many connections, statement timeout, serialization
-    /// failure, deadlock).
+    /// Reachable, but refuses every write for a reason outside the data (privileges, schema,
+    /// a lock held on the table): the circuit opens.
+    Systemic,
+    /// Reachable but saturated (statement timeout, serialization failure, deadlock).
     Overload,
     /// Some other failure that may pass by itself.
     Transient,
-    /// This data can never be written.
+    /// This event's data can never be written.
     Permanent,
 }
 
-/// Sorts `error` (see [`Failure`]).
+impl Failure {
+    /// Whether the failure pauses the worker (opens the circuit).
+    pub(crate) fn pauses(self) -> bool {
+        matches!(self, Self::Unreachable | Self::Systemic)
+    }
+}
+
+/// Sorts `error`, raised by a statement on an open connection (see [`Failure`]).
 pub(crate) fn classify(error: &sqlx::Error) -> Failure {
     match error {
         sqlx::Error::Database(database) => database
             .code()
-            .map_or(Failure::Permanent, |code| classify_sqlstate(&code)),
+            .map_or(Failure::Systemic, |code| classify_sqlstate(&code)),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::WorkerCrashed => Failure::Unreachable,
         sqlx::Error::PoolClosed => Failure::Transient,
-        _ => Failure::Permanent,
+        // A value that cannot be encoded is this event's data.
+        sqlx::Error::Encode(_) => Failure::Permanent,
+        // Rows or types that do not match what the code expects, a bad configuration: the
+        // schema or the build, the same for every event.
+        _ => Failure::Systemic,
     }
 }
 
 /// Sorts a SQLSTATE.
 fn classify_sqlstate(code: &str) -> Failure {
     match code {
+        code if is_data_sqlstate(code) => Failure::Permanent,
         code if is_unreachable_sqlstate(code) => Failure::Unreachable,
         "53300" | "57014" | "40001" | "40P01" => Failure::Overload,
         code if is_transient_sqlstate(code) => Failure::Transient,
-        _ => Failure::Permanent,
+        _ => Failure::Systemic,
     }
 }
 
-/// Whether an error may pass by itself: lost connections, pool exhaustion, timeouts,
-/// serialization failures and deadlocks, resource shortages, operator intervention.
+/// Whether an error may pass by itself (everything but a refusal of the data).
 pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     classify(error) != Failure::Permanent
 }
 
-/// Class 08 (connection exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03
-/// cannot connect now (starting up, or in recovery), 25006 read-only transaction (a writer
-/// that became a replica in a failover).
-fn is_unreachable_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+/// The key under which refusals are compared by the fuse (see `fuse.rs`): the SQLSTATE and,
+/// where there is one, the constraint; `None` when the error carries no SQLSTATE.
+pub(crate) fn refusal_key(error: &sqlx::Error) -> Option<String> {
+    let database = error.as_database_error()?;
+    let code = database.code()?;
+    Some(match database.constraint() {
+        Some(constraint) => format!("{code} {constraint}"),
+        None => code.into_owned(),
+    })
 }
 
-/// SQLSTATE classes 08 (connection), 40 (transaction rollback), 53 (insufficient
-/// resources), 57 (operator intervention), 58 (system error), XX (internal error).
+/// Classes 22 (data exception), 23 (integrity constraint violation), 54 (program limit
+/// exceeded: a value too large for an index, say) and P0 (PL/pgSQL `RAISE`, as a validating
+/// trigger raises): errors tied to the data being written.
+fn is_data_sqlstate(code: &str) -> bool {
+    ["22", "23", "54", "P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+/// Class 08 (connection exception), class 28 (invalid authorization: a revoked login or a
+/// rotated password), 3D000 (no such database), 57P01 admin shutdown, 57P02 crash shutdown,
+/// 57P03 cannot connect now (starting up, or in recovery), 25006 read-only transaction (a
+/// writer that became a replica in a failover), 25P03 the session was ended for idling in a
+/// transaction.
+fn is_unreachable_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("28")
+        || matches!(
+            code,
+            "3D000" | "57P01" | "57P02" | "57P03" | "25006" | "25P03"
+        )
+}
+
+/// SQLSTATE classes 40 (transaction rollback), 53 (insufficient resources), 57 (operator
+/// intervention), 58 (system error), XX (internal error).
 fn is_transient_sqlstate(code: &str) -> bool {
-    ["08", "40", "53", "57", "58", "XX"]
+    ["40", "53", "57", "58", "XX"]
         .iter()
         .any(|class| code.starts_with(class))
 }
@@ -72,25 +124,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlstates_are_sorted_by_class() {
-        for transient in [
-            "08006", "40001", "40P01", "53300", "57P01", "57014", "58030", "XX000",
+    fn only_the_data_classes_blame_the_event() {
+        for data in [
+            "22P02", "22021", "22P05", "23502", "23514", "23503", "54000", "P0001",
         ] {
-            assert!(is_transient_sqlstate(transient), "{transient}");
+            assert_eq!(classify_sqlstate(data), Failure::Permanent, "{data}");
         }
-        for permanent in ["22P02", "22021", "23502", "42P01", "42703"] {
-            assert!(!is_transient_sqlstate(permanent), "{permanent}");
-        }
-        for unreachable in ["08006", "08001", "57P01", "57P03", "25006"] {
-            assert!(is_unreachable_sqlstate(unreachable), "{unreachable}");
+        for unreachable in [
+            "08006", "08001", "28P01", "28000", "3D000", "57P01", "57P03", "25006", "25P03",
+        ] {
+            assert_eq!(
+                classify_sqlstate(unreachable),
+                Failure::Unreachable,
+                "{unreachable}"
+            );
         }
         for overload in ["53300", "57014", "40001", "40P01"] {
             assert_eq!(classify_sqlstate(overload), Failure::Overload, "{overload}");
         }
-        assert_eq!(classify_sqlstate("57P01"), Failure::Unreachable);
-        assert_eq!(classify_sqlstate("25006"), Failure::Unreachable);
-        assert_eq!(classify_sqlstate("53200"), Failure::Transient);
-        assert_eq!(classify_sqlstate("25P02"), Failure::Permanent);
+        for transient in ["53200", "58030", "XX000", "40003"] {
+            assert_eq!(
+                classify_sqlstate(transient),
+                Failure::Transient,
+                "{transient}"
+            );
+        }
+        // Privileges, schema, a lock held past lock_timeout, an aborted transaction: the same
+        // for every event, so never a reason to dead-letter one.
+        for systemic in ["42501", "42P01", "42703", "55P03", "25P02", "0A000"] {
+            assert_eq!(classify_sqlstate(systemic), Failure::Systemic, "{systemic}");
+            assert!(Failure::Systemic.pauses());
+        }
     }
 
     #[test]
@@ -103,8 +167,10 @@ mod tests {
             Failure::Unreachable
         );
         assert_eq!(classify(&sqlx::Error::PoolClosed), Failure::Transient);
-        assert_eq!(classify(&sqlx::Error::RowNotFound), Failure::Permanent);
+        assert_eq!(classify(&sqlx::Error::RowNotFound), Failure::Systemic);
         assert!(is_transient(&sqlx::Error::PoolTimedOut));
-        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::Encode("bad value".into())));
+        assert_eq!(refusal_key(&sqlx::Error::PoolTimedOut), None);
     }
 }

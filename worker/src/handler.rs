@@ -17,7 +17,12 @@
 //!   the worker logs it as such and treats the batch as permanently failed, never as a sick
 //!   database.
 //!
-//! `sqlx::Error` converts into [`HandlerError`] with `?`, sorted by SQLSTATE class.
+//! `sqlx::Error` converts into [`HandlerError`] with `?`, sorted by what it blames (see
+//! `db_errors.rs`): only the data classes (22, 23, 54, P0) are `Permanent`; everything else is
+//! the database's condition and `Transient`, and among those, errors every write would hit
+//! (privileges, schema, a lock held on the table) pause the worker like an outage. Refusals
+//! (whether `Stored::Refused` or a `Permanent` error) pass the refusal fuse (`fuse.rs`): when
+//! many distinct events are refused alike, they are released, not dead-lettered.
 
 use std::borrow::Cow;
 

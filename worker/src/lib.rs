@@ -20,6 +20,7 @@ mod db;
 mod db_errors;
 mod deleter;
 mod fleet;
+mod fuse;
 mod gauges;
 mod handler;
 mod heartbeat;
@@ -30,6 +31,8 @@ mod payload;
 mod payload_column;
 mod pipeline;
 #[cfg(test)]
+mod pipeline_fault_tests;
+#[cfg(test)]
 mod pipeline_offload_tests;
 #[cfg(test)]
 mod pipeline_tests;
@@ -38,7 +41,9 @@ mod queue;
 mod queue_info;
 mod receiver;
 mod redrive;
+mod refusals;
 mod resolve;
+mod split;
 mod sqs_client;
 mod store;
 #[cfg(test)]
@@ -113,12 +118,15 @@ pub async fn run_with<H: Handler>(
     let max_connections = config.database.database_max_connections.get();
     let budget = config.database_connection_budget;
     let identity = budget.map(|_| fleet::Identity::new());
+    let deadline = config.database.transaction_timeout()?;
+    // Migrations and checks on a connection of their own, without session timeouts; with a
+    // budget it is the door (the worker has no share of the budget yet).
+    let mut door = db::connect(&config.database).await?;
+    let prepared = prepare_database(&mut door, config.run_migrations, &handler).await;
+    let _ = sqlx::Connection::close(door).await;
+    prepared?;
     let (connections, lease) = match (budget, identity) {
         (Some(budget), Some(identity)) => {
-            let mut door = db::connect(&config.database).await?;
-            let prepared = prepare_database(&mut door, config.run_migrations, &handler).await;
-            let _ = sqlx::Connection::close(door).await;
-            prepared?;
             let options = db::connect_options(&config.database)?;
             let pool = Arc::new(LeasedPool::new(
                 options.clone(),
@@ -138,9 +146,6 @@ pub async fn run_with<H: Handler>(
         }
         _ => {
             let pool = db::pool(&config.database)?;
-            let mut conn = pool.acquire().await.context("connecting to DATABASE_URL")?;
-            prepare_database(&mut conn, config.run_migrations, &handler).await?;
-            drop(conn);
             let gate = Arc::new(Gate::fixed(max_connections as usize));
             (Connections::Pool(pool, gate), None)
         }
@@ -180,6 +185,7 @@ pub async fn run_with<H: Handler>(
         backoff: config.retry_backoff(),
         grace: config.ops.shutdown_grace(),
         max_fetched_bytes,
+        fuse_threshold: config.worker_refusal_fuse_threshold as usize,
     };
     tracing::info!(
         queue_url = %config.queue_url,
@@ -209,7 +215,7 @@ pub async fn run_with<H: Handler>(
     let stop_ops = CancellationToken::new();
     let stop_lease = CancellationToken::new();
     let consume = async {
-        let store = PgStore::new(connections.clone(), handler);
+        let store = PgStore::new(connections.clone(), handler, deadline);
         pipeline::run(
             queue,
             (store, objects),
@@ -272,19 +278,17 @@ async fn prepare_database<H: Handler>(
 
 /// Applies the embedded migrations, then the handler's, and returns.
 pub async fn migrate<H: Handler>(args: &DatabaseArgs, handler: &H) -> anyhow::Result<()> {
-    let pool = db::pool(args)?;
-    let mut conn = pool.acquire().await.context("connecting to DATABASE_URL")?;
+    let mut conn = db::connect(args).await?;
     db::migrate(&mut conn)
         .await
         .context("migrating DATABASE_URL")?;
     db::migrate_handler(&mut conn, handler).await?;
-    drop(conn);
+    let _ = sqlx::Connection::close(conn).await;
     let latest = db::MIGRATOR
         .iter()
         .map(|m| m.version)
         .max()
         .unwrap_or_default();
     tracing::info!(latest, "database schema is up to date");
-    pool.close().await;
     Ok(())
 }

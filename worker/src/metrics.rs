@@ -114,6 +114,16 @@ pub(crate) fn gauge_circuit_open(open: bool) {
     metrics::gauge!(CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
 }
 
+/// Counts one opening of the circuit.
+pub(crate) fn record_circuit_open(reason: &'static str) {
+    metrics::counter!(CIRCUIT_OPENS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts one trip of the refusal fuse.
+pub(crate) fn record_fuse_trip() {
+    metrics::counter!(REFUSAL_FUSE_TRIPS_TOTAL).increment(1);
+}
+
 /// Counts one database probe.
 pub(crate) fn record_probe(ok: bool) {
     let result = if ok { "ok" } else { "failed" };

@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{BatchContext, RetryBackoff};
 use crate::circuit::{self, Circuit};
 use crate::fleet::Gate;
+use crate::fuse::RefusalFuse;
 use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
 use crate::objects::ObjectStore;
 use crate::queue::{Queue, QueueClient, Receipt};
 use crate::receiver::{Receiver, rate_limiter, receive_size};
+use crate::refusals::{self, Quarantine};
 use crate::resolve::FetchBudget;
 use crate::store::Store;
 use crate::window::Window;
@@ -48,6 +50,8 @@ pub(crate) struct PipelineSettings {
     pub(crate) grace: Duration,
     /// Most bytes of fetched S3 payloads held at once (see `resolve.rs`).
     pub(crate) max_fetched_bytes: NonZeroU32,
+    /// Distinct events refused alike at which the refusal fuse trips (0: off).
+    pub(crate) fuse_threshold: usize,
 }
 
 /// Runs the pipeline until `shutdown`, then drains it within the grace period. Events are
@@ -86,6 +90,8 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
         gate,
         objects: Arc::clone(&objects),
         budget: FetchBudget::new(settings.max_fetched_bytes),
+        fuse: RefusalFuse::new(settings.fuse_threshold),
+        quarantine: Quarantine::default(),
     });
     let stop_background = CancellationToken::new();
     let stages = async {
@@ -112,6 +118,7 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
                 stop_background.clone()
             ),
             circuit::probe_while_open(&context.circuit, &context.store, stop_background.clone()),
+            refusals::run(&context, stop_background.clone()),
         );
     };
     let grace_over = async {

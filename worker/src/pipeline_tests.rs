@@ -41,6 +41,7 @@ pub(crate) fn settings(write_limit: usize) -> PipelineSettings {
         },
         grace: Duration::from_secs(10),
         max_fetched_bytes: NonZeroU32::new(64 << 20).expect("non-zero"),
+        fuse_threshold: 10,
     }
 }
 

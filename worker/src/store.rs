@@ -3,7 +3,14 @@
 //! [`PgStore`], the transaction around a [`Handler`] behind the [`Store`] seam the writer
 //! uses (unit tests put a fake behind it), on connections taken within the connection gate
 //! (see `connections.rs`).
+//!
+//! Every call has a deadline (`DATABASE_TRANSACTION_TIMEOUT_MS`): a connection that takes
+//! the bytes and never answers (a failover whose old primary vanished, a dropped NAT entry)
+//! fails the call as *unreachable*, and the connection is thrown away, never given back.
+//! PostgreSQL ends on its side what the worker abandoned (the session timeouts of
+//! `db.rs`). The circuit's probe is a real write, rolled back (see [`Store::probe`]).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -13,7 +20,7 @@ use sqlx::{Connection as _, PgConnection};
 use webhook_shared::envelope::Envelope;
 
 use crate::connections::Connections;
-use crate::db_errors::{Failure, classify};
+use crate::db_errors::{Failure, classify, refusal_key};
 use crate::fleet::Lapsed;
 use crate::handler::{Handler, HandlerError, Stored};
 use crate::metrics;
@@ -91,19 +98,25 @@ pub(crate) enum WriteError {
     /// unreachable until the lease is renewed.
     #[error(transparent)]
     Lapsed(#[from] Lapsed),
+    /// No connection could be had: connecting or logging in failed, whatever the SQLSTATE (a
+    /// revoked login says nothing about the events).
+    #[error("connecting to the database failed: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// The call did not end within its deadline (a silent connection, or a database too slow
+    /// to answer at all).
+    #[error("the database did not answer within {0:?}")]
+    Deadline(Duration),
 }
 
 impl WriteError {
-    /// Whether the same write may succeed later (only a transient handler error).
+    /// Whether the same write may succeed later (anything but a refusal of the data).
     pub(crate) fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Handler(HandlerError::Transient(_)) | Self::Lapsed(_)
-        )
+        self.failure() != Failure::Permanent
     }
 
     /// What the error says about the database: a transient error carrying a `sqlx::Error`
-    /// is sorted further into unreachable and overload.
+    /// is sorted further (see `db_errors.rs`); every failure to get a connection, and every
+    /// deadline, means unreachable.
     pub(crate) fn failure(&self) -> Failure {
         match self {
             Self::Handler(HandlerError::Transient(source)) => source
@@ -112,8 +125,25 @@ impl WriteError {
             Self::Handler(HandlerError::Permanent(_)) | Self::WrongResultCount { .. } => {
                 Failure::Permanent
             }
-            Self::ReadOnly | Self::Lapsed(_) => Failure::Unreachable,
+            Self::ReadOnly | Self::Lapsed(_) | Self::Connect(_) | Self::Deadline(_) => {
+                Failure::Unreachable
+            }
         }
+    }
+
+    /// The key under which the refusal fuse compares refusals of this error (see
+    /// `fuse.rs`): the SQLSTATE and constraint of a database error, else its text.
+    pub(crate) fn refusal_key(&self) -> Cow<'static, str> {
+        let sqlx_error = match self {
+            Self::Handler(HandlerError::Permanent(source) | HandlerError::Transient(source)) => {
+                source.downcast_ref::<sqlx::Error>()
+            }
+            Self::Connect(error) => Some(error),
+            _ => None,
+        };
+        sqlx_error
+            .and_then(refusal_key)
+            .map_or_else(|| Cow::Owned(self.to_string()), Cow::Owned)
     }
 }
 
@@ -151,14 +181,62 @@ pub(crate) trait Store: Send + Sync + 'static {
 pub(crate) struct PgStore<H> {
     connections: Connections,
     handler: H,
+    /// Longest time one call (a transaction, a probe, a look-up) may take once it has its
+    /// connection.
+    deadline: Duration,
 }
 
 impl<H: Handler> PgStore<H> {
-    /// Writes through `handler` on `connections`.
-    pub(crate) fn new(connections: Connections, handler: H) -> Self {
+    /// Writes through `handler` on `connections`, each call within `deadline`.
+    pub(crate) fn new(connections: Connections, handler: H, deadline: Duration) -> Self {
         Self {
             connections,
             handler,
+            deadline,
+        }
+    }
+
+    /// Runs `call` on a connection within the deadline, then gives the connection back (or
+    /// throws it away, after an unreachable failure or a deadline).
+    async fn on_connection<T>(
+        &self,
+        call: impl AsyncFnOnce(&mut PgConnection) -> Result<T, WriteError>,
+    ) -> Result<(T, Duration), WriteError> {
+        let started = Instant::now();
+        let mut conn = self.connections.acquire().await?;
+        let acquire = started.elapsed();
+        let result = tokio::time::timeout(self.deadline, call(&mut conn))
+            .await
+            .unwrap_or(Err(WriteError::Deadline(self.deadline)));
+        conn.release(result.as_ref().map(|_| ()).map_err(WriteError::failure))
+            .await;
+        result.map(|value| (value, acquire))
+    }
+
+    /// The probe's transaction: whether the database is writable, then the handler on one
+    /// made-up event, rolled back.
+    async fn dry_run(&self, conn: &mut PgConnection) -> Result<(), WriteError> {
+        let mut tx = conn.begin().await.map_err(HandlerError::from)?;
+        let writable: bool = sqlx::query_scalar(
+            "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(HandlerError::from)?;
+        if !writable {
+            return Err(WriteError::ReadOnly);
+        }
+        let event = probe_event();
+        let handled = self
+            .handler
+            .handle(&mut tx, std::slice::from_ref(&event))
+            .await;
+        tx.rollback().await.map_err(HandlerError::from)?;
+        match handled.map_err(WriteError::from) {
+            // The handler refusing a made-up event is its right: the database took the write.
+            Ok(_) => Ok(()),
+            Err(error) if error.failure() == Failure::Permanent => Ok(()),
+            Err(error) => Err(error),
         }
     }
 
@@ -189,39 +267,40 @@ impl<H: Handler> PgStore<H> {
 impl<H: Handler> Store for PgStore<H> {
     async fn write(&self, events: &[Envelope]) -> Result<Written, WriteError> {
         let started = Instant::now();
-        let mut conn = self.connections.acquire().await?;
-        let acquire = started.elapsed();
-        let results = self.transaction(&mut conn, events).await;
-        conn.release(results.as_ref().map(|_| ()).map_err(WriteError::failure))
-            .await;
-        let results = results?;
+        let (results, acquire) = self
+            .on_connection(async |conn| self.transaction(conn, events).await)
+            .await?;
         metrics::record_write(events.len(), started.elapsed());
         Ok(Written { results, acquire })
     }
 
     async fn probe(&self) -> Result<(), WriteError> {
-        let mut conn = self.connections.acquire().await?;
-        let writable: Result<bool, sqlx::Error> = sqlx::query_scalar(
-            "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
-        )
-        .fetch_one(&mut *conn)
-        .await;
-        conn.release(writable.as_ref().map(|_| ()).map_err(classify))
-            .await;
-        if writable.map_err(HandlerError::from)? {
-            Ok(())
-        } else {
-            Err(WriteError::ReadOnly)
-        }
+        self.on_connection(async |conn| self.dry_run(conn).await)
+            .await
+            .map(|_| ())
     }
 
     async fn stored(&self, events: &[EventKey]) -> Result<Vec<bool>, WriteError> {
-        let mut conn = self.connections.acquire().await?;
-        let found = stored_events(&mut conn, events).await;
-        conn.release(found.as_ref().map(|_| ()).map_err(classify))
-            .await;
-        let found = found.map_err(HandlerError::from)?;
+        let (found, _) = self
+            .on_connection(async |conn| {
+                stored_events(conn, events)
+                    .await
+                    .map_err(|error| HandlerError::from(error).into())
+            })
+            .await?;
         Ok(events.iter().map(|event| found.contains(event)).collect())
+    }
+}
+
+/// The made-up event of the probe's rolled-back write: a fresh id, so it never meets a row.
+fn probe_event() -> Envelope {
+    Envelope {
+        id: format!("probe-{}", uuid::Uuid::new_v4()),
+        source: "_probe".to_owned(),
+        received_at: Utc::now(),
+        headers: std::collections::BTreeMap::new(),
+        content_type: Some("application/json".to_owned()),
+        body: bytes::Bytes::from_static(b"{}"),
     }
 }
 

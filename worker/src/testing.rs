@@ -48,6 +48,8 @@ pub(crate) struct QueueState {
     pub(crate) max_outstanding: usize,
     outstanding: usize,
     fail_deletes: HashMap<String, u32>,
+    /// Every message given out and not deleted, by id.
+    given: HashMap<String, InboundMessage>,
 }
 
 impl FakeQueue {
@@ -88,6 +90,21 @@ impl FakeQueue {
         self.state().visible.extend(messages);
         self.arrived.notify_waiters();
         ids
+    }
+
+    /// Makes every message given out and not deleted visible again, one receive later, as
+    /// SQS does once their visibility runs out (call it only while the worker holds none).
+    pub(crate) fn make_all_visible(&self) {
+        let mut state = self.state();
+        let mut given: Vec<InboundMessage> = state.given.drain().map(|(_, m)| m).collect();
+        given.sort_by(|a, b| a.receipt.message_id.cmp(&b.receipt.message_id));
+        for mut message in given {
+            message.receive_count += 1;
+            state.outstanding = state.outstanding.saturating_sub(1);
+            state.visible.push_back(message);
+        }
+        drop(state);
+        self.arrived.notify_waiters();
     }
 
     /// Enqueues `count` valid envelopes; returns their message ids.
@@ -133,6 +150,11 @@ impl QueueClient for FakeQueue {
                 if !state.visible.is_empty() {
                     let take = state.visible.len().min(max);
                     let batch: Vec<InboundMessage> = state.visible.drain(..take).collect();
+                    for message in &batch {
+                        state
+                            .given
+                            .insert(message.receipt.message_id.clone(), message.clone());
+                    }
                     state.outstanding += batch.len();
                     state.max_outstanding = state.max_outstanding.max(state.outstanding);
                     return Ok(batch);
@@ -161,6 +183,7 @@ impl QueueClient for FakeQueue {
                 continue;
             }
             state.deleted.push(receipt.message_id.clone());
+            state.given.remove(&receipt.message_id);
             state.outstanding = state.outstanding.saturating_sub(1);
         }
         Ok(failed)

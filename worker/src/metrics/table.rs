@@ -49,6 +49,10 @@ pub(crate) const WRITE_LATENCY_BASELINE: &str = "webhook_worker_write_latency_ba
 pub(crate) const WRITE_LATENCY_RATIO: &str = "webhook_worker_write_latency_ratio";
 /// Gauge: 1 while receiving is paused because the database is unreachable, else 0.
 pub(crate) const CIRCUIT_OPEN: &str = "webhook_worker_circuit_open";
+/// Counter: times the circuit opened, by `reason` (`unreachable`, `systemic`, `refusals`).
+pub(crate) const CIRCUIT_OPENS_TOTAL: &str = "webhook_worker_circuit_opens_total";
+/// Counter: trips of the refusal fuse (many distinct events refused alike: see `fuse.rs`).
+pub(crate) const REFUSAL_FUSE_TRIPS_TOTAL: &str = "webhook_worker_refusal_fuse_trips_total";
 /// Counter: database probes while the circuit is open, by `result` (`ok`, `failed`).
 pub(crate) const DB_PROBES_TOTAL: &str = "webhook_worker_db_probes_total";
 /// Gauge: connections this worker may hold now (its share of DATABASE_CONNECTION_BUDGET, or
@@ -201,7 +205,21 @@ pub(crate) const METRICS: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         labels: &[],
-        help: "1 while receiving is paused because the database is unreachable, else 0.",
+        help: "1 while receiving is paused because the database cannot take writes, else 0.",
+    },
+    Metric {
+        name: CIRCUIT_OPENS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["reason"],
+        help: "Times the circuit opened (receiving paused), by reason (unreachable, systemic, refusals).",
+    },
+    Metric {
+        name: REFUSAL_FUSE_TRIPS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Trips of the refusal fuse: many distinct events refused alike, held instead of dead-lettered.",
     },
     Metric {
         name: DB_PROBES_TOTAL,
