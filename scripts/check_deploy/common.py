@@ -65,6 +65,11 @@ def env_map(items, key="name", value="value"):
     return {item[key]: item[value] for item in items}
 
 
+WORKER_EXIT_MARGIN = 12  # the worker exits within its grace + this (EXIT_MARGIN + the pool's close)
+
+
 def drain_times(name, env):
     grace = int(env.get("SHUTDOWN_GRACE_SECONDS", 25))
-    return grace + (int(env.get("DEREGISTRATION_DELAY_SECONDS", 0)) if name == "ingest" else 0)
+    if name == "ingest":
+        return grace + int(env.get("DEREGISTRATION_DELAY_SECONDS", 0))
+    return grace + WORKER_EXIT_MARGIN

@@ -30,6 +30,9 @@ const STATES: [(QueueAttributeName, &str); 3] = [
 /// How often the lag gauge is set.
 const LAG_PERIOD: Duration = Duration::from_secs(1);
 
+/// Shortest deadline for one refresh of the queue gauges.
+const MIN_REFRESH_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Refreshes the gauges every `interval` (the lag every second) until `shutdown`.
 pub(crate) async fn run(
     sqs: Client,
@@ -43,14 +46,26 @@ pub(crate) async fn run(
     let queues = async {
         let mut ticks = tokio::time::interval(interval);
         while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
-            if refresh(&sqs, "main", &main_url).await == Some(0) {
-                lag.queue_has_none_visible();
-            }
-            if let Some(dlq_url) = &dlq_url {
-                refresh(&sqs, "dlq", dlq_url).await;
-            }
             let (size, idle) = connections.sizes();
             metrics::gauge_pool(size, idle);
+            let refresh_queues = async {
+                if refresh(&sqs, "main", &main_url).await == Some(0) {
+                    lag.queue_has_none_visible();
+                }
+                if let Some(dlq_url) = &dlq_url {
+                    refresh(&sqs, "dlq", dlq_url).await;
+                }
+            };
+            // Within the interval (SQS may be silent), and never past the shutdown.
+            let deadline = interval.max(MIN_REFRESH_DEADLINE);
+            match shutdown
+                .run_until_cancelled(tokio::time::timeout(deadline, refresh_queues))
+                .await
+            {
+                None => break,
+                Some(Err(_)) => tracing::warn!(?deadline, "reading queue depths timed out"),
+                Some(Ok(())) => {}
+            }
         }
     };
     let lag_gauge = async {

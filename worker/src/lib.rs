@@ -85,6 +85,10 @@ const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for one S3 attempt, up to the response headers (the body is read under its
 /// own timeout, see `objects.rs`).
 const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed after the grace period for releasing what is held (5 s), leaving the lease
+/// (2 s) and the rest; with the pool's close after it, the worker exits within
+/// SHUTDOWN_GRACE_SECONDS + 12 s.
+const EXIT_MARGIN: Duration = Duration::from_secs(10);
 /// Longest wait for the pool to close at exit.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest time a received message stays hidden, whatever the queue's VisibilityTimeout
@@ -246,12 +250,24 @@ pub async fn run_with<H: Handler>(
         config.queue_metrics_interval(),
         shutdown.clone(),
     );
-    tokio::join!(
-        consume,
-        lease,
-        gauges,
-        ops::serve(ops_listener, metrics, readiness.clone(), stop_ops.clone())
-    );
+    let everything = async {
+        tokio::join!(
+            consume,
+            lease,
+            gauges,
+            ops::serve(ops_listener, metrics, readiness.clone(), stop_ops.clone())
+        );
+    };
+    // However unreachable the database and SQS are, the worker is gone within the grace
+    // period plus [`EXIT_MARGIN`], before ECS's stopTimeout sends SIGKILL.
+    let exit_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(config.ops.shutdown_grace() + EXIT_MARGIN).await;
+    };
+    tokio::select! {
+        () = Box::pin(everything) => {}
+        () = exit_deadline => tracing::error!(margin = ?EXIT_MARGIN, "the shutdown did not finish within the grace period and its margin; exiting anyway (SQS delivers what is still held again)"),
+    }
     // Writes aborted at the end of the grace period may still hold connections; never wait
     // for them past a moment (PostgreSQL rolls back what the closed connections left).
     if !connections.close(POOL_CLOSE_TIMEOUT).await {

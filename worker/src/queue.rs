@@ -124,23 +124,27 @@ impl<C: QueueClient> Queue<C> {
                     let receipts: Vec<Receipt> = batch.into_iter().map(|(r, _)| r).collect();
                     self.client.delete_batch(&receipts).await
                 })
-                .await;
+                .await
+                .len();
         }
         undeleted
     }
 
-    /// Sets visibility timeouts, ten per call, retrying failed entries. Returns how many
-    /// could not be changed.
-    pub(crate) async fn change_visibility(&self, entries: &[(Receipt, Duration)]) -> usize {
-        let mut unchanged = 0;
+    /// Sets visibility timeouts, ten per call, retrying failed entries. Returns the receipts
+    /// whose visibility could not be changed.
+    pub(crate) async fn change_visibility(&self, entries: &[(Receipt, Duration)]) -> Vec<Receipt> {
+        let mut unchanged = Vec::new();
         for chunk in entries.chunks(MAX_BATCH_ENTRIES) {
-            unchanged += self
-                .with_entry_retries(
+            unchanged.extend(
+                self.with_entry_retries(
                     "ChangeMessageVisibilityBatch",
                     chunk.to_vec(),
                     |batch| async move { self.client.change_visibility_batch(&batch).await },
                 )
-                .await;
+                .await
+                .into_iter()
+                .map(|(receipt, _)| receipt),
+            );
         }
         unchanged
     }
@@ -166,18 +170,19 @@ impl<C: QueueClient> Queue<C> {
     }
 
     /// Runs a batch call, sending the failed entries again up to [`ENTRY_ATTEMPTS`] times.
-    /// Returns the number of entries that never succeeded.
+    /// Returns the entries that never succeeded.
     async fn with_entry_retries<F, Fut>(
         &self,
         operation: &'static str,
         entries: Vec<(Receipt, Duration)>,
         call: F,
-    ) -> usize
+    ) -> Vec<(Receipt, Duration)>
     where
         F: Fn(Vec<(Receipt, Duration)>) -> Fut,
         Fut: Future<Output = Result<Vec<FailedEntry>, QueueError>>,
     {
         let mut pending = entries;
+        let mut given_up = Vec::new();
         for attempt in 1..=ENTRY_ATTEMPTS {
             let failed = match call(pending.clone()).await {
                 Ok(failed) => failed,
@@ -188,14 +193,13 @@ impl<C: QueueClient> Queue<C> {
                 }
             };
             let mut retry = Vec::new();
-            let mut given_up = 0;
             for entry in &failed {
                 let Some(item) = pending.get(entry.index) else {
                     continue;
                 };
                 tracing::warn!(operation, attempt, message_id = %item.0.message_id, code = %entry.code, "SQS batch entry failed");
                 if entry.sender_fault {
-                    given_up += 1;
+                    given_up.push(item.clone());
                 } else {
                     retry.push(item.clone());
                 }
@@ -211,7 +215,8 @@ impl<C: QueueClient> Queue<C> {
             entries = pending.len(),
             "giving up on SQS batch entries; the messages will be delivered again"
         );
-        pending.len()
+        given_up.extend(pending);
+        given_up
     }
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct QueueState {
     pub(crate) max_outstanding: usize,
     outstanding: usize,
     fail_deletes: HashMap<String, u32>,
+    /// ChangeMessageVisibilityBatch calls still to fail whole (an SQS outage).
+    pub(crate) fail_visibility_calls: u32,
     /// Every message given out and not deleted, by id.
     given: HashMap<String, InboundMessage>,
 }
@@ -194,6 +196,13 @@ impl QueueClient for FakeQueue {
         entries: &[(Receipt, Duration)],
     ) -> Result<Vec<FailedEntry>, QueueError> {
         let mut state = self.state();
+        if state.fail_visibility_calls > 0 {
+            state.fail_visibility_calls -= 1;
+            return Err(QueueError {
+                operation: "ChangeMessageVisibilityBatch",
+                message: "service unavailable".into(),
+            });
+        }
         for (receipt, visibility) in entries {
             state
                 .visibility_changes
