@@ -30,6 +30,7 @@ use crate::objects::ObjectStore;
 use crate::queue::{InboundMessage, Queue, QueueClient, Receipt};
 use crate::refusals::{Quarantine, Refusal};
 use crate::resolve::{FetchBudget, Resolved, resolve};
+use crate::s3_health::S3Health;
 use crate::split::{Decision, write_splitting};
 use crate::store::Store;
 use crate::window::Held;
@@ -73,6 +74,8 @@ pub(crate) struct BatchContext<C, S, O> {
     pub(crate) gate: Arc<Gate>,
     /// Where offloaded webhooks are.
     pub(crate) objects: Arc<O>,
+    /// S3's breaker and the pointers it parked.
+    pub(crate) s3: Arc<S3Health>,
     /// The bound on fetched payload bytes held at once.
     pub(crate) budget: FetchBudget,
     /// Judges refusals: the event's fault, or the database's condition.
@@ -114,8 +117,15 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
         duplicates,
         poison,
         retry: unresolved,
+        parked,
         budget: _budget,
-    } = resolve(&context.store, &context.objects, &context.budget, batch).await;
+    } = resolve(
+        &context.store,
+        (&context.objects, &context.s3),
+        &context.budget,
+        batch,
+    )
+    .await;
     let mut committed = Vec::new();
     for (message, held, reason) in poison {
         tracing::warn!(message_id = %message.receipt.message_id, %reason, "an offloaded webhook cannot be resolved; moving its message to the DLQ (its S3 object, if any, is kept)");
@@ -132,6 +142,11 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
         });
     }
     let mut retry = unresolved;
+    for pending in parked {
+        if let Some(full) = context.s3.park(pending) {
+            retry.push((full.message, full.held));
+        }
+    }
     let mut release = Vec::new();
     let (decided, attempt) = if ready.is_empty() {
         (Vec::new(), Attempt::Unwritten)

@@ -15,6 +15,9 @@
 //! [`RELEASE_VISIBILITY`] (see `batch.rs`). That is longer than a long poll, so the receives
 //! still in flight when the circuit opened end before the released messages become visible
 //! again and cannot take them a second time.
+//!
+//! The same breaker guards S3 for offloaded webhooks (see `s3_health.rs`), with HeadBucket
+//! as its probe.
 
 use std::fmt::Display;
 use std::sync::{Mutex, PoisonError};
@@ -25,7 +28,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
-use crate::store::Store;
 
 /// Wait before the first probe after the circuit opens.
 pub(crate) const PROBE_FIRST: Duration = Duration::from_millis(500);
@@ -57,9 +59,29 @@ impl OpenReason {
     }
 }
 
-/// Whether receiving is paused because the database cannot take writes.
+/// What a circuit guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guarded {
+    /// The database: while open, nothing is received.
+    Database,
+    /// S3: while open, offloaded webhooks wait in memory (see `s3_health.rs`).
+    S3,
+}
+
+impl Guarded {
+    /// Sets this circuit's gauge.
+    fn gauge(self, open: bool) {
+        match self {
+            Self::Database => metrics::gauge_circuit_open(open),
+            Self::S3 => metrics::gauge_s3_circuit_open(open),
+        }
+    }
+}
+
+/// Whether the guarded service can be used now (closed) or is waited for (open).
 #[derive(Debug)]
 pub(crate) struct Circuit {
+    guarded: Guarded,
     open: watch::Sender<bool>,
     /// No probe before this (a trip of the refusal fuse).
     held_until: Mutex<Option<Instant>>,
@@ -67,15 +89,26 @@ pub(crate) struct Circuit {
 
 impl Default for Circuit {
     fn default() -> Self {
-        metrics::gauge_circuit_open(false);
-        Self {
-            open: watch::Sender::new(false),
-            held_until: Mutex::new(None),
-        }
+        Self::new(Guarded::Database)
     }
 }
 
 impl Circuit {
+    /// A closed circuit guarding `guarded`.
+    pub(crate) fn new(guarded: Guarded) -> Self {
+        guarded.gauge(false);
+        Self {
+            guarded,
+            open: watch::Sender::new(false),
+            held_until: Mutex::new(None),
+        }
+    }
+
+    /// A receiver that sees every opening and closing.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.open.subscribe()
+    }
+
     /// Whether the circuit is open (receiving paused).
     pub(crate) fn is_open(&self) -> bool {
         *self.open.borrow()
@@ -87,9 +120,16 @@ impl Circuit {
             .open
             .send_if_modified(|open| !std::mem::replace(open, true))
         {
-            tracing::warn!(reason = reason.as_str(), %cause, "the database cannot take writes; receiving paused until a probe succeeds");
-            metrics::gauge_circuit_open(true);
-            metrics::record_circuit_open(reason.as_str());
+            self.guarded.gauge(true);
+            match self.guarded {
+                Guarded::Database => {
+                    tracing::warn!(reason = reason.as_str(), %cause, "the database cannot take writes; receiving paused until a probe succeeds");
+                    metrics::record_circuit_open(reason.as_str());
+                }
+                Guarded::S3 => {
+                    tracing::warn!(%cause, "S3 cannot be read; offloaded webhooks wait in memory until a probe succeeds");
+                }
+            }
         }
     }
 
@@ -119,8 +159,13 @@ impl Circuit {
             .open
             .send_if_modified(|open| std::mem::replace(open, false))
         {
-            tracing::info!("the database takes writes again; receiving resumed");
-            metrics::gauge_circuit_open(false);
+            self.guarded.gauge(false);
+            match self.guarded {
+                Guarded::Database => {
+                    tracing::info!("the database takes writes again; receiving resumed");
+                }
+                Guarded::S3 => tracing::info!("S3 can be read again"),
+            }
         }
     }
 
@@ -138,11 +183,11 @@ impl Circuit {
     }
 }
 
-/// Probes the database whenever the circuit is open, closing it at the first success;
-/// returns when `stop` is cancelled. Each probe runs within the store's own deadline.
-pub(crate) async fn probe_while_open<S: Store>(
+/// Probes whenever the circuit is open, closing it at the first success; returns when
+/// `stop` is cancelled. Each probe must end within its own deadline.
+pub(crate) async fn probe_while_open<E: Display, F: Future<Output = Result<(), E>>>(
     circuit: &Circuit,
-    store: &S,
+    probe: impl Fn() -> F,
     stop: CancellationToken,
 ) {
     loop {
@@ -160,11 +205,13 @@ pub(crate) async fn probe_while_open<S: Store>(
             {
                 return;
             }
-            let result = store.probe().await;
-            metrics::record_probe(result.is_ok());
+            let result = probe().await;
+            if circuit.guarded == Guarded::Database {
+                metrics::record_probe(result.is_ok());
+            }
             match result {
                 Ok(()) => circuit.close(),
-                Err(error) => tracing::debug!(%error, "database probe failed"),
+                Err(error) => tracing::debug!(guarded = ?circuit.guarded, %error, "probe failed"),
             }
             delay = (delay * 2).min(PROBE_MAX);
         }
@@ -180,7 +227,7 @@ mod tests {
 
     use super::*;
     use crate::handler::HandlerError;
-    use crate::store::{WriteError, Written};
+    use crate::store::{Store, WriteError, Written};
 
     /// A store whose probe succeeds once `up` is set, counting probes.
     #[derive(Debug, Default)]
@@ -215,7 +262,7 @@ mod tests {
         let stop = CancellationToken::new();
         let prober = tokio::spawn({
             let (circuit, store, stop) = (Arc::clone(&circuit), Arc::clone(&store), stop.clone());
-            async move { probe_while_open(&circuit, &store, stop).await }
+            async move { probe_while_open(&circuit, || store.probe(), stop).await }
         });
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(store.probes.load(Ordering::SeqCst), 0, "closed: no probe");

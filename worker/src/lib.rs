@@ -43,6 +43,7 @@ mod receiver;
 mod redrive;
 mod refusals;
 mod resolve;
+mod s3_health;
 mod split;
 mod sqs_client;
 mod store;
@@ -72,9 +73,10 @@ use crate::config::{DatabaseArgs, RunConfig};
 use crate::connections::Connections;
 use crate::fleet::{Gate, Lease, LeaseSettings, LeasedPool};
 use crate::lag::Lag;
-use crate::objects::S3Objects;
+use crate::objects::{ObjectError, S3Objects};
 use crate::pipeline::PipelineSettings;
 use crate::queue::Queue;
+use crate::s3_health::S3Health;
 use crate::sqs_client::SqsQueue;
 use crate::store::PgStore;
 use crate::window::Window;
@@ -167,11 +169,19 @@ pub async fn run_with<H: Handler>(
         })
         .await,
     ));
+    let s3_health = Arc::new(S3Health::new(window_size as usize / 2));
     if let Some(bucket) = &config.large_payload_bucket {
-        objects
-            .check_bucket(bucket)
-            .await
-            .with_context(|| format!("LARGE_PAYLOAD_BUCKET {bucket} is not reachable"))?;
+        match objects.check_bucket(bucket).await {
+            Ok(()) => {}
+            Err(ObjectError::Gone) => {
+                anyhow::bail!("LARGE_PAYLOAD_BUCKET {bucket}: no such bucket");
+            }
+            // An outage, not a setting: start, small webhooks flow, pointers wait.
+            Err(error) => s3_health.fail(
+                bucket,
+                &format!("LARGE_PAYLOAD_BUCKET {bucket} is not reachable at start: {error}"),
+            ),
+        }
     }
     let info = queue_info::discover(&sqs, &config.queue_url, config.dlq_url.clone()).await;
     if info.visibility < MIN_VISIBILITY {
@@ -222,7 +232,7 @@ pub async fn run_with<H: Handler>(
         let store = PgStore::new(connections.clone(), handler, deadline);
         pipeline::run(
             queue,
-            (store, objects),
+            (store, objects, s3_health),
             Arc::clone(&gate),
             window,
             Arc::clone(&lag),

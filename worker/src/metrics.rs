@@ -114,6 +114,11 @@ pub(crate) fn gauge_circuit_open(open: bool) {
     metrics::gauge!(CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
 }
 
+/// Sets the S3 circuit gauge.
+pub(crate) fn gauge_s3_circuit_open(open: bool) {
+    metrics::gauge!(S3_CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
 /// Counts one opening of the circuit.
 pub(crate) fn record_circuit_open(reason: &'static str) {
     metrics::counter!(CIRCUIT_OPENS_TOTAL, "reason" => reason).increment(1);

@@ -13,6 +13,8 @@ use crate::metrics;
 /// Longest time reading one object's body may take once S3 has answered (the SDK's attempt
 /// timeout covers the request up to the response headers, not the streamed body).
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest time one probe of the S3 breaker may take (see `s3_health.rs`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an object could not be read or deleted.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,10 @@ pub(crate) trait ObjectStore: Send + Sync + 'static {
         &self,
         pointer: &PayloadPointer,
     ) -> impl Future<Output = Result<(), ObjectError>> + Send;
+
+    /// One cheap call that succeeds only if `bucket` can be read now (the S3 breaker's
+    /// probe), within its own deadline.
+    fn probe(&self, bucket: &str) -> impl Future<Output = Result<(), ObjectError>> + Send;
 }
 
 /// S3 through the AWS SDK.
@@ -79,16 +85,14 @@ impl S3Objects {
         Self { s3 }
     }
 
-    /// Fails unless `bucket` exists and this worker may use it (HeadBucket).
+    /// Fails unless `bucket` exists and this worker may use it (HeadBucket):
+    /// [`ObjectError::Gone`] when there is no such bucket.
     pub(crate) async fn check_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
         let result = self.s3.head_bucket().bucket(bucket).send().await;
         count("HeadBucket", result.is_ok());
         result.map(drop).map_err(|error| {
             if error.as_service_error().is_some_and(|e| e.is_not_found()) {
-                ObjectError::Failed {
-                    operation: "HeadBucket",
-                    message: "no such bucket".to_owned(),
-                }
+                ObjectError::Gone
             } else {
                 failed("HeadBucket", error)
             }
@@ -156,6 +160,17 @@ impl ObjectStore for S3Objects {
             metrics::record_fetched_bytes(bytes.len());
         }
         result
+    }
+
+    async fn probe(&self, bucket: &str) -> Result<(), ObjectError> {
+        tokio::time::timeout(PROBE_TIMEOUT, self.check_bucket(bucket))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ObjectError::Failed {
+                    operation: "HeadBucket",
+                    message: format!("no answer within {PROBE_TIMEOUT:?}"),
+                })
+            })
     }
 
     async fn delete(&self, pointer: &PayloadPointer) -> Result<(), ObjectError> {

@@ -23,6 +23,7 @@ use crate::queue::{Queue, QueueClient, Receipt};
 use crate::receiver::{Receiver, rate_limiter, receive_size};
 use crate::refusals::{self, Quarantine};
 use crate::resolve::FetchBudget;
+use crate::s3_health::{self, S3Health};
 use crate::store::Store;
 use crate::window::Window;
 use crate::writer::BatchCaps;
@@ -56,10 +57,10 @@ pub(crate) struct PipelineSettings {
 
 /// Runs the pipeline until `shutdown`, then drains it within the grace period. Events are
 /// written to `store`; offloaded ones are fetched from `objects` (and deleted there after
-/// their commit).
+/// their commit) while `s3`'s breaker is closed.
 pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
     queue: Arc<Queue<C>>,
-    (store, objects): (S, Arc<O>),
+    (store, objects, s3): (S, Arc<O>, Arc<S3Health>),
     gate: Arc<Gate>,
     window: Arc<Window>,
     lag: Arc<Lag>,
@@ -89,6 +90,7 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
         circuit,
         gate,
         objects: Arc::clone(&objects),
+        s3,
         budget: FetchBudget::new(settings.max_fetched_bytes),
         fuse: RefusalFuse::new(settings.fuse_threshold),
         quarantine: Quarantine::default(),
@@ -117,8 +119,13 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
                 settings.visibility,
                 stop_background.clone()
             ),
-            circuit::probe_while_open(&context.circuit, &context.store, stop_background.clone()),
+            circuit::probe_while_open(
+                &context.circuit,
+                || context.store.probe(),
+                stop_background.clone()
+            ),
             refusals::run(&context, stop_background.clone()),
+            s3_health::probe_while_open(&context.s3, &*context.objects, stop_background.clone()),
         );
     };
     let grace_over = async {

@@ -1,7 +1,7 @@
 //! The pipeline's rules for webhooks offloaded to S3, against the fakes in paused time:
 //! pointers resolved and stored as inline envelopes, objects deleted after the commit and
 //! before the message (also for duplicates), gone objects (duplicate or poison), S3 failures
-//! backed off, malformed pointers and objects to the DLQ with the object kept, and the fetch
+//! parked behind the S3 breaker, malformed pointers and objects to the DLQ with the object kept, and the fetch
 //! budget.
 
 use std::num::NonZeroU32;
@@ -164,23 +164,80 @@ async fn a_gone_object_is_a_duplicate_when_its_event_is_stored_and_poison_otherw
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_s3_failure_backs_the_message_off_and_deletes_nothing() {
+async fn an_s3_failure_parks_the_message_without_a_word_to_sqs_until_s3_is_back() {
     let fake = FakeQueue::default();
     let objects = FakeObjects::default();
     objects.state().failing_gets = 1;
     let message = offload(&objects, &fake, &envelope("flaky"));
-    let id = message.receipt.message_id.clone();
     fake.push_messages(vec![message]);
     let (store, seen) = recording(Stored::New);
     let running = start_with(&fake, store, &objects, 100, settings(1));
-    until("backed off", || !fake.state().visibility_changes.is_empty()).await;
+    until("stored after the probe", || fake.deleted().len() == 1).await;
     running.stop().await;
 
     let state = fake.state();
-    assert_eq!(state.visibility_changes, vec![(id, Duration::from_secs(2))]);
-    assert!(state.dlq.is_empty() && state.deleted.is_empty());
-    assert!(seen.lock().expect("not poisoned").is_empty());
-    assert!(objects.has("test/flaky") && objects.deletes().is_empty());
+    assert!(
+        state.visibility_changes.is_empty(),
+        "no back-off, no receive used up"
+    );
+    assert!(state.dlq.is_empty());
+    assert_eq!(seen.lock().expect("not poisoned").len(), 1);
+    assert_eq!(objects.state().probes, 1, "one probe closed the breaker");
+    assert!(!objects.has("test/flaky"), "deleted after its commit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_s3_outage_parks_pointers_while_small_webhooks_flow_and_sends_nothing_to_the_dlq() {
+    let fake = FakeQueue::default();
+    let objects = FakeObjects::default();
+    objects.state().down = true;
+    let pointers: Vec<InboundMessage> = (0..30)
+        .map(|n| offload(&objects, &fake, &envelope(&format!("large-{n}"))))
+        .collect();
+    fake.push_messages(pointers);
+    let small = fake.push_envelopes(10);
+    let (store, seen) = recording(Stored::New);
+    let running = start_with(&fake, store, &objects, 100, settings(2));
+    until("the small ones stored during the outage", || {
+        let deleted = fake.deleted();
+        small.iter().all(|id| deleted.contains(id))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert_eq!(
+        fake.deleted().len(),
+        10,
+        "no pointer resolved while S3 is down"
+    );
+    let probes = objects.state().probes;
+    assert!((17..=20).contains(&probes), "a probe every 5 s: {probes}");
+    objects.state().down = false;
+    until("every pointer stored once S3 is back", || {
+        fake.deleted().len() == 40
+    })
+    .await;
+    running.stop().await;
+
+    let state = fake.state();
+    assert!(
+        state.dlq.is_empty(),
+        "an S3 outage sends nothing to the DLQ"
+    );
+    // Only the heartbeat's extensions (the settings' 30 s): parked, neither backed off nor
+    // released, so no receive count used up.
+    assert!(
+        !state.visibility_changes.is_empty(),
+        "kept hidden while parked"
+    );
+    assert!(
+        state
+            .visibility_changes
+            .iter()
+            .all(|(_, visibility)| *visibility == Duration::from_secs(30)),
+        "{:?}",
+        state.visibility_changes
+    );
+    assert_eq!(seen.lock().expect("not poisoned").len(), 40);
 }
 
 #[tokio::test(start_paused = true)]

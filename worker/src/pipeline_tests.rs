@@ -18,6 +18,7 @@ use crate::handler::{HandlerError, Stored};
 use crate::lag::Lag;
 use crate::pipeline::{self, PipelineSettings};
 use crate::queue::Queue;
+use crate::s3_health::S3Health;
 use crate::store::WriteError;
 use crate::testing::{FakeQueue, FakeStore};
 use crate::testing_objects::FakeObjects;
@@ -69,7 +70,11 @@ pub(crate) fn start_with(
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(pipeline::run(
         Arc::new(Queue::new(fake.clone())),
-        (store, Arc::new(objects.clone())),
+        (
+            store,
+            Arc::new(objects.clone()),
+            Arc::new(S3Health::new(window.capacity() / 2)),
+        ),
         Arc::new(Gate::fixed(settings.write_limit)),
         Arc::clone(&window),
         lag,

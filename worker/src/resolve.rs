@@ -11,7 +11,9 @@
 //!
 //! What becomes of a pointer:
 //! - fetched and decoded: written like any envelope; its object is deleted after the commit;
-//! - S3 fails otherwise (network, throttling, permissions): retried after a back-off;
+//! - S3 fails otherwise (network, throttling, permissions): the S3 breaker opens and the
+//!   message is parked (see `s3_health.rs`); while the breaker is open, pointers are parked
+//!   without a call to S3;
 //! - the object is not an envelope, or is much larger than its pointer declared: poison
 //!   (the object is kept for the dead-letter queue's redrive);
 //! - the object is gone: a duplicate if the event's row exists (the object was deleted after
@@ -30,6 +32,7 @@ use crate::metrics;
 use crate::objects::{ObjectError, ObjectStore};
 use crate::payload::{Offloaded, Payload};
 use crate::queue::InboundMessage;
+use crate::s3_health::S3Health;
 use crate::store::Store;
 use crate::window::Held;
 use crate::writer::Pending;
@@ -115,6 +118,8 @@ pub(crate) struct Resolved {
     pub(crate) poison: Vec<(InboundMessage, Held, String)>,
     /// Not resolved this time: back off.
     pub(crate) retry: Vec<(InboundMessage, Held)>,
+    /// Not fetched because S3 cannot be read: park until it can.
+    pub(crate) parked: Vec<Pending>,
     /// The fetch budget taken; keep it until the fetched envelopes are dropped.
     pub(crate) budget: Option<Taken>,
 }
@@ -122,7 +127,7 @@ pub(crate) struct Resolved {
 /// Fetches and decodes the objects of `batch`'s pointers; inline envelopes pass through.
 pub(crate) async fn resolve<S: Store, O: ObjectStore>(
     store: &S,
-    objects: &Arc<O>,
+    (objects, s3): (&Arc<O>, &S3Health),
     budget: &FetchBudget,
     batch: Vec<Pending>,
 ) -> Resolved {
@@ -140,6 +145,13 @@ pub(crate) async fn resolve<S: Store, O: ObjectStore>(
         }
     }
     if offloaded.is_empty() {
+        return resolved;
+    }
+    if s3.is_open() {
+        resolved.parked = offloaded
+            .into_iter()
+            .map(|(o, message, held)| Pending::new(Payload::Offloaded(o), message, held))
+            .collect();
         return resolved;
     }
     let declared: u64 = offloaded.iter().map(|(o, ..)| o.declared_bytes).sum();
@@ -184,8 +196,10 @@ pub(crate) async fn resolve<S: Store, O: ObjectStore>(
                 resolved.poison.push((message, held, reason));
             }
             Some(Err(error)) => {
-                tracing::warn!(message_id = %message.receipt.message_id, object = %where_, %error, "fetching an offloaded webhook failed; it will be retried after a back-off");
-                resolved.retry.push((message, held));
+                tracing::warn!(message_id = %message.receipt.message_id, object = %where_, %error, "fetching an offloaded webhook failed; it waits until S3 can be read");
+                s3.fail(&offloaded.pointer.bucket, &error);
+                let pending = Pending::new(Payload::Offloaded(offloaded), message, held);
+                resolved.parked.push(pending);
             }
             None => resolved.retry.push((message, held)),
         }

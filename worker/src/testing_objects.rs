@@ -42,6 +42,10 @@ pub(crate) struct ObjectsState {
     pub(crate) max_in_progress: usize,
     /// The next this many gets fail as a network error would.
     pub(crate) failing_gets: u32,
+    /// While set, every get and probe fails (an S3 outage).
+    pub(crate) down: bool,
+    /// Probes made.
+    pub(crate) probes: usize,
     /// Whether deletes fail.
     pub(crate) failing_deletes: bool,
     /// How long a get takes.
@@ -91,8 +95,8 @@ impl ObjectStore for FakeObjects {
         tokio::time::sleep(delay).await;
         let mut state = self.state();
         state.in_progress -= 1;
-        if state.failing_gets > 0 {
-            state.failing_gets -= 1;
+        if state.down || state.failing_gets > 0 {
+            state.failing_gets = state.failing_gets.saturating_sub(1);
             return Err(ObjectError::Failed {
                 operation: "GetObject",
                 message: "connection reset".to_owned(),
@@ -106,6 +110,19 @@ impl ObjectStore for FakeObjects {
             });
         }
         Ok(bytes.clone())
+    }
+
+    async fn probe(&self, _bucket: &str) -> Result<(), ObjectError> {
+        let mut state = self.state();
+        state.probes += 1;
+        if state.down {
+            Err(ObjectError::Failed {
+                operation: "HeadBucket",
+                message: "503 SlowDown".to_owned(),
+            })
+        } else {
+            Ok(())
+        }
     }
 
     async fn delete(&self, pointer: &PayloadPointer) -> Result<(), ObjectError> {

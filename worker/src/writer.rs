@@ -93,13 +93,14 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
 ) {
     let mut controller = ConcurrencyController::new(max, adaptive, Instant::now());
     let mut grant = context.gate.subscribe();
+    let mut s3 = context.s3.circuit.subscribe();
     let mut published = limit(&controller, &context);
     metrics::gauge_concurrency_limit(published);
     let mut waiting: VecDeque<Pending> = VecDeque::new();
     let mut writes: JoinSet<(Attempt, usize)> = JoinSet::new();
     let mut open = true;
     loop {
-        if !open && waiting.is_empty() && writes.is_empty() {
+        if !open && waiting.is_empty() && writes.is_empty() && context.s3.parked_count() == 0 {
             break;
         }
         tokio::select! {
@@ -113,6 +114,19 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
             },
             // The gate outlives the writer: the sender cannot be dropped meanwhile.
             Ok(()) = grant.changed() => {}
+            // So does S3's breaker: parked pointers go back to the queue once it closes.
+            Ok(()) = s3.changed() => {}
+        }
+        if !context.s3.is_open() {
+            for pending in context.s3.take_parked().into_iter().rev() {
+                waiting.push_front(pending);
+            }
+        } else if !open {
+            // Shutting down while S3 cannot be read: another worker takes them later.
+            let parked = context.s3.take_parked();
+            if !parked.is_empty() {
+                batch::release(&context, parked).await;
+            }
         }
         while let Ok(pending) = incoming.try_recv() {
             waiting.push_back(pending);

@@ -49,6 +49,8 @@ pub(crate) const WRITE_LATENCY_BASELINE: &str = "webhook_worker_write_latency_ba
 pub(crate) const WRITE_LATENCY_RATIO: &str = "webhook_worker_write_latency_ratio";
 /// Gauge: 1 while receiving is paused because the database is unreachable, else 0.
 pub(crate) const CIRCUIT_OPEN: &str = "webhook_worker_circuit_open";
+/// Gauge: 1 while S3 cannot be read and offloaded webhooks wait in memory, else 0.
+pub(crate) const S3_CIRCUIT_OPEN: &str = "webhook_worker_s3_circuit_open";
 /// Counter: times the circuit opened, by `reason` (`unreachable`, `systemic`, `refusals`).
 pub(crate) const CIRCUIT_OPENS_TOTAL: &str = "webhook_worker_circuit_opens_total";
 /// Counter: trips of the refusal fuse (many distinct events refused alike: see `fuse.rs`).
@@ -206,6 +208,13 @@ pub(crate) const METRICS: &[Metric] = &[
         unit: None,
         labels: &[],
         help: "1 while receiving is paused because the database cannot take writes, else 0.",
+    },
+    Metric {
+        name: S3_CIRCUIT_OPEN,
+        kind: Kind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "1 while S3 cannot be read and offloaded webhooks wait in memory (small ones keep flowing), else 0.",
     },
     Metric {
         name: CIRCUIT_OPENS_TOTAL,
