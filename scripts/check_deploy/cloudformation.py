@@ -169,8 +169,9 @@ def template_roles_are_least_privilege():
     resources = {json.dumps(main): "MainQueue", json.dumps(dlq): "DeadLetterQueue",
                  json.dumps(bucket): "PayloadBucket", json.dumps(objects): "PayloadBucket/*"}
     # ingest only writes payloads (PutObject is every multipart call but the abort); the worker
-    # only reads and deletes them. ListBucket: HeadBucket at start, and 404 (not 403) for a
-    # missing object.
+    # reads and deletes them, and copies one onto itself (GetObject + PutObject) before its pointer
+    # goes to the DLQ, so the object outlives the pointer. ListBucket: HeadBucket at start, and
+    # 404 (not 403) for a missing object.
     allowed = {
         "IngestTaskRole": {"MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
                            "PayloadBucket/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
@@ -178,7 +179,7 @@ def template_roles_are_least_privilege():
         "WorkerTaskRole": {"MainQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                                          "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
                            "DeadLetterQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
-                           "PayloadBucket/*": {"s3:GetObject", "s3:DeleteObject"},
+                           "PayloadBucket/*": {"s3:GetObject", "s3:DeleteObject", "s3:PutObject"},
                            "PayloadBucket": {"s3:ListBucket"}},
         "RedriveTaskRole": {"DeadLetterQueue": {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks",
                                                 "sqs:CancelMessageMoveTask", "sqs:ReceiveMessage", "sqs:DeleteMessage",

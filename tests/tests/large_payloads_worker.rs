@@ -263,3 +263,56 @@ async fn the_python_extended_client_and_our_binaries_read_each_others_messages()
     drop(ingest);
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pointer_bound_for_the_dlq_has_its_object_refreshed_first() {
+    let stack = TestStack::new("large-refresh").await;
+    let bucket = stack.create_bucket().await;
+    // An object that is not an envelope (poison), under a key that needs URL-encoding in
+    // CopySource.
+    let junk = envelope("github", "junk id+1/é", Vec::new());
+    let key = webhook_shared::large_payload::object_key(&junk.source, &junk.id);
+    stack.put_object(&bucket, &key, "not an envelope").await;
+    stack.send_pointer(&bucket, &key, &junk, 15).await;
+    let head = async || {
+        stack
+            .s3
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .expect("HeadObject: the object is kept")
+            .last_modified
+            .expect("LastModified")
+    };
+    let put_at = head().await;
+    // LastModified has a resolution of a second.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let worker = spawn_bucket_worker(&stack, &bucket).await;
+    let mut dead = Vec::new();
+    for _ in 0..30 {
+        dead.extend(dlq_messages(&stack).await);
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), 1, "poison: {}", worker.log());
+    assert!(
+        dead[0].0.contains("PayloadS3Pointer"),
+        "the pointer: {}",
+        dead[0].0
+    );
+    let refreshed_at = head().await;
+    assert!(
+        refreshed_at.secs() > put_at.secs(),
+        "the lifecycle counts from the DLQ send: {put_at:?} then {refreshed_at:?}"
+    );
+    assert_eq!(
+        stack.object(&bucket, &key).await.as_deref(),
+        Some(b"not an envelope".as_slice()),
+        "the same bytes"
+    );
+    drop(worker);
+    stack.cleanup().await;
+}

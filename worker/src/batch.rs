@@ -28,7 +28,7 @@ use crate::lag::Lag;
 use crate::metrics::{self, Outcome};
 use crate::objects::ObjectStore;
 use crate::queue::{InboundMessage, Queue, QueueClient, Receipt};
-use crate::refusals::{Quarantine, Refusal};
+use crate::refusals::{self, Quarantine, Refusal};
 use crate::resolve::{FetchBudget, Resolved, resolve};
 use crate::s3_health::S3Health;
 use crate::split::{Decision, write_splitting};
@@ -127,11 +127,14 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
     )
     .await;
     let mut committed = Vec::new();
-    for (message, held, reason) in poison {
+    let mut release = Vec::new();
+    for (message, held, reason, object) in poison {
         tracing::warn!(message_id = %message.receipt.message_id, %reason, "an offloaded webhook cannot be resolved; moving its message to the DLQ (its S3 object, if any, is kept)");
-        metrics::record_outcomes(Outcome::Poison, 1);
-        context.queue.dead_letter(&message, &reason).await;
-        drop(held);
+        if refusals::dead_letter(context, &message, object.as_ref(), &reason).await {
+            metrics::record_outcomes(Outcome::Poison, 1);
+        } else {
+            release.push((message, held));
+        }
     }
     for (message, held) in duplicates {
         metrics::record_outcomes(Outcome::Duplicate, 1);
@@ -147,7 +150,6 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
             retry.push((full.message, full.held));
         }
     }
-    let mut release = Vec::new();
     let (decided, attempt) = if ready.is_empty() {
         (Vec::new(), Attempt::Unwritten)
     } else {
@@ -199,6 +201,7 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
                             message,
                             held: ready.held,
                             reason,
+                            object: ready.object,
                             at: now,
                         });
                     }

@@ -13,6 +13,13 @@ use crate::metrics;
 /// Longest time reading one object's body may take once S3 has answered (the SDK's attempt
 /// timeout covers the request up to the response headers, not the streamed body).
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// What a CopySource key escapes: everything but unreserved characters and '/'.
+const COPY_SOURCE_KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 /// Longest time one probe of the S3 breaker may take (see `s3_health.rs`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -64,6 +71,14 @@ pub(crate) trait ObjectStore: Send + Sync + 'static {
 
     /// Deletes the object (deleting a missing key succeeds, as in S3).
     fn delete(
+        &self,
+        pointer: &PayloadPointer,
+    ) -> impl Future<Output = Result<(), ObjectError>> + Send;
+
+    /// Rewrites the object onto itself (CopyObject), so the bucket's lifecycle rule counts
+    /// its age from now: done before its pointer goes to the dead-letter queue, so the object
+    /// outlives the pointer (see `refusals.rs`).
+    fn refresh(
         &self,
         pointer: &PayloadPointer,
     ) -> impl Future<Output = Result<(), ObjectError>> + Send;
@@ -160,6 +175,39 @@ impl ObjectStore for S3Objects {
             metrics::record_fetched_bytes(bytes.len());
         }
         result
+    }
+
+    async fn refresh(&self, pointer: &PayloadPointer) -> Result<(), ObjectError> {
+        // CopySource is `bucket/key` with the key URL-encoded ('/' kept).
+        let key = percent_encoding::utf8_percent_encode(&pointer.key, COPY_SOURCE_KEY);
+        let result = self
+            .s3
+            .copy_object()
+            .bucket(&pointer.bucket)
+            .key(&pointer.key)
+            .copy_source(format!("{}/{key}", pointer.bucket))
+            // S3 refuses a copy onto itself that changes nothing.
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                count("CopyObject", true);
+                Ok(())
+            }
+            Err(error)
+                if error
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                metrics::record_s3_request("CopyObject", "not_found");
+                Err(ObjectError::Gone)
+            }
+            Err(error) => {
+                count("CopyObject", false);
+                Err(failed("CopyObject", error))
+            }
+        }
     }
 
     async fn probe(&self, bucket: &str) -> Result<(), ObjectError> {

@@ -274,6 +274,13 @@ async fn malformed_pointers_and_objects_are_poison_and_objects_are_kept() {
     );
     assert!(seen.lock().expect("not poisoned").is_empty());
     assert!(objects.has("test/junk") && objects.has("test/huge"));
+    let mut refreshed = objects.state().refreshed.clone();
+    refreshed.sort();
+    assert_eq!(
+        refreshed,
+        vec!["test/huge", "test/junk"],
+        "refreshed before their pointers went to the DLQ"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -296,6 +303,33 @@ async fn a_refused_offloaded_event_goes_to_the_dlq_as_its_pointer() {
     assert!(body.contains("PayloadS3Pointer"), "{body}");
     assert!(reason.contains("check constraint"), "{reason}");
     assert!(objects.has("test/bad"));
+    assert_eq!(
+        objects.state().refreshed,
+        vec!["test/bad"],
+        "the object's lifetime starts over with the DLQ's"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pointer_whose_object_cannot_be_refreshed_is_released_not_dead_lettered() {
+    let fake = FakeQueue::default();
+    let objects = FakeObjects::default();
+    objects.put("test/junk", "not an envelope");
+    let junk = pointer_message(&fake, "test/junk", 15, Some("junk"));
+    let id = junk.receipt.message_id.clone();
+    fake.push_messages(vec![junk]);
+    let (store, _) = recording(Stored::New);
+    // S3 reads the object, then fails the refresh.
+    objects.state().failing_refreshes = true;
+    let running = start_with(&fake, store, &objects, 100, settings(1));
+    until("released", || !fake.state().visibility_changes.is_empty()).await;
+    running.stop().await;
+    let state = fake.state();
+    assert!(
+        state.dlq.is_empty(),
+        "no pointer in the DLQ without its object refreshed"
+    );
+    assert_eq!(state.visibility_changes[0].0, id);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,8 +1,14 @@
-//! The quarantine of refused events: an event the database refused for good waits, still
-//! held (the heartbeat keeps it hidden), for the refusal fuse's window (see `fuse.rs`) before
-//! it goes to the dead-letter queue. If the fuse trips meanwhile, the refusal was the
-//! database's condition and the event is released instead, to be written once the condition
-//! has passed. At shutdown what waits is settled at once.
+//! Dead letters. The quarantine of refused events: an event the database refused for good
+//! waits, still held (the heartbeat keeps it hidden), for the refusal fuse's window (see
+//! `fuse.rs`) before it goes to the dead-letter queue. If the fuse trips meanwhile, the
+//! refusal was the database's condition and the event is released instead, to be written
+//! once the condition has passed. At shutdown what waits is settled at once.
+//!
+//! A pointer never outlives its object: before an offloaded webhook's pointer goes to the
+//! dead-letter queue, its object is rewritten onto itself ([`ObjectStore::refresh`]), so the
+//! bucket's lifecycle rule (30 days) counts from that send, past the DLQ's retention (14
+//! days) and a redrive's (14 days). If S3 cannot do it now, the message is released instead
+//! (and the S3 breaker opens), to be dead-lettered later.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -12,9 +18,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use webhook_shared::large_payload::PayloadPointer;
+
 use crate::batch::{self, BatchContext};
 use crate::fuse;
 use crate::metrics::{self, Outcome};
+use crate::objects::{ObjectError, ObjectStore};
 use crate::queue::{InboundMessage, QueueClient};
 use crate::window::Held;
 
@@ -27,6 +36,8 @@ pub(crate) struct Refusal {
     pub(crate) held: Held,
     /// Why it was refused.
     pub(crate) reason: Cow<'static, str>,
+    /// The S3 object of an offloaded event (its message is the pointer).
+    pub(crate) object: Option<PayloadPointer>,
     /// When it was refused.
     pub(crate) at: Instant,
 }
@@ -66,7 +77,7 @@ impl Quarantine {
 }
 
 /// Settles quarantined events as they come due, until `stop`; then settles the rest at once.
-pub(crate) async fn run<C: QueueClient, S, O>(
+pub(crate) async fn run<C: QueueClient, S, O: ObjectStore>(
     context: &BatchContext<C, S, O>,
     stop: CancellationToken,
 ) {
@@ -87,19 +98,49 @@ pub(crate) async fn run<C: QueueClient, S, O>(
 }
 
 /// Sends each refusal to the dead-letter queue, or releases it if the fuse tripped since.
-async fn settle<C: QueueClient, S, O>(context: &BatchContext<C, S, O>, refusals: Vec<Refusal>) {
+async fn settle<C: QueueClient, S, O: ObjectStore>(
+    context: &BatchContext<C, S, O>,
+    refusals: Vec<Refusal>,
+) {
     let mut release = Vec::new();
     for refusal in refusals {
-        if context.fuse.tripped_since(refusal.at) {
-            release.push((refusal.message, refusal.held));
-            continue;
-        }
-        metrics::record_outcomes(Outcome::Refused, 1);
-        context
-            .queue
-            .dead_letter(&refusal.message, &refusal.reason)
+        let sent = !context.fuse.tripped_since(refusal.at)
+            && dead_letter(
+                context,
+                &refusal.message,
+                refusal.object.as_ref(),
+                &refusal.reason,
+            )
             .await;
-        drop(refusal.held);
+        if sent {
+            metrics::record_outcomes(Outcome::Refused, 1);
+            drop(refusal.held);
+        } else {
+            release.push((refusal.message, refusal.held));
+        }
     }
     batch::release_held(context, release).await;
+}
+
+/// Moves `message` to the dead-letter queue, first refreshing `object` (its payload) so that
+/// it outlives the pointer. `false` when the message was not moved: S3 could not refresh the
+/// object (the caller releases the message), or SQS refused it (SQS delivers it again).
+pub(crate) async fn dead_letter<C: QueueClient, S, O: ObjectStore>(
+    context: &BatchContext<C, S, O>,
+    message: &InboundMessage,
+    object: Option<&PayloadPointer>,
+    reason: &str,
+) -> bool {
+    if let Some(pointer) = object {
+        match context.objects.refresh(pointer).await {
+            // Gone: nothing to keep (the pointer's reason says so).
+            Ok(()) | Err(ObjectError::Gone) => {}
+            Err(error) => {
+                tracing::warn!(message_id = %message.receipt.message_id, %error, "refreshing the S3 object of a message bound for the DLQ failed; releasing it instead");
+                context.s3.fail(&pointer.bucket, &error);
+                return false;
+            }
+        }
+    }
+    context.queue.dead_letter(message, reason).await
 }

@@ -114,8 +114,8 @@ pub(crate) struct Resolved {
     pub(crate) ready: Vec<Ready>,
     /// Objects gone whose events are stored: delete the messages.
     pub(crate) duplicates: Vec<(InboundMessage, Held)>,
-    /// Never resolvable: to the dead-letter queue with the reason.
-    pub(crate) poison: Vec<(InboundMessage, Held, String)>,
+    /// Never resolvable: to the dead-letter queue with the reason (and the object, kept).
+    pub(crate) poison: Vec<(InboundMessage, Held, String, Option<PayloadPointer>)>,
     /// Not resolved this time: back off.
     pub(crate) retry: Vec<(InboundMessage, Held)>,
     /// Not fetched because S3 cannot be read: park until it can.
@@ -184,7 +184,8 @@ pub(crate) async fn resolve<S: Store, O: ObjectStore>(
                 }),
                 Err(error) => {
                     let reason = format!("S3 object {where_}: {error}");
-                    resolved.poison.push((message, held, reason));
+                    let object = Some(offloaded.pointer);
+                    resolved.poison.push((message, held, reason, object));
                 }
             },
             Some(Err(ObjectError::Gone)) => gone.push((offloaded, message, held)),
@@ -193,7 +194,8 @@ pub(crate) async fn resolve<S: Store, O: ObjectStore>(
                     "S3 object {where_} has {size} bytes or more, its pointer declared {}",
                     offloaded.declared_bytes
                 );
-                resolved.poison.push((message, held, reason));
+                let object = Some(offloaded.pointer);
+                resolved.poison.push((message, held, reason, object));
             }
             Some(Err(error)) => {
                 tracing::warn!(message_id = %message.receipt.message_id, object = %where_, %error, "fetching an offloaded webhook failed; it waits until S3 can be read");
@@ -221,7 +223,7 @@ async fn resolve_gone<S: Store>(
             "S3 object {} is gone and the message names no event (no source and event_id attributes) to look for",
             location(&offloaded.pointer)
         );
-        resolved.poison.push((message, held, reason));
+        resolved.poison.push((message, held, reason, None));
     }
     if named.is_empty() {
         return;
@@ -237,7 +239,7 @@ async fn resolve_gone<S: Store>(
                         "S3 object {} is gone and its event was never stored",
                         location(&offloaded.pointer)
                     );
-                    resolved.poison.push((message, held, reason));
+                    resolved.poison.push((message, held, reason, None));
                 }
             }
         }

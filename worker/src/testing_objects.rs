@@ -46,6 +46,10 @@ pub(crate) struct ObjectsState {
     pub(crate) down: bool,
     /// Probes made.
     pub(crate) probes: usize,
+    /// While set, refreshes fail (and only they).
+    pub(crate) failing_refreshes: bool,
+    /// Keys refreshed (copied onto themselves), in order.
+    pub(crate) refreshed: Vec<String>,
     /// Whether deletes fail.
     pub(crate) failing_deletes: bool,
     /// How long a get takes.
@@ -110,6 +114,21 @@ impl ObjectStore for FakeObjects {
             });
         }
         Ok(bytes.clone())
+    }
+
+    async fn refresh(&self, pointer: &PayloadPointer) -> Result<(), ObjectError> {
+        let mut state = self.state();
+        if state.down || state.failing_refreshes {
+            return Err(ObjectError::Failed {
+                operation: "CopyObject",
+                message: "503 SlowDown".to_owned(),
+            });
+        }
+        if !state.objects.contains_key(&pointer.key) {
+            return Err(ObjectError::Gone);
+        }
+        state.refreshed.push(pointer.key.clone());
+        Ok(())
     }
 
     async fn probe(&self, _bucket: &str) -> Result<(), ObjectError> {

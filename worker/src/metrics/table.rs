@@ -64,7 +64,7 @@ pub(crate) const CONNECTION_GRANT: &str = "webhook_worker_connection_grant";
 pub(crate) const FLEET_WORKERS: &str = "webhook_worker_fleet_workers";
 /// Counter: heartbeats of the connection lease, by `result` (`ok`, `failed`).
 pub(crate) const LEASE_RENEWALS_TOTAL: &str = "webhook_worker_lease_renewals_total";
-/// Counter: S3 API calls, by `operation` (`GetObject`, `DeleteObject`, `HeadBucket`) and
+/// Counter: S3 API calls, by `operation` (`GetObject`, `DeleteObject`, `HeadBucket`, `CopyObject`) and
 /// `result` (`ok`, `not_found`, `error`).
 pub(crate) const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
 /// Counter: bytes of offloaded webhooks (their S3 objects) fetched.
@@ -263,7 +263,7 @@ pub(crate) const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["operation", "result"],
-        help: "S3 API calls, by operation (GetObject, DeleteObject, HeadBucket) and result (ok, not_found, error).",
+        help: "S3 API calls, by operation (GetObject, DeleteObject, HeadBucket, CopyObject) and result (ok, not_found, error).",
     },
     Metric {
         name: FETCHED_BYTES_TOTAL,
