@@ -1,0 +1,197 @@
+//! The fleet's lease cannot be held hostage, against real LocalStack and PostgreSQL: a
+//! session that is not a worker takes the fleet's advisory lock inside a transaction and then
+//! does nothing (an operator's psql left open, a frozen client) for three lease periods,
+//! while two workers drain a backlog into a database so slow that every write holds its
+//! connection longer than half a heartbeat. The workers keep their grants and keep storing,
+//! no worker backend waits on the lock for longer than a moment (the wait is ended by the
+//! server, not left behind), the workers never hold more than the budget, and once the lock
+//! is free they renew under it again.
+
+#![allow(
+    clippy::print_stderr,
+    reason = "what the sampler saw, for whoever runs with --nocapture"
+)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use e2e_tests::fleet::{FLEET_LOCK, advisory_waits, grants, leases, wait_for_grants};
+use e2e_tests::probes::{
+    assert_stored_exactly, gauge, slow_inserts, wait_for_some_rows, worker_activity,
+};
+use e2e_tests::{QueueOptions, Service, TestStack, eventually};
+
+/// DATABASE_CONNECTION_BUDGET of the fleet.
+const BUDGET: i64 = 8;
+/// DATABASE_LEASE_SECONDS.
+const LEASE: Duration = Duration::from_secs(4);
+/// How long the outside session holds the fleet's lock: three lease periods.
+const HOLD: Duration = Duration::from_secs(12);
+/// Longest a worker backend may be seen waiting on the lock: its lock timeout is a twentieth
+/// of the lease (200 ms); a wait left behind by a client-side timeout would last the whole
+/// hold.
+const LONGEST_WAIT: f64 = 1.0;
+
+/// Settings of both workers: 10 rows of 80 ms each make every write last 800 ms, more than
+/// half a heartbeat (500 ms), so a heartbeat never finds a connection idle.
+const SETTINGS: [(&str, &str); 7] = [
+    ("DATABASE_CONNECTION_BUDGET", "8"),
+    ("DATABASE_MAX_CONNECTIONS", "8"),
+    ("WORKER_CONCURRENCY", "8"),
+    ("DATABASE_LEASE_SECONDS", "4"),
+    ("SHUTDOWN_GRACE_SECONDS", "10"),
+    ("WORKER_BATCH_MAX_ROWS", "10"),
+    ("WORKER_ADAPTIVE_CONCURRENCY", "false"),
+];
+
+/// A counter of a worker's /metrics (summed over the samples matching `filters`); 0 before it
+/// is first counted.
+async fn counter(worker: &Service, name: &str, filters: &[&str]) -> f64 {
+    gauge(&worker.metrics().await, name, filters).unwrap_or(0.0)
+}
+
+/// Rows a worker stored.
+async fn stored(worker: &Service) -> f64 {
+    counter(
+        worker,
+        "webhook_worker_messages_total",
+        &[r#"outcome="stored""#],
+    )
+    .await
+}
+
+/// Lease heartbeats of a worker that ended with `result`.
+async fn renewals(worker: &Service, result: &str) -> f64 {
+    counter(
+        worker,
+        "webhook_worker_lease_renewals_total",
+        &[&format!(r#"result="{result}""#)],
+    )
+    .await
+}
+
+/// What the sampler saw.
+#[derive(Debug, Default)]
+struct Seen {
+    samples: u32,
+    /// Most worker connections in `pg_stat_activity`.
+    connections: i64,
+    /// Most worker backends waiting on an advisory lock at once.
+    waiting: i64,
+    /// Longest wait on an advisory lock, in seconds.
+    longest_wait: f64,
+    /// Lowest grant of either worker.
+    lowest_grant: f64,
+}
+
+/// Samples connections, advisory-lock waits and grants every ~20 ms until `stop`.
+async fn sample(stack: &TestStack, workers: &[&Service], stop: &AtomicBool) -> Seen {
+    let mut seen = Seen {
+        lowest_grant: f64::MAX,
+        ..Seen::default()
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let ((connections, _), (waiting, longest), grants) = tokio::join!(
+            worker_activity(stack),
+            advisory_waits(stack),
+            grants(workers)
+        );
+        seen.samples += 1;
+        seen.connections = seen.connections.max(connections);
+        seen.waiting = seen.waiting.max(waiting);
+        seen.longest_wait = seen.longest_wait.max(longest);
+        seen.lowest_grant = seen.lowest_grant.min(grants[0]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
+}
+
+/// Two busy workers while an outside session holds the fleet's lock for three lease periods:
+/// no lapse, no write stops, no wait left behind on the server, never over the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_lock_holder_cannot_make_the_workers_lapse() {
+    const MESSAGES: usize = 3_000;
+    let options = QueueOptions {
+        visibility_timeout: 10,
+        ..Default::default()
+    };
+    let stack = TestStack::with_queues("worker-fleet-hostage", options).await;
+    slow_inserts(&stack, 0.08).await;
+    let ids = stack.preload(MESSAGES).await;
+    let first = stack.spawn_worker(&SETTINGS).await;
+    wait_for_grants(&[&first], &[7.0], Duration::from_secs(15)).await;
+    let second = stack.spawn_worker(&SETTINGS).await;
+    let workers = [&first, &second];
+    wait_for_grants(&workers, &[3.0, 4.0], Duration::from_secs(15)).await;
+    wait_for_some_rows(&stack, 1).await;
+
+    // The hostage taker: a transaction that takes the fleet's lock and then does nothing.
+    let mut holder = stack.db.begin().await.expect("BEGIN");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(FLEET_LOCK)
+        .execute(&mut *holder)
+        .await
+        .expect("taking the fleet's lock");
+    let held_at = tokio::time::Instant::now();
+    let kept_before = [
+        renewals(&first, "kept").await,
+        renewals(&second, "kept").await,
+    ];
+
+    let stop = AtomicBool::new(false);
+    let scenario = async {
+        // The last lease period of the hold: both workers still store.
+        tokio::time::sleep(HOLD - LEASE).await;
+        let before = [stored(&first).await, stored(&second).await];
+        tokio::time::sleep_until(held_at + HOLD).await;
+        let after = [stored(&first).await, stored(&second).await];
+        stop.store(true, Ordering::SeqCst);
+        (before, after)
+    };
+    let (seen, (before, after)) = tokio::join!(sample(&stack, &workers, &stop), scenario);
+    eprintln!("while held: {seen:?}; stored {before:?} -> {after:?}");
+    let logs = || format!("{}\n----\n{}", first.log(), second.log());
+    assert!(seen.samples >= 100, "too few samples: {seen:?}");
+    assert!(
+        seen.lowest_grant >= 3.0,
+        "a worker's grant fell while the lock was held: {seen:?}\n{}",
+        logs()
+    );
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "a worker stopped storing during the last lease period of the hold: {before:?} -> {after:?}\n{}",
+        logs()
+    );
+    assert!(
+        seen.waiting <= 2 && seen.longest_wait < LONGEST_WAIT,
+        "worker backends were left waiting on the fleet's lock: {seen:?}"
+    );
+    assert!(
+        seen.connections <= BUDGET,
+        "more worker connections than the budget: {seen:?}"
+    );
+    for (worker, kept) in workers.iter().zip(kept_before) {
+        assert!(
+            renewals(worker, "kept").await > kept,
+            "the heartbeats never found the lock busy: nothing was tested\n{}",
+            worker.log()
+        );
+    }
+    assert_eq!(leases(&stack).await, (2, 7), "the rows as they were");
+
+    // The lock is free again: nothing waits on it and the heartbeats take it again.
+    holder.rollback().await.expect("ROLLBACK");
+    let ok_before = [renewals(&first, "ok").await, renewals(&second, "ok").await];
+    eventually(LEASE, "heartbeats under the lock again", || async {
+        let ok = [renewals(&first, "ok").await, renewals(&second, "ok").await];
+        Ok((ok[0] > ok_before[0] && ok[1] > ok_before[1]).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", logs()));
+    assert_eq!(advisory_waits(&stack).await.0, 0, "a wait left behind");
+    assert_eq!(grants(&workers).await, [3.0, 4.0]);
+
+    assert_stored_exactly(&stack, &ids).await;
+    drop((first, second));
+    stack.cleanup().await;
+}
