@@ -20,6 +20,7 @@ use e2e_tests::probes::{
     assert_stored_exactly, gauge, slow_inserts, wait_for_some_rows, worker_activity,
 };
 use e2e_tests::{QueueOptions, Service, TestStack, eventually};
+use nix::sys::signal::Signal;
 
 /// DATABASE_CONNECTION_BUDGET of the fleet.
 const BUDGET: i64 = 8;
@@ -198,6 +199,138 @@ async fn a_frozen_lock_holder_cannot_make_the_workers_lapse() {
     assert_eq!(grants(&workers).await, [3.0, 4.0]);
 
     assert_stored_exactly(&stack, &ids).await;
+    drop((first, second));
+    stack.cleanup().await;
+}
+
+/// The id a worker logged at start (`worker_id="…"`).
+fn worker_id(worker: &Service) -> String {
+    let log = worker.log();
+    let (_, rest) = log
+        .split_once("worker_id=\"")
+        .unwrap_or_else(|| panic!("no worker_id in the log:\n{log}"));
+    rest.split('"').next().unwrap_or_default().to_owned()
+}
+
+/// The backend holding the fleet's lock and the worker it belongs to (by the session lock
+/// of its pool connections), if a worker holds it.
+async fn lock_holder(stack: &TestStack) -> Option<(i32, String)> {
+    sqlx::query_as(
+        "SELECT fleet.pid, lease.worker_id::text
+         FROM pg_locks fleet
+         JOIN pg_locks session ON session.pid = fleet.pid AND session.locktype = 'advisory'
+              AND session.objsubid = 1 AND session.granted
+         JOIN webhook_worker_leases lease
+              ON lease.session_key = ((session.classid::int8 << 32) | session.objid::int8)
+         WHERE fleet.locktype = 'advisory' AND fleet.objsubid = 1 AND fleet.granted
+           AND ((fleet.classid::int8 << 32) | fleet.objid::int8) = $1",
+    )
+    .bind(FLEET_LOCK)
+    .fetch_optional(&stack.db)
+    .await
+    .expect("reading pg_locks")
+}
+
+/// Whether backend `pid` still exists.
+async fn backend_alive(stack: &TestStack, pid: i32) -> bool {
+    sqlx::query_scalar("SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(&stack.db)
+        .await
+        .expect("reading pg_stat_activity")
+}
+
+/// A worker frozen (SIGSTOP) inside its heartbeat transaction, the fleet's lock held, loses
+/// it to PostgreSQL itself (the statement in progress ends, then the idle transaction is
+/// ended: P/5 at most): the lock is free long before a lease period, the other worker never
+/// lapses and takes the whole share once the frozen worker's row expires; thawed, the frozen
+/// worker joins again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_inside_its_heartbeat_loses_the_fleet_lock() {
+    let stack = TestStack::new("worker-fleet-frozen-holder").await;
+    // Every lease row written sleeps 200 ms under the lock: a window to freeze a worker in.
+    for statement in [
+        "CREATE FUNCTION slow_lease() RETURNS trigger LANGUAGE plpgsql
+         AS $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$",
+        "CREATE TRIGGER slow_lease BEFORE INSERT ON webhook_worker_leases
+         FOR EACH ROW EXECUTE FUNCTION slow_lease()",
+    ] {
+        sqlx::query(statement)
+            .execute(&stack.db)
+            .await
+            .expect("creating the slow-lease trigger");
+    }
+    let first = stack.spawn_worker(&SETTINGS).await;
+    wait_for_grants(&[&first], &[7.0], Duration::from_secs(15)).await;
+    let second = stack.spawn_worker(&SETTINGS).await;
+    wait_for_grants(&[&first, &second], &[3.0, 4.0], Duration::from_secs(15)).await;
+    let ids = [worker_id(&first), worker_id(&second)];
+
+    // Freeze whichever worker is seen holding the lock; retry if it let go before the signal.
+    let mut frozen = None;
+    for _ in 0..20 {
+        let holder = eventually(LEASE, "a worker holding the fleet's lock", || async {
+            Ok(lock_holder(&stack).await)
+        })
+        .await
+        .expect("the heartbeats take the lock");
+        let Some(index) = ids.iter().position(|id| *id == holder.1) else {
+            continue;
+        };
+        let worker = [&first, &second][index];
+        worker.signal(Signal::SIGSTOP);
+        if lock_holder(&stack)
+            .await
+            .is_some_and(|now| now.0 == holder.0)
+        {
+            frozen = Some((index, holder.0, tokio::time::Instant::now()));
+            break;
+        }
+        worker.signal(Signal::SIGCONT);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (index, pid, frozen_at) = frozen.expect("froze a worker inside its heartbeat");
+    let (frozen, other) = if index == 0 {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    let other_grant = grants(&[other]).await[0];
+
+    // PostgreSQL ends the frozen worker's session: P/5 (800 ms) after the freeze at most.
+    eventually(
+        LEASE / 2,
+        "the frozen heartbeat's backend ended",
+        || async { Ok((!backend_alive(&stack, pid).await).then_some(())) },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", frozen.log()));
+    eprintln!(
+        "the lock was free {:?} after the freeze",
+        frozen_at.elapsed()
+    );
+    assert!(
+        lock_holder(&stack)
+            .await
+            .is_none_or(|holder| holder.0 != pid),
+        "the frozen worker still holds the lock"
+    );
+
+    // The other worker never lapses and takes everything once the frozen row expires.
+    let most = eventually(LEASE * 3, "the whole share", || async {
+        let grant = grants(&[other]).await[0];
+        assert!(
+            grant >= other_grant,
+            "the other worker's grant fell to {grant}"
+        );
+        Ok((grant == 7.0).then_some(()))
+    })
+    .await;
+    most.unwrap_or_else(|error| panic!("{error}\n{}", other.log()));
+    assert_eq!(leases(&stack).await, (1, 7));
+
+    frozen.signal(Signal::SIGCONT);
+    wait_for_grants(&[&first, &second], &[3.0, 4.0], Duration::from_secs(15)).await;
     drop((first, second));
     stack.cleanup().await;
 }
