@@ -5,7 +5,9 @@
 //! connection longer than half a heartbeat. The workers keep their grants and keep storing,
 //! no worker backend waits on the lock for longer than a moment (the wait is ended by the
 //! server, not left behind), the workers hold no connection beyond their grants (no
-//! heartbeat needs the door), and once the lock is free they renew under it again.
+//! heartbeat needs the door), and once the lock is free they renew under it again. And a
+//! worker frozen (SIGSTOP) inside its own heartbeat transaction loses the lock to PostgreSQL
+//! well within a lease period, while the other worker never lapses.
 
 #![allow(
     clippy::print_stderr,
