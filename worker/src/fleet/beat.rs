@@ -28,6 +28,7 @@ use crate::fleet::table;
 /// Why a heartbeat failed.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum BeatError {
+    /// A statement failed (or the server ended it: a timeout of the transaction's own).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A step of the heartbeat went past its deadline.

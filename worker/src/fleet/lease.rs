@@ -100,12 +100,17 @@ enum Renewed {
 /// The lease task of one worker.
 #[derive(Debug)]
 pub(crate) struct Lease {
+    /// This worker in the lease table.
     pub(super) identity: Identity,
+    /// The budget, the connections wanted, the lease period.
     pub(super) settings: LeaseSettings,
+    /// Intervals, deadlines and server-side limits, from the lease period.
     pub(super) timing: Timing,
     /// For the door.
     pub(super) options: PgConnectOptions,
+    /// The worker's connections; the heartbeat takes one of them while the grant is above 0.
     pub(super) pool: Arc<LeasedPool>,
+    /// The pool's gate, whose grant the lease moves.
     pub(super) gate: Arc<Gate>,
 }
 
