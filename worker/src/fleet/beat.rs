@@ -4,7 +4,10 @@
 //! The connection: while the worker has a grant, one of its own pool connections, taken
 //! ahead of every waiting write (`gate.rs`); the door only while its grant is 0 (a worker
 //! registering, or one with no share). So all heartbeats together never need more than the
-//! grants plus the door, however slow the writes are.
+//! grants plus the door, however slow the writes are. (A connection reserved for each
+//! worker's heartbeat would cost the budget one connection per worker; waiting for the next
+//! of its own writes to end costs nothing, and makes a worker miss its renewal only if every
+//! one of its connections stays in a single write for about 3P/8, see `timing.rs`.)
 //!
 //! The transactions: first the usual one under the fleet's lock (expired rows out and their
 //! backends ended, this worker's plan, its row renewed). If the lock stays busy for the whole
