@@ -12,10 +12,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use e2e_tests::fleet::{grant, leases, wait_for_grants};
 use e2e_tests::probes::{
     assert_stored_exactly, gauge, slow_inserts, wait_for_some_rows, worker_activity,
 };
-use e2e_tests::{QueueOptions, Service, TestStack, eventually};
+use e2e_tests::{QueueOptions, TestStack, eventually};
 use nix::sys::signal::Signal;
 
 /// DATABASE_CONNECTION_BUDGET of the fleet.
@@ -40,49 +41,6 @@ const FLEET_SETTINGS: [(&str, &str); 5] = [
     ("DATABASE_LEASE_SECONDS", "4"),
     ("SHUTDOWN_GRACE_SECONDS", "10"),
 ];
-
-/// A worker's connection grant, from its /metrics.
-async fn grant(worker: &Service) -> f64 {
-    gauge(
-        &worker.metrics().await,
-        "webhook_worker_connection_grant",
-        &[],
-    )
-    .unwrap_or(-1.0)
-}
-
-/// The workers' grants, sorted.
-async fn grants(workers: &[&Service]) -> Vec<f64> {
-    let mut grants = Vec::new();
-    for worker in workers {
-        grants.push(grant(worker).await);
-    }
-    grants.sort_by(f64::total_cmp);
-    grants
-}
-
-/// Waits until the workers' grants are `expected` (sorted); returns how long it took.
-async fn wait_for_grants(workers: &[&Service], expected: &[f64], within: Duration) -> Duration {
-    let started = tokio::time::Instant::now();
-    let reached = eventually(within, &format!("grants {expected:?}"), || async {
-        Ok((grants(workers).await == expected).then_some(()))
-    })
-    .await;
-    if let Err(error) = reached {
-        let seen = grants(workers).await;
-        let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-        panic!("{error}; grants {seen:?}\n{}", logs.join("\n----\n"));
-    }
-    started.elapsed()
-}
-
-/// Rows in the lease table and the sum of their grants.
-async fn leases(stack: &TestStack) -> (i64, i64) {
-    sqlx::query_as("SELECT count(*), coalesce(sum(granted), 0)::int8 FROM webhook_worker_leases")
-        .fetch_one(&stack.db)
-        .await
-        .expect("reading webhook_worker_leases")
-}
 
 /// Highest values seen by the sampler.
 #[derive(Debug, Default)]

@@ -2,17 +2,20 @@
 //! one database agree on their shares through PostgreSQL itself, a lease row each with
 //! heartbeats and expiry (`lease.rs`); the shares are worked out by `allocation.rs`; each
 //! worker holds to its own through the connection gate (`gate.rs`), which every use of a
-//! connection passes, and its own small pool (`pool.rs`). Without a budget only the gate is
+//! connection passes, and its own small pool (`pool.rs`). One heartbeat is in `beat.rs`, its
+//! statements in `table.rs`, and its deadlines and server-side limits in `timing.rs`. Without a budget only the gate is
 //! used, with a fixed `DATABASE_MAX_CONNECTIONS` permits, before sqlx's pool.
 //!
 //! The role's `CONNECTION LIMIT` (set to the budget) stays the hard stop: it refuses what the
 //! lease cannot prevent, such as several workers registering through the door at once.
 
 mod allocation;
+mod beat;
 mod gate;
 mod lease;
 mod pool;
 mod table;
+mod timing;
 
 pub(crate) use gate::{Gate, Lapsed, Permit};
 pub(crate) use lease::{Identity, Lease, LeaseSettings};

@@ -156,9 +156,24 @@ pub(crate) fn gauge_fleet_workers(workers: usize) {
     metrics::gauge!(FLEET_WORKERS).set(workers as f64);
 }
 
+/// How a lease heartbeat ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseRenewal {
+    /// Renewed under the fleet's lock.
+    Ok,
+    /// The fleet's lock was busy: only the worker's own row was renewed, its grant kept.
+    Kept,
+    /// Not renewed.
+    Failed,
+}
+
 /// Counts one lease heartbeat.
-pub(crate) fn record_lease_renewal(ok: bool) {
-    let result = if ok { "ok" } else { "failed" };
+pub(crate) fn record_lease_renewal(result: LeaseRenewal) {
+    let result = match result {
+        LeaseRenewal::Ok => "ok",
+        LeaseRenewal::Kept => "kept",
+        LeaseRenewal::Failed => "failed",
+    };
     metrics::counter!(LEASE_RENEWALS_TOTAL, "result" => result).increment(1);
 }
 

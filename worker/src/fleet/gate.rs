@@ -3,6 +3,10 @@
 //! never outnumber the permits, its grant. Without a connection budget the gate is simply
 //! `DATABASE_MAX_CONNECTIONS` permits forever.
 //!
+//! The heartbeat goes first: while it waits ([`Gate::acquire_first`]), the next permit given
+//! back goes to it, not to a waiting write, so it needs one write of its worker to end, never
+//! a connection outside the grant (see `timing.rs` for how long it may wait).
+//!
 //! With a budget, the lease (see `lease.rs`) moves the grant: growing adds permits at once;
 //! shrinking first lowers the grant the writer and the receiver see (no new write starts above
 //! it), then takes the surplus permits back as the writes holding them end. The grant also
@@ -13,7 +17,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::metrics;
@@ -42,6 +46,17 @@ pub(crate) struct Gate {
     state: Mutex<State>,
     /// The grant: what new writes may use (at most `capacity`; lower while shrinking).
     grant: watch::Sender<usize>,
+    /// Where the next permit a write takes goes instead, while the heartbeat waits for one.
+    heartbeat: Mutex<Option<oneshot::Sender<Permit>>>,
+}
+
+/// The heartbeat's claim on the next permit; withdrawn when dropped.
+struct Claim<'a>(&'a Gate);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        *self.0.heartbeat() = None;
+    }
 }
 
 impl Gate {
@@ -64,22 +79,65 @@ impl Gate {
                 valid_until,
             }),
             grant: watch::Sender::new(capacity),
+            heartbeat: Mutex::new(None),
         }
+    }
+
+    fn heartbeat(&self) -> std::sync::MutexGuard<'_, Option<oneshot::Sender<Permit>>> {
+        self.heartbeat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for a permit; fails at once, or once one is free, if the lease has lapsed.
+    /// Waits for a permit (after the heartbeat, if it waits for one too); fails at once, or
+    /// once one is free, if the lease has lapsed.
     pub(crate) async fn acquire(&self) -> Result<Permit, Lapsed> {
-        self.check()?;
-        let permit = Arc::clone(&self.permits)
+        loop {
+            self.check()?;
+            let permit = self.next_permit().await;
+            self.check()?;
+            // Handed to the heartbeat: wait for the next one.
+            if let Some(permit) = self.hand_to_heartbeat(permit) {
+                return Ok(permit);
+            }
+        }
+    }
+
+    /// A permit for the lease's heartbeat, before any write: a free one at once, else the
+    /// next one given back. Never refused for a lapsed lease (the heartbeat renews it).
+    pub(crate) async fn acquire_first(&self) -> Permit {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return permit;
+        }
+        let (claim, mut handed) = oneshot::channel();
+        *self.heartbeat() = Some(claim);
+        let _claim = Claim(self);
+        tokio::select! {
+            Ok(permit) = &mut handed => permit,
+            // No write was waiting: the permit came straight here. One handed over
+            // meanwhile is dropped with `handed`, back to the semaphore.
+            permit = self.next_permit() => permit,
+        }
+    }
+
+    async fn next_permit(&self) -> Permit {
+        Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .unwrap_or_else(|_| unreachable!("the gate's semaphore is never closed"));
-        self.check()?;
-        Ok(permit)
+            .unwrap_or_else(|_| unreachable!("the gate's semaphore is never closed"))
+    }
+
+    /// Gives `permit` to the heartbeat if it waits for one; else returns it.
+    fn hand_to_heartbeat(&self, permit: Permit) -> Option<Permit> {
+        let Some(claim) = self.heartbeat().take() else {
+            return Some(permit);
+        };
+        // `Err`: the heartbeat stopped waiting; the permit stays here.
+        claim.send(permit).err()
     }
 
     /// `Err` if the lease has lapsed.
@@ -115,6 +173,11 @@ impl Gate {
     /// Permits in existence: the connections this worker may hold until a shrink completes.
     pub(crate) fn capacity(&self) -> usize {
         self.state().capacity
+    }
+
+    /// When the grant lapses unless renewed (`None`: never).
+    pub(crate) fn valid_until(&self) -> Option<Instant> {
+        self.state().valid_until
     }
 
     /// The lease was renewed: the grant stands until `until`.
@@ -238,5 +301,92 @@ mod tests {
         assert!(!waiting.is_finished());
         gate.set(1, Duration::ZERO).await;
         waiting.await.expect("woken");
+    }
+
+    /// A leased gate with `permits`, valid for a while.
+    async fn granted_gate(permits: usize) -> Arc<Gate> {
+        let gate = Arc::new(Gate::leased());
+        gate.renew(Instant::now() + Duration::from_secs(3600));
+        gate.set(permits, Duration::ZERO).await;
+        gate
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_takes_a_free_permit_at_once() {
+        let gate = granted_gate(1).await;
+        let permit = gate.acquire_first().await;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), gate.acquire())
+                .await
+                .is_err(),
+            "the only permit is the heartbeat's"
+        );
+        drop(permit);
+        drop(gate.acquire().await.expect("back"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_gets_the_next_permit_before_the_writes_waiting_for_one() {
+        let gate = granted_gate(2).await;
+        let first = gate.acquire().await.expect("valid");
+        let second = gate.acquire().await.expect("valid");
+        // Two writes wait, then the heartbeat.
+        let writes: Vec<_> = (0..2)
+            .map(|_| {
+                let gate = Arc::clone(&gate);
+                tokio::spawn(async move { gate.acquire().await.map(drop) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let heartbeat = tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move { gate.acquire_first().await }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(first);
+        let beat = heartbeat.await.expect("the heartbeat got the permit");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            writes.iter().all(|write| !write.is_finished()),
+            "no write went before the heartbeat"
+        );
+        // Once the heartbeat is done, the writes take their turns.
+        drop(beat);
+        drop(second);
+        for write in writes {
+            write.await.expect("joined").expect("valid");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_that_gave_up_leaves_the_next_permit_to_the_writes() {
+        let gate = granted_gate(1).await;
+        let only = gate.acquire().await.expect("valid");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), gate.acquire_first())
+                .await
+                .is_err(),
+            "nothing given back yet"
+        );
+        let write = tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move { gate.acquire().await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(only);
+        tokio::time::timeout(Duration::from_secs(1), write)
+            .await
+            .expect("the write got the permit")
+            .expect("joined")
+            .expect("valid");
+        assert!(gate.heartbeat().is_none(), "the claim was withdrawn");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_is_served_while_the_lease_has_lapsed() {
+        let gate = granted_gate(1).await;
+        gate.lapse();
+        assert!(gate.acquire().await.is_err());
+        drop(gate.acquire_first().await);
     }
 }

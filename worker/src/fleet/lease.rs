@@ -1,16 +1,25 @@
 //! The lease: how the workers on one database agree on their shares of
 //! `DATABASE_CONNECTION_BUDGET`, through the table `webhook_worker_leases` and nothing else.
 //!
-//! Every quarter of the lease period, a heartbeat runs one transaction under a fleet-wide
-//! advisory lock: it deletes the rows whose lease expired (and ends their backends, see
-//! below), reads the others, works out this worker's plan (`allocation.rs`) and writes its
-//! row with `expires_at` three quarters of a lease period ahead: a dead worker's row then
-//! expires at most that long after its death, and the others see it at their next heartbeat,
-//! so its share is back within one lease period; a live worker may miss two heartbeats. A bigger grant reaches the gate only after
-//! that commit; a smaller one is applied to the gate first (writes in progress end, idle
-//! connections close) and recorded by a second heartbeat right after. The heartbeat runs on a
-//! pool connection within the grant, or, while the grant is 0, on the door: one connection
-//! of its own, closed right after (also when no permit comes within half a heartbeat).
+//! Every quarter of the lease period, a heartbeat (`beat.rs`) runs one transaction under a
+//! fleet-wide advisory lock: it deletes the rows whose lease expired (and ends their
+//! backends, see below), reads the others, works out this worker's plan (`allocation.rs`) and
+//! writes its row with `expires_at` three quarters of a lease period ahead: a dead worker's
+//! row then expires at most that long after its death, and the others see it at their next
+//! heartbeat, so its share is back within one lease period; a live worker may miss two
+//! heartbeats. A bigger grant reaches the gate only after that commit; a smaller one is
+//! applied to the gate first (writes in progress end, idle connections close) and recorded
+//! by a second heartbeat right after. The heartbeat runs on a connection of the grant, taken
+//! ahead of the writes, or, while the grant is 0, on the door: one connection of its own,
+//! closed right after.
+//!
+//! The lease cannot be held hostage. Every step of a heartbeat, and the departure, has a
+//! deadline, and every transaction of the lease sets its own `lock_timeout`,
+//! `statement_timeout` and `idle_in_transaction_session_timeout`, so PostgreSQL itself ends a
+//! wait for the lock, and ends the session of a worker frozen while it holds the lock; when
+//! the lock stays busy anyway (a session that is not a worker holds it), each worker renews
+//! its own row without it and keeps its grant (see `beat.rs`, and `timing.rs` for the
+//! figures).
 //!
 //! A worker that has not renewed while its row was valid (from the start of its last
 //! successful heartbeat, by its own clock, which starts before the database's `now()` does)
@@ -30,11 +39,13 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::allocation::{self, Lease as Row, Plan};
+use crate::fleet::allocation::Plan;
+use crate::fleet::beat::{Beat, BeatError};
 use crate::fleet::gate::Gate;
-use crate::fleet::pool::{AcquireError, Leased, LeasedPool};
+use crate::fleet::pool::LeasedPool;
 use crate::fleet::table::{self, FLEET_LOCK};
-use crate::metrics;
+use crate::fleet::timing::Timing;
+use crate::metrics::{self, LeaseRenewal};
 
 /// Longest wait for the connections in use at exit before leaving the lease to expire.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,43 +86,32 @@ pub(crate) struct LeaseSettings {
     pub(crate) period: Duration,
 }
 
-/// Why a heartbeat failed.
-#[derive(Debug, thiserror::Error)]
-enum BeatError {
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    #[error("the heartbeat timed out")]
-    Timeout,
-    /// This worker's row is gone while it holds connections: others took its share.
-    #[error("this worker's lease row is gone (it expired)")]
-    Lost,
-}
-
-/// A committed heartbeat.
-#[derive(Debug)]
-struct Beat {
-    plan: Plan,
-    workers: usize,
-}
-
-/// The connection one heartbeat runs on.
-#[derive(Debug)]
-enum Conn {
-    /// A pool connection within the grant.
-    Pool(Leased),
-    /// The door: a connection outside every grant.
-    Door(PgConnection),
+/// What a successful heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewed {
+    /// Renewed under the fleet's lock, the grant moved to the plan.
+    Planned,
+    /// As `Planned`, and a shrink completed that the row does not say yet: heartbeat again.
+    Shrunk,
+    /// The fleet's lock was busy: this worker's own row renewed, its grant kept.
+    Kept,
 }
 
 /// The lease task of one worker.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    identity: Identity,
-    settings: LeaseSettings,
+    /// This worker in the lease table.
+    pub(super) identity: Identity,
+    /// The budget, the connections wanted, the lease period.
+    pub(super) settings: LeaseSettings,
+    /// Intervals, deadlines and server-side limits, from the lease period.
+    pub(super) timing: Timing,
     /// For the door.
-    options: PgConnectOptions,
-    pool: Arc<LeasedPool>,
-    gate: Arc<Gate>,
+    pub(super) options: PgConnectOptions,
+    /// The worker's connections; the heartbeat takes one of them while the grant is above 0.
+    pub(super) pool: Arc<LeasedPool>,
+    /// The pool's gate, whose grant the lease moves.
+    pub(super) gate: Arc<Gate>,
 }
 
 impl Lease {
@@ -126,29 +126,20 @@ impl Lease {
         Self {
             identity,
             settings,
+            timing: Timing::new(settings.period),
             options,
             pool,
             gate,
         }
     }
 
-    fn heartbeat_period(&self) -> Duration {
-        self.settings.period / 4
-    }
-
-    /// How long a renewed row (and this worker's grant) stays valid: the lease period less
-    /// one heartbeat, so that the others take a dead worker's share back within the period.
-    fn validity(&self) -> Duration {
-        self.settings.period - self.heartbeat_period()
-    }
-
     /// Heartbeats until `stop`, then leaves: gives the connections up, closes the pool and
     /// deletes this worker's row.
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let period = self.heartbeat_period();
+        let period = self.timing.heartbeat();
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
+        let (mut failing, mut kept) = (false, false);
         while stop.run_until_cancelled(ticks.tick()).await.is_some() {
             self.pool.close_stale().await;
             if self.gate.capacity() > 0 && self.gate.lapsed() {
@@ -159,10 +150,20 @@ impl Lease {
             while again {
                 again = false;
                 match self.renew().await {
-                    Ok(shrunk) => {
+                    Ok(renewed) => {
                         failing = false;
+                        if (renewed == Renewed::Kept) != kept {
+                            kept = !kept;
+                            if kept {
+                                tracing::warn!(
+                                    "the fleet's lock is held by another session; renewing this worker's own lease row and keeping its grant until it is free"
+                                );
+                            } else {
+                                tracing::info!("the fleet's lock is free again");
+                            }
+                        }
                         // A completed shrink is recorded at once, so others may grow.
-                        again = shrunk;
+                        again = renewed == Renewed::Shrunk;
                     }
                     Err(BeatError::Lost) => {
                         tracing::warn!(
@@ -182,18 +183,23 @@ impl Lease {
         self.leave().await;
     }
 
-    /// One heartbeat and what follows from it; `Ok(true)` when a shrink completed (to be
-    /// recorded by another heartbeat at once).
-    async fn renew(&self) -> Result<bool, BeatError> {
+    /// One heartbeat and what follows from it.
+    async fn renew(&self) -> Result<Renewed, BeatError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.heartbeat_period(), self.beat())
-            .await
-            .unwrap_or(Err(BeatError::Timeout));
-        metrics::record_lease_renewal(result.is_ok());
+        let result = self.beat().await;
+        metrics::record_lease_renewal(match &result {
+            Ok(Beat::Planned { .. }) => LeaseRenewal::Ok,
+            Ok(Beat::Kept) => LeaseRenewal::Kept,
+            Err(_) => LeaseRenewal::Failed,
+        });
         let beat = result?;
-        self.gate.renew(started + self.validity());
-        metrics::gauge_fleet_workers(beat.workers);
-        let Plan { target, record } = beat.plan;
+        // Counted from before the heartbeat started, so before the database's `now()`.
+        self.gate.renew(started + self.timing.validity());
+        let (Plan { target, record }, workers) = match beat {
+            Beat::Planned { plan, workers } => (plan, workers),
+            Beat::Kept => return Ok(Renewed::Kept),
+        };
+        metrics::gauge_fleet_workers(workers);
         let (target, record) = (target as usize, record as usize);
         let capacity = self.gate.capacity();
         let from = self.gate.grant();
@@ -202,109 +208,36 @@ impl Lease {
         let grow_to = record.min(target);
         if grow_to > capacity {
             self.gate.set(grow_to, Duration::ZERO).await;
-            tracing::info!(
-                from,
-                to = grow_to,
-                workers = beat.workers,
-                "connection grant raised"
-            );
-            return Ok(false);
+            tracing::info!(from, to = grow_to, workers, "connection grant raised");
+            return Ok(Renewed::Planned);
         }
         let goal = target.min(capacity);
         if goal == capacity && self.pool.size() <= capacity {
-            return Ok(false);
+            return Ok(Renewed::Planned);
         }
         let shrunk =
-            self.gate.set(goal, self.heartbeat_period()).await && self.pool.trim(goal).await;
+            self.gate.set(goal, self.timing.heartbeat()).await && self.pool.trim(goal).await;
         if from != goal {
             tracing::info!(
                 from,
                 to = goal,
-                workers = beat.workers,
+                workers,
                 done = shrunk,
                 "connection grant lowered"
             );
         }
         // The row still says `record`: say `goal` now, so that the others may grow.
-        Ok(shrunk && record > goal)
+        Ok(if shrunk && record > goal {
+            Renewed::Shrunk
+        } else {
+            Renewed::Planned
+        })
     }
 
     /// Gives every connection up (waiting up to a lease period for the writes in progress).
     async fn fence(&self) {
         self.gate.set(0, self.settings.period).await;
         self.pool.trim(0).await;
-    }
-
-    /// One heartbeat transaction, on a pool connection within the grant or on the door.
-    async fn beat(&self) -> Result<Beat, BeatError> {
-        let mut conn = self.connection().await?;
-        let result = match &mut conn {
-            Conn::Pool(pooled) => self.transaction(pooled).await,
-            Conn::Door(door) => self.transaction(door).await,
-        };
-        match conn {
-            Conn::Pool(pooled) => pooled.release(result.is_ok()).await,
-            Conn::Door(door) => {
-                let _ = door.close().await;
-            }
-        }
-        result
-    }
-
-    /// A pool connection if a permit comes within half a heartbeat period, else the door.
-    async fn connection(&self) -> Result<Conn, sqlx::Error> {
-        if self.gate.grant() > 0 {
-            let wait = self.heartbeat_period() / 2;
-            if let Ok(Ok(permit)) = tokio::time::timeout(wait, self.gate.acquire()).await {
-                return match self.pool.acquire_with(permit).await {
-                    Ok(pooled) => Ok(Conn::Pool(pooled)),
-                    Err(AcquireError::Connect(error)) => Err(error),
-                    Err(AcquireError::Lapsed(_)) => unreachable!("the permit is held"),
-                };
-            }
-        }
-        Ok(Conn::Door(PgConnection::connect_with(&self.options).await?))
-    }
-
-    /// The heartbeat's transaction, under the fleet's lock: expired rows out, this worker's
-    /// plan, its row renewed.
-    async fn transaction(&self, conn: &mut PgConnection) -> Result<Beat, BeatError> {
-        let mut tx = conn.begin().await?;
-        let (now, expired) = table::lock_and_expire(&mut tx).await?;
-        if !expired.is_empty() {
-            let keys: Vec<i64> = expired.iter().map(|(_, key)| *key).collect();
-            let ended = table::end_backends(&mut tx, &keys).await?;
-            let workers: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
-            tracing::info!(?workers, backends_ended = ended, "removed expired leases");
-        }
-        let mut rows = table::read(&mut tx).await?;
-        let id = self.identity.worker_id.to_string();
-        let me = match rows.iter().position(|row| row.worker_id == id) {
-            Some(me) => me,
-            None if self.gate.capacity() > 0 => return Err(BeatError::Lost),
-            None => {
-                rows.push(Row {
-                    worker_id: id,
-                    granted: 0,
-                    wanted: self.settings.wanted,
-                    budget: self.settings.budget,
-                    started_at: now,
-                });
-                rows.len() - 1
-            }
-        };
-        let held = self.gate.capacity().max(self.pool.size());
-        let plan = allocation::plan(&rows, me, u32::try_from(held).unwrap_or(u32::MAX));
-        let row = Row {
-            granted: plan.record,
-            ..rows[me].clone()
-        };
-        table::write(&mut tx, &row, self.identity.session_key, self.validity()).await?;
-        tx.commit().await?;
-        Ok(Beat {
-            plan,
-            workers: rows.len(),
-        })
     }
 
     /// Closes the connections and deletes this worker's row, unless connections are still
@@ -318,7 +251,10 @@ impl Lease {
         }
         let deleted = async {
             let mut door = PgConnection::connect_with(&self.options).await?;
-            table::delete(&mut door, self.identity.worker_id).await?;
+            let mut tx = door.begin().await?;
+            table::limit(&mut tx, self.timing.server_limits()).await?;
+            table::delete(&mut tx, self.identity.worker_id).await?;
+            tx.commit().await?;
             door.close().await
         };
         match tokio::time::timeout(LEAVE_TIMEOUT, deleted).await {

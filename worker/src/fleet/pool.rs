@@ -124,16 +124,18 @@ impl LeasedPool {
     async fn take_idle(&self) -> Option<PgConnection> {
         loop {
             let Idle { mut conn, since } = self.idle().pop()?;
+            let counted = Counted(Some(&self.open));
             if since.elapsed() < CHECK_AFTER || conn.ping().await.is_ok() {
+                counted.keep();
                 return Some(conn);
             }
-            self.open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// Opens a connection and takes the session lock on it.
     async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
         self.open.fetch_add(1, Ordering::SeqCst);
+        let counted = Counted(Some(&self.open));
         let connecting = async {
             let mut conn = PgConnection::connect_with(&self.options).await?;
             if let Some(key) = self.session_key {
@@ -144,13 +146,11 @@ impl LeasedPool {
             }
             Ok(conn)
         };
-        let result = tokio::time::timeout(self.connect_timeout, connecting)
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .unwrap_or(Err(sqlx::Error::PoolTimedOut));
-        if result.is_err() {
-            self.open.fetch_sub(1, Ordering::SeqCst);
-        }
-        result
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
+        counted.keep();
+        Ok(conn)
     }
 
     /// Closes idle connections until at most `to` are open; `false` if the ones left open
@@ -179,6 +179,25 @@ impl LeasedPool {
         for idle in stale {
             self.open.fetch_sub(1, Ordering::SeqCst);
             let _ = idle.conn.close().await;
+        }
+    }
+}
+
+/// A connection counted as open while it is pinged or opened: no longer counted if that
+/// fails, or is cancelled midway (the heartbeat's deadline), unless [`Counted::keep`] is called.
+struct Counted<'a>(Option<&'a AtomicUsize>);
+
+impl Counted<'_> {
+    /// The connection is open and stays counted.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if let Some(open) = self.0 {
+            open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

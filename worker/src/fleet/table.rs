@@ -1,6 +1,7 @@
 //! The lease table, `webhook_worker_leases`: the statements of the heartbeat (under the
-//! fleet's advisory lock), the end of an expired worker's backends, and the session lock
-//! every pool connection of a worker takes.
+//! fleet's advisory lock, or on this worker's own row when the lock is busy), the limits each
+//! of its transactions sets on itself, the end of an expired worker's backends, and the
+//! session lock every pool connection of a worker takes.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use sqlx::PgConnection;
 use tokio::time::Instant;
 
 use crate::fleet::allocation::Lease as Row;
+use crate::fleet::timing::ServerLimits;
 
 /// The fleet-wide advisory lock under which lease rows change ("swleases").
 pub(crate) const FLEET_LOCK: i64 = 0x7377_6c65_6173_6573;
@@ -16,19 +18,52 @@ pub(crate) const FLEET_LOCK: i64 = 0x7377_6c65_6173_6573;
 pub(crate) const APPLICATION_NAME: &str = "scalable-webhook-worker";
 /// The statement each pool connection runs when it opens: the worker's session lock.
 pub(crate) const SESSION_LOCK: &str = "SELECT pg_advisory_lock_shared($1)";
-/// Longest wait for the backends of an expired lease to end once told to (they take
-/// milliseconds; the heartbeat must end well within its own timeout, a quarter of the lease).
-const END_WAIT: Duration = Duration::from_millis(250);
+/// SQLSTATE of a lock wait ended by `lock_timeout` (lock_not_available).
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-/// Takes the fleet's lock for the rest of the transaction and deletes the rows whose lease
-/// expired; returns the database's `now()` and the deleted rows' ids and session keys.
-pub(crate) async fn lock_and_expire(
+/// Sets `limits` for the rest of the transaction (`SET LOCAL`), whatever the connection's
+/// own settings: PostgreSQL itself then ends a lock wait, a statement or an idle transaction
+/// of the lease that goes on too long, also when the worker is frozen or gone.
+pub(crate) async fn limit(
+    conn: &mut PgConnection,
+    limits: ServerLimits,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true),
+                set_config('statement_timeout', $2, true),
+                set_config('idle_in_transaction_session_timeout', $3, true)",
+    )
+    .bind(format!("{}ms", limits.lock_ms))
+    .bind(format!("{}ms", limits.statement_ms))
+    .bind(format!("{}ms", limits.idle_ms))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes the fleet's lock for the rest of the transaction; `false` if another session held it
+/// for all of the transaction's `lock_timeout` (the transaction is then aborted: roll it back).
+pub(crate) async fn lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let locked = sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(FLEET_LOCK)
+        .execute(conn)
+        .await;
+    match locked {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Deletes the rows whose lease expired (under the fleet's lock); returns the database's
+/// `now()` and the deleted rows' ids and session keys.
+pub(crate) async fn expire(
     conn: &mut PgConnection,
 ) -> Result<(DateTime<Utc>, Vec<(String, i64)>), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(FLEET_LOCK)
-        .execute(&mut *conn)
-        .await?;
     let expired = sqlx::query_as(
         "DELETE FROM webhook_worker_leases WHERE expires_at < now()
          RETURNING worker_id::text, session_key",
@@ -86,6 +121,29 @@ pub(crate) async fn write(
     Ok(())
 }
 
+/// Renews the row of `worker_id` for `lease` from now, without the fleet's lock and without
+/// changing its grant, if it is still valid and grants at least `held`; `false` otherwise
+/// (it expired, or others deleted it). Nobody can have taken this worker's share while its
+/// row stood: every grant is worked out against the live rows, this one included.
+pub(crate) async fn renew_own(
+    conn: &mut PgConnection,
+    worker_id: uuid::Uuid,
+    held: u32,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let renewed = sqlx::query(
+        "UPDATE webhook_worker_leases
+         SET expires_at = now() + $3 * interval '1 millisecond'
+         WHERE worker_id = $1::uuid AND expires_at >= now() AND granted >= $2",
+    )
+    .bind(worker_id.to_string())
+    .bind(i32::try_from(held).unwrap_or(i32::MAX))
+    .bind(lease.as_millis() as f64)
+    .execute(conn)
+    .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
 /// Deletes the row of `worker_id` (it leaves).
 pub(crate) async fn delete(
     conn: &mut PgConnection,
@@ -99,11 +157,12 @@ pub(crate) async fn delete(
 }
 
 /// Ends the backends of the workers whose session keys are `keys` (their leases expired),
-/// among those of this role, and waits up to [`END_WAIT`] for them to be gone, so that the
+/// among those of this role, and waits up to `wait` for them to be gone, so that the
 /// connections they held are free before anyone grows into them; returns how many.
 pub(crate) async fn end_backends(
     conn: &mut PgConnection,
     keys: &[i64],
+    wait: Duration,
 ) -> Result<usize, sqlx::Error> {
     let ended: Vec<i32> = sqlx::query_scalar(
         // MATERIALIZED: every filter applies before anything is terminated.
@@ -121,7 +180,7 @@ pub(crate) async fn end_backends(
     .bind(APPLICATION_NAME)
     .fetch_all(&mut *conn)
     .await?;
-    let deadline = Instant::now() + END_WAIT;
+    let deadline = Instant::now() + wait;
     while !ended.is_empty() && Instant::now() < deadline {
         // Within a transaction pg_stat_activity is a snapshot taken at its first read.
         sqlx::query("SELECT pg_stat_clear_snapshot()")

@@ -62,7 +62,7 @@ pub(crate) const DB_PROBES_TOTAL: &str = "webhook_worker_db_probes_total";
 pub(crate) const CONNECTION_GRANT: &str = "webhook_worker_connection_grant";
 /// Gauge: live workers sharing the connection budget, as seen at the latest heartbeat.
 pub(crate) const FLEET_WORKERS: &str = "webhook_worker_fleet_workers";
-/// Counter: heartbeats of the connection lease, by `result` (`ok`, `failed`).
+/// Counter: heartbeats of the connection lease, by `result` (`ok`, `kept`, `failed`).
 pub(crate) const LEASE_RENEWALS_TOTAL: &str = "webhook_worker_lease_renewals_total";
 /// Counter: S3 API calls, by `operation` (`GetObject`, `DeleteObject`, `HeadBucket`, `CopyObject`) and
 /// `result` (`ok`, `not_found`, `error`).
@@ -256,7 +256,7 @@ pub(crate) const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["result"],
-        help: "Heartbeats of the connection lease, by result (ok, failed).",
+        help: "Heartbeats of the connection lease, by result (ok; kept: the fleet's lock was busy, only this worker's own row was renewed; failed).",
     },
     Metric {
         name: S3_REQUESTS_TOTAL,
