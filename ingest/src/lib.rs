@@ -6,6 +6,7 @@
 
 pub mod batcher;
 pub mod body_budget;
+pub mod body_pace;
 pub mod call_limit;
 pub mod config;
 pub mod error;
@@ -69,6 +70,7 @@ pub async fn run(
     };
     metrics::describe();
     let max_body_bytes = config.max_body_bytes()?;
+    let min_body_rate = config.min_body_rate()?;
     let large_payloads = match &config.large_payload_bucket {
         Some(bucket) => Some(large_payloads(&config, bucket).await?),
         None => None,
@@ -93,6 +95,7 @@ pub async fn run(
         send_timeout: config.send_timeout(),
         body_budget: BodyBudget::new(config.max_in_flight_body_bytes),
         body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
+        min_body_rate,
         sources,
         fifo_group_header: config.fifo_group_header.clone(),
         large_payloads,
