@@ -82,6 +82,13 @@ const PSEUDO_HEADER_ROOM: u32 = 4 * 1024;
 /// size by `max_header_list_size` (and h2's CONTINUATION frame cap), and in time by the idle
 /// timeout (a stream only counts as a request once its headers are complete) and the
 /// keep-alive pings.
+///
+/// Memory: h2 buffers DATA frames a handler has not read yet, up to the flow-control windows
+/// it grants. The connection window caps them for all of a connection's streams together, so
+/// it is set to what one HTTP/1.1 connection may buffer ([`HTTP1_MAX_BUF_SIZE`], instead of
+/// hyper's 1 MiB): an h2 connection of stalled uploads holds no more unread body than an
+/// HTTP/1.1 one, and whatever a handler reads counts in its own budget. Streams are capped
+/// per connection, so a connection's header lists are bounded too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Http2Limits {
     /// Interval of keep-alive PINGs, which find dead peers.
@@ -90,6 +97,12 @@ pub struct Http2Limits {
     pub keep_alive_timeout: Duration,
     /// Most streams (requests) open at once per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: u32,
+    /// Flow-control window of each stream: the most body bytes a client may send on one
+    /// request ahead of what its handler has read.
+    pub initial_stream_window_size: u32,
+    /// Flow-control window of the connection: the most body bytes a client may send on all
+    /// its streams together ahead of what their handlers have read.
+    pub initial_connection_window_size: u32,
     /// Largest header list accepted (`SETTINGS_MAX_HEADER_LIST_SIZE`: names, values and 32
     /// bytes per field, pseudo-headers included); larger ones get 431.
     pub max_header_list_size: u32,
@@ -108,7 +121,9 @@ impl Http2Limits {
         Self {
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 32,
+            initial_stream_window_size: HTTP1_MAX_BUF_SIZE as u32,
+            initial_connection_window_size: HTTP1_MAX_BUF_SIZE as u32,
             max_header_list_size: header_bytes as u32 + HTTP1_MAX_HEADERS * 32 + PSEUDO_HEADER_ROOM,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 256,
@@ -123,8 +138,9 @@ impl Default for Http2Limits {
     }
 }
 
-/// Most bytes hyper buffers per HTTP/1.1 connection (its read buffer).
-const HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
+/// Most bytes hyper buffers per HTTP/1.1 connection (its read buffer), and the flow-control
+/// windows of an HTTP/2 connection.
+pub const HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
 
 /// hyper's connection builder with `options`' protocol settings. hyper's own HTTP/1.1
 /// header-read timeout is off: it would also run while a connection waits for its next
@@ -147,6 +163,8 @@ fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(http2.keep_alive_interval)
         .keep_alive_timeout(http2.keep_alive_timeout)
         .max_concurrent_streams(http2.max_concurrent_streams)
+        .initial_stream_window_size(http2.initial_stream_window_size)
+        .initial_connection_window_size(http2.initial_connection_window_size)
         .max_header_list_size(http2.max_header_list_size)
         .max_pending_accept_reset_streams(http2.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(http2.max_local_error_reset_streams);
