@@ -40,6 +40,9 @@ use crate::routes::AppState;
 use crate::sources::Sources;
 use crate::sqs_batch::SqsBatchSender;
 
+/// Connections accepted beyond `MAX_CONNECTIONS` for the load balancer's health checks
+/// (`/healthz`, `/readyz`) alone, so a flood of clients cannot fail them.
+const PROBE_SLOTS: usize = 8;
 /// How often the queue is probed for `webhook_ingest_queue_reachable`.
 const QUEUE_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -118,6 +121,10 @@ pub async fn run(
         idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
         drain_timeout: config.ops.shutdown_grace(),
         http2: server::Http2Limits::for_header_bytes(crate::config::MAX_HEADER_BYTES),
+        probe_slots: server::ProbeSlots {
+            connections: PROBE_SLOTS,
+            paths: &["/healthz", "/readyz"],
+        },
     };
     let service = {
         let state = Arc::clone(&state);
