@@ -1,9 +1,11 @@
 //! ingest's settings: every one a flag with an env var, shown by `--help`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::batcher::BatchOptions;
+use crate::body_pace::MinRate;
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
@@ -28,6 +30,16 @@ pub const DEFAULT_PART_BUFFER_BYTES: usize = 20 * 1024 * 1024;
 /// A setting that cannot be used with the others.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `BODY_RATE_GRACE_SECONDS` longer than the whole body may take.
+    #[error(
+        "BODY_RATE_GRACE_SECONDS (--body-rate-grace-seconds) is {grace}, above BODY_READ_TIMEOUT_SECONDS ({timeout}): the minimum rate would never apply"
+    )]
+    RateGrace {
+        /// The grace given.
+        grace: u64,
+        /// The body read timeout.
+        timeout: u64,
+    },
     /// `MAX_BODY_BYTES` above what the bucket setting allows.
     #[error("MAX_BODY_BYTES (--max-body-bytes) is {given}, above {most}: {why}")]
     BodyLimit {
@@ -85,9 +97,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_BODY_BYTES as u64).map(|n| n as usize))]
     pub large_payload_threshold_bytes: usize,
 
-    /// Most bytes of 5 MiB part buffers held at once by all webhooks streaming to S3; a
-    /// request waits for room before it fills its next part (its client is slowed by TCP in
-    /// the meantime, within BODY_READ_TIMEOUT_SECONDS). At least one part, 5242880.
+    /// Most bytes of parts (5 MiB, the last smaller) being uploaded to S3 at once by all
+    /// webhooks streaming there. A part fills within MAX_IN_FLIGHT_BODY_BYTES as its bytes
+    /// arrive; once full it waits for room here (its client is slowed by TCP in the meantime,
+    /// within BODY_READ_TIMEOUT_SECONDS). At least one part, 5242880.
     #[arg(long, env = "LARGE_PAYLOAD_BUFFER_BYTES", default_value_t = DEFAULT_PART_BUFFER_BYTES,
           value_parser = clap::value_parser!(u64).range(5_242_880..=4 * 1024 * 1024 * 1024).map(|n| n as usize))]
     pub large_payload_buffer_bytes: usize,
@@ -159,6 +172,19 @@ pub struct Config {
     #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub body_read_timeout_seconds: u64,
 
+    /// Least average rate, in bytes per second, at which a request body must come once
+    /// BODY_RATE_GRACE_SECONDS of waiting for it have passed; a slower client gets 408 and its
+    /// connection is closed. Only time spent waiting for the client counts (not time ingest
+    /// spends on S3 or waiting for room). 0 turns it off (BODY_READ_TIMEOUT_SECONDS still
+    /// applies).
+    #[arg(long, env = "MIN_BODY_BYTES_PER_SECOND", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=1_073_741_824))]
+    pub min_body_bytes_per_second: u32,
+
+    /// Seconds of waiting for a request body during which MIN_BODY_BYTES_PER_SECOND is not
+    /// asked for; at most BODY_READ_TIMEOUT_SECONDS.
+    #[arg(long, env = "BODY_RATE_GRACE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub body_rate_grace_seconds: u64,
+
     /// Most client connections open at once; more wait in the listen backlog.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
     pub max_connections: usize,
@@ -219,6 +245,21 @@ impl Config {
             Some(given) if given <= most => Ok(given),
             Some(given) => Err(ConfigError::BodyLimit { given, most, why }),
         }
+    }
+
+    /// The minimum body data rate and its grace period; an error naming the setting when the
+    /// grace is longer than the body read timeout.
+    pub fn min_body_rate(&self) -> Result<MinRate, ConfigError> {
+        if self.body_rate_grace_seconds > self.body_read_timeout_seconds {
+            return Err(ConfigError::RateGrace {
+                grace: self.body_rate_grace_seconds,
+                timeout: self.body_read_timeout_seconds,
+            });
+        }
+        Ok(MinRate {
+            bytes_per_second: NonZeroU32::new(self.min_body_bytes_per_second),
+            grace: Duration::from_secs(self.body_rate_grace_seconds),
+        })
     }
 
     /// The S3 call timeout as a duration.
@@ -330,6 +371,36 @@ mod tests {
             .expect_err("bad url")
             .to_string();
         assert!(error.contains("--queue-url"), "{error}");
+    }
+
+    #[test]
+    fn the_minimum_body_rate_has_its_defaults_and_refuses_a_grace_past_the_timeout() {
+        let defaults = parse(&[]).expect("defaults parse");
+        assert_eq!(
+            defaults.min_body_rate().expect("valid"),
+            MinRate {
+                bytes_per_second: NonZeroU32::new(4096),
+                grace: Duration::from_secs(5),
+            }
+        );
+        let off = parse(&["--min-body-bytes-per-second", "0"]).expect("parses");
+        assert_eq!(off.min_body_rate().expect("valid").bytes_per_second, None);
+        let error = parse(&["--body-rate-grace-seconds", "31"])
+            .expect("parses")
+            .min_body_rate()
+            .expect_err("longer than the body read timeout")
+            .to_string();
+        assert!(error.contains("BODY_RATE_GRACE_SECONDS"), "{error}");
+        for (bad, name) in [
+            ("--body-rate-grace-seconds=0", "--body-rate-grace-seconds"),
+            (
+                "--min-body-bytes-per-second=-1",
+                "--min-body-bytes-per-second",
+            ),
+        ] {
+            let error = parse(&[bad]).expect_err("out of range").to_string();
+            assert!(error.contains(name), "{error}");
+        }
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// The body did not arrive within the body read timeout.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The body came slower than the minimum data rate once its grace period was over.
+    #[error("the request body came slower than the minimum data rate")]
+    BodyTooSlow,
     /// The body budget has no room for this request now; the client should retry later.
     #[error("ingest is at its memory budget for request bodies; retry later")]
     Overloaded {
@@ -80,7 +83,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadBody => StatusCode::BAD_REQUEST,
-            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTimeout | Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. }
             | Self::QueueUnavailable { .. }
             | Self::StorageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -99,14 +102,26 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BadBody => "bad_request",
-            Self::BodyTimeout => "request_timeout",
+            Self::BodyTimeout | Self::BodyTooSlow => "request_timeout",
             Self::Overloaded { .. } => "overloaded",
             Self::QueueUnavailable { .. } => "queue_unavailable",
             Self::StorageUnavailable { .. } => "storage_unavailable",
         }
     }
 
-    /// The response for this error.
+    /// For a body that did not come in time, why (the `reason` label of
+    /// `webhook_ingest_body_timeouts_total`).
+    pub fn body_timeout_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::BodyTimeout => Some("read_timeout"),
+            Self::BodyTooSlow => Some("min_rate"),
+            _ => None,
+        }
+    }
+
+    /// The response for this error. A body that did not come in time also closes the
+    /// connection (HTTP/1.1: `Connection: close`; HTTP/2 has no such header, and the unread
+    /// stream is reset instead).
     pub fn into_response(self) -> Response<Body> {
         let mut response = server::error(self.status(), self.code(), &self.to_string());
         let headers = response.headers_mut();
@@ -124,6 +139,9 @@ impl ApiError {
                 retry_after_seconds,
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+            }
+            Self::BodyTimeout | Self::BodyTooSlow => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

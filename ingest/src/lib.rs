@@ -6,6 +6,7 @@
 
 pub mod batcher;
 pub mod body_budget;
+pub mod body_pace;
 pub mod call_limit;
 pub mod config;
 pub mod error;
@@ -39,6 +40,9 @@ use crate::routes::AppState;
 use crate::sources::Sources;
 use crate::sqs_batch::SqsBatchSender;
 
+/// Connections accepted beyond `MAX_CONNECTIONS` for the load balancer's health checks
+/// (`/healthz`, `/readyz`) alone, so a flood of clients cannot fail them.
+const PROBE_SLOTS: usize = 8;
 /// How often the queue is probed for `webhook_ingest_queue_reachable`.
 const QUEUE_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -69,6 +73,7 @@ pub async fn run(
     };
     metrics::describe();
     let max_body_bytes = config.max_body_bytes()?;
+    let min_body_rate = config.min_body_rate()?;
     let large_payloads = match &config.large_payload_bucket {
         Some(bucket) => Some(large_payloads(&config, bucket).await?),
         None => None,
@@ -93,6 +98,7 @@ pub async fn run(
         send_timeout: config.send_timeout(),
         body_budget: BodyBudget::new(config.max_in_flight_body_bytes),
         body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
+        min_body_rate,
         sources,
         fifo_group_header: config.fifo_group_header.clone(),
         large_payloads,
@@ -115,6 +121,10 @@ pub async fn run(
         idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
         drain_timeout: config.ops.shutdown_grace(),
         http2: server::Http2Limits::for_header_bytes(crate::config::MAX_HEADER_BYTES),
+        probe_slots: server::ProbeSlots {
+            connections: PROBE_SLOTS,
+            paths: &["/healthz", "/readyz"],
+        },
     };
     let service = {
         let state = Arc::clone(&state);

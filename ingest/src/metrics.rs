@@ -49,6 +49,9 @@ pub const ORPHANED_OBJECTS_TOTAL: &str = "webhook_ingest_orphaned_objects_total"
 pub const PART_BUFFERS_IN_USE_BYTES: &str = "webhook_ingest_part_buffers_in_use_bytes";
 /// Histogram: seconds a streaming request waited for room for its next part buffer.
 pub const PART_BUFFER_WAIT_SECONDS: &str = "webhook_ingest_part_buffer_wait_seconds";
+/// Counter: webhook requests answered 408 because their body did not come in time, by
+/// `reason` (`min_rate`, `read_timeout`).
+pub const BODY_TIMEOUTS_TOTAL: &str = "webhook_ingest_body_timeouts_total";
 
 /// Every metric ingest emits besides
 /// [`SHARED_METRICS`](webhook_shared::metrics::SHARED_METRICS).
@@ -170,14 +173,21 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Gauge,
         unit: Some(Unit::Bytes),
         labels: &[],
-        help: "Bytes of 5 MiB part buffers held now by webhooks streaming to S3 (at most LARGE_PAYLOAD_BUFFER_BYTES; requests wait for room).",
+        help: "Bytes of parts (at most 5 MiB each) being uploaded to S3 now (at most LARGE_PAYLOAD_BUFFER_BYTES; a full part waits for room).",
     },
     Metric {
         name: PART_BUFFER_WAIT_SECONDS,
         kind: Kind::Histogram,
         unit: Some(Unit::Seconds),
         labels: &[],
-        help: "Time a webhook streaming to S3 waited for room for its next part buffer.",
+        help: "Time a full part of a webhook streaming to S3 waited for room to be uploaded.",
+    },
+    Metric {
+        name: BODY_TIMEOUTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["reason"],
+        help: "Webhook requests answered 408 (and their connection closed) because the body did not come in time, by reason (min_rate: slower than MIN_BODY_BYTES_PER_SECOND after BODY_RATE_GRACE_SECONDS; read_timeout: not whole within BODY_READ_TIMEOUT_SECONDS).",
     },
 ];
 
@@ -266,6 +276,11 @@ pub fn record_orphaned_object() {
 /// Records the bytes of part buffers held now.
 pub fn gauge_part_buffers_in_use(bytes: usize) {
     metrics::gauge!(PART_BUFFERS_IN_USE_BYTES).set(bytes as f64);
+}
+
+/// Counts one request answered 408 for its body, with why (`min_rate`, `read_timeout`).
+pub fn record_body_timeout(reason: &'static str) {
+    metrics::counter!(BODY_TIMEOUTS_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Records one wait for a part buffer.

@@ -16,12 +16,13 @@ use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, Body};
 
 use crate::body_budget::{self, BodyBudget, Head, ReadError};
+use crate::body_pace::{MinRate, Pace};
 use crate::config::{ENVELOPE_OVERHEAD_BYTES, MAX_HEADER_BYTES};
 use crate::error::ApiError;
 use crate::headers::envelope_headers;
 use crate::metrics;
 use crate::offload::LargePayloads;
-use crate::offload::stream::{self as offload_stream, StreamedRequest};
+use crate::offload::stream::{self as offload_stream, BodySoFar, StreamedRequest};
 use crate::publisher::{OutgoingMessage, Publish, fits_one_message};
 use crate::sources::{Source, Sources};
 
@@ -42,6 +43,8 @@ pub struct AppState<P> {
     pub body_budget: BodyBudget,
     /// Time a client has to send the body.
     pub body_read_timeout: std::time::Duration,
+    /// The minimum rate a body must arrive at, after its grace period.
+    pub min_body_rate: MinRate,
     /// The configured sources and their verifiers.
     pub sources: Sources,
     /// Header naming the FIFO message group, if configured.
@@ -79,7 +82,12 @@ pub async fn route<P: Publish, B: RequestBody>(
         };
         let response = match accepted {
             Ok(id) => server::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
-            Err(error) => error.into_response(),
+            Err(error) => {
+                if let Some(reason) = error.body_timeout_reason() {
+                    metrics::record_body_timeout(reason);
+                }
+                error.into_response()
+            }
         };
         metrics::record_request(response.status(), started.elapsed());
         return response;
@@ -134,7 +142,14 @@ async fn accept_webhook<P: Publish, B: RequestBody>(
     // Bodies up to the threshold are read into memory; a larger one streams to S3.
     let in_memory = state.large_payloads.as_ref().map_or(limit, |l| l.threshold);
     let mut body = std::pin::pin!(body);
-    let read = body_budget::read_up_to(body.as_mut(), in_memory, declared_length, &mut reservation);
+    let mut pace = Pace::new(state.min_body_rate);
+    let read = body_budget::read_up_to(
+        body.as_mut(),
+        in_memory,
+        declared_length,
+        &mut reservation,
+        &mut pace,
+    );
     let head = tokio::time::timeout_at(deadline, read)
         .await
         .map_err(|_| ApiError::BodyTimeout)?
@@ -154,9 +169,12 @@ async fn accept_webhook<P: Publish, B: RequestBody>(
                 limit,
                 deadline,
             };
-            let read = [head, crossing];
-            return offload_stream::accept(state, offload, request, read, body, &mut reservation)
-                .await;
+            let body = BodySoFar {
+                read: [head, crossing],
+                rest: body,
+                pace: &mut pace,
+            };
+            return offload_stream::accept(state, offload, request, body, &mut reservation).await;
         }
     };
     let verified = config
@@ -177,11 +195,12 @@ async fn accept_webhook<P: Publish, B: RequestBody>(
         content_type,
         body,
     };
-    // Room for the message (and a base64 copy of the body) while it is built; then the body
-    // and headers live on only in the message, so they are dropped before the wait.
+    // Room for the message (and a base64 copy of the body) while it is built, beside the body
+    // (its buffer's capacity is held); then the body and headers live on only in the
+    // message, so they are dropped before the wait.
     let body_bytes = envelope.body.len();
     reservation
-        .grow_to(body_bytes + 2 * message_bound(body_bytes))
+        .grow_to(reservation.bytes().max(body_bytes) + 2 * message_bound(body_bytes))
         .map_err(|error| read_error(error, state.retry_after_seconds))?;
     let json = envelope.to_json();
     let Envelope { id, source, .. } = envelope;
@@ -224,6 +243,14 @@ pub(crate) fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError
         ReadError::NoRoom => ApiError::Overloaded {
             retry_after_seconds,
         },
+        ReadError::TooSlow { received, waited } => {
+            tracing::debug!(
+                received,
+                ?waited,
+                "request body slower than the minimum rate"
+            );
+            ApiError::BodyTooSlow
+        }
         ReadError::Broken(error) => {
             tracing::debug!(%error, "request body could not be read");
             ApiError::BadBody

@@ -271,21 +271,67 @@ async fn a_stripe_event_id_is_found_in_a_streamed_body() {
 }
 
 #[tokio::test]
-async fn a_streamed_body_without_room_in_the_budget_gets_503_overloaded() {
+async fn a_stalled_streamed_body_holds_no_part_and_a_part_without_room_gets_503_overloaded() {
     let (mut state, store) = offloading(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
         .body_budget = crate::body_budget::BodyBudget::new(4 * 1024 * 1024);
-    let request = Request::post("/webhooks/github")
+    // Declares 2 MB, sends 1 KiB, stalls: it holds that KiB (and the envelope's start and the
+    // encoder's output for it), no part buffer, and no 5 MiB of the budget.
+    let stalled = Request::post("/webhooks/github")
         .header("content-length", "2000000")
         .body(Chunks {
-            chunks: VecDeque::new(),
+            chunks: VecDeque::from([Bytes::from(vec![b'x'; 1024])]),
             ends: false,
         })
         .expect("valid request");
-    let (status, answer) = send(&state, request).await;
+    let stalled = tokio::spawn(super::route(Arc::clone(&state), stalled));
+    while state.body_budget.in_use() == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let held = state.body_budget.in_use();
+    assert!(held < 8 * 1024, "holds {held} bytes");
+    let offload = state.large_payloads.as_ref().expect("offloading");
+    assert_eq!(
+        offload.part_buffers.available_permits(),
+        offload.part_buffer_bytes,
+        "no part buffer taken"
+    );
+    stalled.abort();
+    let _ = stalled.await;
+    assert_eq!(state.body_budget.in_use(), 0);
+    // A part that fills past the budget is refused, and nothing is uploaded.
+    let body = body_of(6 * 1024 * 1024);
+    let (status, answer) = send(&state, github_request(&body, "unsigned source")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer["error"], "overloaded");
-    assert!(store.calls().is_empty());
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+    assert_eq!(state.body_budget.in_use(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_body_slower_than_the_minimum_rate_gets_408_and_its_upload_is_aborted() {
+    let (mut state, store) = offloading(Sources::open());
+    Arc::get_mut(&mut state)
+        .expect("not shared yet")
+        .min_body_rate = crate::body_pace::MinRate {
+        bytes_per_second: std::num::NonZeroU32::new(1024 * 1024),
+        grace: Duration::from_secs(2),
+    };
+    // 6 MiB at once (a part is uploaded), then nothing: 6 MiB pays for 6 s at 1 MiB/s.
+    let request = Request::post("/webhooks/github")
+        .body(Chunks {
+            chunks: VecDeque::from([Bytes::from(body_of(6 * 1024 * 1024))]),
+            ends: false,
+        })
+        .expect("valid request");
+    let started = tokio::time::Instant::now();
+    let (status, answer) = send(&state, request).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(answer["error"], "request_timeout");
+    assert_eq!(started.elapsed(), Duration::from_secs(6));
+    assert_eq!(store.calls().last(), Some(&"AbortMultipartUpload"));
+    assert!(store.objects().is_empty());
     assert_eq!(state.body_budget.in_use(), 0);
 }

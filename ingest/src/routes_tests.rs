@@ -99,6 +99,7 @@ fn state(sources: Sources) -> Arc<AppState<FakeQueue>> {
         send_timeout: Duration::from_secs(3),
         body_budget: crate::body_budget::BodyBudget::new(10 * 1024 * 1024),
         body_read_timeout: Duration::from_secs(2),
+        min_body_rate: crate::body_pace::MinRate::OFF,
         sources,
         fifo_group_header: None,
         large_payloads: None,
@@ -316,11 +317,12 @@ async fn probes_follow_this_process_only() {
 }
 
 #[tokio::test]
-async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_before_it_is_read() {
+async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_without_a_read_past_it() {
     let mut state = state(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
         .body_budget = crate::body_budget::BodyBudget::new(500);
+    // Declares 600 with room for 500: refused from the head alone.
     let request = Request::post("/webhooks/github")
         .header("content-length", "600")
         .body(chunks(6, 100, false)) // never ends: a read would hang the test
@@ -336,10 +338,70 @@ async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_before_it_is_read
         .to_bytes();
     let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(answer["error"], "overloaded");
+    // Without a declared length, the chunk that finds no room is refused.
+    let request = Request::post("/webhooks/github")
+        .body(chunks(6, 100, false))
+        .expect("valid request");
+    let (status, answer) = send(&state, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer["error"], "overloaded");
     assert_eq!(
         state.body_budget.in_use(),
         0,
         "nothing held after the answer"
     );
+    assert!(state.publisher.taken().is_empty());
+}
+
+#[tokio::test]
+async fn a_stalled_body_holds_only_what_it_sent_so_others_still_get_in() {
+    let mut state = state(Sources::open());
+    Arc::get_mut(&mut state)
+        .expect("not shared yet")
+        .body_budget = crate::body_budget::BodyBudget::new(300_000);
+    // Ten clients declare 1000 bytes each, send 10 and stall (10,000 declared in all).
+    let mut stalled = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let request = Request::post("/webhooks/github")
+            .header("content-length", "1000")
+            .body(chunks(1, 10, false))
+            .expect("valid request");
+        stalled.spawn(route(Arc::clone(&state), request));
+    }
+    while state.body_budget.in_use() < 100 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(state.body_budget.in_use(), 100, "10 bytes each, as sent");
+    let (status, _) = send(&state, post("/webhooks/github", vec![b'x'; 900])).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    stalled.abort_all();
+    while stalled.join_next().await.is_some() {}
+    assert_eq!(state.body_budget.in_use(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_the_minimum_rate_gets_408_and_closes_the_connection() {
+    let mut state = state(Sources::open());
+    let inner = Arc::get_mut(&mut state).expect("not shared yet");
+    inner.body_read_timeout = Duration::from_secs(30);
+    inner.min_body_rate = crate::body_pace::MinRate {
+        bytes_per_second: std::num::NonZeroU32::new(1000),
+        grace: Duration::from_secs(3),
+    };
+    let request = Request::post("/webhooks/github")
+        .header("content-length", "900")
+        .body(chunks(1, 100, false))
+        .expect("valid request");
+    let started = tokio::time::Instant::now();
+    let response = route(Arc::clone(&state), request).await;
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.headers()["connection"], "close");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(3),
+        "at the end of the grace period, not at the body read timeout"
+    );
+    assert_eq!(state.body_budget.in_use(), 0);
     assert!(state.publisher.taken().is_empty());
 }

@@ -47,6 +47,24 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// HTTP/2 (h2c) limits.
     pub http2: Http2Limits,
+    /// Connections accepted beyond `max_connections` for the probes alone, so that a load
+    /// balancer's health check still gets in while clients hold every slot (see
+    /// [`ProbeSlots`]). 0: none.
+    pub probe_slots: ProbeSlots,
+}
+
+/// Connection slots kept for health checks. While every one of the `max_connections` slots
+/// is taken, up to `connections` more are accepted; on those, a GET or HEAD of one of `paths`
+/// is served as usual and anything else gets 503 `overloaded` with `Retry-After: 1`, every
+/// answer closes the connection, and a connection gets `header_read_timeout` to send its one
+/// request (not the idle timeout). A flood of clients therefore cannot make the balancer
+/// think a healthy process is dead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProbeSlots {
+    /// How many.
+    pub connections: usize,
+    /// The probe paths served on them.
+    pub paths: &'static [&'static str],
 }
 
 impl Default for ServeOptions {
@@ -57,6 +75,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(75),
             drain_timeout: Duration::from_secs(10),
             http2: Http2Limits::default(),
+            probe_slots: ProbeSlots::default(),
         }
     }
 }
@@ -67,6 +86,14 @@ impl ServeOptions {
             header_read: self.header_read_timeout,
             idle: self.idle_timeout,
             linger: self.header_read_timeout,
+        }
+    }
+
+    /// The limits of a probe slot: no longer idle than a request head may take.
+    fn probe_limits(&self) -> Limits {
+        Limits {
+            idle: self.header_read_timeout,
+            ..self.limits()
         }
     }
 }
@@ -82,6 +109,13 @@ const PSEUDO_HEADER_ROOM: u32 = 4 * 1024;
 /// size by `max_header_list_size` (and h2's CONTINUATION frame cap), and in time by the idle
 /// timeout (a stream only counts as a request once its headers are complete) and the
 /// keep-alive pings.
+///
+/// Memory: h2 buffers DATA frames a handler has not read yet, up to the flow-control windows
+/// it grants. The connection window caps them for all of a connection's streams together, so
+/// it is set to what one HTTP/1.1 connection may buffer ([`HTTP1_MAX_BUF_SIZE`], instead of
+/// hyper's 1 MiB): an h2 connection of stalled uploads holds no more unread body than an
+/// HTTP/1.1 one, and whatever a handler reads counts in its own budget. Streams are capped
+/// per connection, so a connection's header lists are bounded too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Http2Limits {
     /// Interval of keep-alive PINGs, which find dead peers.
@@ -90,6 +124,12 @@ pub struct Http2Limits {
     pub keep_alive_timeout: Duration,
     /// Most streams (requests) open at once per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: u32,
+    /// Flow-control window of each stream: the most body bytes a client may send on one
+    /// request ahead of what its handler has read.
+    pub initial_stream_window_size: u32,
+    /// Flow-control window of the connection: the most body bytes a client may send on all
+    /// its streams together ahead of what their handlers have read.
+    pub initial_connection_window_size: u32,
     /// Largest header list accepted (`SETTINGS_MAX_HEADER_LIST_SIZE`: names, values and 32
     /// bytes per field, pseudo-headers included); larger ones get 431.
     pub max_header_list_size: u32,
@@ -108,7 +148,9 @@ impl Http2Limits {
         Self {
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 32,
+            initial_stream_window_size: HTTP1_MAX_BUF_SIZE as u32,
+            initial_connection_window_size: HTTP1_MAX_BUF_SIZE as u32,
             max_header_list_size: header_bytes as u32 + HTTP1_MAX_HEADERS * 32 + PSEUDO_HEADER_ROOM,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 256,
@@ -123,8 +165,9 @@ impl Default for Http2Limits {
     }
 }
 
-/// Most bytes hyper buffers per HTTP/1.1 connection (its read buffer).
-const HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
+/// Most bytes hyper buffers per HTTP/1.1 connection (its read buffer), and the flow-control
+/// windows of an HTTP/2 connection.
+pub const HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
 
 /// hyper's connection builder with `options`' protocol settings. hyper's own HTTP/1.1
 /// header-read timeout is off: it would also run while a connection waits for its next
@@ -147,6 +190,8 @@ fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(http2.keep_alive_interval)
         .keep_alive_timeout(http2.keep_alive_timeout)
         .max_concurrent_streams(http2.max_concurrent_streams)
+        .initial_stream_window_size(http2.initial_stream_window_size)
+        .initial_connection_window_size(http2.initial_connection_window_size)
         .max_header_list_size(http2.max_header_list_size)
         .max_pending_accept_reset_streams(http2.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(http2.max_local_error_reset_streams);
@@ -165,15 +210,21 @@ pub async fn serve<S, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = Arc::new(builder(&options));
-    let limits = options.limits();
     let tasks = TaskTracker::new();
     let abort = CancellationToken::new();
     let connections = Arc::new(Semaphore::new(options.max_connections));
+    let probe_connections = Arc::new(Semaphore::new(options.probe_slots.connections));
 
     loop {
-        let permit = tokio::select! {
+        // A traffic slot when there is one; else a probe slot.
+        let (permit, probe_only) = tokio::select! {
+            biased;
             permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(permit) => permit,
+                Ok(permit) => (permit, false),
+                Err(_closed) => break,
+            },
+            permit = Arc::clone(&probe_connections).acquire_owned() => match permit {
+                Ok(permit) => (permit, true),
                 Err(_closed) => break,
             },
             () = shutdown.cancelled() => break,
@@ -190,8 +241,14 @@ pub async fn serve<S, F>(
             },
             () = shutdown.cancelled() => break,
         };
-        let (builder, service) = (Arc::clone(&builder), service.clone());
+        let builder = Arc::clone(&builder);
         let (drain, abort) = (shutdown.clone(), abort.clone());
+        let (limits, probe_paths) = if probe_only {
+            (options.probe_limits(), Some(options.probe_slots.paths))
+        } else {
+            (options.limits(), None)
+        };
+        let service = probes_only(service.clone(), probe_paths);
         tasks.spawn(async move {
             let served =
                 connection::serve_connection(&builder, stream, service, limits, &drain, &abort)
@@ -213,6 +270,50 @@ pub async fn serve<S, F>(
         tasks.wait().await;
     }
 }
+
+/// `service` as is (`paths` is `None`), or for a probe slot: GET and HEAD of `paths` served by
+/// `service`, anything else 503 `overloaded`; every answer closes the connection.
+fn probes_only<S, F>(
+    service: S,
+    paths: Option<&'static [&'static str]>,
+) -> impl Fn(Request<Incoming>) -> BoxedResponse + Clone + Send + Sync + 'static
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    move |request: Request<Incoming>| {
+        let Some(paths) = paths else {
+            return Box::pin(service(request)) as BoxedResponse;
+        };
+        let is_probe = (request.method() == http::Method::GET
+            || request.method() == http::Method::HEAD)
+            && paths.contains(&request.uri().path());
+        let answer = is_probe.then(|| service(request));
+        Box::pin(async move {
+            let mut response = match answer {
+                Some(answer) => answer.await,
+                None => {
+                    let mut refused = error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "every connection slot is taken; retry later",
+                    );
+                    refused
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    refused
+                }
+            };
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        })
+    }
+}
+
+/// A boxed response future.
+type BoxedResponse = std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// A JSON response.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -246,3 +347,7 @@ pub fn text(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
+
+#[cfg(test)]
+#[path = "server/serve_tests.rs"]
+mod serve_tests;

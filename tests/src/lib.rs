@@ -29,6 +29,7 @@ pub mod probes;
 pub mod queues;
 pub mod report;
 pub mod services;
+pub mod slow_uploads;
 
 pub use services::Service;
 

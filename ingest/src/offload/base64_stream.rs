@@ -11,6 +11,17 @@ pub const BLOCK_BYTES: usize = 48 * 1024;
 /// Bytes the encoder's output buffer may take.
 pub const BUFFER_BYTES: usize = BLOCK_BYTES / 3 * 4 + 4;
 
+/// Most output bytes one [`Base64Stream::encode`] of `input_bytes` writes, and so the most
+/// its buffer grows to for them (it is reserved exactly): at most [`BUFFER_BYTES`].
+pub const fn output_room(input_bytes: usize) -> usize {
+    let block = if input_bytes < BLOCK_BYTES {
+        input_bytes
+    } else {
+        BLOCK_BYTES
+    };
+    block / 3 * 4 + 4
+}
+
 /// A streaming standard-base64 (padded) encoder.
 #[derive(Debug, Default)]
 pub struct Base64Stream {
@@ -24,6 +35,7 @@ impl Base64Stream {
     /// base64 text and how many input bytes it consumed. Call again with the rest.
     pub fn encode<'s>(&'s mut self, input: &[u8]) -> (&'s [u8], usize) {
         self.out.clear();
+        self.out.reserve_exact(output_room(input.len()));
         let mut consumed = 0;
         if self.carry_len > 0 {
             let need = 3 - self.carry_len;
@@ -95,6 +107,12 @@ mod tests {
         let (text, used) = encoder.encode(&body);
         assert_eq!(used, BLOCK_BYTES);
         assert!(text.len() <= BUFFER_BYTES);
+        assert_eq!(output_room(body.len()), BUFFER_BYTES);
+        // Small pieces keep the buffer small (a stalled client holds little).
+        let mut encoder = Base64Stream::default();
+        let (text, _) = encoder.encode(&body[..1000]);
+        assert!(text.len() <= output_room(1000));
+        assert!(encoder.out.capacity() <= output_room(1000));
         assert_eq!(
             encode_in_pieces(&body, &[]),
             STANDARD.encode(&body).into_bytes()

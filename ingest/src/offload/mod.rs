@@ -4,7 +4,7 @@
 //! A body above `LARGE_PAYLOAD_THRESHOLD_BYTES` is not held whole: it streams to S3 as it
 //! arrives ([`stream`]), as the object `StreamedEnvelope::prefix() + base64(body) +
 //! StreamedEnvelope::suffix(id)` (the envelope an inline message would carry), in 5 MiB parts
-//! ([`upload`]), while its signature is computed over the same bytes
+//! that fill within the body budget as bytes arrive ([`upload`]), while its signature is computed over the same bytes
 //! ([`crate::verify::StreamingCheck`]). Once the object is complete and the signature checked,
 //! the SQS message is the pointer `PayloadPointer { bucket, key }.to_json()` with the
 //! `ExtendedPayloadSize` attribute, sent through the same batcher and deadline as any message.
@@ -31,7 +31,8 @@ pub struct LargePayloads {
     pub store: Arc<dyn PayloadStore>,
     /// Bodies above this many bytes are streamed to S3; those up to it stay inline.
     pub threshold: usize,
-    /// The process-wide budget for part buffers (`LARGE_PAYLOAD_BUFFER_BYTES`), in bytes.
+    /// The process-wide budget for parts being uploaded (`LARGE_PAYLOAD_BUFFER_BYTES`), in
+    /// bytes.
     pub part_buffers: Arc<Semaphore>,
     /// Its size in bytes.
     pub part_buffer_bytes: usize,

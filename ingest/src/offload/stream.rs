@@ -12,26 +12,21 @@ use std::pin::Pin;
 use bytes::Bytes;
 use chrono::Utc;
 use http::HeaderMap;
-use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 use webhook_shared::envelope::StreamedEnvelope;
 use webhook_shared::large_payload::{PayloadPointer, object_key};
 
 use super::LargePayloads;
 use super::base64_stream::{self, Base64Stream};
-use super::store::StoreError;
-use super::upload::{ObjectUpload, PART_BYTES};
-use crate::body_budget::Reservation;
+use super::upload::{ObjectUpload, WriteError};
+use crate::body_budget::{ReadError, Reservation};
+use crate::body_pace::Pace;
 use crate::error::ApiError;
 use crate::metrics;
 use crate::publisher::{OutgoingMessage, Publish};
 use crate::routes::{AppState, RequestBody, read_error};
 use crate::sources::{Source, StreamedId};
 use crate::verify::StreamingCheck;
-
-/// Memory one streaming request holds besides what it read before streaming: its part and
-/// the encoder's output.
-pub const STREAMING_BYTES: usize = PART_BYTES + base64_stream::BUFFER_BYTES;
 
 /// One request to stream, as the handler has read it so far.
 #[derive(Debug)]
@@ -54,14 +49,26 @@ pub struct StreamedRequest<'a> {
     pub deadline: Instant,
 }
 
-/// Streams the body (`head`, then `crossing`, then the rest of `body`) to S3 and enqueues its
-/// pointer; gives the event id once both have it.
+/// The body as far as the handler has read it, and the rest to come.
+#[derive(Debug)]
+pub struct BodySoFar<'b, B> {
+    /// What was read into memory before streaming began (within the reservation), then the
+    /// chunk that crossed the threshold (not reserved).
+    pub read: [Bytes; 2],
+    /// The rest of the body.
+    pub rest: Pin<&'b mut B>,
+    /// Its progress against the minimum data rate.
+    pub pace: &'b mut Pace,
+}
+
+/// Streams the body (what was read, then the rest) to S3 and enqueues its pointer; gives the
+/// event id once both have it. The request's `reservation` holds what was read, then the
+/// encoder's buffer, then the pointer message; the part being filled is counted by the upload.
 pub async fn accept<P: Publish, B: RequestBody>(
     state: &AppState<P>,
     offload: &LargePayloads,
     request: StreamedRequest<'_>,
-    read: [Bytes; 2],
-    body: Pin<&mut B>,
+    body: BodySoFar<'_, B>,
     reservation: &mut Reservation,
 ) -> Result<String, ApiError> {
     let source = request.source.as_str();
@@ -78,10 +85,6 @@ pub async fn accept<P: Publish, B: RequestBody>(
     let key_id = ids
         .known_before_body()
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-    let read_bytes: usize = read.iter().map(Bytes::len).sum();
-    reservation
-        .grow_to(read_bytes + STREAMING_BYTES)
-        .map_err(|error| read_error(error, state.retry_after_seconds))?;
     let prefix = StreamedEnvelope {
         source,
         received_at: Utc::now(),
@@ -89,21 +92,19 @@ pub async fn accept<P: Publish, B: RequestBody>(
         content_type: request.content_type.as_deref(),
     }
     .prefix();
-    let mut upload = ObjectUpload::new(offload, object_key(source, &key_id));
+    let mut upload = ObjectUpload::new(offload, object_key(source, &key_id), &state.body_budget);
     let streaming = Streaming {
         upload: &mut upload,
         encoder: Base64Stream::default(),
+        encoder_room: 0,
         check,
         ids,
         received: 0,
         limit: request.limit,
         retry_after_seconds: state.retry_after_seconds,
     };
-    let streamed = tokio::time::timeout_at(
-        request.deadline,
-        streaming.run(prefix, read, body, reservation),
-    )
-    .await;
+    let streamed =
+        tokio::time::timeout_at(request.deadline, streaming.run(prefix, body, reservation)).await;
     let (event_id, object_bytes, body_bytes) = match streamed {
         Ok(Ok(done)) => done,
         Ok(Err(error)) => {
@@ -153,6 +154,8 @@ pub async fn accept<P: Publish, B: RequestBody>(
 struct Streaming<'u> {
     upload: &'u mut ObjectUpload,
     encoder: Base64Stream,
+    /// The encoder buffer's capacity, held in the request's reservation.
+    encoder_room: usize,
     check: StreamingCheck,
     ids: StreamedId,
     received: usize,
@@ -165,28 +168,27 @@ impl Streaming<'_> {
     async fn run<B: RequestBody>(
         mut self,
         prefix: String,
-        read: [Bytes; 2],
-        mut body: Pin<&mut B>,
+        body: BodySoFar<'_, B>,
         reservation: &mut Reservation,
     ) -> Result<(String, u64, usize), ApiError> {
-        let retry_after_seconds = self.retry_after_seconds;
-        let storage = |error: StoreError| storage_unavailable(&error, retry_after_seconds);
-        self.upload
-            .write(prefix.as_bytes())
-            .await
-            .map_err(storage)?;
+        let BodySoFar {
+            read,
+            mut rest,
+            pace,
+        } = body;
+        self.write(prefix.as_bytes()).await?;
         for chunk in read {
-            self.feed(&chunk).await?;
+            self.feed(&chunk, reservation).await?;
         }
-        reservation.shrink_to(STREAMING_BYTES); // what was read before is written now
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|error| {
-                tracing::debug!(error = %error.into(), "request body could not be read");
-                ApiError::BadBody
-            })?;
-            if let Ok(data) = frame.into_data() {
-                self.feed(&data).await?;
-            }
+        // What was read before is written now: only the encoder's buffer stays.
+        reservation.shrink_to(self.encoder_room);
+        let retry_after_seconds = self.retry_after_seconds;
+        while let Some(data) = pace
+            .next_data(rest.as_mut())
+            .await
+            .map_err(|error| read_error(error, retry_after_seconds))?
+        {
+            self.feed(&data, reservation).await?;
         }
         let verified = self.check.finish().inspect_err(|error| {
             tracing::debug!(%error, "streamed webhook refused");
@@ -197,17 +199,34 @@ impl Streaming<'_> {
             StreamedEnvelope::suffix(&event_id).into_bytes(),
         ];
         for bytes in tail {
-            self.upload.write(&bytes).await.map_err(storage)?;
+            let written = self.upload.write(&bytes).await;
+            written.map_err(|error| storage_unavailable(&error, retry_after_seconds))?;
         }
-        let size = self.upload.finish().await.map_err(storage)?;
+        let size =
+            self.upload.finish().await.map_err(|error| {
+                storage_unavailable(&WriteError::Store(error), retry_after_seconds)
+            })?;
         Ok((event_id, size, self.received))
     }
 
-    /// Verifies, hashes, encodes and writes one piece of the body.
-    async fn feed(&mut self, mut chunk: &[u8]) -> Result<(), ApiError> {
+    /// Verifies, hashes, encodes and writes one piece of the body, after reserving room for
+    /// the encoder's output.
+    async fn feed(
+        &mut self,
+        mut chunk: &[u8],
+        reservation: &mut Reservation,
+    ) -> Result<(), ApiError> {
         self.received += chunk.len();
         if self.received > self.limit {
             return Err(ApiError::PayloadTooLarge { limit: self.limit });
+        }
+        let room = base64_stream::output_room(chunk.len());
+        if room > self.encoder_room {
+            let besides = reservation.bytes() - self.encoder_room;
+            reservation
+                .grow_to(besides + room)
+                .map_err(|error| read_error(error, self.retry_after_seconds))?;
+            self.encoder_room = room;
         }
         self.check.update(chunk);
         self.ids.update(chunk);
@@ -219,12 +238,24 @@ impl Streaming<'_> {
         }
         Ok(())
     }
+
+    /// Writes bytes that are not body (the envelope around it) to the object.
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        let written = self.upload.write(bytes).await;
+        written.map_err(|error| storage_unavailable(&error, self.retry_after_seconds))
+    }
 }
 
-/// The answer when S3 fails: 503 with `Retry-After`.
-fn storage_unavailable(error: &StoreError, retry_after_seconds: u32) -> ApiError {
-    tracing::debug!(%error, "large webhook not stored");
-    ApiError::StorageUnavailable {
-        retry_after_seconds,
+/// The answer when a write fails: 503 with `Retry-After`, `storage_unavailable` when S3
+/// failed, `overloaded` when the body budget had no room for the part.
+fn storage_unavailable(error: &WriteError, retry_after_seconds: u32) -> ApiError {
+    match error {
+        WriteError::Store(error) => {
+            tracing::debug!(%error, "large webhook not stored");
+            ApiError::StorageUnavailable {
+                retry_after_seconds,
+            }
+        }
+        WriteError::NoRoom => read_error(ReadError::NoRoom, retry_after_seconds),
     }
 }

@@ -1,7 +1,9 @@
 //! [`ObjectUpload`]: writes one object in 5 MiB parts as its bytes come, holding at most one
-//! part in memory, and only while the process-wide part-buffer budget
-//! (`LARGE_PAYLOAD_BUFFER_BYTES`) has room for it: a request waits for room before it fills
-//! its next part, and while it waits it reads nothing, so TCP slows its client down.
+//! part in memory. The part fills within the body budget (`MAX_IN_FLIGHT_BODY_BYTES`), its
+//! capacity reserved as bytes arrive ([`grow_buffer`]): a client that sends little holds
+//! little. Only a full part (or the object's last) takes room in the process-wide part-buffer
+//! budget (`LARGE_PAYLOAD_BUFFER_BYTES`), for as long as it is being uploaded: a request waits
+//! for that room, and while it waits it reads nothing, so TCP slows its client down.
 //!
 //! An object that ends within its first part is written with one `PutObject`; a larger one
 //! with `CreateMultipartUpload`, one `UploadPart` per part and `CompleteMultipartUpload`.
@@ -18,10 +20,22 @@ use tokio::time::Instant;
 
 use super::LargePayloads;
 use super::store::{PayloadStore, StoreError, StoreFuture, UploadedPart};
+use crate::body_budget::{BodyBudget, Reservation, grow_buffer};
 use crate::metrics;
 
 /// Size of every part but the last: S3's minimum for them.
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
+
+/// Why a write to the object failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// S3 failed or did not answer in time.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The body budget has no room for the bytes now.
+    #[error("no room in the body budget for the part")]
+    NoRoom,
+}
 
 /// One object being written.
 #[derive(Debug)]
@@ -34,13 +48,17 @@ pub struct ObjectUpload {
     upload_id: Option<String>,
     parts: Vec<UploadedPart>,
     part: Vec<u8>,
+    /// The part's capacity, in the body budget while it fills.
+    staged: Reservation,
+    /// Room in the part-buffer budget, held while a part is being uploaded.
     permit: Option<OwnedSemaphorePermit>,
     size: u64,
 }
 
 impl ObjectUpload {
-    /// An upload of `key`; nothing is sent before the first part fills or the end.
-    pub fn new(offload: &LargePayloads, key: String) -> Self {
+    /// An upload of `key` whose part fills within `budget`; nothing is sent before the first
+    /// part fills or the end.
+    pub fn new(offload: &LargePayloads, key: String, budget: &BodyBudget) -> Self {
         Self {
             store: Arc::clone(&offload.store),
             part_buffers: Arc::clone(&offload.part_buffers),
@@ -50,6 +68,7 @@ impl ObjectUpload {
             upload_id: None,
             parts: Vec::new(),
             part: Vec::new(),
+            staged: budget.reservation(),
             permit: None,
             size: 0,
         }
@@ -61,13 +80,11 @@ impl ObjectUpload {
     }
 
     /// Appends `bytes` to the object, uploading each part as it fills.
-    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), StoreError> {
+    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), WriteError> {
         while !bytes.is_empty() {
-            if self.permit.is_none() {
-                self.permit = Some(self.wait_for_buffer().await);
-                self.part = Vec::with_capacity(PART_BYTES);
-            }
             let taken = (PART_BYTES - self.part.len()).min(bytes.len());
+            grow_buffer(&mut self.part, taken, PART_BYTES, 0, &mut self.staged)
+                .map_err(|_| WriteError::NoRoom)?;
             self.part.extend_from_slice(&bytes[..taken]);
             bytes = &bytes[taken..];
             self.size += taken as u64;
@@ -82,10 +99,11 @@ impl ObjectUpload {
     pub async fn finish(&mut self) -> Result<u64, StoreError> {
         match self.upload_id.clone() {
             None => {
-                let body = Bytes::from(std::mem::take(&mut self.part));
+                let body = self.take_part().await;
                 self.timed("PutObject", self.store.put_object(&self.key, body))
                     .await?;
                 self.permit = None;
+                self.gauge_buffers();
             }
             Some(upload_id) => {
                 if !self.part.is_empty() {
@@ -105,6 +123,7 @@ impl ObjectUpload {
     /// bucket's lifecycle rule removes incomplete uploads).
     pub async fn abort(&mut self) {
         self.part = Vec::new();
+        self.staged.shrink_to(0);
         self.permit = None;
         if let Some(upload_id) = self.upload_id.take() {
             let abort = self.store.abort_upload(&self.key, &upload_id);
@@ -127,7 +146,7 @@ impl ObjectUpload {
             }
         };
         let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
-        let body = Bytes::from(std::mem::take(&mut self.part));
+        let body = self.take_part().await;
         let upload = self.store.upload_part(&self.key, &upload_id, number, body);
         let e_tag = self.timed("UploadPart", upload).await?;
         self.parts.push(UploadedPart { number, e_tag });
@@ -136,10 +155,19 @@ impl ObjectUpload {
         Ok(())
     }
 
-    /// Room for one part in the process-wide budget, waited for.
-    async fn wait_for_buffer(&self) -> OwnedSemaphorePermit {
+    /// The part, once the part-buffer budget has room for it (waited for); from then on it
+    /// counts there, not in the body budget, until the permit is dropped after its call.
+    async fn take_part(&mut self) -> Bytes {
+        self.permit = Some(self.wait_for_buffer(self.part.capacity()).await);
+        let part = Bytes::from(std::mem::take(&mut self.part));
+        self.staged.shrink_to(0);
+        part
+    }
+
+    /// Room for `bytes` (at most one part) in the process-wide budget, waited for.
+    async fn wait_for_buffer(&self, bytes: usize) -> OwnedSemaphorePermit {
         let started = Instant::now();
-        let bytes = u32::try_from(PART_BYTES).unwrap_or(u32::MAX);
+        let bytes = u32::try_from(bytes.min(PART_BYTES)).unwrap_or(u32::MAX);
         let permit = Arc::clone(&self.part_buffers)
             .acquire_many_owned(bytes)
             .await
