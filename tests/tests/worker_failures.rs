@@ -186,7 +186,16 @@ async fn a_slow_write_is_not_delivered_twice_thanks_to_the_heartbeat() {
         .await
         .expect("LOCK");
     stack.preload(1).await;
-    let worker = stack.spawn_worker(&[("WORKER_CONCURRENCY", "4")]).await;
+    // No lock or statement timeout, and a call deadline past the lock: the write waits (with
+    // the defaults a lock held past 1 s pauses the worker instead, see worker_faults.rs).
+    let worker = stack
+        .spawn_worker(&[
+            ("WORKER_CONCURRENCY", "4"),
+            ("DATABASE_LOCK_TIMEOUT_MS", "0"),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "0"),
+            ("DATABASE_TRANSACTION_TIMEOUT_MS", "30000"),
+        ])
+        .await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     lock.rollback().await.expect("ROLLBACK releases the lock");
 
