@@ -4,6 +4,11 @@
 //! While cut, every proxied connection is closed and the port refuses new ones (the
 //! listener is closed, as when the database host is down); `restore` listens again on the
 //! same port.
+//!
+//! [`PgProxy::silence`] makes the connections open now go silent while new ones work: their
+//! server side is closed (PostgreSQL rolls back what they had begun) and their client side
+//! stays open, what it sends read and dropped, nothing answered: a Multi-AZ failover whose
+//! old primary vanished, a dropped NAT entry, a proxy holding a dead backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +33,8 @@ pub struct PgProxy {
     up: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
     accept_loop: Mutex<Option<JoinHandle<()>>>,
+    /// Bumped by [`PgProxy::silence`]: connections accepted before go silent.
+    epoch: watch::Sender<u64>,
 }
 
 impl PgProxy {
@@ -59,6 +66,7 @@ impl PgProxy {
             up: watch::Sender::new(true),
             open: Arc::default(),
             accept_loop: Mutex::new(None),
+            epoch: watch::Sender::new(0),
         };
         proxy.serve(listener);
         proxy
@@ -99,17 +107,26 @@ impl PgProxy {
         self.serve(listener);
     }
 
+    /// Makes every connection open now go silent (new ones work); returns how many.
+    pub fn silence(&self) -> usize {
+        self.epoch.send_modify(|epoch| *epoch += 1);
+        self.open.load(Ordering::SeqCst)
+    }
+
     fn serve(&self, listener: TcpListener) {
         let (upstream, up) = (self.upstream.clone(), self.up.subscribe());
         let open = Arc::clone(&self.open);
+        let epochs = self.epoch.subscribe();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 open.fetch_add(1, Ordering::SeqCst);
                 let open = Arc::clone(&open);
                 let (upstream, mut up) = (upstream.clone(), up.clone());
+                let mut epochs = epochs.clone();
+                let born = *epochs.borrow_and_update();
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = forward(client, &upstream) => {}
+                        () = forward(client, &upstream, &mut epochs, born) => {}
                         _ = up.wait_for(|up| !*up) => {}
                     }
                     open.fetch_sub(1, Ordering::SeqCst);
@@ -130,9 +147,25 @@ impl Drop for PgProxy {
     }
 }
 
-/// Copies bytes both ways until either side closes.
-async fn forward(mut client: TcpStream, upstream: &str) {
-    if let Ok(mut server) = TcpStream::connect(upstream).await {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+/// Copies bytes both ways until either side closes, or until the epoch moves past `born`:
+/// then the server side is closed and the client's bytes are swallowed unanswered.
+async fn forward(
+    mut client: TcpStream,
+    upstream: &str,
+    epochs: &mut watch::Receiver<u64>,
+    born: u64,
+) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = epochs.wait_for(|epoch| *epoch != born) => {}
     }
+    drop(server);
+    let mut sink = [0_u8; 8192];
+    while matches!(
+        tokio::io::AsyncReadExt::read(&mut client, &mut sink).await,
+        Ok(n) if n > 0
+    ) {}
 }
