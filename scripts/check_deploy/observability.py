@@ -18,7 +18,7 @@ def source_metrics():
     found = set()
     for crate in ("shared", "ingest", "worker"):
         for path in (ROOT / crate / "src").rglob("*.rs"):
-            found |= set(re.findall(r'"(webhook_[a-z_]+)"', path.read_text()))
+            found |= set(re.findall(r'"(webhook_[a-z0-9_]+)"', path.read_text()))
     return found
 
 
@@ -27,7 +27,7 @@ def metric_names_in_alerts_and_dashboard_exist():
     documented, emitted = readme_metrics(), source_metrics()
     files = [DEPLOY / "observability/alerts.yml", DEPLOY / "observability/grafana-dashboard.json"]
     for path in files:
-        for metric in sorted(set(re.findall(r"\b(webhook_[a-z_]+)", path.read_text()))):
+        for metric in sorted(set(re.findall(r"\b(webhook_[a-z0-9_]+)", path.read_text()))):
             base = re.sub(r"_(bucket|sum|count)$", "", metric)
             if base not in documented:
                 problems.append(f"{path.name}: {metric} is not in the README's metrics table")
