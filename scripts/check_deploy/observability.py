@@ -11,7 +11,7 @@ from .common import DEPLOY, ROOT
 def readme_metrics():
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## Metrics", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([a-z_]+)`", section, re.M))
+    return set(re.findall(r"^\| `([a-z0-9_]+)`", section, re.M))
 
 
 def source_metrics():
