@@ -30,7 +30,8 @@ pub(crate) const RECEIVES_IN_FLIGHT: &str = "webhook_worker_receives_in_flight";
 /// Gauge: `ReceiveMessage` calls the worker wants in flight (its own estimate).
 pub(crate) const RECEIVES_WANTED: &str = "webhook_worker_receives_wanted";
 /// Gauge: held messages waiting in a stage, by `stage` (`write`: decoded, waiting for a
-/// writer; `delete`: committed, waiting for a DeleteMessageBatch call).
+/// writer; `delete`: committed, waiting for a DeleteMessageBatch call; `s3`: offloaded,
+/// parked until S3 can be read).
 pub(crate) const WAITING: &str = "webhook_worker_waiting_messages";
 /// Counter: visibility extensions of held messages.
 pub(crate) const HEARTBEATS_TOTAL: &str = "webhook_worker_heartbeats_total";
@@ -158,7 +159,7 @@ pub(crate) const METRICS: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         labels: &["stage"],
-        help: "Held messages waiting for a stage: write (for a writer) or delete (for a delete call).",
+        help: "Held messages waiting for a stage: write (for a writer), delete (for a delete call) or s3 (parked until S3 can be read).",
     },
     Metric {
         name: HEARTBEATS_TOTAL,
