@@ -345,6 +345,13 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub database_idle_in_transaction_timeout_ms: u64,
 
+    /// Seconds a worker session may be silent before PostgreSQL probes it with TCP keepalives
+    /// (its `tcp_keepalives_idle`; probes every third of it, three times), so the server
+    /// frees the connection of a worker that vanished (a partition, a dead host) within about
+    /// twice this, not the operating system's two hours. 0: not sent.
+    #[arg(long, env = "DATABASE_TCP_KEEPALIVE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=7_200))]
+    pub database_tcp_keepalive_seconds: u64,
+
     /// Milliseconds one database call (a whole write transaction, a probe, a look-up) may
     /// take once it has its connection; past it the connection is thrown away and the
     /// database counts as unreachable (the circuit opens). Must be above
@@ -373,9 +380,10 @@ impl DatabaseArgs {
         Ok(Duration::from_millis(self.database_transaction_timeout_ms))
     }
 
-    /// The session settings sent at connect (`-c name=value` startup options), those set to 0
-    /// left out.
+    /// The session settings sent at connect (`-c name=value` startup options, timeouts in
+    /// milliseconds, keepalives in seconds), those set to 0 left out.
     pub fn session_timeouts(&self) -> Vec<(&'static str, u64)> {
+        let keepalive = self.database_tcp_keepalive_seconds;
         [
             ("statement_timeout", self.database_statement_timeout_ms),
             ("lock_timeout", self.database_lock_timeout_ms),
@@ -383,9 +391,12 @@ impl DatabaseArgs {
                 "idle_in_transaction_session_timeout",
                 self.database_idle_in_transaction_timeout_ms,
             ),
+            ("tcp_keepalives_idle", keepalive),
+            ("tcp_keepalives_interval", keepalive.div_ceil(3)),
+            ("tcp_keepalives_count", if keepalive > 0 { 3 } else { 0 }),
         ]
         .into_iter()
-        .filter(|(_, ms)| *ms > 0)
+        .filter(|(_, value)| *value > 0)
         .collect()
     }
 }

@@ -121,3 +121,47 @@ fn the_window_is_derived_from_writers_and_batch_rows() {
     let set = run_config(&["--worker-max-in-flight", "7"]);
     assert_eq!(set.max_in_flight().expect("valid"), 7);
 }
+
+#[test]
+fn session_timeouts_are_sent_unless_zero_and_the_deadline_sits_above_the_statement_timeout() {
+    let defaults = run_config(&[]);
+    assert_eq!(
+        defaults.database.session_timeouts(),
+        vec![
+            ("statement_timeout", 3_000),
+            ("lock_timeout", 1_000),
+            ("idle_in_transaction_session_timeout", 10_000),
+            ("tcp_keepalives_idle", 30),
+            ("tcp_keepalives_interval", 10),
+            ("tcp_keepalives_count", 3),
+        ]
+    );
+    assert_eq!(
+        defaults.database.transaction_timeout().expect("valid"),
+        Duration::from_secs(4)
+    );
+    let proxied = run_config(&[
+        "--database-statement-timeout-ms",
+        "0",
+        "--database-lock-timeout-ms",
+        "0",
+        "--database-idle-in-transaction-timeout-ms",
+        "0",
+        "--database-tcp-keepalive-seconds",
+        "0",
+    ]);
+    assert!(
+        proxied.database.session_timeouts().is_empty(),
+        "nothing sent"
+    );
+    let error = run_config(&["--database-transaction-timeout-ms", "3000"])
+        .database
+        .transaction_timeout()
+        .expect_err("not above the statement timeout")
+        .to_string();
+    assert!(
+        error.contains("DATABASE_TRANSACTION_TIMEOUT_MS")
+            && error.contains("DATABASE_STATEMENT_TIMEOUT_MS"),
+        "{error}"
+    );
+}
