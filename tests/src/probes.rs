@@ -91,6 +91,16 @@ pub async fn main_queue_counts(stack: &TestStack) -> (u64, u64) {
     )
 }
 
+/// Worker settings under which its writes wait behind a table lock, as a slow database would
+/// make them (no lock or statement timeout, a call deadline of 10 min): for tests that use
+/// [`lock_table`] to slow writes down. With the defaults a lock held past 1 s pauses the
+/// worker instead (see `tests/tests/worker_faults.rs`).
+pub const WAIT_ON_LOCKS: [(&str, &str); 3] = [
+    ("DATABASE_LOCK_TIMEOUT_MS", "0"),
+    ("DATABASE_STATEMENT_TIMEOUT_MS", "0"),
+    ("DATABASE_TRANSACTION_TIMEOUT_MS", "600000"),
+];
+
 /// Opens a transaction holding `webhook_events` in ACCESS EXCLUSIVE mode: every insert
 /// (and every read from other connections) waits until it ends.
 pub async fn lock_table(stack: &TestStack) -> Transaction<'static, Postgres> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use e2e_tests::pg_proxy::PgProxy;
 use e2e_tests::probes::{
-    DRAIN_TIMEOUT, assert_stored_exactly, gauge, lock_table, main_queue_states,
+    DRAIN_TIMEOUT, WAIT_ON_LOCKS, assert_stored_exactly, gauge, lock_table, main_queue_states,
     sample_until_stored, slow_inserts, wait_for_metrics, wait_for_some_rows, worker_connections,
 };
 use e2e_tests::report::counter;
@@ -169,7 +169,7 @@ async fn kill_9_mid_drain_then_restart_stores_everything_once() {
     };
     let stack = TestStack::with_queues("worker-kill-9", options).await;
     let ids = stack.preload(MESSAGES).await;
-    let worker = stack.spawn_worker(&[]).await;
+    let worker = stack.spawn_worker(&WAIT_ON_LOCKS).await;
 
     wait_for_some_rows(&stack, 20).await;
     // Kill it mid-drain while some of its writes are certainly under way (blocked behind a
@@ -197,7 +197,9 @@ async fn depth_and_lag_metrics_track_a_backlog() {
     // anything.
     let lock = lock_table(&stack).await;
     let ids = stack.preload(MESSAGES).await;
-    let worker = stack.spawn_worker(&[("WORKER_CONCURRENCY", "2")]).await;
+    let worker = stack
+        .spawn_worker(&[WAIT_ON_LOCKS.as_slice(), &[("WORKER_CONCURRENCY", "2")]].concat())
+        .await;
 
     let sum_is_backlog = |metrics: &str| {
         main_queue_states(metrics)

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use e2e_tests::probes::WAIT_ON_LOCKS;
 use e2e_tests::report::counter;
 use e2e_tests::{QueueOptions, TestStack};
 use webhook_shared::envelope::Envelope;
@@ -186,15 +187,8 @@ async fn a_slow_write_is_not_delivered_twice_thanks_to_the_heartbeat() {
         .await
         .expect("LOCK");
     stack.preload(1).await;
-    // No lock or statement timeout, and a call deadline past the lock: the write waits (with
-    // the defaults a lock held past 1 s pauses the worker instead, see worker_faults.rs).
     let worker = stack
-        .spawn_worker(&[
-            ("WORKER_CONCURRENCY", "4"),
-            ("DATABASE_LOCK_TIMEOUT_MS", "0"),
-            ("DATABASE_STATEMENT_TIMEOUT_MS", "0"),
-            ("DATABASE_TRANSACTION_TIMEOUT_MS", "30000"),
-        ])
+        .spawn_worker(&[WAIT_ON_LOCKS.as_slice(), &[("WORKER_CONCURRENCY", "4")]].concat())
         .await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     lock.rollback().await.expect("ROLLBACK releases the lock");

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use e2e_tests::probes::{
-    assert_stored_exactly, gauge, lock_table, main_queue_counts, wait_for_some_rows,
+    WAIT_ON_LOCKS, assert_stored_exactly, gauge, lock_table, main_queue_counts, wait_for_some_rows,
 };
 use e2e_tests::{QueueOptions, TestStack, eventually};
 use nix::sys::signal::Signal;
@@ -24,11 +24,18 @@ async fn sigterm_mid_drain_finishes_what_it_holds_and_exits_0() {
     };
     let stack = TestStack::with_queues("worker-sigterm", options).await;
     let ids = stack.preload(MESSAGES).await;
+    let window = WINDOW.to_string();
     let worker = stack
-        .spawn_worker(&[
-            ("SHUTDOWN_GRACE_SECONDS", "5"),
-            ("WORKER_MAX_IN_FLIGHT", &WINDOW.to_string()),
-        ])
+        .spawn_worker(
+            &[
+                WAIT_ON_LOCKS.as_slice(),
+                &[
+                    ("SHUTDOWN_GRACE_SECONDS", "5"),
+                    ("WORKER_MAX_IN_FLIGHT", &window),
+                ],
+            ]
+            .concat(),
+        )
         .await;
 
     wait_for_some_rows(&stack, 20).await;
@@ -126,11 +133,18 @@ async fn past_the_grace_period_held_messages_are_released_and_the_worker_exits_0
     let stack = TestStack::with_queues("worker-grace", options).await;
     let lock = lock_table(&stack).await;
     let ids = stack.preload(100).await;
+    let window = WINDOW.to_string();
     let worker = stack
-        .spawn_worker(&[
-            ("SHUTDOWN_GRACE_SECONDS", "2"),
-            ("WORKER_MAX_IN_FLIGHT", &WINDOW.to_string()),
-        ])
+        .spawn_worker(
+            &[
+                WAIT_ON_LOCKS.as_slice(),
+                &[
+                    ("SHUTDOWN_GRACE_SECONDS", "2"),
+                    ("WORKER_MAX_IN_FLIGHT", &window),
+                ],
+            ]
+            .concat(),
+        )
         .await;
     eventually(Duration::from_secs(10), "the window full", || async {
         let held = gauge(&worker.metrics().await, "webhook_worker_in_flight", &[]);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::probes::{assert_stored_exactly, lock_table, slow_inserts};
+use e2e_tests::probes::{WAIT_ON_LOCKS, assert_stored_exactly, lock_table, slow_inserts};
 use e2e_tests::report::counter;
 use e2e_tests::{QueueOptions, TestStack};
 use webhook_shared::envelope::Envelope;
@@ -50,7 +50,7 @@ async fn a_queue_with_visibility_timeout_0_is_still_stored_once() {
     // handed out again at once, and the heartbeat's 0 s period used to panic.
     let lock = lock_table(&stack).await;
     let ids = stack.preload(50).await;
-    let worker = stack.spawn_worker(&[]).await;
+    let worker = stack.spawn_worker(&WAIT_ON_LOCKS).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     lock.rollback().await.expect("ROLLBACK");
     assert_stored_exactly(&stack, &ids).await;
