@@ -316,3 +316,44 @@ async fn a_pointer_bound_for_the_dlq_has_its_object_refreshed_first() {
     drop(worker);
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_during_an_s3_outage_stores_small_webhooks_and_parks_large_ones() {
+    use e2e_tests::fault_proxy::{Fault, FaultProxy};
+    use e2e_tests::probes::gauge;
+
+    let stack = TestStack::new("large-s3-outage").await;
+    let bucket = stack.create_bucket().await;
+    let s3 = FaultProxy::start(&e2e_tests::queues::sqs_endpoint()).await;
+    s3.set(Fault::Error);
+    let s3_endpoint = s3.url();
+    let large = envelope("github", "large-during-outage", json_body(MIB, 7));
+    stack.offload(&bucket, &large).await;
+    let small = stack.preload(5).await;
+    // S3 answers 503 SlowDown to the worker alone: it starts all the same.
+    let worker = stack
+        .spawn_worker(&[
+            ("LARGE_PAYLOAD_BUCKET", bucket.as_str()),
+            ("AWS_ENDPOINT_URL_S3", s3_endpoint.as_str()),
+        ])
+        .await;
+    stack.wait_for_rows(5, STORE_TIMEOUT).await;
+    let metrics = worker.metrics().await;
+    assert_eq!(
+        gauge(&metrics, "webhook_worker_s3_circuit_open", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(stack.stored_count().await, 5, "the large one waits");
+    s3.set(Fault::None);
+    stack.wait_for_rows(6, STORE_TIMEOUT).await;
+    assert_stored(&stack, &large).await;
+    assert_eq!(
+        stack.messages_in(&stack.dlq_url).await,
+        0,
+        "nothing in the DLQ"
+    );
+    assert_eq!(small.len(), 5);
+    drop(worker);
+    stack.cleanup().await;
+}
