@@ -1,9 +1,12 @@
 //! [`ObjectUpload`]: writes one object in 5 MiB parts as its bytes come, holding at most one
-//! part in memory. The part fills within the body budget (`MAX_IN_FLIGHT_BODY_BYTES`), its
-//! capacity reserved as bytes arrive ([`grow_buffer`]): a client that sends little holds
-//! little. Only a full part (or the object's last) takes room in the process-wide part-buffer
-//! budget (`LARGE_PAYLOAD_BUFFER_BYTES`), for as long as it is being uploaded: a request waits
-//! for that room, and while it waits it reads nothing, so TCP slows its client down.
+//! part in memory. A part's first [`FILL_WITHOUT_BUFFER`] bytes fill within the body budget
+//! (`MAX_IN_FLIGHT_BODY_BYTES`), their capacity reserved as they arrive ([`grow_buffer`]): a
+//! client that sends little (a stalled or forged upload) holds little and no part buffer. Past
+//! that, the part takes room for a whole part in the process-wide part-buffer budget
+//! (`LARGE_PAYLOAD_BUFFER_BYTES`) and keeps it until the part is uploaded: a request waits for
+//! that room, and while it waits it reads nothing, so TCP slows its client down. So the parts
+//! in memory are bounded by that budget plus [`FILL_WITHOUT_BUFFER`] per upload, whatever the
+//! number of uploads (16 concurrent 25 MiB uploads: see docs/BENCHMARKS.md).
 //!
 //! An object that ends within its first part is written with one `PutObject`; a larger one
 //! with `CreateMultipartUpload`, one `UploadPart` per part and `CompleteMultipartUpload`.
@@ -25,6 +28,8 @@ use crate::metrics;
 
 /// Size of every part but the last: S3's minimum for them.
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Bytes a part may hold before it needs room in the part-buffer budget.
+pub const FILL_WITHOUT_BUFFER: usize = 64 * 1024;
 
 /// Why a write to the object failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +53,10 @@ pub struct ObjectUpload {
     upload_id: Option<String>,
     parts: Vec<UploadedPart>,
     part: Vec<u8>,
-    /// The part's capacity, in the body budget while it fills.
+    /// The part's capacity, in the body budget while it has no part buffer.
     staged: Reservation,
-    /// Room in the part-buffer budget, held while a part is being uploaded.
+    /// Room in the part-buffer budget, held from the part's [`FILL_WITHOUT_BUFFER`]th byte
+    /// (or, for a smaller last part, from the end) until the part is uploaded.
     permit: Option<OwnedSemaphorePermit>,
     size: u64,
 }
@@ -82,9 +88,25 @@ impl ObjectUpload {
     /// Appends `bytes` to the object, uploading each part as it fills.
     pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), WriteError> {
         while !bytes.is_empty() {
-            let taken = (PART_BYTES - self.part.len()).min(bytes.len());
-            grow_buffer(&mut self.part, taken, PART_BYTES, 0, &mut self.staged)
+            if self.permit.is_none() && self.part.len() >= FILL_WITHOUT_BUFFER {
+                self.hold_buffer().await;
+            }
+            let room = if self.permit.is_some() {
+                PART_BYTES
+            } else {
+                FILL_WITHOUT_BUFFER
+            };
+            let taken = (room - self.part.len()).min(bytes.len());
+            if self.permit.is_none() {
+                grow_buffer(
+                    &mut self.part,
+                    taken,
+                    FILL_WITHOUT_BUFFER,
+                    0,
+                    &mut self.staged,
+                )
                 .map_err(|_| WriteError::NoRoom)?;
+            }
             self.part.extend_from_slice(&bytes[..taken]);
             bytes = &bytes[taken..];
             self.size += taken as u64;
@@ -155,10 +177,19 @@ impl ObjectUpload {
         Ok(())
     }
 
-    /// The part, once the part-buffer budget has room for it (waited for); from then on it
-    /// counts there, not in the body budget, until the permit is dropped after its call.
+    /// Takes room for a whole part in the part-buffer budget (waited for); from then on the
+    /// part counts there, not in the body budget, until the permit is dropped after its call.
+    async fn hold_buffer(&mut self) {
+        self.permit = Some(self.wait_for_buffer(PART_BYTES).await);
+        self.part.reserve_exact(PART_BYTES - self.part.len());
+        self.staged.shrink_to(0);
+    }
+
+    /// The part, with room in the part-buffer budget (a small last part takes it now).
     async fn take_part(&mut self) -> Bytes {
-        self.permit = Some(self.wait_for_buffer(self.part.capacity()).await);
+        if self.permit.is_none() {
+            self.permit = Some(self.wait_for_buffer(self.part.capacity()).await);
+        }
         let part = Bytes::from(std::mem::take(&mut self.part));
         self.staged.shrink_to(0);
         part
