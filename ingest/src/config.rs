@@ -98,9 +98,10 @@ pub struct Config {
     pub large_payload_threshold_bytes: usize,
 
     /// Most bytes of parts (5 MiB, the last smaller) being uploaded to S3 at once by all
-    /// webhooks streaming there. A part fills within MAX_IN_FLIGHT_BODY_BYTES as its bytes
-    /// arrive; once full it waits for room here (its client is slowed by TCP in the meantime,
-    /// within BODY_READ_TIMEOUT_SECONDS). At least one part, 5242880.
+    /// webhooks streaming there. A part's first 64 KiB fill within MAX_IN_FLIGHT_BODY_BYTES as
+    /// they arrive; past them it waits for room for a whole part here (its client is slowed
+    /// by TCP in the meantime) and keeps it until the part is uploaded. At least one part,
+    /// 5242880.
     #[arg(long, env = "LARGE_PAYLOAD_BUFFER_BYTES", default_value_t = DEFAULT_PART_BUFFER_BYTES,
           value_parser = clap::value_parser!(u64).range(5_242_880..=4 * 1024 * 1024 * 1024).map(|n| n as usize))]
     pub large_payload_buffer_bytes: usize,
