@@ -113,7 +113,8 @@ impl Provider {
                 next = Instant::now() + interval;
             }
             let delivery = uuid::Uuid::new_v4().to_string();
-            let large = bodies.large_every > 0 && seq % bodies.large_every == bodies.large_every - 1;
+            let large =
+                bodies.large_every > 0 && seq % bodies.large_every == bodies.large_every - 1;
             let mut body = serde_json::json!({ "marker": delivery, "client": number, "seq": seq });
             if large {
                 body["pad"] = serde_json::Value::String("x".repeat(bodies.large_bytes));
