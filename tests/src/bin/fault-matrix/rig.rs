@@ -157,8 +157,10 @@ impl Rig {
         self.workers.push(worker);
     }
 
-    /// Kills ingest with SIGKILL, starts a new one on new ports and moves the providers to it.
+    /// Kills ingest with SIGKILL, starts a new one on new ports and, once it is healthy,
+    /// moves the providers to it (meanwhile they retry against the dead one).
     pub(crate) async fn kill_ingest(&mut self) -> String {
+        self.ingest.signal(nix::sys::signal::Signal::SIGKILL);
         let new = self
             .stack
             .spawn_ingest(&borrowed(&self.ingest_settings))

@@ -154,7 +154,7 @@ impl Row {
                 "`kill -9` of the worker every 10 s of the duration, a new one started at once; SQS gives the killed worker's messages back after the 30 s visibility timeout"
             }
             Self::KillIngest => {
-                "`kill -9` of ingest every 10 s of the duration, a new one started at once on a new port; the providers move to it once it is healthy"
+                "`kill -9` of ingest every 10 s of the duration, then a new one started on a new port; the providers retry against the dead one until the new one is healthy, then move to it"
             }
         }
     }
