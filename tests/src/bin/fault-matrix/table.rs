@@ -74,8 +74,9 @@ pub(crate) fn document(info: &RunInfo, outcomes: &[Outcome]) -> String {
     );
     text.push_str(
         "Columns: *accepted*, webhooks answered 2xx; *stored*, distinct ids in `webhook_events`; \
-         *lost*, accepted and never stored; *duplicates*, ids stored more than once; *in the \
-         DLQ*, messages in the dead-letter queue at the end; *slowest 202*, the longest request \
+         *lost*, accepted and never stored; *duplicates*, ids stored more than once (the table's primary key \
+         `(source, id)` refuses a second row, so this checks the key as much as the worker); \
+         *in the DLQ*, messages in the dead-letter queue at the end; *slowest 202*, the longest request \
          answered 2xx. ",
     );
     let _ = writeln!(
