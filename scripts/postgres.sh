@@ -93,6 +93,8 @@ ensure() {
 
 case "${1:-}" in
   ensure) ensure ;;
+  # For the fault matrix's restart row: stops the server (fast mode); `ensure` starts it.
+  stop) $SUDO pg_ctlcluster --skip-systemctl-redirect --mode fast "$(pg_version)" main stop ;;
   url) echo "$PG_URL" ;;
-  *) echo "usage: $0 ensure|url" >&2; exit 2 ;;
+  *) echo "usage: $0 ensure|stop|url" >&2; exit 2 ;;
 esac

@@ -37,7 +37,9 @@ impl TestStack {
     }
 }
 
-pub(crate) fn admin_database_url() -> String {
+/// The URL of the server's `postgres` database (`TEST_DATABASE_URL`), for statements outside any
+/// test's database (roles, `CREATE DATABASE`).
+pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_DATABASE_URL.to_owned())
 }
 

@@ -9,6 +9,8 @@
 //!   forwarded, never answered), as when the service hangs.
 //! - [`Fault::Error`]: each request is read (head and `Content-Length` body) and answered
 //!   `503 Slow Down` with S3's XML error, then the connection is closed.
+//! - [`Fault::Throttle`]: likewise, answered as SQS (JSON protocol) throttles:
+//!   `400` with `ThrottlingException`.
 //!
 //! Leaving [`Fault::None`] closes the connections being forwarded, so that pooled keep-alive
 //! connections cannot slip past the fault.
@@ -28,6 +30,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// S3's answer when it sheds load: retried by the SDKs, then given up on.
 const SLOW_DOWN: &str = "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml\r\nconnection: close\r\ncontent-length: 120\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
 
+/// SQS's answer when it throttles (JSON protocol, with the query-compatible error header).
+const THROTTLED: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-query-error: ThrottlingException;Sender\r\nconnection: close\r\ncontent-length: 76\r\n\r\n{\"__type\":\"com.amazonaws.sqs#ThrottlingException\",\"message\":\"Rate exceeded\"}";
+
 /// What the proxy does with traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -37,6 +42,8 @@ pub enum Fault {
     Freeze,
     /// Answer every request 503 SlowDown.
     Error,
+    /// Answer every request as a throttling SQS would.
+    Throttle,
 }
 
 /// The proxy, on a free 127.0.0.1 port. Stops when dropped.
@@ -132,9 +139,14 @@ async fn serve(mut client: TcpStream, upstream: String, mut fault: watch::Receiv
                 }
             }
         }
-        Fault::Error => {
+        Fault::Error | Fault::Throttle => {
+            let answer = if mode == Fault::Error {
+                SLOW_DOWN
+            } else {
+                THROTTLED
+            };
             if read_request(&mut client).await.is_some() {
-                let _ = client.write_all(SLOW_DOWN.as_bytes()).await;
+                let _ = client.write_all(answer.as_bytes()).await;
                 let _ = client.shutdown().await;
             }
         }

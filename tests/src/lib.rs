@@ -21,6 +21,7 @@ pub mod buckets;
 pub mod database;
 pub mod extended_client;
 pub mod fault_proxy;
+pub mod faults;
 pub mod fleet;
 pub mod ingest_load;
 pub mod large;

@@ -9,11 +9,16 @@
 //! server side is closed (PostgreSQL rolls back what they had begun) and their client side
 //! stays open, what it sends read and dropped, nothing answered: a Multi-AZ failover whose
 //! old primary vanished, a dropped NAT entry, a proxy holding a dead backend.
+//!
+//! [`PgProxy::reset`] resets every connection open now (RST to both sides) while new ones
+//! work. [`PgProxy::silence_all`] makes everything silent: the connections open now as with
+//! `silence`, and new ones accepted but never forwarded nor answered, until
+//! [`PgProxy::end_silence`] (the connections silenced meanwhile stay silent).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +40,10 @@ pub struct PgProxy {
     accept_loop: Mutex<Option<JoinHandle<()>>>,
     /// Bumped by [`PgProxy::silence`]: connections accepted before go silent.
     epoch: watch::Sender<u64>,
+    /// Bumped by [`PgProxy::reset`]: connections accepted before are reset.
+    resets: watch::Sender<u64>,
+    /// While set, new connections are accepted and never forwarded.
+    all_silent: Arc<AtomicBool>,
 }
 
 impl PgProxy {
@@ -67,6 +76,8 @@ impl PgProxy {
             open: Arc::default(),
             accept_loop: Mutex::new(None),
             epoch: watch::Sender::new(0),
+            resets: watch::Sender::new(0),
+            all_silent: Arc::default(),
         };
         proxy.serve(listener);
         proxy
@@ -113,20 +124,45 @@ impl PgProxy {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// Resets every connection open now (RST to the client and to the server), new ones
+    /// work; returns how many were open.
+    pub fn reset(&self) -> usize {
+        self.resets.send_modify(|resets| *resets += 1);
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Makes everything silent: the connections open now as with [`PgProxy::silence`], and
+    /// new ones accepted but never forwarded nor answered, until [`PgProxy::end_silence`];
+    /// returns how many were open.
+    pub fn silence_all(&self) -> usize {
+        self.all_silent.store(true, Ordering::SeqCst);
+        self.silence()
+    }
+
+    /// Ends [`PgProxy::silence_all`]: new connections are forwarded again.
+    pub fn end_silence(&self) {
+        self.all_silent.store(false, Ordering::SeqCst);
+    }
+
     fn serve(&self, listener: TcpListener) {
         let (upstream, up) = (self.upstream.clone(), self.up.subscribe());
         let open = Arc::clone(&self.open);
-        let epochs = self.epoch.subscribe();
+        let (epochs, resets) = (self.epoch.subscribe(), self.resets.subscribe());
+        let all_silent = Arc::clone(&self.all_silent);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 open.fetch_add(1, Ordering::SeqCst);
                 let open = Arc::clone(&open);
                 let (upstream, mut up) = (upstream.clone(), up.clone());
-                let mut epochs = epochs.clone();
-                let born = *epochs.borrow_and_update();
+                let (mut epochs, mut resets) = (epochs.clone(), resets.clone());
+                let born = Born {
+                    epoch: *epochs.borrow_and_update(),
+                    resets: *resets.borrow_and_update(),
+                    silent: all_silent.load(Ordering::SeqCst),
+                };
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = forward(client, &upstream, &mut epochs, born) => {}
+                        () = forward(client, &upstream, &mut epochs, &mut resets, born) => {}
                         _ = up.wait_for(|up| !*up) => {}
                     }
                     open.fetch_sub(1, Ordering::SeqCst);
@@ -147,22 +183,43 @@ impl Drop for PgProxy {
     }
 }
 
-/// Copies bytes both ways until either side closes, or until the epoch moves past `born`:
-/// then the server side is closed and the client's bytes are swallowed unanswered.
+/// What a connection saw when it was accepted.
+#[derive(Debug, Clone, Copy)]
+struct Born {
+    /// The silence epoch.
+    epoch: u64,
+    /// The reset count.
+    resets: u64,
+    /// Whether everything was silent: then it is never forwarded.
+    silent: bool,
+}
+
+/// Copies bytes both ways until either side closes; until the epoch moves past `born`'s:
+/// then the server side is closed and the client's bytes are swallowed unanswered; or until
+/// the reset count moves past `born`'s: then both sides are reset. A connection born while
+/// everything is silent is swallowed from the start.
 async fn forward(
     mut client: TcpStream,
     upstream: &str,
     epochs: &mut watch::Receiver<u64>,
-    born: u64,
+    resets: &mut watch::Receiver<u64>,
+    born: Born,
 ) {
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
-        _ = epochs.wait_for(|epoch| *epoch != born) => {}
+    if !born.silent {
+        let Ok(mut server) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+            _ = epochs.wait_for(|epoch| *epoch != born.epoch) => {}
+            _ = resets.wait_for(|count| *count != born.resets) => {
+                // SO_LINGER 0: closing sends RST instead of FIN.
+                let _ = client.set_zero_linger();
+                let _ = server.set_zero_linger();
+                return;
+            }
+        }
     }
-    drop(server);
     let mut sink = [0_u8; 8192];
     while matches!(
         tokio::io::AsyncReadExt::read(&mut client, &mut sink).await,

@@ -31,25 +31,20 @@
 )]
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use e2e_tests::faults::{
+    Bodies, ClientStats, Provider, SOURCE, localstack_pid, tail, write_sources_file,
+};
 use e2e_tests::pg_proxy::PgProxy;
 use e2e_tests::{QueueOptions, TestStack};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::{RwLock, watch};
 use tokio::time::Instant;
-
-/// The source the clients post to; its scheme takes the event id from `x-delivery`.
-const SOURCE: &str = "faulty";
-/// The provider's delivery id header.
-const DELIVERY_HEADER: &str = "x-delivery";
-/// How long a client keeps retrying the webhook it holds once the load has stopped.
-const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Fault-run settings.
 #[derive(Debug, Parser)]
@@ -76,37 +71,6 @@ struct Args {
     /// --clients 8 (explicit values of those flags are ignored).
     #[arg(long)]
     quick: bool,
-}
-
-/// What one client saw.
-#[derive(Debug, Default)]
-struct ClientStats {
-    /// Distinct webhooks started.
-    attempted: u64,
-    /// HTTP requests sent, retries included.
-    requests: u64,
-    /// Delivery ids answered with a 2xx.
-    accepted: Vec<String>,
-    /// 5xx answers.
-    server_errors: u64,
-    /// Connection errors and timeouts.
-    connection_errors: u64,
-    /// Other answers (4xx): never expected.
-    unexpected: Vec<String>,
-    /// Webhooks still without a 2xx when the client stopped.
-    abandoned: u64,
-}
-
-impl ClientStats {
-    fn add(&mut self, other: Self) {
-        self.attempted += other.attempted;
-        self.requests += other.requests;
-        self.accepted.extend(other.accepted);
-        self.server_errors += other.server_errors;
-        self.connection_errors += other.connection_errors;
-        self.unexpected.extend(other.unexpected);
-        self.abandoned += other.abandoned;
-    }
 }
 
 /// LocalStack frozen with SIGSTOP; dropping this sends SIGCONT, whatever happened meanwhile.
@@ -222,7 +186,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         },
     )
     .await;
-    let sources_file = write_sources_file()?;
+    let sources_file = write_sources_file("")?;
     let sources_path = sources_file.to_str().context("temp path is not UTF-8")?;
     let ingest_settings = [
         ("SOURCES_FILE", sources_path),
@@ -250,14 +214,16 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let mut clients = tokio::task::JoinSet::new();
-    for client in 0..args.clients {
-        clients.spawn(provider(
-            client,
-            http.clone(),
-            Arc::clone(&url),
-            stop_rx.clone(),
+    for number in 0..args.clients {
+        let provider = Provider {
+            number,
+            http: http.clone(),
+            url: Arc::clone(&url),
+            stop: stop_rx.clone(),
             interval,
-        ));
+            bodies: Bodies::default(),
+        };
+        clients.spawn(provider.run());
     }
 
     let plan = Plan::new(
@@ -388,7 +354,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|(id, count, marker)| (id.as_str(), (*count, marker.as_deref())))
         .collect();
-    let accepted: HashSet<&str> = totals.accepted.iter().map(String::as_str).collect();
+    let accepted: HashSet<&str> = totals.accepted.iter().map(|a| a.id.as_str()).collect();
     let mut lost: Vec<&str> = accepted
         .iter()
         .copied()
@@ -491,135 +457,4 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&sources_file);
     stack.cleanup().await;
     Ok(())
-}
-
-/// A provider: sends webhooks at its pace, retrying each on 5xx and connection errors until
-/// it gets a 2xx; stops starting new ones when told, and gives up on the one it holds after
-/// [`STOP_GRACE`].
-async fn provider(
-    client: usize,
-    http: reqwest::Client,
-    url: Arc<RwLock<String>>,
-    stop: watch::Receiver<bool>,
-    interval: Duration,
-) -> ClientStats {
-    let mut stats = ClientStats::default();
-    let mut next = Instant::now() + interval.mul_f64(client as f64 / 16.0 % 1.0);
-    let mut seq = 0_u64;
-    while !*stop.borrow() {
-        tokio::time::sleep_until(next).await;
-        next += interval;
-        if next < Instant::now() {
-            // Behind after a long retry: do not burst to catch up.
-            next = Instant::now() + interval;
-        }
-        let delivery = uuid::Uuid::new_v4().to_string();
-        let body =
-            serde_json::json!({ "marker": delivery, "client": client, "seq": seq }).to_string();
-        seq += 1;
-        stats.attempted += 1;
-        let mut stopped_at: Option<Instant> = None;
-        loop {
-            if *stop.borrow() {
-                let since = *stopped_at.get_or_insert_with(Instant::now);
-                if since.elapsed() > STOP_GRACE {
-                    stats.abandoned += 1;
-                    break;
-                }
-            }
-            let target = url.read().await.clone();
-            stats.requests += 1;
-            let result = http
-                .post(&target)
-                .header("content-type", "application/json")
-                .header(DELIVERY_HEADER, &delivery)
-                .body(body.clone())
-                .send()
-                .await;
-            match result {
-                Ok(response) if response.status().is_success() => {
-                    stats.accepted.push(delivery);
-                    break;
-                }
-                Ok(response) if response.status().is_server_error() => {
-                    stats.server_errors += 1;
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    stats.unexpected.push(format!("{status} {text}"));
-                    break;
-                }
-                Err(_) => stats.connection_errors += 1,
-            }
-            // A provider's retry: wait a little, then the same webhook again.
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-    stats
-}
-
-/// LocalStack's pid from the pid file `scripts/localstack.sh` writes, checked against
-/// `/proc` so that a stale file never makes this stop another process.
-fn localstack_pid() -> anyhow::Result<Pid> {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("tests/ is inside the workspace")?
-        .to_owned();
-    let state_dir = std::env::var_os("SW_STATE_DIR")
-        .map(PathBuf::from)
-        .map_or_else(
-            || repo.join(".local"),
-            |dir| {
-                if dir.is_absolute() {
-                    dir
-                } else {
-                    repo.join(dir)
-                }
-            },
-        );
-    let port = std::env::var("LOCALSTACK_PORT").unwrap_or_else(|_| "4566".to_owned());
-    let file = if port == "4566" {
-        state_dir.join("localstack.pid")
-    } else {
-        state_dir.join(format!("localstack-{port}.pid"))
-    };
-    let text = std::fs::read_to_string(&file).with_context(|| {
-        format!(
-            "reading LocalStack's pid file {} (start it with scripts/localstack.sh start)",
-            file.display()
-        )
-    })?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("{} does not hold a pid", file.display()))?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmdline).contains("localstack") {
-        bail!(
-            "pid {pid} from {} is not a running LocalStack",
-            file.display()
-        );
-    }
-    Ok(Pid::from_raw(pid))
-}
-
-/// A `SOURCES_FILE` with one unverified source taking the event id from `x-delivery`.
-fn write_sources_file() -> anyhow::Result<PathBuf> {
-    let path =
-        std::env::temp_dir().join(format!("fault-run-sources-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &path,
-        format!(
-            "unknown_sources = \"reject\"\n\n[sources.{SOURCE}]\nscheme = \"none\"\nid_header = \"{DELIVERY_HEADER}\"\n"
-        ),
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
-/// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
