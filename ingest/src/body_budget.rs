@@ -220,7 +220,10 @@ pub async fn read_up_to<B: RequestBody>(
         None => limit,
     };
     let besides = reservation.bytes();
-    let mut buffer = Vec::new();
+    // With a declared length the buffer is allocated once at that length: memory the process
+    // only touches as bytes arrive (the pages of a large allocation are mapped, not resident),
+    // so the budget counts what arrived, and no smaller buffers are left behind by doubling.
+    let mut buffer = Vec::with_capacity(if declared.is_some() { ceiling } else { 0 });
     while let Some(data) = pace.next_data(body.as_mut()).await? {
         if buffer.len() + data.len() > limit {
             return Ok(Head::Overflow {
@@ -228,11 +231,20 @@ pub async fn read_up_to<B: RequestBody>(
                 crossing: data,
             });
         }
-        grow_buffer(&mut buffer, data.len(), ceiling, besides, reservation)?;
+        if declared.is_some() && buffer.len() + data.len() <= buffer.capacity() {
+            reservation.grow_to(besides + buffer.len() + data.len())?;
+        } else {
+            grow_buffer(&mut buffer, data.len(), ceiling, besides, reservation)?;
+        }
         buffer.extend_from_slice(&data);
     }
     Ok(Head::Whole(Bytes::from(buffer)))
 }
+
+/// What a body being read may hold in its connection's read buffer (hyper's, at most
+/// HTTP1_MAX_BUF_SIZE; an h2 stream's window is as large), beyond what was read: reserved by
+/// the route from before the first byte is read until the body has been.
+pub const READ_BUFFER_ALLOWANCE: usize = webhook_shared::server::HTTP1_MAX_BUF_SIZE;
 
 #[cfg(test)]
 mod tests {

@@ -41,8 +41,10 @@ async fn stalled_forged_uploads_hold_no_budget_so_signed_webhooks_still_get_202(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = ingest.metrics().await;
     let in_use = counter(&metrics, "webhook_ingest_body_budget_in_use_bytes", &[]);
+    // What they sent, and for each upload read into memory the 64 KiB its connection's read
+    // buffer may hold (14 x 64 KiB would be 896 KiB): not their declared lengths.
     assert!(
-        in_use < 256.0 * 1024.0,
+        in_use < 1024.0 * 1024.0,
         "the stalled uploads hold {in_use} bytes of the budget"
     );
     assert_eq!(
