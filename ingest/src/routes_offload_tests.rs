@@ -277,7 +277,8 @@ async fn a_stalled_streamed_body_holds_no_part_buffer_and_a_flowing_one_fills_pa
         .expect("not shared yet")
         .body_budget = crate::body_budget::BodyBudget::new(4 * 1024 * 1024);
     // Declares 2 MB, sends 1 KiB, stalls: it holds that KiB (and the envelope's start and the
-    // encoder's output for it), no part buffer, and no 5 MiB of the budget.
+    // encoder's output for it) and its connection's read buffer, no part buffer, and no 5 MiB
+    // of the budget.
     let stalled = Request::post("/webhooks/github")
         .header("content-length", "2000000")
         .body(Chunks {
@@ -291,7 +292,8 @@ async fn a_stalled_streamed_body_holds_no_part_buffer_and_a_flowing_one_fills_pa
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
     let held = state.body_budget.in_use();
-    assert!(held < 8 * 1024, "holds {held} bytes");
+    // What it sent, and the 64 KiB its connection's read buffer may hold while it streams.
+    assert!((64 * 1024..72 * 1024).contains(&held), "holds {held} bytes");
     let offload = state.large_payloads.as_ref().expect("offloading");
     assert_eq!(
         offload.part_buffers.available_permits(),

@@ -180,8 +180,9 @@ impl Streaming<'_> {
         for chunk in read {
             self.feed(&chunk, reservation).await?;
         }
-        // What was read before is written now: only the encoder's buffer stays.
-        reservation.shrink_to(self.encoder_room);
+        // What was read before is written now: only the encoder's buffer stays, and the
+        // connection's read buffer while the rest streams in (see `routes.rs`).
+        reservation.shrink_to(self.encoder_room + crate::body_budget::READ_BUFFER_ALLOWANCE);
         let retry_after_seconds = self.retry_after_seconds;
         while let Some(data) = pace
             .next_data(rest.as_mut())
