@@ -18,6 +18,8 @@ async fn bad_requests_get_their_status_and_enqueue_nothing() {
         .spawn_ingest(&[
             ("MAX_BODY_BYTES", "1000"),
             ("BODY_READ_TIMEOUT_SECONDS", "1"),
+            // The minimum-rate grace may not outlast the read timeout.
+            ("BODY_RATE_GRACE_SECONDS", "1"),
         ])
         .await;
     let client = reqwest::Client::new();
