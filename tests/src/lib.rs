@@ -31,6 +31,7 @@ pub mod queues;
 pub mod report;
 pub mod services;
 pub mod slow_uploads;
+pub mod worker_role;
 
 pub use services::Service;
 

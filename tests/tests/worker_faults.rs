@@ -11,6 +11,7 @@ use e2e_tests::pg_proxy::PgProxy;
 use e2e_tests::probes::{assert_stored_exactly, lock_table, wait_for_some_rows};
 use e2e_tests::queues::sqs_endpoint;
 use e2e_tests::report::counter;
+use e2e_tests::worker_role::with_user;
 use e2e_tests::{Service, TestStack};
 use webhook_shared::envelope::Envelope;
 
@@ -67,46 +68,18 @@ async fn connections_that_go_silent_while_new_ones_work_pause_the_worker_and_it_
     stack.cleanup().await;
 }
 
-/// `url` with `user` in place of its user.
-fn with_user(url: &str, user: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    format!("{scheme}://{user}@{host}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_login_pauses_the_worker_and_sends_nothing_to_the_dlq() {
     let stack = TestStack::new("revoked-login").await;
-    let role = stack.name.replace('-', "_");
-    for statement in [
-        format!(r#"CREATE ROLE "{role}" LOGIN"#),
-        format!(r#"GRANT SELECT, INSERT ON webhook_events TO "{role}""#),
-        format!(r#"GRANT SELECT ON _sqlx_migrations TO "{role}""#),
-    ] {
-        sqlx::query(&statement)
-            .execute(&stack.db)
-            .await
-            .unwrap_or_else(|error| panic!("{statement}: {error}"));
-    }
-    let url = with_user(&stack.database_url, &role);
+    let role = stack.create_worker_role().await.expect("the worker's role");
+    let url = with_user(&stack.database_url, &role).expect("a database URL");
     let worker = stack.spawn_worker(&[("DATABASE_URL", url.as_str())]).await;
     let (ids, ()) = tokio::join!(steady_load(&stack, Duration::from_secs(30)), async {
         wait_for_some_rows(&stack, 20).await;
         // A rotated password or a revoked grant: every connect fails with 28000/28P01.
-        sqlx::query(&format!(r#"ALTER ROLE "{role}" NOLOGIN"#))
-            .execute(&stack.db)
-            .await
-            .expect("NOLOGIN");
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-            .bind(&role)
-            .execute(&stack.db)
-            .await
-            .expect("ending the worker's sessions");
+        stack.revoke_login(&role).await.expect("NOLOGIN");
         tokio::time::sleep(Duration::from_secs(15)).await;
-        sqlx::query(&format!(r#"ALTER ROLE "{role}" LOGIN"#))
-            .execute(&stack.db)
-            .await
-            .expect("LOGIN");
+        stack.restore_login(&role).await.expect("LOGIN");
     });
     assert_stored_exactly(&stack, &ids).await;
     assert!(

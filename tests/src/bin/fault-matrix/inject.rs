@@ -146,23 +146,10 @@ async fn revoke_login(rig: &Rig, end: Instant, done: &mut Vec<String>) -> anyhow
     let Some(role) = &rig.role else {
         bail!("the revoked-login row runs its worker under its own role");
     };
-    sqlx::query(&format!(r#"ALTER ROLE "{role}" NOLOGIN"#))
-        .execute(&rig.stack.db)
-        .await
-        .context("NOLOGIN")?;
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-    )
-    .bind(role)
-    .fetch_all(&rig.stack.db)
-    .await
-    .context("ending the worker's sessions")?;
-    done.push(format!("NOLOGIN, {} sessions ended", ended.len()));
+    let ended = rig.stack.revoke_login(role).await?;
+    done.push(format!("NOLOGIN, {ended} sessions ended"));
     tokio::time::sleep_until(end).await;
-    sqlx::query(&format!(r#"ALTER ROLE "{role}" LOGIN"#))
-        .execute(&rig.stack.db)
-        .await
-        .context("LOGIN")?;
+    rig.stack.restore_login(role).await?;
     done.push("LOGIN again".to_owned());
     Ok(())
 }

@@ -12,6 +12,7 @@ use e2e_tests::fault_proxy::FaultProxy;
 use e2e_tests::faults::{SOURCE, write_sources_file};
 use e2e_tests::pg_proxy::PgProxy;
 use e2e_tests::queues::sqs_endpoint;
+use e2e_tests::worker_role::with_user;
 use e2e_tests::{QueueOptions, Service, TestStack};
 use tokio::sync::RwLock;
 
@@ -44,13 +45,6 @@ pub(crate) struct Rig {
     ingest_settings: Vec<(String, String)>,
     worker_settings: Vec<(String, String)>,
     sources_file: PathBuf,
-}
-
-/// `url` with `user` in place of its user.
-fn with_user(url: &str, user: &str) -> anyhow::Result<String> {
-    let (scheme, rest) = url.split_once("://").context("a URL with a scheme")?;
-    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    Ok(format!("{scheme}://{user}@{host}"))
 }
 
 /// Borrowed pairs of owned settings, as the spawn functions take them.
@@ -100,7 +94,7 @@ impl Rig {
             ]));
         }
         let role = if row == Row::LoginRevoked {
-            Some(create_role(&stack).await?)
+            Some(stack.create_worker_role().await?)
         } else {
             None
         };
@@ -212,20 +206,4 @@ impl Rig {
             }
         }
     }
-}
-
-/// A login role for the worker with what it needs on the stack's database.
-async fn create_role(stack: &TestStack) -> anyhow::Result<String> {
-    let role = stack.name.replace('-', "_");
-    for statement in [
-        format!(r#"CREATE ROLE "{role}" LOGIN"#),
-        format!(r#"GRANT SELECT, INSERT ON webhook_events TO "{role}""#),
-        format!(r#"GRANT SELECT ON _sqlx_migrations TO "{role}""#),
-    ] {
-        sqlx::query(&statement)
-            .execute(&stack.db)
-            .await
-            .with_context(|| statement.clone())?;
-    }
-    Ok(role)
 }
