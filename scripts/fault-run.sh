@@ -11,9 +11,4 @@ command -v cargo >/dev/null || die "cargo not found: install Rust first (https:/
 trap stop_local_stack EXIT
 start_local_stack
 cd "$REPO_ROOT"
-# SW_BUILD_PROFILE=dev reuses the debug binaries a test run has just built (CI does this).
-if [ "${SW_BUILD_PROFILE:-release}" = dev ]; then
-  cargo run -q -p e2e-tests --bin fault-run -- "$@"
-else
-  cargo run --release -q -p e2e-tests --bin fault-run -- "$@"
-fi
+run_e2e_bin fault-run "$@"

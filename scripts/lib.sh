@@ -52,3 +52,15 @@ start_local_stack() {
 stop_local_stack() {
   if [ "$_STARTED_LOCALSTACK" -eq 1 ]; then "$REPO_ROOT/scripts/localstack.sh" stop; fi
 }
+
+# Runs the e2e-tests binary $1 with the remaining arguments, in release mode unless
+# SW_BUILD_PROFILE=dev (which reuses the debug binaries a test run has just built; CI does this).
+run_e2e_bin() {
+  local bin="$1"
+  shift
+  if [ "${SW_BUILD_PROFILE:-release}" = dev ]; then
+    cargo run -q -p e2e-tests --bin "$bin" -- "$@"
+  else
+    cargo run --release -q -p e2e-tests --bin "$bin" -- "$@"
+  fi
+}
