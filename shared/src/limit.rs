@@ -1,6 +1,6 @@
 //! The mechanics both adaptive limits share: ingest's limit on `SendMessageBatch` calls in
 //! flight (`ingest/src/call_limit.rs`) and the worker's limit on batch writes in progress
-//! (`worker/src/adaptive.rs`). Each decides *when* to move from what its own latencies show;
+//! (`worker/src/pipeline/write_limit.rs`). Each decides *when* to move from what its own latencies show;
 //! this holds the limit and *how* it moves: slow start (begin at 1 and double per healthy
 //! window until the first trouble or the ceiling), growth by one after it, cuts towards a
 //! target by at least one and at most by a factor, and jittered re-measurement times (so that

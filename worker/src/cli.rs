@@ -31,7 +31,7 @@ pub fn main_with<H: Handler>(handler: H) -> ExitCode {
                 match command {
                     Command::Run(config) => run(*config, handler).await,
                     Command::Migrate(database) => crate::migrate(&database, &handler).await,
-                    Command::Redrive(args) => crate::redrive::run(&args).await,
+                    Command::Redrive(args) => crate::sqs::redrive::run(&args).await,
                     Command::Healthcheck(args) => healthcheck::check(args.metrics_addr).await,
                 }
             });

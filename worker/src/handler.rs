@@ -18,10 +18,10 @@
 //!   database.
 //!
 //! `sqlx::Error` converts into [`HandlerError`] with `?`, sorted by what it blames (see
-//! `db_errors.rs`): only the data classes (22, 23, 54, P0) are `Permanent`; everything else is
+//! `db/errors.rs`): only the data classes (22, 23, 54, P0) are `Permanent`; everything else is
 //! the database's condition and `Transient`, and among those, errors every write would hit
 //! (privileges, schema, a lock held on the table) pause the worker like an outage. Refusals
-//! (whether `Stored::Refused` or a `Permanent` error) pass the refusal fuse (`fuse.rs`): when
+//! (whether `Stored::Refused` or a `Permanent` error) pass the refusal fuse (`pipeline/refusal_fuse.rs`): when
 //! many distinct events are refused alike, they are released, not dead-lettered.
 
 use std::borrow::Cow;
@@ -29,8 +29,8 @@ use std::borrow::Cow;
 use sqlx::PgConnection;
 use webhook_shared::envelope::Envelope;
 
-use crate::db_errors::is_transient;
-use crate::store;
+use crate::db::errors::is_transient;
+use crate::db::store;
 
 /// What became of one event in a handler's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,58 +1,26 @@
 //! worker: long-polls SQS and stores each webhook in PostgreSQL exactly once, at the pace the
 //! database can bear, deleting a message only after its row is committed.
 //!
-//! The consumer is a pipeline (see `pipeline.rs`): receives fill a window of held messages;
+//! The consumer is a pipeline (see `pipeline/mod.rs`): receives fill a window of held messages;
 //! writers take what waits, group-commit style, at most `WORKER_CONCURRENCY` transactions at
 //! once; committed messages are deleted in full batches; a heartbeat keeps held messages
 //! hidden. Webhooks offloaded to S3 by ingest (or by AWS's extended client libraries) are
-//! fetched just before their transaction (see `resolve.rs`). With `DATABASE_CONNECTION_BUDGET`, the workers on one database share that many
-//! connections through a lease table (see `fleet.rs`). [`run`] takes its ops listener and a
+//! fetched just before their transaction (see `pipeline/resolve.rs`). With `DATABASE_CONNECTION_BUDGET`, the workers on one database share that many
+//! connections through a lease table (see `fleet/mod.rs`). [`run`] takes its ops listener and a
 //! shutdown token, so tests can start many instances; [`run_with`] and [`main_with`] do the
 //! same with a custom [`Handler`].
 
-mod adaptive;
-mod batch;
-mod circuit;
 mod cli;
 pub mod config;
-mod connections;
 mod db;
-mod db_errors;
-mod deleter;
 mod fleet;
-mod fuse;
-mod gauges;
 mod handler;
-mod heartbeat;
-mod lag;
 mod metrics;
-mod objects;
-mod payload;
-mod payload_column;
 mod pipeline;
-#[cfg(test)]
-mod pipeline_fault_tests;
-#[cfg(test)]
-mod pipeline_offload_tests;
-#[cfg(test)]
-mod pipeline_tests;
-mod planner;
-mod queue;
-mod queue_info;
-mod receiver;
-mod redrive;
-mod refusals;
-mod resolve;
-mod s3_health;
-mod split;
-mod sqs_client;
-mod store;
+mod s3;
+mod sqs;
 #[cfg(test)]
 mod testing;
-#[cfg(test)]
-mod testing_objects;
-mod window;
-mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,29 +31,29 @@ use tokio_util::sync::CancellationToken;
 use webhook_shared::large_payload::{self, S3Timeouts};
 use webhook_shared::metrics::PrometheusHandle;
 use webhook_shared::ops::{self, Readiness};
-use webhook_shared::sqs::{self, ClientTimeouts};
+use webhook_shared::sqs::{self as sdk_sqs, ClientTimeouts};
 
 pub use crate::cli::main_with;
+pub use crate::db::store::insert_events;
 pub use crate::handler::{Handler, HandlerError, StoreEvents, Stored};
-pub use crate::store::insert_events;
 
 use crate::config::{DatabaseArgs, RunConfig};
-use crate::connections::Connections;
+use crate::db::connections::Connections;
+use crate::db::store::PgStore;
 use crate::fleet::{Gate, Lease, LeaseSettings, LeasedPool};
-use crate::lag::Lag;
-use crate::objects::{ObjectError, S3Objects};
 use crate::pipeline::PipelineSettings;
-use crate::queue::Queue;
-use crate::s3_health::S3Health;
-use crate::sqs_client::SqsQueue;
-use crate::store::PgStore;
-use crate::window::Window;
-use crate::writer::BatchCaps;
+use crate::pipeline::lag::Lag;
+use crate::pipeline::s3_health::S3Health;
+use crate::pipeline::window::Window;
+use crate::pipeline::write::BatchCaps;
+use crate::s3::{ObjectError, S3Objects};
+use crate::sqs::Queue;
+use crate::sqs::client::SqsQueue;
 
 /// Time allowed for one SQS call: the 20 s long poll plus a margin.
 const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for one S3 attempt, up to the response headers (the body is read under its
-/// own timeout, see `objects.rs`).
+/// own timeout, see `s3/mod.rs`).
 const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed after the grace period for releasing what is held (5 s), leaving the lease
 /// (2 s) and the rest; with the pool's close after it, the worker exits within
@@ -157,7 +125,7 @@ pub async fn run_with<H: Handler>(
         }
     };
     let gate = Arc::clone(connections.gate());
-    let sqs = sqs::client(ClientTimeouts {
+    let sqs = sdk_sqs::client(ClientTimeouts {
         attempt: SQS_ATTEMPT_TIMEOUT,
         max_attempts: 3,
     })
@@ -183,7 +151,8 @@ pub async fn run_with<H: Handler>(
             ),
         }
     }
-    let info = queue_info::discover(&sqs, &config.queue_url, config.dlq_url.clone()).await;
+    let info =
+        crate::sqs::queue_info::discover(&sqs, &config.queue_url, config.dlq_url.clone()).await;
     if info.visibility < MIN_VISIBILITY {
         tracing::warn!(queue_visibility = ?info.visibility, used = ?MIN_VISIBILITY, "the queue's VisibilityTimeout is very short; received messages are hidden for longer");
     }
@@ -251,7 +220,7 @@ pub async fn run_with<H: Handler>(
             lease.run(stop_lease.clone()).await;
         }
     });
-    let gauges = gauges::run(
+    let gauges = metrics::gauges::run(
         sqs,
         config.queue_url.clone(),
         info.dlq_url,

@@ -8,7 +8,7 @@ use webhook_shared::metrics::{Kind, Metric};
 /// `in_flight`, `delayed`), from GetQueueAttributes.
 pub(crate) const QUEUE_MESSAGES: &str = "webhook_queue_messages";
 /// Gauge: age of the oldest message the worker holds, has put back for a back-off, or saw in
-/// its latest receive; 0 when caught up (see `lag.rs`).
+/// its latest receive; 0 when caught up (see `pipeline/lag.rs`).
 pub(crate) const LAG_SECONDS: &str = "webhook_worker_lag_seconds";
 /// Histogram: age of each message when received (now minus `SentTimestamp`).
 pub(crate) const MESSAGE_AGE_SECONDS: &str = "webhook_worker_message_age_seconds";
@@ -54,7 +54,7 @@ pub(crate) const CIRCUIT_OPEN: &str = "webhook_worker_circuit_open";
 pub(crate) const S3_CIRCUIT_OPEN: &str = "webhook_worker_s3_circuit_open";
 /// Counter: times the circuit opened, by `reason` (`unreachable`, `systemic`, `refusals`).
 pub(crate) const CIRCUIT_OPENS_TOTAL: &str = "webhook_worker_circuit_opens_total";
-/// Counter: trips of the refusal fuse (many distinct events refused alike: see `fuse.rs`).
+/// Counter: trips of the refusal fuse (many distinct events refused alike: see `pipeline/refusal_fuse.rs`).
 pub(crate) const REFUSAL_FUSE_TRIPS_TOTAL: &str = "webhook_worker_refusal_fuse_trips_total";
 /// Counter: database probes while the circuit is open, by `result` (`ok`, `failed`).
 pub(crate) const DB_PROBES_TOTAL: &str = "webhook_worker_db_probes_total";

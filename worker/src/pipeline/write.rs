@@ -1,0 +1,276 @@
+//! Writing, group-commit style: at most `limit` batch writes (transactions) in progress at
+//! once (fixed, or moved by the adaptive limit, see `pipeline/write_limit.rs`); a writer that becomes free takes everything waiting, up to a row and a byte cap, so
+//! a lone message is written at once and a backlog is written in full batches. Messages from
+//! many receives share a transaction. A pointer to an S3 object counts the size it declares
+//! against the byte cap; its object is fetched by the batch write (see `pipeline/resolve.rs`).
+//!
+//! Each batch is written by [`crate::pipeline::write_batch`]; what it decides goes on from here: committed
+//! messages to the deleter, refused ones to the dead-letter queue, the others back to SQS
+//! for a back-off. While the circuit is open (the database unreachable), nothing is written:
+//! what waits is released at once.
+//!
+//! The limit in force is the lower of the controller's and the connection grant (see
+//! `fleet/gate.rs`), so no write ever waits for a connection permit unseen; with a grant of 0
+//! nothing is written and what waits is released, as with an open circuit.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::db::store::Store;
+use crate::metrics;
+use crate::pipeline::delete::Committed;
+use crate::pipeline::window::Held;
+use crate::pipeline::write_batch::{self, Attempt, BatchContext};
+use crate::pipeline::write_limit::{ConcurrencyController, WriteSample};
+use crate::s3::ObjectStore;
+use crate::sqs::payload::Payload;
+use crate::sqs::{InboundMessage, QueueClient, Receipt};
+
+/// A decoded message waiting to be written, holding its place in the window.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The envelope, or the pointer to it (fetched just before the transaction).
+    pub(crate) payload: Payload,
+    /// The message as received (an inline body is dropped once decoded: only the metadata
+    /// stays; a pointer's is kept, for the dead-letter queue).
+    pub(crate) message: InboundMessage,
+    /// Its place in the window.
+    pub(crate) held: Held,
+    /// What it counts for in the byte cap: the body's size, or for a pointer, the size of
+    /// the object it declares.
+    pub(crate) bytes: usize,
+}
+
+impl Pending {
+    /// A decoded message; an inline body is dropped (the envelope can rebuild it).
+    pub(crate) fn new(payload: Payload, mut message: InboundMessage, held: Held) -> Self {
+        let bytes = match &payload {
+            Payload::Inline(_) => {
+                let bytes = message.body.len();
+                message.body = String::new();
+                bytes
+            }
+            Payload::Offloaded(offloaded) => {
+                usize::try_from(offloaded.declared_bytes).unwrap_or(usize::MAX)
+            }
+        };
+        Self {
+            payload,
+            message,
+            held,
+            bytes,
+        }
+    }
+
+    /// The message's receipt.
+    pub(crate) fn receipt(&self) -> &Receipt {
+        &self.message.receipt
+    }
+}
+
+/// The caps on one transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchCaps {
+    /// Most rows (events) per transaction.
+    pub(crate) rows: usize,
+    /// Most body bytes per transaction (a single larger message is still written, alone).
+    pub(crate) bytes: usize,
+}
+
+/// Writes until the receiver has stopped and everything received is written. At most
+/// `max` writes are in progress; with `adaptive`, the [`ConcurrencyController`] moves the
+/// limit between 1 and `max` from what each write shows.
+pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
+    mut incoming: UnboundedReceiver<Pending>,
+    context: Arc<BatchContext<C, S, O>>,
+    (max, adaptive): (usize, bool),
+    caps: BatchCaps,
+    to_deleter: UnboundedSender<Vec<Committed>>,
+) {
+    let mut controller = ConcurrencyController::new(max, adaptive, Instant::now());
+    let mut grant = context.gate.subscribe();
+    let mut s3 = context.s3.circuit.subscribe();
+    let mut published = limit(&controller, &context);
+    metrics::gauge_concurrency_limit(published);
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let mut writes: JoinSet<(Attempt, usize)> = JoinSet::new();
+    let mut open = true;
+    loop {
+        if !open && waiting.is_empty() && writes.is_empty() && context.s3.parked_count() == 0 {
+            break;
+        }
+        tokio::select! {
+            Some(done) = writes.join_next(), if !writes.is_empty() => match done {
+                Ok((attempt, in_progress)) => learn(&mut controller, attempt, in_progress),
+                Err(error) => tracing::error!(%error, "a write task panicked"),
+            },
+            received = incoming.recv(), if open => match received {
+                Some(pending) => waiting.push_back(pending),
+                None => open = false,
+            },
+            // The gate outlives the writer: the sender cannot be dropped meanwhile.
+            Ok(()) = grant.changed() => {}
+            // So does S3's breaker: parked pointers go back to the queue once it closes.
+            Ok(()) = s3.changed() => {}
+        }
+        if !context.s3.is_open() {
+            for pending in context.s3.take_parked().into_iter().rev() {
+                waiting.push_front(pending);
+            }
+        } else if !open {
+            // Shutting down while S3 cannot be read: another worker takes them later.
+            let parked = context.s3.take_parked();
+            if !parked.is_empty() {
+                write_batch::release(&context, parked).await;
+            }
+        }
+        while let Ok(pending) = incoming.try_recv() {
+            waiting.push_back(pending);
+        }
+        let limit = limit(&controller, &context);
+        if limit != published {
+            published = limit;
+            metrics::gauge_concurrency_limit(limit);
+        }
+        if (context.circuit.is_open() || limit == 0) && !waiting.is_empty() {
+            write_batch::release(&context, waiting.drain(..).collect()).await;
+        }
+        while writes.len() < limit && !waiting.is_empty() {
+            let batch = take_batch(&mut waiting, caps);
+            let context = Arc::clone(&context);
+            let to_deleter = to_deleter.clone();
+            // Writes in progress once this one starts, itself included.
+            let in_progress = writes.len() + 1;
+            writes.spawn(async move {
+                let attempt = write_batch::write(&context, batch, &to_deleter).await;
+                (attempt, in_progress)
+            });
+        }
+        metrics::gauge_writes_in_progress(writes.len());
+        metrics::gauge_waiting("write", waiting.len());
+    }
+    metrics::gauge_writes_in_progress(0);
+}
+
+/// The limit in force: the controller's, within the connection grant.
+fn limit<C, S, O>(controller: &ConcurrencyController, context: &BatchContext<C, S, O>) -> usize {
+    controller.limit().min(context.gate.grant())
+}
+
+/// Tells the controller how a write went and logs what it decides.
+fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: usize) {
+    let now = Instant::now();
+    let change = match attempt {
+        Attempt::Committed {
+            rows,
+            acquire,
+            total,
+        } => controller.on_write(
+            WriteSample {
+                rows,
+                acquire,
+                write: total.saturating_sub(acquire),
+                in_progress,
+            },
+            now,
+        ),
+        Attempt::Overload => controller.on_overload(now),
+        Attempt::Failed | Attempt::Unwritten => None,
+    };
+    metrics::gauge_write_latency(controller.estimate());
+    if let Some(change) = change
+        && let Some(reason) = change.reason
+    {
+        metrics::record_limit_decrease(reason.as_str());
+        tracing::debug!(
+            from = change.from,
+            to = change.to,
+            reason = reason.as_str(),
+            "write limit lowered"
+        );
+    }
+}
+
+/// Takes the oldest waiting messages up to the caps (always at least one).
+fn take_batch(waiting: &mut VecDeque<Pending>, caps: BatchCaps) -> Vec<Pending> {
+    let mut batch = Vec::new();
+    let mut bytes: usize = 0;
+    while let Some(next) = waiting.front() {
+        let full = batch.len() >= caps.rows
+            || (!batch.is_empty() && bytes.saturating_add(next.bytes) > caps.bytes);
+        if full {
+            break;
+        }
+        bytes = bytes.saturating_add(next.bytes);
+        batch.extend(waiting.pop_front());
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqs::payload::Offloaded;
+    use crate::testing::{FakeQueue, held_messages};
+    use webhook_shared::large_payload::PayloadPointer;
+
+    #[tokio::test]
+    async fn batches_respect_the_row_and_byte_caps() {
+        let fake = FakeQueue::default();
+        let (_window, pending) = held_messages(&fake, &[100, 100, 300, 50, 1_000, 10]).await;
+        let mut waiting: VecDeque<Pending> = pending.into();
+        let caps = BatchCaps {
+            rows: 3,
+            bytes: 500,
+        };
+        let sizes = |batch: Vec<Pending>| batch.iter().map(|p| p.bytes).collect::<Vec<_>>();
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100, 100, 300]);
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![50]);
+        assert_eq!(
+            sizes(take_batch(&mut waiting, caps)),
+            vec![1_000],
+            "alone, over the cap"
+        );
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![10]);
+        assert!(waiting.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pointer_counts_the_size_it_declares() {
+        let fake = FakeQueue::default();
+        let (_window, pending) = held_messages(&fake, &[100, 100, 100, 100]).await;
+        let declaring = |declared_bytes: u64, p: Pending| {
+            let offloaded = Offloaded {
+                pointer: PayloadPointer {
+                    bucket: "bucket".into(),
+                    key: "key".into(),
+                },
+                declared_bytes,
+                event: None,
+            };
+            Pending::new(Payload::Offloaded(offloaded), p.message, p.held)
+        };
+        let mut pending = pending.into_iter();
+        let mut waiting: VecDeque<Pending> = VecDeque::new();
+        waiting.extend(pending.next());
+        waiting.extend(pending.next().map(|p| declaring(300, p)));
+        waiting.extend(pending.next().map(|p| declaring(40 << 20, p)));
+        waiting.extend(pending.next());
+        let caps = BatchCaps {
+            rows: 100,
+            bytes: 500,
+        };
+        let sizes = |batch: Vec<Pending>| batch.iter().map(|p| p.bytes).collect::<Vec<_>>();
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100, 300]);
+        assert_eq!(
+            sizes(take_batch(&mut waiting, caps)),
+            vec![40 << 20],
+            "alone, over the cap"
+        );
+        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100]);
+    }
+}
