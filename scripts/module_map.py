@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-TEST_FILE = re.compile(r"(_tests\.rs|/tests\.rs|/testing[^/]*\.rs|/testing/|_fake\.rs|/fake\.rs|proptests\.rs)$")
+TEST_FILE = re.compile(r"(_tests\.rs|/tests\.rs|/testing[^/]*\.rs|/testing/[^/]*\.rs|_fake\.rs|/fake\.rs|proptests\.rs)$")
 
 
 def module_path(src, path):

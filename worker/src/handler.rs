@@ -30,7 +30,6 @@ use sqlx::PgConnection;
 use webhook_shared::envelope::Envelope;
 
 use crate::db::errors::is_transient;
-use crate::db::store;
 
 /// What became of one event in a handler's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,24 +81,5 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
         let _ = conn;
         std::future::ready(Ok(()))
-    }
-}
-
-/// The default handler: one multi-row insert into `webhook_events`, idempotent on
-/// `(source, id)`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StoreEvents;
-
-impl Handler for StoreEvents {
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Envelope],
-    ) -> Result<Vec<Stored>, HandlerError> {
-        let new = store::insert_events(tx, events).await?;
-        Ok(new
-            .into_iter()
-            .map(|new| if new { Stored::New } else { Stored::Duplicate })
-            .collect())
     }
 }

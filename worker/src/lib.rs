@@ -34,12 +34,13 @@ use webhook_shared::ops::{self, Readiness};
 use webhook_shared::sqs::{self as sdk_sqs, ClientTimeouts};
 
 pub use crate::cli::main_with;
-pub use crate::db::store::insert_events;
-pub use crate::handler::{Handler, HandlerError, StoreEvents, Stored};
+pub use crate::db::events::StoreEvents;
+pub use crate::db::events::insert_events;
+pub use crate::handler::{Handler, HandlerError, Stored};
 
 use crate::config::{DatabaseArgs, RunConfig};
 use crate::db::connections::Connections;
-use crate::db::store::PgStore;
+use crate::db::store::PgEventStore;
 use crate::fleet::{Gate, Lease, LeaseSettings, LeasedPool};
 use crate::pipeline::PipelineSettings;
 use crate::pipeline::lag::Lag;
@@ -198,7 +199,7 @@ pub async fn run_with<H: Handler>(
     let stop_ops = CancellationToken::new();
     let stop_lease = CancellationToken::new();
     let consume = async {
-        let store = PgStore::new(connections.clone(), handler, deadline);
+        let store = PgEventStore::new(connections.clone(), handler, deadline);
         pipeline::run(
             queue,
             (store, objects, s3_health),

@@ -285,8 +285,8 @@ impl RunConfig {
     }
 
     /// The back-off for messages that failed to store.
-    pub(crate) fn retry_backoff(&self) -> crate::pipeline::write_batch::RetryBackoff {
-        crate::pipeline::write_batch::RetryBackoff {
+    pub(crate) fn retry_backoff(&self) -> crate::pipeline::batch_context::RetryBackoff {
+        crate::pipeline::batch_context::RetryBackoff {
             base: Duration::from_secs(self.retry_backoff_base_seconds),
             max: Duration::from_secs(
                 self.retry_backoff_max_seconds

@@ -10,7 +10,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 
 use crate::db::errors::Failure;
-use crate::db::store::WriteError;
+use crate::db::write_error::WriteError;
 use crate::fleet::{AcquireError, Gate, Leased, LeasedPool, Permit};
 
 /// Longest wait for a ping or a close when a connection is given back.

@@ -15,7 +15,7 @@
 //! - *transient*: anything else that may pass by itself: retried after a back-off.
 //!
 //! Where an error comes from matters as much as its SQLSTATE: every error raised while
-//! taking a connection (see [`crate::db::store::WriteError::Connect`]) is *unreachable*, whatever
+//! taking a connection (see [`crate::db::write_error::WriteError::Connect`]) is *unreachable*, whatever
 //! its code (28P01 for a rotated password says nothing about the event being written).
 
 /// What a failed database call says about the database.

@@ -9,8 +9,10 @@
 
 pub(crate) mod connections;
 pub(crate) mod errors;
+pub(crate) mod events;
 pub(crate) mod payload_column;
 pub(crate) mod store;
+pub(crate) mod write_error;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;

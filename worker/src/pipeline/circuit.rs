@@ -226,7 +226,8 @@ mod tests {
     use webhook_shared::envelope::Envelope;
 
     use super::*;
-    use crate::db::store::{Store, WriteError, Written};
+    use crate::db::store::{EventStore, Written};
+    use crate::db::write_error::WriteError;
     use crate::handler::HandlerError;
 
     /// A store whose probe succeeds once `up` is set, counting probes.
@@ -236,7 +237,7 @@ mod tests {
         probes: AtomicUsize,
     }
 
-    impl Store for Arc<Probed> {
+    impl EventStore for Arc<Probed> {
         async fn write(&self, _: &[Envelope]) -> Result<Written, WriteError> {
             unreachable!("the prober never writes")
         }

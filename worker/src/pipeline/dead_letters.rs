@@ -5,79 +5,24 @@
 //! once the condition has passed. At shutdown what waits is settled at once.
 //!
 //! A pointer never outlives its object: before an offloaded webhook's pointer goes to the
-//! dead-letter queue, its object is rewritten onto itself ([`ObjectStore::refresh`]), so the
+//! dead-letter queue, its object is rewritten onto itself ([`PayloadObjects::refresh`]), so the
 //! bucket's lifecycle rule (30 days) counts from that send, past the DLQ's retention (14
 //! days) and a redrive's (14 days). If S3 cannot do it now, the message is released instead
 //! (and the S3 breaker opens), to be dead-lettered later.
 
-use std::borrow::Cow;
-use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use webhook_shared::large_payload::PayloadPointer;
 
 use crate::metrics::{self, Outcome};
-use crate::pipeline::refusal_fuse;
-use crate::pipeline::window::Held;
-use crate::pipeline::write_batch::{self, BatchContext};
-use crate::s3::{ObjectError, ObjectStore};
+use crate::pipeline::batch_context::{self, BatchContext};
+use crate::pipeline::quarantine::Refusal;
+use crate::s3::{ObjectError, PayloadObjects};
 use crate::sqs::{InboundMessage, QueueClient};
 
-/// One refused event waiting for the dead-letter queue.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    /// Its message, as it goes to the dead-letter queue.
-    pub(crate) message: InboundMessage,
-    /// Its place in the window.
-    pub(crate) held: Held,
-    /// Why it was refused.
-    pub(crate) reason: Cow<'static, str>,
-    /// The S3 object of an offloaded event (its message is the pointer).
-    pub(crate) object: Option<PayloadPointer>,
-    /// When it was refused.
-    pub(crate) at: Instant,
-}
-
-/// The refused events waiting, oldest first.
-#[derive(Debug, Default)]
-pub(crate) struct Quarantine {
-    waiting: Mutex<VecDeque<Refusal>>,
-    added: Notify,
-}
-
-impl Quarantine {
-    fn waiting(&self) -> MutexGuard<'_, VecDeque<Refusal>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Puts a refused event in quarantine.
-    pub(crate) fn push(&self, refusal: Refusal) {
-        self.waiting().push_back(refusal);
-        self.added.notify_one();
-    }
-
-    /// When the oldest waiting event is due.
-    fn next_due(&self) -> Option<Instant> {
-        self.waiting().front().map(|r| r.at + refusal_fuse::WINDOW)
-    }
-
-    /// Takes the events due by `now` (all of them with `now` `None`).
-    fn take_due(&self, now: Option<Instant>) -> Vec<Refusal> {
-        let mut waiting = self.waiting();
-        let due = waiting
-            .iter()
-            .take_while(|r| now.is_none_or(|now| r.at + refusal_fuse::WINDOW <= now))
-            .count();
-        waiting.drain(..due).collect()
-    }
-}
-
 /// Settles quarantined events as they come due, until `stop`; then settles the rest at once.
-pub(crate) async fn run<C: QueueClient, S, O: ObjectStore>(
+pub(crate) async fn run<C: QueueClient, S, O: PayloadObjects>(
     context: &BatchContext<C, S, O>,
     stop: CancellationToken,
 ) {
@@ -86,7 +31,7 @@ pub(crate) async fn run<C: QueueClient, S, O: ObjectStore>(
         let wake = async {
             match quarantine.next_due() {
                 Some(due) => tokio::time::sleep_until(due).await,
-                None => quarantine.added.notified().await,
+                None => quarantine.added().await,
             }
         };
         if stop.run_until_cancelled(wake).await.is_none() {
@@ -98,7 +43,7 @@ pub(crate) async fn run<C: QueueClient, S, O: ObjectStore>(
 }
 
 /// Sends each refusal to the dead-letter queue, or releases it if the fuse tripped since.
-async fn settle<C: QueueClient, S, O: ObjectStore>(
+async fn settle<C: QueueClient, S, O: PayloadObjects>(
     context: &BatchContext<C, S, O>,
     refusals: Vec<Refusal>,
 ) {
@@ -119,13 +64,13 @@ async fn settle<C: QueueClient, S, O: ObjectStore>(
             release.push((refusal.message, refusal.held));
         }
     }
-    write_batch::release_held(context, release).await;
+    batch_context::release_held(context, release).await;
 }
 
 /// Moves `message` to the dead-letter queue, first refreshing `object` (its payload) so that
 /// it outlives the pointer. `false` when the message was not moved: S3 could not refresh the
 /// object (the caller releases the message), or SQS refused it (SQS delivers it again).
-pub(crate) async fn dead_letter<C: QueueClient, S, O: ObjectStore>(
+pub(crate) async fn dead_letter<C: QueueClient, S, O: PayloadObjects>(
     context: &BatchContext<C, S, O>,
     message: &InboundMessage,
     object: Option<&PayloadPointer>,

@@ -18,7 +18,7 @@ use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 use crate::metrics;
 use crate::pipeline::window::Held;
-use crate::s3::ObjectStore;
+use crate::s3::PayloadObjects;
 use crate::sqs::{Queue, QueueClient, Receipt};
 
 /// Most `DeleteMessageBatch` calls in flight at once.
@@ -36,7 +36,7 @@ pub(crate) struct Committed {
 }
 
 /// Deletes what arrives until the writer has stopped and everything is deleted.
-pub(crate) async fn run<C: QueueClient, O: ObjectStore>(
+pub(crate) async fn run<C: QueueClient, O: PayloadObjects>(
     mut incoming: UnboundedReceiver<Vec<Committed>>,
     queue: Arc<Queue<C>>,
     objects: Arc<O>,
@@ -90,7 +90,7 @@ pub(crate) async fn run<C: QueueClient, O: ObjectStore>(
 
 /// Deletes the objects, all at once; failures are logged (and counted in
 /// `webhook_s3_requests_total`) and left to the bucket's lifecycle rule.
-async fn delete_objects<O: ObjectStore>(objects: &Arc<O>, pointers: Vec<PayloadPointer>) {
+async fn delete_objects<O: PayloadObjects>(objects: &Arc<O>, pointers: Vec<PayloadPointer>) {
     let mut deletes = JoinSet::new();
     for pointer in pointers {
         let objects = Arc::clone(objects);

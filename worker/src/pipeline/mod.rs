@@ -5,11 +5,14 @@
 //! written and deleted. If the grace period runs out first, what is still in progress is
 //! aborted and every message still held is released (made visible again) for another worker.
 
+pub(crate) mod batch_context;
 pub(crate) mod circuit;
 pub(crate) mod dead_letters;
 pub(crate) mod delete;
 pub(crate) mod heartbeat;
 pub(crate) mod lag;
+pub(crate) mod pending;
+pub(crate) mod quarantine;
 pub(crate) mod receive;
 pub(crate) mod receive_planner;
 pub(crate) mod refusal_fuse;
@@ -38,20 +41,20 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::store::Store;
+use crate::db::store::EventStore;
 use crate::fleet::Gate;
 use crate::metrics::{self, Outcome};
+use crate::pipeline::batch_context::{BatchContext, RetryBackoff};
 use crate::pipeline::circuit::Circuit;
-use crate::pipeline::dead_letters::Quarantine;
 use crate::pipeline::lag::Lag;
+use crate::pipeline::quarantine::Quarantine;
 use crate::pipeline::receive::{Receiver, rate_limiter, receive_size};
 use crate::pipeline::refusal_fuse::RefusalFuse;
 use crate::pipeline::resolve::FetchBudget;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::window::Window;
 use crate::pipeline::write::BatchCaps;
-use crate::pipeline::write_batch::{BatchContext, RetryBackoff};
-use crate::s3::ObjectStore;
+use crate::s3::PayloadObjects;
 use crate::sqs::{Queue, QueueClient, Receipt};
 
 /// Time allowed for releasing held messages once the grace period is over.
@@ -83,7 +86,7 @@ pub(crate) struct PipelineSettings {
 /// Runs the pipeline until `shutdown`, then drains it within the grace period. Events are
 /// written to `store`; offloaded ones are fetched from `objects` (and deleted there after
 /// their commit) while `s3`'s breaker is closed.
-pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
+pub(crate) async fn run<C: QueueClient, S: EventStore, O: PayloadObjects>(
     queue: Arc<Queue<C>>,
     (store, objects, s3): (S, Arc<O>, Arc<S3Health>),
     gate: Arc<Gate>,

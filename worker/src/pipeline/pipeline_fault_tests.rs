@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::db::store::WriteError;
+use crate::db::write_error::WriteError;
 use crate::handler::{HandlerError, Stored};
 use crate::pipeline::circuit::RELEASE_VISIBILITY;
 use crate::pipeline::pipeline_tests::{settings, start_with, until};
 use crate::pipeline::refusal_fuse::FIRST_HOLD;
 use crate::testing::objects::FakeObjects;
-use crate::testing::{FakeQueue, FakeStore};
+use crate::testing::{FakeEventStore, FakeQueue};
 
 /// A PostgreSQL error with a SQLSTATE (and a constraint), as sqlx reports one.
 #[derive(Debug)]
@@ -60,8 +60,8 @@ fn pg_error(code: &'static str, constraint: Option<&'static str>) -> sqlx::Error
 }
 
 /// A store that fails every write with `failure()` while `down`, stores everything after.
-fn failing_while(down: &Arc<AtomicBool>, failure: fn(usize) -> WriteError) -> FakeStore {
-    let mut store = FakeStore::new(
+fn failing_while(down: &Arc<AtomicBool>, failure: fn(usize) -> WriteError) -> FakeEventStore {
+    let mut store = FakeEventStore::new(
         Duration::from_millis(5),
         Box::new({
             let down = Arc::clone(down);
@@ -152,7 +152,7 @@ async fn a_constraint_refusing_every_event_trips_the_fuse_and_dead_letters_nothi
     let fake = FakeQueue::default();
     let ids = fake.push_envelopes(25);
     let broken = Arc::new(AtomicBool::new(true));
-    let store = FakeStore::new(
+    let store = FakeEventStore::new(
         Duration::from_millis(5),
         Box::new({
             let broken = Arc::clone(&broken);
@@ -190,7 +190,7 @@ async fn a_constraint_refusing_every_event_trips_the_fuse_and_dead_letters_nothi
 async fn one_bad_event_among_good_ones_still_reaches_the_dlq() {
     let fake = FakeQueue::default();
     let ids = fake.push_envelopes(25);
-    let store = FakeStore::new(
+    let store = FakeEventStore::new(
         Duration::from_millis(5),
         Box::new(|events| {
             if events.iter().any(|e| e.id == "e7") {

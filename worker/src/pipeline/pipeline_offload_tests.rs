@@ -13,13 +13,13 @@ use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::{ATTRIBUTE_PAYLOAD_SIZE, PayloadPointer};
 use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE};
 
-use crate::db::store::WriteError;
+use crate::db::write_error::WriteError;
 use crate::handler::{HandlerError, Stored};
 use crate::pipeline::pipeline_tests::{settings, start_with, until};
 use crate::pipeline::resolve::SIZE_SLACK;
 use crate::sqs::InboundMessage;
 use crate::testing::objects::FakeObjects;
-use crate::testing::{FakeQueue, FakeStore, attribute, envelope};
+use crate::testing::{FakeEventStore, FakeQueue, attribute, envelope};
 
 const BUCKET: &str = "webhooks-large";
 
@@ -60,9 +60,9 @@ fn offload(objects: &FakeObjects, fake: &FakeQueue, envelope: &Envelope) -> Inbo
 }
 
 /// A store that stores everything as `stored`, keeping the envelopes it was given.
-fn recording(stored: Stored) -> (FakeStore, Arc<Mutex<Vec<Envelope>>>) {
+fn recording(stored: Stored) -> (FakeEventStore, Arc<Mutex<Vec<Envelope>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let store = FakeStore::new(
+    let store = FakeEventStore::new(
         Duration::from_millis(5),
         Box::new({
             let seen = Arc::clone(&seen);
@@ -288,7 +288,7 @@ async fn a_refused_offloaded_event_goes_to_the_dlq_as_its_pointer() {
     let fake = FakeQueue::default();
     let objects = FakeObjects::default();
     fake.push_messages(vec![offload(&objects, &fake, &envelope("bad"))]);
-    let store = FakeStore::new(
+    let store = FakeEventStore::new(
         Duration::ZERO,
         Box::new(|_| {
             Err(WriteError::Handler(HandlerError::Permanent(

@@ -11,19 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::store::WriteError;
+use crate::db::write_error::WriteError;
 use crate::fleet::Gate;
 use crate::handler::{HandlerError, Stored};
+use crate::pipeline::batch_context::RetryBackoff;
 use crate::pipeline::circuit::RELEASE_VISIBILITY;
 use crate::pipeline::lag::Lag;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::window::Window;
 use crate::pipeline::write::BatchCaps;
-use crate::pipeline::write_batch::RetryBackoff;
 use crate::pipeline::{self, PipelineSettings};
 use crate::sqs::Queue;
 use crate::testing::objects::FakeObjects;
-use crate::testing::{FakeQueue, FakeStore};
+use crate::testing::{FakeEventStore, FakeQueue};
 
 /// Settings for tests: no rate limit, 30 s visibility, a back-off from 2 s.
 pub(crate) fn settings(write_limit: usize) -> PipelineSettings {
@@ -53,14 +53,19 @@ pub(crate) struct Running {
     pub(crate) window: Arc<Window>,
 }
 
-fn start(fake: &FakeQueue, store: FakeStore, window: usize, settings: PipelineSettings) -> Running {
+fn start(
+    fake: &FakeQueue,
+    store: FakeEventStore,
+    window: usize,
+    settings: PipelineSettings,
+) -> Running {
     start_with(fake, store, &FakeObjects::default(), window, settings)
 }
 
 /// A running pipeline over `fake`, `store` and `objects`.
 pub(crate) fn start_with(
     fake: &FakeQueue,
-    store: FakeStore,
+    store: FakeEventStore,
     objects: &FakeObjects,
     window: usize,
     settings: PipelineSettings,
@@ -111,13 +116,13 @@ pub(crate) async fn until(what: &str, check: impl Fn() -> bool) {
 async fn a_backlog_is_written_in_full_batches_and_deleted_in_full_calls_after_commit() {
     let fake = FakeQueue::default();
     let ids = fake.push_envelopes(1_000);
-    let store = FakeStore::accepting(Duration::from_millis(20));
+    let store = FakeEventStore::accepting(Duration::from_millis(20));
     let written = Arc::clone(&store.state);
     let running = start(&fake, store, 400, settings(2));
     until("all deleted", || fake.deleted().len() == ids.len()).await;
     running.stop().await;
 
-    let state = FakeStore::lock(&written);
+    let state = FakeEventStore::lock(&written);
     assert_eq!(state.committed.len(), 1_000, "each event written once");
     assert!(state.max_in_progress <= 2, "{}", state.max_in_progress);
     let full = state.batches.iter().filter(|&&rows| rows > 10).count();
@@ -145,7 +150,7 @@ async fn a_backlog_is_written_in_full_batches_and_deleted_in_full_calls_after_co
 async fn nothing_is_deleted_before_its_commit() {
     let fake = FakeQueue::default();
     fake.push_envelopes(30);
-    let mut store = FakeStore::accepting(Duration::ZERO);
+    let mut store = FakeEventStore::accepting(Duration::ZERO);
     let gate = Arc::new(Semaphore::new(0));
     store.gate = Some(Arc::clone(&gate));
     let running = start(&fake, store, 100, settings(1));
@@ -160,13 +165,13 @@ async fn nothing_is_deleted_before_its_commit() {
 #[tokio::test(start_paused = true)]
 async fn a_lone_message_is_written_at_once() {
     let fake = FakeQueue::default();
-    let store = FakeStore::accepting(Duration::from_millis(5));
+    let store = FakeEventStore::accepting(Duration::from_millis(5));
     let written = Arc::clone(&store.state);
     let running = start(&fake, store, 100, settings(4));
     tokio::time::sleep(Duration::from_secs(1)).await;
     fake.push_envelopes(1);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(FakeStore::lock(&written).committed.len(), 1);
+    assert_eq!(FakeEventStore::lock(&written).committed.len(), 1);
     assert_eq!(fake.deleted().len(), 1);
     running.stop().await;
 }
@@ -178,7 +183,7 @@ async fn poison_and_refused_events_go_to_the_dlq_and_the_rest_are_stored() {
     let poison = format!(r#"{{"v":"{}"}}"#, "€".repeat(100));
     fake.push([poison.clone(), "not json".to_owned()]);
     // The database refuses event e7 for good, failing any batch that holds it.
-    let store = FakeStore::new(
+    let store = FakeEventStore::new(
         Duration::from_millis(5),
         Box::new(|events| {
             if events.iter().any(|e| e.id == "e7") {
@@ -195,7 +200,7 @@ async fn poison_and_refused_events_go_to_the_dlq_and_the_rest_are_stored() {
     until("all done", || fake.deleted().len() == 22).await;
     running.stop().await;
 
-    assert_eq!(FakeStore::lock(&written).committed.len(), 19);
+    assert_eq!(FakeEventStore::lock(&written).committed.len(), 19);
     let dlq = fake.dlq();
     assert_eq!(dlq.len(), 3, "{dlq:?}");
     assert!(dlq.iter().any(|(body, _)| *body == poison));
@@ -210,7 +215,7 @@ async fn poison_and_refused_events_go_to_the_dlq_and_the_rest_are_stored() {
 async fn a_handler_that_miscounts_is_a_bug_not_a_sick_database() {
     let fake = FakeQueue::default();
     fake.push_envelopes(3);
-    let store = FakeStore::new(
+    let store = FakeEventStore::new(
         Duration::ZERO,
         Box::new(|_| {
             Err(WriteError::WrongResultCount {
@@ -240,7 +245,7 @@ async fn a_handler_that_miscounts_is_a_bug_not_a_sick_database() {
 async fn a_transient_failure_hides_every_message_for_its_back_off() {
     let fake = FakeQueue::default();
     fake.push_envelopes(25);
-    let store = FakeStore::new(
+    let store = FakeEventStore::new(
         Duration::from_millis(5),
         Box::new(|_| {
             Err(WriteError::Handler(HandlerError::Transient(
@@ -274,7 +279,7 @@ async fn an_unreachable_database_pauses_receiving_until_a_probe_succeeds() {
     let fake = FakeQueue::default();
     fake.push_envelopes(25);
     let down = Arc::new(AtomicBool::new(true));
-    let mut store = FakeStore::new(
+    let mut store = FakeEventStore::new(
         Duration::from_millis(5),
         Box::new({
             let down = Arc::clone(&down);
@@ -299,14 +304,14 @@ async fn an_unreachable_database_pauses_receiving_until_a_probe_succeeds() {
     fake.push_envelopes(10);
     tokio::time::sleep(Duration::from_secs(25)).await;
     let receives_then = fake.state().receive_sizes.len();
-    let probes_then = FakeStore::lock(&written).probes;
+    let probes_then = FakeEventStore::lock(&written).probes;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(
         fake.state().receive_sizes.len(),
         receives_then,
         "no receive while the database is unreachable"
     );
-    let probes = FakeStore::lock(&written).probes - probes_then;
+    let probes = FakeEventStore::lock(&written).probes - probes_then;
     assert!((10..=13).contains(&probes), "a probe every 5 s: {probes}");
     {
         let state = fake.state();
@@ -338,7 +343,7 @@ async fn an_unreachable_database_pauses_receiving_until_a_probe_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_a_receive_releases_what_it_brings() {
     let fake = FakeQueue::default();
-    let store = FakeStore::accepting(Duration::ZERO);
+    let store = FakeEventStore::accepting(Duration::ZERO);
     let written = Arc::clone(&store.state);
     let running = start(&fake, store, 100, settings(1));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -347,7 +352,7 @@ async fn shutdown_during_a_receive_releases_what_it_brings() {
     let ids = fake.push_envelopes(3);
     running.task.await.expect("the pipeline ends");
     assert!(
-        FakeStore::lock(&written).committed.is_empty(),
+        FakeEventStore::lock(&written).committed.is_empty(),
         "no more taken"
     );
     let released: Vec<String> = fake
@@ -364,7 +369,7 @@ async fn shutdown_during_a_receive_releases_what_it_brings() {
 async fn after_the_grace_period_work_is_aborted_and_held_messages_released() {
     let fake = FakeQueue::default();
     fake.push_envelopes(15);
-    let mut store = FakeStore::accepting(Duration::ZERO);
+    let mut store = FakeEventStore::accepting(Duration::ZERO);
     store.gate = Some(Arc::new(Semaphore::new(0)));
     let running = start(&fake, store, 100, settings(1));
     until("all held", || running.window.all_receipts().len() == 15).await;
@@ -389,7 +394,7 @@ async fn after_the_grace_period_work_is_aborted_and_held_messages_released() {
 async fn held_messages_get_their_visibility_extended_even_when_zero() {
     let fake = FakeQueue::default();
     fake.push_envelopes(12);
-    let mut store = FakeStore::accepting(Duration::ZERO);
+    let mut store = FakeEventStore::accepting(Duration::ZERO);
     let gate = Arc::new(Semaphore::new(0));
     store.gate = Some(Arc::clone(&gate));
     let mut settings = settings(1);

@@ -25,9 +25,9 @@ use crate::fleet::Gate;
 use crate::metrics::{self, Outcome};
 use crate::pipeline::circuit::Circuit;
 use crate::pipeline::lag::Lag;
+use crate::pipeline::pending::Pending;
 use crate::pipeline::receive_planner::ReceivePlanner;
 use crate::pipeline::window::{Reservation, Window};
-use crate::pipeline::write::Pending;
 use crate::sqs::payload::Payload;
 use crate::sqs::{Queue, QueueClient, Receipt};
 

@@ -28,12 +28,12 @@ use tokio::task::JoinSet;
 use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::PayloadPointer;
 
-use crate::db::store::Store;
+use crate::db::store::EventStore;
 use crate::metrics;
+use crate::pipeline::pending::Pending;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::window::Held;
-use crate::pipeline::write::Pending;
-use crate::s3::{ObjectError, ObjectStore};
+use crate::s3::{ObjectError, PayloadObjects};
 use crate::sqs::InboundMessage;
 use crate::sqs::payload::{Offloaded, Payload};
 
@@ -125,7 +125,7 @@ pub(crate) struct Resolved {
 }
 
 /// Fetches and decodes the objects of `batch`'s pointers; inline envelopes pass through.
-pub(crate) async fn resolve<S: Store, O: ObjectStore>(
+pub(crate) async fn resolve<S: EventStore, O: PayloadObjects>(
     store: &S,
     (objects, s3): (&Arc<O>, &S3Health),
     budget: &FetchBudget,
@@ -211,7 +211,7 @@ pub(crate) async fn resolve<S: Store, O: ObjectStore>(
 }
 
 /// Sorts pointers whose object is gone into duplicates (the event's row exists) and poison.
-async fn resolve_gone<S: Store>(
+async fn resolve_gone<S: EventStore>(
     store: &S,
     gone: Vec<(Offloaded, InboundMessage, Held)>,
     resolved: &mut Resolved,

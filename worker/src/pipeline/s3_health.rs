@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::pipeline::circuit::{self, Circuit, Guarded, OpenReason};
-use crate::pipeline::write::Pending;
-use crate::s3::ObjectStore;
+use crate::pipeline::pending::Pending;
+use crate::s3::PayloadObjects;
 
 /// S3's breaker and the messages it parked.
 #[derive(Debug)]
@@ -93,7 +93,7 @@ impl S3Health {
 
 /// Probes S3 (HeadBucket on the bucket that failed) whenever the breaker is open, until
 /// `stop`.
-pub(crate) async fn probe_while_open<O: ObjectStore>(
+pub(crate) async fn probe_while_open<O: PayloadObjects>(
     health: &S3Health,
     objects: &O,
     stop: CancellationToken,

@@ -20,57 +20,16 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::db::store::Store;
+use crate::db::store::EventStore;
 use crate::metrics;
+use crate::pipeline::batch_context::{self, BatchContext};
 use crate::pipeline::delete::Committed;
-use crate::pipeline::window::Held;
-use crate::pipeline::write_batch::{self, Attempt, BatchContext};
+use crate::pipeline::pending::Pending;
+use crate::pipeline::write_batch;
 use crate::pipeline::write_limit::{ConcurrencyController, WriteSample};
-use crate::s3::ObjectStore;
-use crate::sqs::payload::Payload;
-use crate::sqs::{InboundMessage, QueueClient, Receipt};
-
-/// A decoded message waiting to be written, holding its place in the window.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    /// The envelope, or the pointer to it (fetched just before the transaction).
-    pub(crate) payload: Payload,
-    /// The message as received (an inline body is dropped once decoded: only the metadata
-    /// stays; a pointer's is kept, for the dead-letter queue).
-    pub(crate) message: InboundMessage,
-    /// Its place in the window.
-    pub(crate) held: Held,
-    /// What it counts for in the byte cap: the body's size, or for a pointer, the size of
-    /// the object it declares.
-    pub(crate) bytes: usize,
-}
-
-impl Pending {
-    /// A decoded message; an inline body is dropped (the envelope can rebuild it).
-    pub(crate) fn new(payload: Payload, mut message: InboundMessage, held: Held) -> Self {
-        let bytes = match &payload {
-            Payload::Inline(_) => {
-                let bytes = message.body.len();
-                message.body = String::new();
-                bytes
-            }
-            Payload::Offloaded(offloaded) => {
-                usize::try_from(offloaded.declared_bytes).unwrap_or(usize::MAX)
-            }
-        };
-        Self {
-            payload,
-            message,
-            held,
-            bytes,
-        }
-    }
-
-    /// The message's receipt.
-    pub(crate) fn receipt(&self) -> &Receipt {
-        &self.message.receipt
-    }
-}
+use crate::pipeline::write_split::Attempt;
+use crate::s3::PayloadObjects;
+use crate::sqs::QueueClient;
 
 /// The caps on one transaction.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +43,7 @@ pub(crate) struct BatchCaps {
 /// Writes until the receiver has stopped and everything received is written. At most
 /// `max` writes are in progress; with `adaptive`, the [`ConcurrencyController`] moves the
 /// limit between 1 and `max` from what each write shows.
-pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
+pub(crate) async fn run<C: QueueClient, S: EventStore, O: PayloadObjects>(
     mut incoming: UnboundedReceiver<Pending>,
     context: Arc<BatchContext<C, S, O>>,
     (max, adaptive): (usize, bool),
@@ -125,7 +84,7 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
             // Shutting down while S3 cannot be read: another worker takes them later.
             let parked = context.s3.take_parked();
             if !parked.is_empty() {
-                write_batch::release(&context, parked).await;
+                batch_context::release(&context, parked).await;
             }
         }
         while let Ok(pending) = incoming.try_recv() {
@@ -137,7 +96,7 @@ pub(crate) async fn run<C: QueueClient, S: Store, O: ObjectStore>(
             metrics::gauge_concurrency_limit(limit);
         }
         if (context.circuit.is_open() || limit == 0) && !waiting.is_empty() {
-            write_batch::release(&context, waiting.drain(..).collect()).await;
+            batch_context::release(&context, waiting.drain(..).collect()).await;
         }
         while writes.len() < limit && !waiting.is_empty() {
             let batch = take_batch(&mut waiting, caps);
@@ -214,7 +173,7 @@ fn take_batch(waiting: &mut VecDeque<Pending>, caps: BatchCaps) -> Vec<Pending> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sqs::payload::Offloaded;
+    use crate::sqs::payload::{Offloaded, Payload};
     use crate::testing::{FakeQueue, held_messages};
     use webhook_shared::large_payload::PayloadPointer;
 

@@ -14,99 +14,26 @@
 //! (see `pipeline/dead_letters.rs`) for the fuse's window before it goes to the dead-letter queue, so that
 //! when many events are refused alike none of them does.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::db::store::Store;
-use crate::fleet::Gate;
+use crate::db::store::EventStore;
 use crate::handler::Stored;
 use crate::metrics::{self, Outcome};
-use crate::pipeline::circuit::{Circuit, RELEASE_VISIBILITY};
-use crate::pipeline::dead_letters::{self, Quarantine, Refusal};
+use crate::pipeline::batch_context::{BatchContext, back_off, hide};
+use crate::pipeline::circuit::RELEASE_VISIBILITY;
+use crate::pipeline::dead_letters;
 use crate::pipeline::delete::Committed;
-use crate::pipeline::lag::Lag;
-use crate::pipeline::refusal_fuse::{RefusalFuse, Verdict};
-use crate::pipeline::resolve::{FetchBudget, Resolved, resolve};
-use crate::pipeline::s3_health::S3Health;
-use crate::pipeline::window::Held;
-use crate::pipeline::write::Pending;
-use crate::pipeline::write_split::{Decision, write_splitting};
-use crate::s3::ObjectStore;
-use crate::sqs::{InboundMessage, Queue, QueueClient, Receipt};
-
-/// How long failed messages stay hidden before their next try: `base × 2^(receives − 1)`,
-/// capped at `max`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryBackoff {
-    /// Delay after the first failed receive.
-    pub(crate) base: Duration,
-    /// Longest delay.
-    pub(crate) max: Duration,
-}
-
-impl RetryBackoff {
-    /// The visibility to set after the `receive_count`th receive failed.
-    pub(crate) fn delay(&self, receive_count: u32) -> Duration {
-        let exponent = receive_count.saturating_sub(1).min(20);
-        self.base.saturating_mul(1 << exponent).min(self.max)
-    }
-}
-
-/// What every batch write needs.
-#[derive(Debug)]
-pub(crate) struct BatchContext<C, S, O> {
-    /// The queue (dead letters and back-off).
-    pub(crate) queue: Arc<Queue<C>>,
-    /// The database.
-    pub(crate) store: S,
-    /// The lag, told of messages put back for a back-off.
-    pub(crate) lag: Arc<Lag>,
-    /// The back-off after transient failures.
-    pub(crate) backoff: RetryBackoff,
-    /// How long held messages stay hidden (the lag forgets a backed-off message after its
-    /// back-off plus this).
-    pub(crate) visibility: Duration,
-    /// Opened by a write that finds the database unreachable.
-    pub(crate) circuit: Arc<Circuit>,
-    /// The connection gate: the writer starts no more writes than its grant.
-    pub(crate) gate: Arc<Gate>,
-    /// Where offloaded webhooks are.
-    pub(crate) objects: Arc<O>,
-    /// S3's breaker and the pointers it parked.
-    pub(crate) s3: Arc<S3Health>,
-    /// The bound on fetched payload bytes held at once.
-    pub(crate) budget: FetchBudget,
-    /// Judges refusals: the event's fault, or the database's condition.
-    pub(crate) fuse: RefusalFuse,
-    /// Refused events waiting for the fuse's window before the dead-letter queue.
-    pub(crate) quarantine: Quarantine,
-}
-
-/// How the first attempt at a batch went: what the adaptive limit learns from.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Attempt {
-    /// Committed.
-    Committed {
-        /// Rows in the transaction.
-        rows: usize,
-        /// Time waiting for a pool connection.
-        acquire: Duration,
-        /// Time in all, waiting included.
-        total: Duration,
-    },
-    /// Failed because the database is saturated (53300, 57014, 40001, 40P01).
-    Overload,
-    /// Failed otherwise (permanent, unreachable, other transient).
-    Failed,
-    /// Nothing reached the database (no pointer of the batch could be resolved).
-    Unwritten,
-}
+use crate::pipeline::pending::Pending;
+use crate::pipeline::quarantine::Refusal;
+use crate::pipeline::refusal_fuse::Verdict;
+use crate::pipeline::resolve::{Resolved, resolve};
+use crate::pipeline::write_split::{Attempt, Decision, write_splitting};
+use crate::s3::PayloadObjects;
+use crate::sqs::QueueClient;
 
 /// Writes `batch` and sends each message its way; returns how the first attempt went.
 /// Pointers are resolved first (see `pipeline/resolve.rs`), without a database connection held.
-pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
+pub(crate) async fn write<C: QueueClient, S: EventStore, O: PayloadObjects>(
     context: &BatchContext<C, S, O>,
     batch: Vec<Pending>,
     to_deleter: &UnboundedSender<Vec<Committed>>,
@@ -228,81 +155,4 @@ pub(crate) async fn write<C: QueueClient, S: Store, O: ObjectStore>(
     back_off(context, retry).await;
     hide(context, release, Outcome::Released, |_| RELEASE_VISIBILITY).await;
     attempt
-}
-
-/// Gives messages back to SQS unwritten, hidden for [`RELEASE_VISIBILITY`]: the database is
-/// unreachable and the circuit is open.
-pub(crate) async fn release<C: QueueClient, S, O>(
-    context: &BatchContext<C, S, O>,
-    pending: Vec<Pending>,
-) {
-    let messages = pending.into_iter().map(|p| (p.message, p.held)).collect();
-    release_held(context, messages).await;
-}
-
-/// Gives held messages back to SQS, hidden for [`RELEASE_VISIBILITY`].
-pub(crate) async fn release_held<C: QueueClient, S, O>(
-    context: &BatchContext<C, S, O>,
-    messages: Vec<(InboundMessage, Held)>,
-) {
-    hide(context, messages, Outcome::Released, |_| RELEASE_VISIBILITY).await;
-}
-
-/// Hides messages for their back-off (per-entry delays in the same calls).
-async fn back_off<C: QueueClient, S, O>(
-    context: &BatchContext<C, S, O>,
-    retry: Vec<(InboundMessage, Held)>,
-) {
-    let backoff = context.backoff;
-    hide(context, retry, Outcome::Retried, |message| {
-        backoff.delay(message.receive_count)
-    })
-    .await;
-}
-
-/// Hides each message for `delay(message)`, counts them as `outcome`, and tells the lag, which
-/// keeps them in view until that delay plus a visibility timeout has passed. They leave the
-/// window once hidden.
-async fn hide<C: QueueClient, S, O>(
-    context: &BatchContext<C, S, O>,
-    messages: Vec<(InboundMessage, Held)>,
-    outcome: Outcome,
-    delay: impl Fn(&InboundMessage) -> Duration,
-) {
-    if messages.is_empty() {
-        return;
-    }
-    metrics::record_outcomes(outcome, messages.len());
-    let entries: Vec<(Receipt, Duration)> = messages
-        .iter()
-        .map(|(message, _)| {
-            let delay = delay(message);
-            context.lag.backed_off(
-                &message.receipt.message_id,
-                message.sent_ms,
-                delay + context.visibility,
-            );
-            (message.receipt.clone(), delay)
-        })
-        .collect();
-    context.queue.change_visibility(&entries).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_per_receive_and_is_capped() {
-        let backoff = RetryBackoff {
-            base: Duration::from_secs(2),
-            max: Duration::from_secs(60),
-        };
-        assert_eq!(backoff.delay(1), Duration::from_secs(2));
-        assert_eq!(backoff.delay(2), Duration::from_secs(4));
-        assert_eq!(backoff.delay(5), Duration::from_secs(32));
-        assert_eq!(backoff.delay(6), Duration::from_secs(60));
-        assert_eq!(backoff.delay(1000), Duration::from_secs(60));
-        assert_eq!(backoff.delay(0), Duration::from_secs(2));
-    }
 }

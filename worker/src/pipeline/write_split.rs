@@ -4,18 +4,38 @@
 //! failure that pauses the worker opens the circuit.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::PayloadPointer;
 
 use crate::db::errors::Failure;
-use crate::db::store::Store;
+use crate::db::store::EventStore;
 use crate::handler::Stored;
 use crate::pipeline::circuit::{Circuit, OpenReason};
 use crate::pipeline::resolve::Ready;
 use crate::pipeline::window::Held;
-use crate::pipeline::write_batch::Attempt;
 use crate::sqs::InboundMessage;
+
+/// How the first attempt at a batch went: what the adaptive limit learns from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attempt {
+    /// Committed.
+    Committed {
+        /// Rows in the transaction.
+        rows: usize,
+        /// Time waiting for a pool connection.
+        acquire: Duration,
+        /// Time in all, waiting included.
+        total: Duration,
+    },
+    /// Failed because the database is saturated (53300, 57014, 40001, 40P01).
+    Overload,
+    /// Failed otherwise (permanent, unreachable, other transient).
+    Failed,
+    /// Nothing reached the database (no pointer of the batch could be resolved).
+    Unwritten,
+}
 
 /// What the write decided for one message.
 #[derive(Debug)]
@@ -48,7 +68,7 @@ impl From<Stored> for Decision {
 /// Writes `batch`, splitting it in halves after a permanent failure until the event at fault
 /// stands alone. Transient failures are not split: the whole part is retried later. An
 /// unreachable database opens the circuit.
-pub(crate) async fn write_splitting<S: Store>(
+pub(crate) async fn write_splitting<S: EventStore>(
     store: &S,
     circuit: &Circuit,
     batch: Vec<Ready>,

@@ -1,4 +1,4 @@
-//! The worker's one seam to S3: [`ObjectStore`] (read an object whole within a size limit,
+//! The worker's one seam to S3: [`PayloadObjects`] (read an object whole within a size limit,
 //! delete it), implemented for real by [`S3Objects`] and by a fake in unit tests. Each call
 //! is counted in `webhook_s3_requests_total`.
 
@@ -61,7 +61,7 @@ fn failed(operation: &'static str, error: impl std::error::Error) -> ObjectError
 }
 
 /// The S3 operations the worker uses, one call each.
-pub(crate) trait ObjectStore: Send + Sync + 'static {
+pub(crate) trait PayloadObjects: Send + Sync + 'static {
     /// Reads the object whole, refusing one of more than `limit` bytes.
     fn get(
         &self,
@@ -115,7 +115,7 @@ impl S3Objects {
     }
 }
 
-impl ObjectStore for S3Objects {
+impl PayloadObjects for S3Objects {
     async fn get(&self, pointer: &PayloadPointer, limit: u64) -> Result<Vec<u8>, ObjectError> {
         let read_failed = |message: String| ObjectError::Failed {
             operation: "GetObject",

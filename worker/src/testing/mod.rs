@@ -1,4 +1,4 @@
-//! Fakes for unit tests: [`FakeQueue`] behind the SQS seam and [`FakeStore`] behind the
+//! Fakes for unit tests: [`FakeQueue`] behind the SQS seam and [`FakeEventStore`] behind the
 //! database seam, both recording what they were asked, so the pipeline's rules run in
 //! milliseconds. End-to-end tests use the real services.
 
@@ -13,10 +13,11 @@ use webhook_shared::envelope::Envelope;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use crate::db::store::{Store, WriteError, Written};
+use crate::db::store::{EventStore, Written};
+use crate::db::write_error::WriteError;
 use crate::handler::Stored;
+use crate::pipeline::pending::Pending;
 use crate::pipeline::window::Window;
-use crate::pipeline::write::Pending;
 use crate::sqs::payload::{EventKey, Payload};
 use crate::sqs::{FailedEntry, InboundMessage, QueueClient, QueueError, Receipt};
 
@@ -287,9 +288,9 @@ pub(crate) type Behaviour =
     Box<dyn Fn(&[Envelope]) -> Result<Vec<Stored>, WriteError> + Send + Sync>;
 
 /// An in-memory store.
-pub(crate) struct FakeStore {
+pub(crate) struct FakeEventStore {
     /// What it recorded.
-    pub(crate) state: Arc<Mutex<StoreState>>,
+    pub(crate) state: Arc<Mutex<EventStoreState>>,
     behaviour: Behaviour,
     delay: Duration,
     /// When set, each write waits for a permit (never given back) before answering.
@@ -298,15 +299,15 @@ pub(crate) struct FakeStore {
     pub(crate) down: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl std::fmt::Debug for FakeStore {
+impl std::fmt::Debug for FakeEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeStore").finish_non_exhaustive()
+        f.debug_struct("FakeEventStore").finish_non_exhaustive()
     }
 }
 
 /// What the fake store saw.
 #[derive(Debug, Default)]
-pub(crate) struct StoreState {
+pub(crate) struct EventStoreState {
     /// Event ids committed (new or duplicate), in order.
     pub(crate) committed: Vec<String>,
     /// Events per write attempt.
@@ -319,7 +320,7 @@ pub(crate) struct StoreState {
     pub(crate) probes: usize,
 }
 
-impl FakeStore {
+impl FakeEventStore {
     /// A store that answers with `behaviour` after `delay`.
     pub(crate) fn new(delay: Duration, behaviour: Behaviour) -> Self {
         Self {
@@ -340,12 +341,12 @@ impl FakeStore {
     }
 
     /// Locks the state.
-    pub(crate) fn lock(state: &Arc<Mutex<StoreState>>) -> MutexGuard<'_, StoreState> {
+    pub(crate) fn lock(state: &Arc<Mutex<EventStoreState>>) -> MutexGuard<'_, EventStoreState> {
         state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl Store for FakeStore {
+impl EventStore for FakeEventStore {
     async fn write(&self, events: &[Envelope]) -> Result<Written, WriteError> {
         {
             let mut state = Self::lock(&self.state);

@@ -1,4 +1,4 @@
-//! [`FakeObjects`]: an in-memory S3 behind the [`ObjectStore`] seam for unit tests, recording
+//! [`FakeObjects`]: an in-memory S3 behind the [`PayloadObjects`] seam for unit tests, recording
 //! what it was asked and, at each delete, what the queue and the store had done by then.
 
 use std::collections::HashMap;
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use webhook_shared::large_payload::PayloadPointer;
 
-use crate::s3::{ObjectError, ObjectStore};
-use crate::testing::{FakeQueue, FakeStore, StoreState};
+use crate::s3::{ObjectError, PayloadObjects};
+use crate::testing::{EventStoreState, FakeEventStore, FakeQueue};
 
 /// An in-memory bucket. Cloning shares it.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,7 @@ pub(crate) struct ObjectsState {
     /// How long a get takes.
     pub(crate) get_delay: Duration,
     watched_queue: Option<FakeQueue>,
-    watched_store: Option<Arc<Mutex<StoreState>>>,
+    watched_store: Option<Arc<Mutex<EventStoreState>>>,
 }
 
 impl FakeObjects {
@@ -65,7 +65,7 @@ impl FakeObjects {
     }
 
     /// Records, at each delete, what `queue` deleted and `store` committed by then.
-    pub(crate) fn watch(&self, queue: &FakeQueue, store: &FakeStore) {
+    pub(crate) fn watch(&self, queue: &FakeQueue, store: &FakeEventStore) {
         let mut state = self.state();
         state.watched_queue = Some(queue.clone());
         state.watched_store = Some(Arc::clone(&store.state));
@@ -87,7 +87,7 @@ impl FakeObjects {
     }
 }
 
-impl ObjectStore for FakeObjects {
+impl PayloadObjects for FakeObjects {
     async fn get(&self, pointer: &PayloadPointer, limit: u64) -> Result<Vec<u8>, ObjectError> {
         let delay = {
             let mut state = self.state();
@@ -151,7 +151,7 @@ impl ObjectStore for FakeObjects {
         };
         let seen = DeleteSeen {
             key: pointer.key.clone(),
-            committed: store.map_or_else(Vec::new, |s| FakeStore::lock(&s).committed.clone()),
+            committed: store.map_or_else(Vec::new, |s| FakeEventStore::lock(&s).committed.clone()),
             messages_deleted: queue.map_or_else(Vec::new, |q| q.deleted()),
         };
         let mut state = self.state();
