@@ -49,6 +49,7 @@ use crate::pipeline::window::Window;
 use crate::pipeline::write::BatchCaps;
 use crate::s3::{ObjectError, S3Objects};
 use crate::sqs::Queue;
+use crate::sqs::admin::SqsAdmin;
 use crate::sqs::client::SqsQueue;
 
 /// Time allowed for one SQS call: the 20 s long poll plus a margin.
@@ -131,6 +132,7 @@ pub async fn run_with<H: Handler>(
         max_attempts: 3,
     })
     .await;
+    let admin = SqsAdmin::new(sqs.clone());
     let objects = Arc::new(S3Objects::new(
         large_payload::s3_client(S3Timeouts {
             attempt: S3_ATTEMPT_TIMEOUT,
@@ -153,7 +155,7 @@ pub async fn run_with<H: Handler>(
         }
     }
     let info =
-        crate::sqs::queue_info::discover(&sqs, &config.queue_url, config.dlq_url.clone()).await;
+        crate::sqs::queue_info::discover(&admin, &config.queue_url, config.dlq_url.clone()).await;
     if info.visibility < MIN_VISIBILITY {
         tracing::warn!(queue_visibility = ?info.visibility, used = ?MIN_VISIBILITY, "the queue's VisibilityTimeout is very short; received messages are hidden for longer");
     }
@@ -222,7 +224,7 @@ pub async fn run_with<H: Handler>(
         }
     });
     let gauges = metrics::gauges::run(
-        sqs,
+        admin,
         config.queue_url.clone(),
         info.dlq_url,
         connections.clone(),

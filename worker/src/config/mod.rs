@@ -63,7 +63,7 @@ pub struct RedriveArgs {
     pub max_per_second: Option<i32>,
 
     /// Seconds between progress reports.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=60))]
+    #[arg(long, env = "REDRIVE_PROGRESS_INTERVAL_SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub progress_interval_seconds: u64,
 }
 

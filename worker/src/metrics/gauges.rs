@@ -4,15 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
-use webhook_shared::metrics::record_sqs_request;
 
 use crate::db::connections::Connections;
 use crate::metrics::{self, QUEUE_MESSAGES};
 use crate::pipeline::lag::Lag;
+use crate::sqs::admin::QueueAdmin;
 
 /// The attributes read, with the `state` label each one sets.
 const STATES: [(QueueAttributeName, &str); 3] = [
@@ -35,7 +33,7 @@ const MIN_REFRESH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Refreshes the gauges every `interval` (the lag every second) until `shutdown`.
 pub(crate) async fn run(
-    sqs: Client,
+    sqs: impl QueueAdmin,
     main_url: String,
     dlq_url: Option<String>,
     connections: Connections,
@@ -78,18 +76,12 @@ pub(crate) async fn run(
 }
 
 /// Sets one queue's gauges; returns its visible count.
-async fn refresh(sqs: &Client, queue: &'static str, url: &str) -> Option<u64> {
-    let result = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .set_attribute_names(Some(STATES.iter().map(|(name, _)| name.clone()).collect()))
-        .send()
-        .await;
-    record_sqs_request("GetQueueAttributes", &result);
-    let attributes = match result {
-        Ok(output) => output.attributes.unwrap_or_default(),
+async fn refresh(sqs: &impl QueueAdmin, queue: &'static str, url: &str) -> Option<u64> {
+    let names: Vec<QueueAttributeName> = STATES.iter().map(|(name, _)| name.clone()).collect();
+    let attributes = match sqs.attributes(url, &names).await {
+        Ok(attributes) => attributes,
         Err(error) => {
-            tracing::warn!(queue, error = %DisplayErrorContext(&error), "reading queue depth failed");
+            tracing::warn!(queue, %error, "reading queue depth failed");
             return None;
         }
     };
@@ -106,4 +98,27 @@ async fn refresh(sqs: &Client, queue: &'static str, url: &str) -> Option<u64> {
         }
     }
     visible
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::admin::FakeAdmin;
+
+    #[tokio::test]
+    async fn a_refresh_reads_the_depths_and_returns_the_visible_count() {
+        let admin = FakeAdmin::default();
+        let url = "http://sqs/000000000000/hooks";
+        admin.set(url, QueueAttributeName::ApproximateNumberOfMessages, "42");
+        admin.set(
+            url,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            "7",
+        );
+        assert_eq!(refresh(&admin, "main", url).await, Some(42));
+        // A queue that answers without the count tells nothing (not zero).
+        assert_eq!(refresh(&admin, "main", "http://sqs/other").await, None);
+        admin.state().failing = true;
+        assert_eq!(refresh(&admin, "main", url).await, None);
+    }
 }

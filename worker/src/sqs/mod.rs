@@ -1,10 +1,14 @@
-//! The worker's one seam to SQS. [`QueueClient`] is the narrow interface (receive, delete a
-//! batch, change visibility of a batch, send to the DLQ), implemented for real by
-//! [`crate::sqs::client::SqsQueue`] and by a fake in unit tests. [`Queue`] owns a client and
+//! Everything the worker does with SQS goes through two narrow seams: [`QueueClient`] for
+//! messages (receive, delete a batch, change visibility of a batch, send to the DLQ),
+//! implemented for real by [`crate::sqs::client::SqsQueue`], and
+//! [`QueueAdmin`](crate::sqs::admin::QueueAdmin) for queue attributes and message moves
+//! (`admin.rs`, used by `queue_info.rs`, `redrive.rs` and the depth gauges); unit tests put
+//! fakes behind both. [`Queue`] owns a client and
 //! adds what the worker relies on: chunks of at most 10, every batch entry checked and failed
 //! entries retried, poison moved to the DLQ (send, then delete) with a reason that is always
 //! valid UTF-8 of bounded length.
 
+pub(crate) mod admin;
 pub(crate) mod client;
 pub(crate) mod payload;
 pub(crate) mod queue_info;

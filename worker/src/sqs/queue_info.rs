@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
-use webhook_shared::metrics::record_sqs_request;
+
+use crate::sqs::admin::QueueAdmin;
 
 /// Visibility timeout assumed when the queue cannot be asked (SQS's default).
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
@@ -21,22 +20,22 @@ pub(crate) struct QueueInfo {
 }
 
 /// Reads the main queue's visibility timeout and, unless `dlq_url` is given, its DLQ.
-pub(crate) async fn discover(sqs: &Client, main_url: &str, dlq_url: Option<String>) -> QueueInfo {
-    let result = sqs
-        .get_queue_attributes()
-        .queue_url(main_url)
-        .attribute_names(QueueAttributeName::VisibilityTimeout)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
-        .await;
-    record_sqs_request("GetQueueAttributes", &result);
-    let attributes = match result {
-        Ok(output) => output.attributes.unwrap_or_default(),
-        Err(error) => {
-            tracing::warn!(error = %DisplayErrorContext(&error), "reading the queue's attributes failed; assuming defaults");
+pub(crate) async fn discover(
+    admin: &impl QueueAdmin,
+    main_url: &str,
+    dlq_url: Option<String>,
+) -> QueueInfo {
+    let names = [
+        QueueAttributeName::VisibilityTimeout,
+        QueueAttributeName::RedrivePolicy,
+    ];
+    let attributes = admin
+        .attributes(main_url, &names)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading the queue's attributes failed; assuming defaults");
             Default::default()
-        }
-    };
+        });
     let visibility = attributes
         .get(&QueueAttributeName::VisibilityTimeout)
         .and_then(|seconds| seconds.parse().ok())
@@ -47,7 +46,16 @@ pub(crate) async fn discover(sqs: &Client, main_url: &str, dlq_url: Option<Strin
             .get(&QueueAttributeName::RedrivePolicy)
             .and_then(|p| dlq_from_redrive_policy(p))
         {
-            Some((account, name)) => dlq_url_of(sqs, &account, &name).await,
+            Some((account, name)) => match admin.queue_url(&account, &name).await {
+                Ok(url) => {
+                    tracing::info!(dlq_url = %url, "found the dead-letter queue from the RedrivePolicy");
+                    Some(url)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "finding the DLQ's URL failed");
+                    None
+                }
+            },
             None => {
                 tracing::warn!(
                     "the queue has no RedrivePolicy and DLQ_URL is not set: poison messages cannot be moved to a DLQ"
@@ -60,22 +68,6 @@ pub(crate) async fn discover(sqs: &Client, main_url: &str, dlq_url: Option<Strin
         visibility,
         dlq_url,
     }
-}
-
-async fn dlq_url_of(sqs: &Client, account: &str, name: &str) -> Option<String> {
-    let result = sqs
-        .get_queue_url()
-        .queue_name(name)
-        .queue_owner_aws_account_id(account)
-        .send()
-        .await;
-    record_sqs_request("GetQueueUrl", &result);
-    let url = result
-        .map_err(|error| tracing::warn!(error = %DisplayErrorContext(&error), "finding the DLQ's URL failed"))
-        .ok()?
-        .queue_url?;
-    tracing::info!(dlq_url = %url, "found the dead-letter queue from the RedrivePolicy");
-    Some(url)
 }
 
 /// The account and queue name of `deadLetterTargetArn` (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
@@ -91,6 +83,49 @@ fn dlq_from_redrive_policy(policy: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::admin::FakeAdmin;
+
+    const MAIN: &str = "http://sqs/000000000000/hooks";
+
+    #[tokio::test]
+    async fn reads_the_visibility_and_finds_the_dlq_by_its_redrive_policy() {
+        let admin = FakeAdmin::default();
+        admin.set(MAIN, QueueAttributeName::VisibilityTimeout, "120");
+        admin.set(
+            MAIN,
+            QueueAttributeName::RedrivePolicy,
+            r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:hooks-dlq","maxReceiveCount":"5"}"#,
+        );
+        admin.state().urls.insert(
+            "000000000000/hooks-dlq".into(),
+            "http://sqs/000000000000/hooks-dlq".into(),
+        );
+        let info = discover(&admin, MAIN, None).await;
+        assert_eq!(info.visibility, Duration::from_secs(120));
+        assert_eq!(
+            info.dlq_url.as_deref(),
+            Some("http://sqs/000000000000/hooks-dlq")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_given_dlq_wins_and_an_unreadable_queue_means_defaults() {
+        let admin = FakeAdmin::default();
+        admin.state().failing = true;
+        let info = discover(&admin, MAIN, Some("http://sqs/given-dlq".into())).await;
+        assert_eq!(info.visibility, DEFAULT_VISIBILITY);
+        assert_eq!(info.dlq_url.as_deref(), Some("http://sqs/given-dlq"));
+        // Not asked for a URL it was given.
+        assert!(
+            admin
+                .state()
+                .calls
+                .iter()
+                .all(|(op, _)| *op != "GetQueueUrl")
+        );
+        let info = discover(&admin, MAIN, None).await;
+        assert_eq!(info.dlq_url, None);
+    }
 
     #[test]
     fn reads_the_dlq_from_a_redrive_policy() {

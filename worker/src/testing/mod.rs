@@ -2,6 +2,7 @@
 //! database seam, both recording what they were asked, so the pipeline's rules run in
 //! milliseconds. End-to-end tests use the real services.
 
+pub(crate) mod admin;
 pub(crate) mod objects;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
