@@ -25,15 +25,15 @@ async fn main() -> ExitCode {
 
 async fn start(config: Config) -> anyhow::Result<()> {
     if let Some(Command::Healthcheck) = config.command {
-        return webhook_shared::healthcheck::check(config.ops.metrics_addr).await;
+        return webhook_shared::healthcheck::check(config.ops.listen.metrics_addr).await;
     }
     let metrics = metrics::install_recorder().context("installing the Prometheus recorder")?;
     let http = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
-    let ops = TcpListener::bind(config.ops.metrics_addr)
+    let ops = TcpListener::bind(config.ops.listen.metrics_addr)
         .await
-        .with_context(|| format!("binding METRICS_ADDR {}", config.ops.metrics_addr))?;
+        .with_context(|| format!("binding METRICS_ADDR {}", config.ops.listen.metrics_addr))?;
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
     ingest::run(config, Listeners { http, ops }, metrics, token).await

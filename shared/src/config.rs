@@ -19,13 +19,30 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+/// The main queue, as both binaries name it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueArgs {
+    /// URL of the main SQS queue: ingest sends webhooks to it, the worker receives them from
+    /// it (and `worker redrive` moves dead letters back to it).
+    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
+    pub queue_url: String,
+}
+
+/// Where the ops server listens, for the server itself and for `healthcheck`, which asks it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsAddrArgs {
+    /// Address of the ops server: /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+}
+
 /// Settings every long-running binary has: where its ops server listens and how long it
 /// drains on shutdown.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OpsArgs {
-    /// Address of the ops server: /metrics (Prometheus), /healthz and /readyz.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
-    pub metrics_addr: SocketAddr,
+    /// Where the ops server listens.
+    #[command(flatten)]
+    pub listen: MetricsAddrArgs,
 
     /// How long to keep draining in-flight work after SIGTERM/SIGINT, in seconds. Keep it
     /// below the container's stop timeout (ECS stopTimeout) so the drain is never cut short.
@@ -55,6 +72,25 @@ pub fn parse_queue_url(value: &str) -> Result<String, String> {
     Ok(value.trim_end_matches('/').to_owned())
 }
 
+/// Validates an S3 bucket name at start-up: 3 to 63 of a-z, 0-9, '.' and '-', starting and
+/// ending with a letter or digit (S3's rules, without the rarer ones on dots and prefixes).
+pub fn parse_bucket_name(name: &str) -> Result<String, String> {
+    let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let valid = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
+        && edge_ok(name.as_bytes().first())
+        && edge_ok(name.as_bytes().last());
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not an S3 bucket name: 3 to 63 of a-z, 0-9, '.' and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +104,23 @@ mod tests {
         assert!(parse_queue_url("sqs.eu-west-1.amazonaws.com/1/q").is_err());
         assert!(parse_queue_url("https://sqs.eu-west-1.amazonaws.com").is_err());
         assert!(parse_queue_url("https://").is_err());
+    }
+
+    #[test]
+    fn bucket_names_are_checked_edges_included() {
+        assert!(parse_bucket_name("webhook-payloads.prod-1").is_ok());
+        assert!(parse_bucket_name("abc").is_ok());
+        for bad in [
+            "ab",
+            "Upper",
+            "under_score",
+            "-dash",
+            "dash-",
+            ".dot",
+            "dot.",
+            &"a".repeat(64),
+        ] {
+            assert!(parse_bucket_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -32,7 +32,7 @@ pub fn main_with<H: Handler>(handler: H) -> ExitCode {
                     Command::Run(config) => run(*config, handler).await,
                     Command::Migrate(database) => crate::migrate(&database, &handler).await,
                     Command::Redrive(args) => crate::sqs::redrive::run(&args).await,
-                    Command::Healthcheck(args) => healthcheck::check(args.metrics_addr).await,
+                    Command::Healthcheck(args) => healthcheck::check(args.ops.metrics_addr).await,
                 }
             });
             // Tasks still running (aborted work) get a moment, never a hang.
@@ -50,9 +50,9 @@ pub fn main_with<H: Handler>(handler: H) -> ExitCode {
 
 async fn run<H: Handler>(config: RunConfig, handler: H) -> anyhow::Result<()> {
     let metrics = metrics::install_recorder().context("installing the Prometheus recorder")?;
-    let ops = TcpListener::bind(config.ops.metrics_addr)
+    let ops = TcpListener::bind(config.ops.listen.metrics_addr)
         .await
-        .with_context(|| format!("binding METRICS_ADDR {}", config.ops.metrics_addr))?;
+        .with_context(|| format!("binding METRICS_ADDR {}", config.ops.listen.metrics_addr))?;
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
     crate::run_with(config, handler, ops, metrics, token).await

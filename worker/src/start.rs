@@ -96,7 +96,12 @@ pub(crate) async fn start<H: Handler>(config: &RunConfig, handler: &H) -> anyhow
     .await;
     let admin = SqsAdmin::new(sqs.clone());
     let (objects, s3_health) = objects(config, limits).await?;
-    let queue = queue_info::discover(&admin, &config.queue_url, config.dlq_url.clone()).await;
+    let queue = queue_info::discover(
+        &admin,
+        &config.queue.queue_url,
+        config.dead_letters.dlq_url.clone(),
+    )
+    .await;
     let settings = pipeline_settings(config, limits, &queue);
     log_start(config, limits, &settings, &queue, identity);
     Ok(Started {
@@ -224,7 +229,7 @@ fn log_start(
     identity: Option<fleet::Identity>,
 ) {
     tracing::info!(
-        queue_url = %config.queue_url,
+        queue_url = %config.queue.queue_url,
         dlq_url = queue.dlq_url.as_deref().unwrap_or("(none)"),
         visibility = ?settings.visibility,
         worker_concurrency = limits.writes,

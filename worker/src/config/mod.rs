@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 mod database;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
-use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
+use webhook_shared::config::{
+    LogArgs, MetricsAddrArgs, OpsArgs, QueueArgs, parse_bucket_name, parse_queue_url,
+};
 
 /// Long-polls SQS and stores webhooks in PostgreSQL at the pace the database can bear.
 #[derive(Debug, Parser)]
@@ -40,22 +42,31 @@ pub enum Command {
 /// Settings of `worker healthcheck`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthcheckArgs {
-    /// Address of the worker's ops server.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
-    pub metrics_addr: std::net::SocketAddr,
+    /// The ops server to ask.
+    #[command(flatten)]
+    pub ops: MetricsAddrArgs,
+}
+
+/// The dead-letter queue, for `worker run` (its depth, and where refused events go) and
+/// `worker redrive` (the source).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeadLetterArgs {
+    /// URL of the dead-letter queue: where refused events go, whose depth is a metric, and
+    /// the source of `worker redrive`. Found from the main queue's RedrivePolicy when absent.
+    #[arg(long, env = "DLQ_URL", value_parser = parse_queue_url)]
+    pub dlq_url: Option<String>,
 }
 
 /// Settings of `worker redrive`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedriveArgs {
-    /// URL of the main SQS queue (the destination).
-    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
-    pub queue_url: String,
+    /// The main queue (the destination).
+    #[command(flatten)]
+    pub queue: QueueArgs,
 
-    /// URL of the dead-letter queue (the source). Found from the main queue's RedrivePolicy
-    /// when absent.
-    #[arg(long, env = "DLQ_URL", value_parser = parse_queue_url)]
-    pub dlq_url: Option<String>,
+    /// The dead-letter queue (the source).
+    #[command(flatten)]
+    pub dead_letters: DeadLetterArgs,
 
     /// Most messages moved per second (SQS's MaxNumberOfMessagesPerSecond, up to 500), so a
     /// large DLQ does not flood the database; SQS's own pace when absent.
@@ -91,14 +102,13 @@ impl Cli {
 /// Settings of `worker run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
-    /// URL of the main SQS queue to consume.
-    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
-    pub queue_url: String,
+    /// The main queue, consumed.
+    #[command(flatten)]
+    pub queue: QueueArgs,
 
-    /// URL of the dead-letter queue, for its depth metric. Found from the main queue's
-    /// RedrivePolicy when absent.
-    #[arg(long, env = "DLQ_URL", value_parser = parse_queue_url)]
-    pub dlq_url: Option<String>,
+    /// The dead-letter queue.
+    #[command(flatten)]
+    pub dead_letters: DeadLetterArgs,
 
     /// Most batch writes (transactions) in progress at once, each on its own connection: the
     /// throttle the database sees, and the ceiling of the adaptive limit. At most
@@ -227,21 +237,6 @@ pub enum ConfigError {
         /// DATABASE_STATEMENT_TIMEOUT_MS.
         statement_ms: u64,
     },
-}
-
-/// A bucket name as S3 allows it: 3 to 63 lowercase letters, digits, `.` and `-`.
-fn parse_bucket_name(value: &str) -> Result<String, String> {
-    let valid = (3..=63).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'));
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(format!(
-            "{value:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
-        ))
-    }
 }
 
 /// Smallest and largest derived WORKER_MAX_IN_FLIGHT.

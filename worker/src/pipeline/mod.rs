@@ -167,18 +167,22 @@ pub(crate) async fn run<C: QueueClient, S: EventStore, O: PayloadObjects>(
     }
     // Note what is held before the stages (and their messages) are dropped and their tasks
     // aborted, then release it.
-    let receipts: Vec<(Receipt, Duration)> = window
-        .all_receipts()
-        .into_iter()
-        .map(|r| (r, Duration::ZERO))
-        .collect();
+    let receipts = window.all_receipts();
     drop(all);
+    release_after_grace(&queue, receipts).await;
+}
+
+/// Makes `receipts` visible again at once, for another worker: the grace period is over and
+/// what was still in progress has been aborted.
+async fn release_after_grace<C: QueueClient>(queue: &Queue<C>, receipts: Vec<Receipt>) {
     tracing::warn!(
         held = receipts.len(),
         "grace period over; releasing the messages still held"
     );
     metrics::record_outcomes(Outcome::Released, receipts.len());
-    if tokio::time::timeout(RELEASE_TIMEOUT, queue.change_visibility(&receipts))
+    let visible_now: Vec<(Receipt, Duration)> =
+        receipts.into_iter().map(|r| (r, Duration::ZERO)).collect();
+    if tokio::time::timeout(RELEASE_TIMEOUT, queue.change_visibility(&visible_now))
         .await
         .is_err()
     {

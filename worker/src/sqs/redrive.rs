@@ -40,20 +40,25 @@ async fn redrive(
     args: &RedriveArgs,
     every: Duration,
 ) -> anyhow::Result<()> {
-    let info = queue_info::discover(admin, &args.queue_url, args.dlq_url.clone()).await;
+    let info = queue_info::discover(
+        admin,
+        &args.queue.queue_url,
+        args.dead_letters.dlq_url.clone(),
+    )
+    .await;
     let dlq_url = info
         .dlq_url
         .context("no dead-letter queue: set DLQ_URL or give the main queue a RedrivePolicy")?;
     let source_arn = queue_arn(admin, &dlq_url)
         .await
         .context("reading the DLQ's ARN")?;
-    let destination_arn = queue_arn(admin, &args.queue_url)
+    let destination_arn = queue_arn(admin, &args.queue.queue_url)
         .await
         .context("reading the main queue's ARN")?;
     let task = admin
         .start_move(&source_arn, &destination_arn, args.max_per_second)
         .await?;
-    println!("moving messages from {dlq_url} to {}", args.queue_url);
+    println!("moving messages from {dlq_url} to {}", args.queue.queue_url);
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
@@ -93,16 +98,22 @@ async fn queue_arn(admin: &impl QueueAdmin, url: &str) -> anyhow::Result<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DeadLetterArgs;
     use crate::sqs::admin::MoveTask;
     use crate::testing::admin::FakeAdmin;
+    use webhook_shared::config::QueueArgs;
 
     const MAIN: &str = "http://sqs/000000000000/hooks";
     const DLQ: &str = "http://sqs/000000000000/hooks-dlq";
 
     fn args() -> RedriveArgs {
         RedriveArgs {
-            queue_url: MAIN.into(),
-            dlq_url: Some(DLQ.into()),
+            queue: QueueArgs {
+                queue_url: MAIN.into(),
+            },
+            dead_letters: DeadLetterArgs {
+                dlq_url: Some(DLQ.into()),
+            },
             max_per_second: Some(50),
             progress_interval_seconds: 1,
         }
@@ -164,7 +175,7 @@ mod tests {
     async fn no_dlq_and_no_arn_are_errors_that_say_so() {
         let admin = FakeAdmin::default();
         let mut no_dlq = args();
-        no_dlq.dlq_url = None;
+        no_dlq.dead_letters.dlq_url = None;
         let error = redrive(&admin, &no_dlq, Duration::from_secs(1))
             .await
             .expect_err("no dlq");
