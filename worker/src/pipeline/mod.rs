@@ -32,7 +32,7 @@ mod pipeline_fault_tests;
 mod pipeline_offload_tests;
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]
-pub(crate) mod pipeline_tests;
+mod pipeline_tests;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

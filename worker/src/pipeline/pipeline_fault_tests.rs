@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::db::write_error::WriteError;
 use crate::handler::{HandlerError, Stored};
 use crate::pipeline::circuit::RELEASE_VISIBILITY;
-use crate::pipeline::pipeline_tests::{settings, start_with, until};
 use crate::pipeline::refusal_fuse::FIRST_HOLD;
 use crate::testing::objects::FakeObjects;
+use crate::testing::pipeline::{settings, start_with, until};
 use crate::testing::{FakeEventStore, FakeQueue};
 
 /// A PostgreSQL error with a SQLSTATE (and a constraint), as sqlx reports one.

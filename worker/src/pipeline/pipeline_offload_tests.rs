@@ -15,10 +15,10 @@ use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE};
 
 use crate::db::write_error::WriteError;
 use crate::handler::{HandlerError, Stored};
-use crate::pipeline::pipeline_tests::{settings, start_with, until};
 use crate::pipeline::resolve::SIZE_SLACK;
 use crate::sqs::InboundMessage;
 use crate::testing::objects::FakeObjects;
+use crate::testing::pipeline::{settings, start_with, until};
 use crate::testing::{FakeEventStore, FakeQueue, attribute, envelope};
 
 const BUCKET: &str = "webhooks-large";
