@@ -2,6 +2,7 @@
 //! on SQS, SQS client construction and limits, telemetry set-up, the HTTP serving loop with
 //! the ops server (`/metrics`, `/healthz`, `/readyz`), and the shutdown signal.
 
+pub mod byte_budget;
 pub mod config;
 pub mod envelope;
 pub mod healthcheck;

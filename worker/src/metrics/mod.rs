@@ -189,11 +189,6 @@ pub(crate) fn record_fetched_bytes(bytes: usize) {
     metrics::counter!(FETCHED_BYTES_TOTAL).increment(bytes as u64);
 }
 
-/// Sets the gauge of fetch budget bytes taken.
-pub(crate) fn gauge_fetch_budget_used(bytes: usize) {
-    metrics::gauge!(FETCH_BUDGET_USED).set(bytes as f64);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

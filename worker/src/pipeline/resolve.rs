@@ -23,7 +23,6 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::PayloadPointer;
@@ -36,61 +35,23 @@ use crate::pipeline::window::Held;
 use crate::s3::{ObjectError, PayloadObjects};
 use crate::sqs::InboundMessage;
 use crate::sqs::payload::{Offloaded, Payload};
+use webhook_shared::byte_budget::{ByteBudget, Reservation};
 
 /// How much larger than its pointer declared an object may be (a provider's retry of one
 /// delivery rewrites the object with other headers, so its size may differ slightly).
 pub(crate) const SIZE_SLACK: u64 = 1 << 20;
 
-/// The process-wide budget of fetched payload bytes.
+/// The process-wide budget of fetched payload bytes (`WORKER_MAX_FETCHED_BYTES`).
 #[derive(Debug, Clone)]
-pub(crate) struct FetchBudget {
-    bytes: Arc<Semaphore>,
-    capacity: u32,
-}
-
-/// Bytes taken from the [`FetchBudget`], given back when dropped.
-#[derive(Debug)]
-pub(crate) struct Taken {
-    permit: OwnedSemaphorePermit,
-    budget: FetchBudget,
-}
+pub(crate) struct FetchBudget(ByteBudget);
 
 impl FetchBudget {
-    /// A budget of `capacity` bytes.
+    /// A budget of `capacity` bytes, reported in `webhook_worker_fetch_budget_used_bytes`.
     pub(crate) fn new(capacity: NonZeroU32) -> Self {
-        Self {
-            bytes: Arc::new(Semaphore::new(capacity.get() as usize)),
-            capacity: capacity.get(),
-        }
-    }
-
-    /// Waits for `bytes` (at most the whole budget), in arrival order.
-    async fn take(&self, bytes: u64) -> Taken {
-        let wanted = u32::try_from(bytes)
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.capacity);
-        let permit = Arc::clone(&self.bytes)
-            .acquire_many_owned(wanted)
-            .await
-            .unwrap_or_else(|_| unreachable!("the budget's semaphore is never closed"));
-        let taken = Taken {
-            permit,
-            budget: self.clone(),
-        };
-        taken.budget.publish(0);
-        taken
-    }
-
-    /// Sets the gauge, `leaving` bytes about to be given back.
-    fn publish(&self, leaving: usize) {
-        let free = self.bytes.available_permits() + leaving;
-        metrics::gauge_fetch_budget_used((self.capacity as usize).saturating_sub(free));
-    }
-}
-
-impl Drop for Taken {
-    fn drop(&mut self) {
-        self.budget.publish(self.permit.num_permits());
+        Self(ByteBudget::new(
+            capacity.get() as usize,
+            metrics::FETCH_BUDGET_USED,
+        ))
     }
 }
 
@@ -121,7 +82,7 @@ pub(crate) struct Resolved {
     /// Not fetched because S3 cannot be read: park until it can.
     pub(crate) parked: Vec<Pending>,
     /// The fetch budget taken; keep it until the fetched envelopes are dropped.
-    pub(crate) budget: Option<Taken>,
+    pub(crate) budget: Option<Reservation>,
 }
 
 /// Fetches and decodes the objects of `batch`'s pointers; inline envelopes pass through.
@@ -155,7 +116,7 @@ pub(crate) async fn resolve<S: EventStore, O: PayloadObjects>(
         return resolved;
     }
     let declared: u64 = offloaded.iter().map(|(o, ..)| o.declared_bytes).sum();
-    resolved.budget = Some(budget.take(declared).await);
+    resolved.budget = Some(budget.0.take(declared).await);
     let mut fetches = JoinSet::new();
     for (index, (offloaded, ..)) in offloaded.iter().enumerate() {
         let objects = Arc::clone(objects);
