@@ -23,7 +23,12 @@ pub struct Change<R> {
     pub reason: Option<R>,
 }
 
-/// A limit between 1 and its ceiling, and when it is next due for re-measurement.
+/// Shortest latency a controller counts, in seconds, so that a zero duration cannot make a
+/// zero baseline.
+pub const MIN_LATENCY_SECONDS: f64 = 1e-6;
+
+/// A limit between 1 and its ceiling, when it is next due for re-measurement, the limit to
+/// return to after one in progress, and when it was last cut for a failure.
 #[derive(Debug)]
 pub struct Limit {
     limit: usize,
@@ -32,7 +37,39 @@ pub struct Limit {
     remeasure_interval: Duration,
     remeasure_jitter: f64,
     next_remeasure: Instant,
-    rng: u64,
+    rng: XorShift,
+    /// The limit before the re-measurement in progress.
+    saved: Option<usize>,
+    last_failure_cut: Option<Instant>,
+}
+
+/// What a failure did to the limit (see [`Limit::failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureCut<R> {
+    /// Nothing now: the limit was cut for a failure within the window already, or a
+    /// re-measurement is in progress (it will return to a cut limit).
+    Skipped,
+    /// Cut now: the controller starts a new window.
+    Cut(Option<Change<R>>),
+}
+
+/// A xorshift64 generator: cheap, seedable, good enough for jitter and simulations.
+#[derive(Clone, Copy, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from `seed` (any value; zero is avoided).
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// The next value, uniform in `0.0..1.0`.
+    pub fn next_unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 impl Limit {
@@ -54,7 +91,9 @@ impl Limit {
             remeasure_interval,
             remeasure_jitter,
             next_remeasure: now,
-            rng: RandomState::new().hash_one(0u8) | 1,
+            rng: XorShift::new(RandomState::new().hash_one(0u8)),
+            saved: None,
+            last_failure_cut: None,
         };
         limit.schedule_remeasure(now);
         limit
@@ -109,18 +148,57 @@ impl Limit {
     /// Seeds the jitter and schedules the next re-measurement from `now`, so that simulations
     /// of a controller are reproducible.
     pub fn reseed(&mut self, seed: u64, now: Instant) {
-        self.rng = seed | 1;
+        self.rng = XorShift::new(seed);
         self.schedule_remeasure(now);
     }
 
-    /// Sets the next re-measurement one jittered interval after `now` (xorshift64).
+    /// Sets the next re-measurement one jittered interval after `now`.
     pub fn schedule_remeasure(&mut self, now: Instant) {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        let factor = 1.0 + self.remeasure_jitter * (2.0 * unit - 1.0);
+        let factor = 1.0 + self.remeasure_jitter * (2.0 * self.rng.next_unit() - 1.0);
         self.next_remeasure = now + self.remeasure_interval.mul_f64(factor);
+    }
+
+    /// Whether a re-measurement is in progress.
+    pub fn remeasuring(&self) -> bool {
+        self.saved.is_some()
+    }
+
+    /// Starts a re-measurement: holds the limit at `hold` (or lower) until
+    /// [`end_remeasure`](Self::end_remeasure).
+    pub fn begin_remeasure<R>(&mut self, hold: usize, reason: R) -> Option<Change<R>> {
+        self.saved = Some(self.limit);
+        self.set(hold.clamp(1, self.limit), Some(reason))
+    }
+
+    /// Ends the re-measurement: back to the limit before it, the next one scheduled from `now`.
+    pub fn end_remeasure<R>(&mut self, now: Instant) -> Option<Change<R>> {
+        let saved = self.saved.take()?;
+        self.schedule_remeasure(now);
+        self.set(saved, None)
+    }
+
+    /// A failure that says the server refused work (overload, throttling, a failed call):
+    /// cuts the limit by `factor` at once, at most once per `window` since the work already
+    /// in progress may fail alike. During a re-measurement the limit to return to is cut.
+    pub fn failure<R>(
+        &mut self,
+        now: Instant,
+        window: Duration,
+        factor: f64,
+        reason: R,
+    ) -> FailureCut<R> {
+        if self
+            .last_failure_cut
+            .is_some_and(|at| now.saturating_duration_since(at) < window)
+        {
+            return FailureCut::Skipped;
+        }
+        self.last_failure_cut = Some(now);
+        if let Some(saved) = &mut self.saved {
+            *saved = ((*saved as f64 * factor) as usize).max(1);
+            return FailureCut::Skipped;
+        }
+        FailureCut::Cut(self.cut(self.limit as f64 * factor, factor, reason))
     }
 }
 
@@ -175,6 +253,30 @@ mod tests {
             assert!(!l.remeasure_due(now + Duration::from_millis(25_499)));
             assert!(l.remeasure_due(now + Duration::from_millis(34_501)));
         }
+    }
+
+    #[test]
+    fn a_failure_cuts_once_per_window_and_a_remeasurement_returns_to_the_cut_limit() {
+        let now = Instant::now();
+        let window = Duration::from_millis(250);
+        let mut l = limit(16);
+        l.set::<()>(8, None);
+        assert_eq!(
+            l.failure(now, window, 0.5, "overload"),
+            FailureCut::Cut(Some(Change {
+                from: 8,
+                to: 4,
+                reason: Some("overload")
+            }))
+        );
+        assert_eq!(l.failure(now + window / 2, window, 0.5, "overload"), FailureCut::Skipped);
+        assert_eq!(l.get(), 4);
+        assert_eq!(l.begin_remeasure(1, "remeasure").map(|c| c.to), Some(1));
+        assert!(l.remeasuring());
+        assert_eq!(l.failure(now + window, window, 0.5, "overload"), FailureCut::Skipped);
+        assert_eq!(l.end_remeasure::<()>(now + window).map(|c| c.to), Some(2));
+        assert!(!l.remeasuring());
+        assert_eq!(l.end_remeasure::<()>(now + window), None);
     }
 
     #[test]
