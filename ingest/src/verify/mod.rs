@@ -65,6 +65,7 @@ mod shopify;
 mod standard;
 mod streaming;
 mod stripe;
+mod stripe_event_id;
 #[cfg(test)]
 mod testing;
 
@@ -238,7 +239,7 @@ impl Verifier {
         let verified = check.finish()?;
         Ok(match self.check {
             Check::Stripe(_) => Verified {
-                event_id: stripe::event_id(body),
+                event_id: stripe_event_id::event_id(body),
             },
             _ => verified,
         })

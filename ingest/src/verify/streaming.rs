@@ -18,7 +18,7 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use super::keys::HmacKey;
-use super::{Verified, VerifyError, stripe};
+use super::{Verified, VerifyError, stripe_event_id};
 
 /// Most bytes of a Stripe body kept to find its event id: Stripe writes `id` first.
 pub const STRIPE_ID_WINDOW_BYTES: usize = 64 * 1024;
@@ -172,7 +172,7 @@ impl StreamingCheck {
         }
         let event_id = match event_id {
             EventIdSource::Headers(id) => id,
-            EventIdSource::StripeBody(head) => stripe::leading_event_id(&head),
+            EventIdSource::StripeBody(head) => stripe_event_id::leading_event_id(&head),
         };
         Ok(Verified { event_id })
     }
