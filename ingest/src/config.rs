@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use crate::batcher::BatchOptions;
-use crate::body_pace::MinRate;
+use crate::body::pace::MinRate;
+use crate::sqs::batcher::BatchOptions;
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};

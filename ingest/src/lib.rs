@@ -4,19 +4,13 @@
 //! [`run`] takes its listeners and a shutdown token, so tests can start many instances on
 //! port 0.
 
-pub mod batcher;
-pub mod body_budget;
-pub mod body_pace;
-pub mod call_limit;
+pub mod body;
 pub mod config;
-pub mod error;
-pub mod headers;
+pub mod edge;
 pub mod metrics;
 pub mod offload;
-pub mod publisher;
-pub mod routes;
 pub mod sources;
-pub mod sqs_batch;
+pub mod sqs;
 pub mod verify;
 
 use std::sync::Arc;
@@ -29,16 +23,17 @@ use tokio_util::sync::CancellationToken;
 use webhook_shared::metrics::PrometheusHandle;
 use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, ServeOptions};
-use webhook_shared::sqs::{self, ClientTimeouts};
+use webhook_shared::sqs::ClientTimeouts;
 
-use crate::batcher::Batcher;
-use crate::body_budget::BodyBudget;
+use crate::body::budget::BodyBudget;
 use crate::config::Config;
+use crate::edge::routes;
+use crate::edge::state::AppState;
 use crate::offload::{LargePayloads, PayloadStore as _, S3Store};
-use crate::publisher::Publish;
-use crate::routes::AppState;
 use crate::sources::Sources;
-use crate::sqs_batch::SqsBatchSender;
+use crate::sqs::batcher::Batcher;
+use crate::sqs::publisher::Publish;
+use crate::sqs::send_batch::SqsBatchSender;
 
 /// Connections accepted beyond `MAX_CONNECTIONS` for the load balancer's health checks
 /// (`/healthz`, `/readyz`) alone, so a flood of clients cannot fail them.
@@ -80,7 +75,7 @@ pub async fn run(
     };
     // One attempt per call, never longer than a request may wait: the batcher retries per
     // entry, within each request's deadline.
-    let client = sqs::client(ClientTimeouts {
+    let client = webhook_shared::sqs::client(ClientTimeouts {
         attempt: config.send_timeout(),
         max_attempts: 1,
     })

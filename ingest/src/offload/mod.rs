@@ -12,7 +12,7 @@
 //! handling and the memory bound.
 
 pub mod base64_stream;
-pub mod store;
+pub mod s3;
 pub mod stream;
 pub mod upload;
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-pub use store::{PayloadStore, S3Store, StoreError};
+pub use s3::{PayloadStore, S3Store, StoreError};
 pub use upload::PART_BYTES;
 
 /// What offloading needs, shared by every request.

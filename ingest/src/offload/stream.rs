@@ -19,13 +19,16 @@ use webhook_shared::large_payload::{PayloadPointer, object_key};
 use super::LargePayloads;
 use super::base64_stream::{self, Base64Stream};
 use super::upload::{ObjectUpload, WriteError};
-use crate::body_budget::{ReadError, Reservation};
-use crate::body_pace::Pace;
-use crate::error::ApiError;
+use crate::body::ReadError;
+use crate::body::RequestBody;
+use crate::body::budget::Reservation;
+use crate::body::pace::Pace;
+use crate::edge::error::ApiError;
+use crate::edge::error::read_error;
+use crate::edge::state::AppState;
 use crate::metrics;
-use crate::publisher::{OutgoingMessage, Publish};
-use crate::routes::{AppState, RequestBody, read_error};
 use crate::sources::{Source, StreamedId};
+use crate::sqs::publisher::{OutgoingMessage, Publish};
 use crate::verify::StreamingCheck;
 
 /// One request to stream, as the handler has read it so far.
@@ -182,7 +185,7 @@ impl Streaming<'_> {
         }
         // What was read before is written now: only the encoder's buffer stays, and the
         // connection's read buffer while the rest streams in (see `routes.rs`).
-        reservation.shrink_to(self.encoder_room + crate::body_budget::READ_BUFFER_ALLOWANCE);
+        reservation.shrink_to(self.encoder_room + crate::body::read::READ_BUFFER_ALLOWANCE);
         let retry_after_seconds = self.retry_after_seconds;
         while let Some(data) = pace
             .next_data(rest.as_mut())

@@ -22,8 +22,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::LargePayloads;
-use super::store::{PayloadStore, StoreError, StoreFuture, UploadedPart};
-use crate::body_budget::{BodyBudget, Reservation, grow_buffer};
+use super::s3::{PayloadStore, StoreError, StoreFuture, UploadedPart};
+use crate::body::budget::{BodyBudget, Reservation, grow_buffer};
 use crate::metrics;
 
 /// Size of every part but the last: S3's minimum for them.

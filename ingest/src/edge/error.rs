@@ -4,6 +4,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use webhook_shared::server::{self, Body};
 
+use crate::body::ReadError;
 use crate::verify::VerifyError;
 
 /// Why a request was not accepted.
@@ -146,5 +147,27 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// The answer to a body that could not be read into memory.
+pub fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
+    match error {
+        ReadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+        ReadError::NoRoom => ApiError::Overloaded {
+            retry_after_seconds,
+        },
+        ReadError::TooSlow { received, waited } => {
+            tracing::debug!(
+                received,
+                ?waited,
+                "request body slower than the minimum rate"
+            );
+            ApiError::BodyTooSlow
+        }
+        ReadError::Broken(error) => {
+            tracing::debug!(%error, "request body could not be read");
+            ApiError::BadBody
+        }
     }
 }

@@ -7,60 +7,23 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::Utc;
 use http::{Method, Request, Response, StatusCode, header};
-use hyper::body::Body as HttpBody;
 use webhook_shared::envelope::{Envelope, is_json_content_type};
-use webhook_shared::ops::{self, Readiness};
+use webhook_shared::ops;
 use webhook_shared::server::{self, Body};
 
-use crate::body_budget::{self, BodyBudget, Head, ReadError};
-use crate::body_pace::{MinRate, Pace};
+use super::error::{ApiError, read_error};
+use super::headers::envelope_headers;
+use super::state::AppState;
+use crate::body::RequestBody;
+use crate::body::pace::Pace;
+use crate::body::read::{self, Head, READ_BUFFER_ALLOWANCE};
 use crate::config::{ENVELOPE_OVERHEAD_BYTES, MAX_HEADER_BYTES};
-use crate::error::ApiError;
-use crate::headers::envelope_headers;
 use crate::metrics;
-use crate::offload::LargePayloads;
 use crate::offload::stream::{self as offload_stream, BodySoFar, StreamedRequest};
-use crate::publisher::{OutgoingMessage, Publish, fits_one_message};
-use crate::sources::{Source, Sources};
-
-/// What the handlers need, shared by every connection.
-#[derive(Debug)]
-pub struct AppState<P> {
-    /// Where envelopes go.
-    pub publisher: P,
-    /// Whether `/readyz` says ready.
-    pub readiness: Readiness,
-    /// Largest accepted body in bytes.
-    pub max_body_bytes: usize,
-    /// `Retry-After` seconds on 503.
-    pub retry_after_seconds: u32,
-    /// Longest a request waits for the queue to take its message; then 503.
-    pub send_timeout: std::time::Duration,
-    /// The memory budget that bodies and their messages are held within.
-    pub body_budget: BodyBudget,
-    /// Time a client has to send the body.
-    pub body_read_timeout: std::time::Duration,
-    /// The minimum rate a body must arrive at, after its grace period.
-    pub min_body_rate: MinRate,
-    /// The configured sources and their verifiers.
-    pub sources: Sources,
-    /// Header naming the FIFO message group, if configured.
-    pub fifo_group_header: Option<http::HeaderName>,
-    /// Offloading of large bodies to S3, when `LARGE_PAYLOAD_BUCKET` is set.
-    pub large_payloads: Option<LargePayloads>,
-}
-
-/// What a request body must be to be read: hyper's `Incoming` in production, any buffered or
-/// streamed body in tests.
-pub trait RequestBody: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
-
-impl<B> RequestBody for B where B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
-
-/// The error type bodies are read with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::sources::Source;
+use crate::sqs::publisher::{OutgoingMessage, Publish, fits_one_message};
 
 /// Routes one request.
 pub async fn route<P: Publish, B: RequestBody>(
@@ -149,15 +112,15 @@ async fn accept_webhook<P: Publish, B: RequestBody>(
     // (1,500 of them: 385 MiB of RSS for a 256 MiB budget). A smaller body needs no more
     // buffer than its own bytes, which are counted as they are read.
     let expected = declared_length.map_or(limit, |length| usize::try_from(length).unwrap_or(limit));
-    let allowance = if expected > body_budget::READ_BUFFER_ALLOWANCE {
-        body_budget::READ_BUFFER_ALLOWANCE
+    let allowance = if expected > READ_BUFFER_ALLOWANCE {
+        READ_BUFFER_ALLOWANCE
     } else {
         0
     };
     reservation
         .grow_to(allowance)
         .map_err(|error| read_error(error, state.retry_after_seconds))?;
-    let read = body_budget::read_up_to(
+    let read = read::read_up_to(
         body.as_mut(),
         in_memory,
         declared_length,
@@ -252,28 +215,6 @@ async fn accept_webhook<P: Publish, B: RequestBody>(
 /// (text is written as is only when that is no longer) plus the other fields.
 fn message_bound(body_bytes: usize) -> usize {
     body_bytes.div_ceil(3) * 4 + ENVELOPE_OVERHEAD_BYTES
-}
-
-/// The answer to a body that could not be read into memory.
-pub(crate) fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
-    match error {
-        ReadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
-        ReadError::NoRoom => ApiError::Overloaded {
-            retry_after_seconds,
-        },
-        ReadError::TooSlow { received, waited } => {
-            tracing::debug!(
-                received,
-                ?waited,
-                "request body slower than the minimum rate"
-            );
-            ApiError::BodyTooSlow
-        }
-        ReadError::Broken(error) => {
-            tracing::debug!(%error, "request body could not be read");
-            ApiError::BadBody
-        }
-    }
 }
 
 /// The FIFO group from the configured header, when present and valid for SQS (1 to 128

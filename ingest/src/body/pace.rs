@@ -16,8 +16,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 
-use crate::body_budget::ReadError;
-use crate::routes::RequestBody;
+use super::{ReadError, RequestBody};
 
 /// The rule: a rate and its grace period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

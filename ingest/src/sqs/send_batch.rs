@@ -12,7 +12,7 @@ use webhook_shared::metrics::record_sqs_request;
 use webhook_shared::sqs::is_fifo;
 
 use crate::metrics;
-use crate::publisher::{Attribute, EntryOutcome, OutgoingMessage, SendBatch};
+use crate::sqs::publisher::{Attribute, EntryOutcome, OutgoingMessage, SendBatch};
 
 /// Longest `MessageDeduplicationId` SQS accepts, in characters.
 const MAX_DEDUPLICATION_ID_CHARS: usize = 128;
@@ -261,5 +261,5 @@ fn may_be_one_entry(error: &SdkError<SendMessageBatchError>) -> bool {
 }
 
 #[cfg(test)]
-#[path = "sqs_batch_tests.rs"]
+#[path = "send_batch_tests.rs"]
 mod tests;

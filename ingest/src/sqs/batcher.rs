@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_shared::sqs::{MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES};
 
-use crate::call_limit::{CallLimit, CallSample, Change};
 use crate::metrics;
-use crate::publisher::{
+use crate::sqs::call_limit::{CallLimit, CallSample, Change};
+use crate::sqs::publisher::{
     EntryOutcome, OutgoingMessage, Publish, PublishError, SendBatch, payload_size,
 };
 

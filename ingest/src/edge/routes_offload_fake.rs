@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::offload::PART_BYTES;
-use crate::offload::store::{PayloadStore, StoreError, StoreFuture, UploadedPart};
+use crate::offload::s3::{PayloadStore, StoreError, StoreFuture, UploadedPart};
 
 /// An in-memory bucket that records every call; fails or stalls one operation when told to.
 #[derive(Debug, Default)]

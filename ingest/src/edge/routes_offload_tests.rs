@@ -21,7 +21,7 @@ use crate::offload::{LargePayloads, PART_BYTES};
 #[path = "routes_offload_fake.rs"]
 mod fake;
 
-use crate::routes::AppState;
+use crate::edge::state::AppState;
 use crate::sources::Sources;
 use fake::{FakeStore, Store};
 
@@ -35,7 +35,7 @@ fn offloading(sources: Sources) -> (Arc<AppState<FakeQueue>>, Arc<FakeStore>) {
     let mut state = state(sources);
     let inner = Arc::get_mut(&mut state).expect("not shared yet");
     inner.max_body_bytes = LIMIT;
-    inner.body_budget = crate::body_budget::BodyBudget::new(64 * 1024 * 1024);
+    inner.body_budget = crate::body::budget::BodyBudget::new(64 * 1024 * 1024);
     inner.body_read_timeout = Duration::from_secs(30);
     inner.large_payloads = Some(LargePayloads::new(
         Arc::new(store),
@@ -275,7 +275,7 @@ async fn a_stalled_streamed_body_holds_no_part_buffer_and_a_flowing_one_fills_pa
     let (mut state, store) = offloading(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = crate::body_budget::BodyBudget::new(4 * 1024 * 1024);
+        .body_budget = crate::body::budget::BodyBudget::new(4 * 1024 * 1024);
     // Declares 2 MB, sends 1 KiB, stalls: it holds that KiB (and the envelope's start and the
     // encoder's output for it) and its connection's read buffer, no part buffer, and no 5 MiB
     // of the budget.
@@ -322,7 +322,7 @@ async fn a_streamed_body_slower_than_the_minimum_rate_gets_408_and_its_upload_is
     let (mut state, store) = offloading(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .min_body_rate = crate::body_pace::MinRate {
+        .min_body_rate = crate::body::pace::MinRate {
         bytes_per_second: std::num::NonZeroU32::new(1024 * 1024),
         grace: Duration::from_secs(2),
     };

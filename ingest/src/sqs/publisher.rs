@@ -1,6 +1,6 @@
 //! The seams between the webhook handler and SQS. [`Publish`] is what handlers use ("has the
 //! queue taken this message?"); [`SendBatch`] is one `SendMessageBatch` call, which the
-//! [`Batcher`](crate::batcher::Batcher) drives and unit tests fake. [`OutgoingMessage`] knows
+//! [`Batcher`](crate::sqs::batcher::Batcher) drives and unit tests fake. [`OutgoingMessage`] knows
 //! its attributes and how much of SQS's size limit it takes.
 
 use std::borrow::Cow;

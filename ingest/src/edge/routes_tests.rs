@@ -16,12 +16,13 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use webhook_shared::envelope::Envelope;
 use webhook_shared::ops::Readiness;
 
-use super::{AppState, route};
+use super::route;
+use crate::edge::state::AppState;
 
 #[path = "routes_offload_tests.rs"]
 mod offload;
-use crate::publisher::{OutgoingMessage, Publish, PublishError};
 use crate::sources::{self, Sources};
+use crate::sqs::publisher::{OutgoingMessage, Publish, PublishError};
 
 /// Records what it is given; refuses or stalls when told to.
 #[derive(Debug, Default)]
@@ -97,9 +98,9 @@ fn state(sources: Sources) -> Arc<AppState<FakeQueue>> {
         max_body_bytes: 1000,
         retry_after_seconds: 7,
         send_timeout: Duration::from_secs(3),
-        body_budget: crate::body_budget::BodyBudget::new(10 * 1024 * 1024),
+        body_budget: crate::body::budget::BodyBudget::new(10 * 1024 * 1024),
         body_read_timeout: Duration::from_secs(2),
-        min_body_rate: crate::body_pace::MinRate::OFF,
+        min_body_rate: crate::body::pace::MinRate::OFF,
         sources,
         fifo_group_header: None,
         large_payloads: None,
@@ -131,7 +132,7 @@ async fn send<B>(
     request: Request<B>,
 ) -> (StatusCode, serde_json::Value)
 where
-    B: super::RequestBody,
+    B: crate::body::RequestBody,
 {
     let response = route(Arc::clone(state), request).await;
     let status = response.status();
@@ -321,7 +322,7 @@ async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_without_a_read_pa
     let mut state = state(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = crate::body_budget::BodyBudget::new(500);
+        .body_budget = crate::body::budget::BodyBudget::new(500);
     // Declares 600 with room for 500: refused from the head alone.
     let request = Request::post("/webhooks/github")
         .header("content-length", "600")
@@ -358,7 +359,7 @@ async fn a_stalled_body_holds_only_what_it_sent_so_others_still_get_in() {
     let mut state = state(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = crate::body_budget::BodyBudget::new(300_000);
+        .body_budget = crate::body::budget::BodyBudget::new(300_000);
     // Ten clients declare 1000 bytes each, send 10 and stall (10,000 declared in all).
     let mut stalled = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -385,7 +386,7 @@ async fn a_body_slower_than_the_minimum_rate_gets_408_and_closes_the_connection(
     let mut state = state(Sources::open());
     let inner = Arc::get_mut(&mut state).expect("not shared yet");
     inner.body_read_timeout = Duration::from_secs(30);
-    inner.min_body_rate = crate::body_pace::MinRate {
+    inner.min_body_rate = crate::body::pace::MinRate {
         bytes_per_second: std::num::NonZeroU32::new(1000),
         grace: Duration::from_secs(3),
     };

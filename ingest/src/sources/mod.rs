@@ -33,7 +33,7 @@
 //! sources whose every event body is unique (it carries an id or a timestamp).
 //!
 //! `drop_headers` names headers, beyond the built-in credential list of
-//! [`crate::headers`], that never reach the envelope (a source's own token header, say).
+//! [`crate::edge::headers`], that never reach the envelope (a source's own token header, say).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,7 +87,6 @@ pub enum EventIds {
     BodySha256Always,
 }
 
-#[path = "sources_streamed.rs"]
 mod streamed;
 
 pub use streamed::{BodyIdHasher, StreamedId};
