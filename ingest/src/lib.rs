@@ -4,14 +4,14 @@
 //! [`run`] takes its listeners and a shutdown token, so tests can start many instances on
 //! port 0.
 
-pub mod body;
+mod body;
 pub mod config;
-pub mod edge;
-pub mod metrics;
-pub mod offload;
-pub mod sources;
-pub mod sqs;
-pub mod verify;
+mod edge;
+mod metrics;
+mod offload;
+mod sources;
+mod sqs;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

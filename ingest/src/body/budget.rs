@@ -22,21 +22,21 @@ use crate::metrics;
 
 /// The shared budget. Cloning shares it.
 #[derive(Debug, Clone)]
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     bytes: Arc<Semaphore>,
     total: usize,
 }
 
 /// Room held by one request; given back on drop.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     budget: BodyBudget,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl BodyBudget {
     /// A budget of `total` bytes.
-    pub fn new(total: usize) -> Self {
+    pub(crate) fn new(total: usize) -> Self {
         Self {
             bytes: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
             total,
@@ -44,17 +44,17 @@ impl BodyBudget {
     }
 
     /// Bytes reserved now.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.total.saturating_sub(self.bytes.available_permits())
     }
 
     /// Whether `bytes` more would fit now (nothing is reserved).
-    pub fn has_room_for(&self, bytes: usize) -> bool {
+    pub(crate) fn has_room_for(&self, bytes: usize) -> bool {
         bytes <= self.bytes.available_permits()
     }
 
     /// An empty reservation, to grow as bytes arrive.
-    pub fn reservation(&self) -> Reservation {
+    pub(crate) fn reservation(&self) -> Reservation {
         Reservation {
             budget: self.clone(),
             permit: None,
@@ -64,17 +64,17 @@ impl BodyBudget {
 
 impl Reservation {
     /// The budget this reservation is held in.
-    pub fn budget(&self) -> &BodyBudget {
+    pub(crate) fn budget(&self) -> &BodyBudget {
         &self.budget
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.permit.as_ref().map_or(0, |p| p.num_permits())
     }
 
     /// Grows the reservation to at least `bytes`, or fails at once without waiting.
-    pub fn grow_to(&mut self, bytes: usize) -> Result<(), ReadError> {
+    pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), ReadError> {
         let more = bytes.saturating_sub(self.bytes());
         if more == 0 {
             return Ok(());
@@ -92,7 +92,7 @@ impl Reservation {
     }
 
     /// Gives back all but `bytes`.
-    pub fn shrink_to(&mut self, bytes: usize) {
+    pub(crate) fn shrink_to(&mut self, bytes: usize) {
         if let Some(permit) = &mut self.permit {
             let surplus = permit.num_permits().saturating_sub(bytes);
             drop(permit.split(surplus));
@@ -114,7 +114,7 @@ impl Drop for Reservation {
 /// is kept at `besides` plus the buffer's capacity. The capacity doubles (for amortised
 /// copying) up to `ceiling` while the budget has room for that, else grows by exactly what is
 /// needed, so that a buffer never holds memory the budget does not count.
-pub fn grow_buffer(
+pub(crate) fn grow_buffer(
     buffer: &mut Vec<u8>,
     more: usize,
     ceiling: usize,

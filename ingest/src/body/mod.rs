@@ -3,9 +3,9 @@
 //! data rate ([`pace`]), and a body is read only up to its limit ([`read`]), the rest left for
 //! the S3 path when offloading is on. What a refusal answers is [`crate::edge::error`]'s.
 
-pub mod budget;
-pub mod pace;
-pub mod read;
+pub(crate) mod budget;
+pub(crate) mod pace;
+pub(crate) mod read;
 
 use std::time::Duration;
 
@@ -14,22 +14,19 @@ use hyper::body::Body as HttpBody;
 
 /// What a request body must be to be read: hyper's `Incoming` in production, any buffered or
 /// streamed body in tests.
-pub trait RequestBody: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+pub(crate) trait RequestBody:
+    HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{
+}
 
 impl<B> RequestBody for B where B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
 
 /// The error type bodies are read with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a body could not be read into memory.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// The body is larger than the per-request limit.
-    #[error("the body is larger than {limit} bytes")]
-    TooLarge {
-        /// The limit.
-        limit: usize,
-    },
+pub(crate) enum ReadError {
     /// The budget has no room for it now.
     #[error("no room in the body budget")]
     NoRoom,

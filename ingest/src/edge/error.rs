@@ -9,7 +9,7 @@ use crate::verify::VerifyError;
 
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No route for the path, or a source name outside `[a-z0-9_-]{1,64}`.
     #[error("no such route")]
     NotFound,
@@ -74,7 +74,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status for this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::NotFound | Self::UnknownSource => StatusCode::NOT_FOUND,
             Self::Unauthorized(error) => error.status(),
@@ -92,7 +92,7 @@ impl ApiError {
     }
 
     /// The machine-readable code in the body's `error` field.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
             Self::UnknownSource => "unknown_source",
@@ -112,7 +112,7 @@ impl ApiError {
 
     /// For a body that did not come in time, why (the `reason` label of
     /// `webhook_ingest_body_timeouts_total`).
-    pub fn body_timeout_reason(&self) -> Option<&'static str> {
+    pub(crate) fn body_timeout_reason(&self) -> Option<&'static str> {
         match self {
             Self::BodyTimeout => Some("read_timeout"),
             Self::BodyTooSlow => Some("min_rate"),
@@ -123,7 +123,7 @@ impl ApiError {
     /// The response for this error. A body that did not come in time also closes the
     /// connection (HTTP/1.1: `Connection: close`; HTTP/2 has no such header, and the unread
     /// stream is reset instead).
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut response = server::error(self.status(), self.code(), &self.to_string());
         let headers = response.headers_mut();
         match self {
@@ -151,9 +151,8 @@ impl ApiError {
 }
 
 /// The answer to a body that could not be read into memory.
-pub fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
+pub(crate) fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
     match error {
-        ReadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
         ReadError::NoRoom => ApiError::Overloaded {
             retry_after_seconds,
         },

@@ -2,7 +2,7 @@
 //! ([`state`]), which request headers reach the envelope ([`headers`]) and how each refusal
 //! is answered ([`error`]).
 
-pub mod error;
-pub mod headers;
-pub mod routes;
-pub mod state;
+pub(crate) mod error;
+pub(crate) mod headers;
+pub(crate) mod routes;
+pub(crate) mod state;

@@ -26,7 +26,7 @@ use crate::sources::Source;
 use crate::sqs::publisher::{OutgoingMessage, Publish, fits_one_message};
 
 /// Routes one request.
-pub async fn route<P: Publish, B: RequestBody>(
+pub(crate) async fn route<P: Publish, B: RequestBody>(
     state: Arc<AppState<P>>,
     request: Request<B>,
 ) -> Response<Body> {

@@ -13,7 +13,7 @@ use crate::sources::Sources;
 
 /// What the handlers need, shared by every connection.
 #[derive(Debug)]
-pub struct AppState<P> {
+pub(crate) struct AppState<P> {
     /// Where envelopes go.
     pub publisher: P,
     /// Whether `/readyz` says ready.

@@ -33,7 +33,7 @@ use crate::verify::StreamingCheck;
 
 /// One request to stream, as the handler has read it so far.
 #[derive(Debug)]
-pub struct StreamedRequest<'a> {
+pub(crate) struct StreamedRequest<'a> {
     /// The `{source}` path segment.
     pub source: String,
     /// The source's settings.
@@ -54,7 +54,7 @@ pub struct StreamedRequest<'a> {
 
 /// The body as far as the handler has read it, and the rest to come.
 #[derive(Debug)]
-pub struct BodySoFar<'b, B> {
+pub(crate) struct BodySoFar<'b, B> {
     /// What was read into memory before streaming began (within the reservation), then the
     /// chunk that crossed the threshold (not reserved).
     pub read: [Bytes; 2],
@@ -67,7 +67,7 @@ pub struct BodySoFar<'b, B> {
 /// Streams the body (what was read, then the rest) to S3 and enqueues its pointer; gives the
 /// event id once both have it. The request's `reservation` holds what was read, then the
 /// encoder's buffer, then the pointer message; the part being filled is counted by the upload.
-pub async fn accept<P: Publish, B: RequestBody>(
+pub(crate) async fn accept<P: Publish, B: RequestBody>(
     state: &AppState<P>,
     offload: &LargePayloads,
     request: StreamedRequest<'_>,

@@ -3,7 +3,7 @@
 //! calls, the [`CallLimit`](call_limit::CallLimit) on how many of those calls are in flight,
 //! and the call itself over aws-sdk-sqs ([`send_batch`]).
 
-pub mod batcher;
-pub mod call_limit;
-pub mod publisher;
-pub mod send_batch;
+pub(crate) mod batcher;
+pub(crate) mod call_limit;
+pub(crate) mod publisher;
+pub(crate) mod send_batch;

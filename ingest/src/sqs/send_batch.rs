@@ -20,7 +20,7 @@ const MAX_DEDUPLICATION_ID_CHARS: usize = 128;
 /// Sends batches to one SQS queue. FIFO queues (URL ending `.fifo`) get the message's group
 /// and a deduplication id made from its event id (see [`deduplication_id`]).
 #[derive(Debug, Clone)]
-pub struct SqsBatchSender {
+pub(crate) struct SqsBatchSender {
     client: Client,
     queue_url: String,
     fifo: bool,
@@ -28,7 +28,7 @@ pub struct SqsBatchSender {
 
 impl SqsBatchSender {
     /// A sender for `queue_url`.
-    pub fn new(client: Client, queue_url: String) -> Self {
+    pub(crate) fn new(client: Client, queue_url: String) -> Self {
         let fifo = is_fifo(&queue_url);
         Self {
             client,

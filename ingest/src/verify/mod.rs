@@ -75,16 +75,16 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName};
 use secrecy::SecretString;
 
-pub use config::{SchemeSettings, SettingsError};
-pub use error::{KeyError, VerifyError};
-pub use streaming::{STRIPE_ID_WINDOW_BYTES, StreamingCheck};
+pub(crate) use config::SchemeSettings;
+pub(crate) use error::{KeyError, VerifyError};
+pub(crate) use streaming::StreamingCheck;
 
 /// Tolerance for signed timestamps when a source sets none: five minutes either way.
-pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// How a source signs its webhooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     /// [Standard Webhooks](https://www.standardwebhooks.com/): `v1` (HMAC, `whsec_` secrets)
     /// and `v1a` (ed25519, `whpk_` public keys).
     StandardWebhooks,
@@ -105,7 +105,7 @@ pub enum Scheme {
 
 impl Scheme {
     /// The scheme's name as written in the sources file.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::StandardWebhooks => "standard_webhooks",
             Self::GitHub => "github",
@@ -117,19 +117,19 @@ impl Scheme {
     }
 
     /// Whether the scheme needs at least one secret (every scheme but `None`).
-    pub fn needs_secrets(&self) -> bool {
+    pub(crate) fn needs_secrets(&self) -> bool {
         !matches!(self, Self::None { .. })
     }
 
     /// Whether the scheme signs a timestamp, so that a tolerance applies.
-    pub fn is_timestamped(&self) -> bool {
+    pub(crate) fn is_timestamped(&self) -> bool {
         matches!(self, Self::StandardWebhooks | Self::Stripe)
     }
 }
 
 /// Where and how a generic HMAC-SHA256 signature of the raw body travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HmacScheme {
+pub(crate) struct HmacScheme {
     /// The header carrying the signature.
     pub header: HeaderName,
     /// How the MAC is written in the header.
@@ -143,7 +143,7 @@ pub struct HmacScheme {
 /// How a MAC is written in a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// Hexadecimal, either case.
     Hex,
     /// Standard base64 with padding.
@@ -152,7 +152,7 @@ pub enum Encoding {
 
 /// What a successful verification learned about the request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verified {
+pub(crate) struct Verified {
     /// The provider's event id, when the scheme has one and it is valid; otherwise the
     /// caller assigns one (`Source::event_id` in [`crate::sources`]).
     pub event_id: Option<String>,
@@ -160,7 +160,7 @@ pub struct Verified {
 
 /// Verifies the requests of one source.
 #[derive(Debug)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     scheme: &'static str,
     check: Check,
     tolerance_seconds: u64,
@@ -178,7 +178,7 @@ enum Check {
 impl Verifier {
     /// A verifier for `scheme` with `secrets` (several for rotation; none for
     /// [`Scheme::None`]) and the tolerance for signed timestamps (whole seconds count).
-    pub fn new(
+    pub(crate) fn new(
         scheme: Scheme,
         secrets: &[SecretString],
         tolerance: Duration,
@@ -212,7 +212,7 @@ impl Verifier {
     }
 
     /// A verifier that accepts every request and finds no event id (unknown sources).
-    pub fn unverified() -> Self {
+    pub(crate) fn unverified() -> Self {
         Self {
             scheme: "none",
             check: Check::Unverified { id_header: None },
@@ -221,14 +221,14 @@ impl Verifier {
     }
 
     /// The name of the verifier's scheme, for logs.
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         self.scheme
     }
 
     /// Checks one request: its headers and exact body, against the time `now`. The same
     /// check as [`begin`](Self::begin), fed the whole body; a Stripe event id is then looked
     /// for in the whole body.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
@@ -249,7 +249,7 @@ impl Verifier {
     /// (format, timestamp age), so a malformed or stale request fails before its body is
     /// read; feed the body to [`StreamingCheck::update`], then call
     /// [`StreamingCheck::finish`].
-    pub fn begin(
+    pub(crate) fn begin(
         &self,
         headers: &HeaderMap,
         now: DateTime<Utc>,
