@@ -14,6 +14,8 @@
 pub(crate) mod base64_stream;
 pub(crate) mod s3;
 pub(crate) mod stream;
+#[cfg(test)]
+mod testing;
 pub(crate) mod upload;
 
 use std::sync::Arc;

@@ -263,3 +263,7 @@ fn storage_unavailable(error: &WriteError, retry_after_seconds: u32) -> ApiError
         WriteError::NoRoom => read_error(ReadError::NoRoom, retry_after_seconds),
     }
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

@@ -1,5 +1,6 @@
-//! The S3 path in-process: large bodies streamed to a fake store in parts, verified on the
-//! way, published as pointers; and every failure leaving nothing stored or enqueued.
+//! The S3 path in-process, through the router: large bodies streamed to a fake store
+//! ([`testing`](crate::offload::testing)) in parts, verified on the way, published as
+//! pointers; and every failure leaving nothing stored or enqueued.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,15 +16,12 @@ use sha2::Sha256;
 use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::PayloadPointer;
 
-use super::{Chunks, FakeQueue, send, sources_from, state};
-use crate::offload::{LargePayloads, PART_BYTES};
-
-#[path = "routes_offload_fake.rs"]
-mod fake;
-
+use crate::edge::routes::route;
 use crate::edge::state::AppState;
+use crate::edge::testing::{Chunks, FakeQueue, send, sources_from, state};
+use crate::offload::testing::{FakeStore, Store};
+use crate::offload::{LargePayloads, PART_BYTES};
 use crate::sources::Sources;
-use fake::{FakeStore, Store};
 
 const THRESHOLD: usize = 1000;
 const LIMIT: usize = 8 * 1024 * 1024;
@@ -162,7 +160,7 @@ async fn an_s3_failure_gets_503_with_retry_after_and_aborts_the_upload() {
     let (state, store) = offloading(github());
     *store.fail.lock().expect("not poisoned") = Some("UploadPart");
     let body = body_of(6 * 1024 * 1024);
-    let response = super::route(
+    let response = route(
         Arc::clone(&state),
         github_request(&body, &github_signature(&body)),
     )
@@ -286,7 +284,7 @@ async fn a_stalled_streamed_body_holds_no_part_buffer_and_a_flowing_one_fills_pa
             ends: false,
         })
         .expect("valid request");
-    let stalled = tokio::spawn(super::route(Arc::clone(&state), stalled));
+    let stalled = tokio::spawn(route(Arc::clone(&state), stalled));
     while state.body_budget.in_use() == 0 {
         tokio::task::yield_now().await;
     }
