@@ -60,12 +60,7 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let sources = match &config.sources_file {
-        Some(path) => {
-            sources::load(path, &|name| std::env::var(name).ok()).context("loading SOURCES_FILE")?
-        }
-        None => Sources::open(),
-    };
+    let sources = load_sources(&config)?;
     metrics::describe();
     let max_body_bytes = config.max_body_bytes()?;
     let min_body_rate = config.min_body_rate()?;
@@ -73,18 +68,8 @@ pub async fn run(
         Some(bucket) => Some(large_payloads(&config, bucket).await?),
         None => None,
     };
-    // One attempt per call, never longer than a request may wait: the batcher retries per
-    // entry, within each request's deadline.
-    let client = webhook_shared::sqs::client(ClientTimeouts {
-        attempt: config.send_timeout(),
-        max_attempts: 1,
-    })
-    .await;
-    let close_batcher = CancellationToken::new();
     let queue_url = config.queue_url()?.to_owned();
-    let sender = SqsBatchSender::new(client, queue_url.clone());
-    let (batcher, dispatcher) =
-        Batcher::start(sender, config.batch_options(), close_batcher.clone());
+    let (batcher, batching) = start_batcher(&config, queue_url.clone()).await;
     let state = Arc::new(AppState {
         publisher: batcher,
         readiness: Readiness::default(),
@@ -98,6 +83,45 @@ pub async fn run(
         fifo_group_header: config.fifo_group_header.clone(),
         large_payloads,
     });
+    log_start(&config, &listeners, &queue_url, max_body_bytes);
+    serve(&config, listeners, metrics, &shutdown, state, batching).await;
+    Ok(())
+}
+
+/// The sources file, when `SOURCES_FILE` is set (any mistake in it stops the start); else
+/// every source accepted, unverified.
+fn load_sources(config: &Config) -> anyhow::Result<Sources> {
+    Ok(match &config.sources_file {
+        Some(path) => {
+            sources::load(path, &|name| std::env::var(name).ok()).context("loading SOURCES_FILE")?
+        }
+        None => Sources::open(),
+    })
+}
+
+/// The batcher's dispatcher, and the token that closes it once the listener has drained.
+struct Batching {
+    close: CancellationToken,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the batcher that coalesces webhooks into `SendMessageBatch` calls to `queue_url`.
+async fn start_batcher(config: &Config, queue_url: String) -> (Batcher<SqsBatchSender>, Batching) {
+    // One attempt per call, never longer than a request may wait: the batcher retries per
+    // entry, within each request's deadline.
+    let client = webhook_shared::sqs::client(ClientTimeouts {
+        attempt: config.send_timeout(),
+        max_attempts: 1,
+    })
+    .await;
+    let close = CancellationToken::new();
+    let sender = SqsBatchSender::new(client, queue_url);
+    let (batcher, dispatcher) = Batcher::start(sender, config.batch_options(), close.clone());
+    (batcher, Batching { close, dispatcher })
+}
+
+/// Logs the start with what an operator checks first.
+fn log_start(config: &Config, listeners: &Listeners, queue_url: &str, max_body_bytes: usize) {
     tracing::info!(
         listen_addr = %listeners.http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         %queue_url,
@@ -105,12 +129,11 @@ pub async fn run(
         large_payload_bucket = config.large_payload_bucket.as_deref(),
         "ingest started"
     );
+}
 
-    // Ready from here until draining: readiness follows this process only.
-    state.readiness.set(true);
-    let stop_accepting = CancellationToken::new();
-    let stop_ops = CancellationToken::new();
-    let options = ServeOptions {
+/// How the webhook listener serves its connections.
+fn serve_options(config: &Config) -> ServeOptions {
+    ServeOptions {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
         idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
@@ -120,7 +143,23 @@ pub async fn run(
             connections: PROBE_SLOTS,
             paths: &["/healthz", "/readyz"],
         },
-    };
+    }
+}
+
+/// Serves webhooks and the ops port, ready from the start, until `shutdown`; then drains
+/// (see [`run`]), closes the batcher once the listener is done, and stops the ops port last.
+async fn serve<P: Publish>(
+    config: &Config,
+    listeners: Listeners,
+    metrics: PrometheusHandle,
+    shutdown: &CancellationToken,
+    state: Arc<AppState<P>>,
+    batching: Batching,
+) {
+    // Ready from here until draining: readiness follows this process only.
+    state.readiness.set(true);
+    let stop_accepting = CancellationToken::new();
+    let stop_ops = CancellationToken::new();
     let service = {
         let state = Arc::clone(&state);
         move |request| routes::route(Arc::clone(&state), request)
@@ -133,9 +172,10 @@ pub async fn run(
         stop_accepting.cancel();
     };
     let http = async {
+        let options = serve_options(config);
         server::serve(listeners.http, service, stop_accepting.clone(), options).await;
-        close_batcher.cancel();
-        if let Err(error) = dispatcher.await {
+        batching.close.cancel();
+        if let Err(error) = batching.dispatcher.await {
             tracing::error!(%error, "batch dispatcher failed");
         }
         tracing::info!("ingest drained");
@@ -144,7 +184,7 @@ pub async fn run(
     tokio::join!(
         http,
         drain,
-        probe_queue(&state, &shutdown),
+        probe_queue(&state, shutdown),
         ops::serve(
             listeners.ops,
             metrics,
@@ -152,7 +192,6 @@ pub async fn run(
             stop_ops.clone()
         ),
     );
-    Ok(())
 }
 
 /// The S3 side of offloading, once the bucket has answered `HeadBucket` (within the S3
