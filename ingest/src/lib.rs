@@ -3,6 +3,22 @@
 //!
 //! [`run`] takes its listeners and a shutdown token, so tests can start many instances on
 //! port 0.
+//!
+//! The crate by wing, in the order a webhook meets them:
+//! - `edge/`: the router, the webhook handler and its steps, the state handlers share, the
+//!   headers the envelope keeps, and the status each refusal gets.
+//! - `verify/`: where a signature is checked, one module per scheme; `sources/`: the sources
+//!   file, each source's verifier and where its event ids come from.
+//! - `body/`: where the body is read, within the memory budget and at the minimum data rate.
+//! - `offload/`: a body above the threshold streamed to S3 in parts (`s3.rs` the S3 calls).
+//! - `sqs/`: where a message goes to SQS: the `Publish` seam, the batcher that coalesces
+//!   webhooks into `SendMessageBatch` calls, the limit on calls in flight, the call itself.
+//! - `config.rs` (the settings), `metrics.rs` (every metric), and this file (the start).
+//!
+//! Unit tests: small ones inline (`#[cfg(test)] mod tests {}`); those that would take a file
+//! past about 400 lines in a sibling `x_tests.rs`, declared `#[cfg(test)] #[path =
+//! "x_tests.rs"] mod tests;` (for a folder's `mod.rs`, `folder/folder_tests.rs`). Helpers
+//! several test modules share live in a `testing.rs` of their folder.
 
 mod body;
 pub mod config;
