@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use crate::batcher::BatchOptions;
-use crate::body_pace::MinRate;
+use crate::body::pace::MinRate;
+use crate::sqs::batcher::BatchOptions;
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
@@ -14,22 +14,23 @@ use webhook_shared::sqs::MAX_MESSAGE_BYTES;
 
 /// Room kept in each SQS message for everything but the body: the headers (at most
 /// [`MAX_HEADER_BYTES`], doubled for JSON escaping) and the other fields.
-pub const ENVELOPE_OVERHEAD_BYTES: usize = 48 * 1024;
+pub(crate) const ENVELOPE_OVERHEAD_BYTES: usize = 48 * 1024;
 /// Most header bytes (names and values) carried into the envelope; more is refused with 431.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The largest body that fits SQS's 1 MiB message limit even when base64-encoded (x4/3)
 /// with [`ENVELOPE_OVERHEAD_BYTES`] kept for the rest: 749,568 bytes (732 KiB).
-pub const DEFAULT_MAX_BODY_BYTES: usize = max_body_for(MAX_MESSAGE_BYTES, ENVELOPE_OVERHEAD_BYTES);
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize =
+    max_body_for(MAX_MESSAGE_BYTES, ENVELOPE_OVERHEAD_BYTES);
 /// The largest `MAX_BODY_BYTES` with `LARGE_PAYLOAD_BUCKET` set, and its default then: 32 MiB
 /// (GitHub sends up to 25 MB).
-pub const MAX_OFFLOADED_BODY_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_OFFLOADED_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Default of `LARGE_PAYLOAD_BUFFER_BYTES`: 20 MiB, four 5 MiB parts (measured: 16 concurrent
 /// 25 MiB uploads keep ingest within 64 MiB of its idle RSS; see docs/large-payloads.md).
-pub const DEFAULT_PART_BUFFER_BYTES: usize = 20 * 1024 * 1024;
+pub(crate) const DEFAULT_PART_BUFFER_BYTES: usize = 20 * 1024 * 1024;
 
 /// A setting that cannot be used with the others.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// `BODY_RATE_GRACE_SECONDS` longer than the whole body may take.
     #[error(
         "BODY_RATE_GRACE_SECONDS (--body-rate-grace-seconds) is {grace}, above BODY_READ_TIMEOUT_SECONDS ({timeout}): the minimum rate would never apply"
@@ -63,7 +64,7 @@ pub struct Config {
 
     /// URL of the main SQS queue that webhooks are sent to (required, except by `healthcheck`).
     #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url, required = true)]
-    pub queue_url: Option<String>,
+    pub(crate) queue_url: Option<String>,
 
     /// Address the webhook HTTP server listens on (HTTP/1.1 and HTTP/2 cleartext).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
@@ -73,7 +74,7 @@ pub struct Config {
     /// holding its secrets, and whether unknown sources are accepted. Without it, every
     /// valid source name is accepted unverified. See the README for the format.
     #[arg(long, env = "SOURCES_FILE")]
-    pub sources_file: Option<std::path::PathBuf>,
+    pub(crate) sources_file: Option<std::path::PathBuf>,
 
     /// Largest accepted request body, in bytes; larger ones get 413. Without
     /// LARGE_PAYLOAD_BUCKET, the default (and the maximum) is 749568, the largest body that
@@ -81,21 +82,21 @@ pub struct Config {
     /// is 33554432 (32 MiB).
     #[arg(long, env = "MAX_BODY_BYTES",
           value_parser = clap::value_parser!(u64).range(1..=MAX_OFFLOADED_BODY_BYTES as u64).map(|n| n as usize))]
-    pub max_body_bytes: Option<usize>,
+    pub(crate) max_body_bytes: Option<usize>,
 
     /// S3 bucket for bodies too large for SQS (the extended clients' pointer format). Unset:
     /// no offloading, and MAX_BODY_BYTES at most 749568. Set: bodies above
     /// LARGE_PAYLOAD_THRESHOLD_BYTES stream to this bucket and SQS gets a pointer; ingest
     /// checks at start that the bucket answers (HeadBucket).
     #[arg(long, env = "LARGE_PAYLOAD_BUCKET", value_parser = parse_bucket)]
-    pub large_payload_bucket: Option<String>,
+    pub(crate) large_payload_bucket: Option<String>,
 
     /// Bodies above this many bytes go to S3 (with LARGE_PAYLOAD_BUCKET); those up to it stay
     /// inline in the SQS message. The default (and the maximum) is the largest body that fits
     /// one SQS message after the envelope.
     #[arg(long, env = "LARGE_PAYLOAD_THRESHOLD_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..=DEFAULT_MAX_BODY_BYTES as u64).map(|n| n as usize))]
-    pub large_payload_threshold_bytes: usize,
+    pub(crate) large_payload_threshold_bytes: usize,
 
     /// Most bytes of parts (5 MiB, the last smaller) being uploaded to S3 at once by all
     /// webhooks streaming there. A part's first 64 KiB fill within MAX_IN_FLIGHT_BODY_BYTES as
@@ -104,12 +105,12 @@ pub struct Config {
     /// 5242880.
     #[arg(long, env = "LARGE_PAYLOAD_BUFFER_BYTES", default_value_t = DEFAULT_PART_BUFFER_BYTES,
           value_parser = clap::value_parser!(u64).range(5_242_880..=4 * 1024 * 1024 * 1024).map(|n| n as usize))]
-    pub large_payload_buffer_bytes: usize,
+    pub(crate) large_payload_buffer_bytes: usize,
 
     /// Longest one S3 call (one part, the completion) may take, retries included; then the
     /// webhook gets 503 with Retry-After and its upload is aborted.
     #[arg(long, env = "LARGE_PAYLOAD_S3_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
-    pub large_payload_s3_timeout_seconds: u64,
+    pub(crate) large_payload_s3_timeout_seconds: u64,
 
     /// Most bytes of request bodies (and the SQS messages built from them) held in memory at
     /// once, across all requests. A request that finds no room gets 503 with Retry-After at
@@ -118,60 +119,60 @@ pub struct Config {
     /// 4 MiB (one largest webhook and its message).
     #[arg(long, env = "MAX_IN_FLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(4 * 1024 * 1024..=64 * 1024 * 1024 * 1024).map(|n| n as usize))]
-    pub max_in_flight_body_bytes: usize,
+    pub(crate) max_in_flight_body_bytes: usize,
 
     /// Seconds a client is told to wait (Retry-After) when the queue cannot take a webhook.
     #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
-    pub retry_after_seconds: u32,
+    pub(crate) retry_after_seconds: u32,
 
     /// Most messages per SendMessageBatch call (1 to 10). 1 sends one call per webhook, for
     /// comparison; 10 lets concurrent webhooks share calls.
     #[arg(long, env = "BATCH_MAX_MESSAGES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10).map(|n| n as usize))]
-    pub batch_max_messages: usize,
+    pub(crate) batch_max_messages: usize,
 
     /// Milliseconds to wait for more webhooks before sending a batch that is not full. 0 sends
     /// at once: batches still form from webhooks that arrive while earlier calls are in flight.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
-    pub batch_linger_ms: u64,
+    pub(crate) batch_linger_ms: u64,
 
     /// Most SendMessageBatch calls in flight at once: the ceiling of the adaptive limit (see
     /// BATCH_ADAPTIVE_IN_FLIGHT), or the fixed number of calls when adaptation is off.
     #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
-    pub batch_max_in_flight: usize,
+    pub(crate) batch_max_in_flight: usize,
 
     /// Whether the number of SendMessageBatch calls in flight follows the call latency ingest
     /// observes, between 1 and BATCH_MAX_IN_FLIGHT: more calls while they do not queue at the
     /// server (SQS scales out), fewer and fuller ones when they do (a server that works one
     /// call at a time, such as LocalStack). false keeps BATCH_MAX_IN_FLIGHT calls.
     #[arg(long, env = "BATCH_ADAPTIVE_IN_FLIGHT", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
-    pub batch_adaptive_in_flight: bool,
+    pub(crate) batch_adaptive_in_flight: bool,
 
     /// Longest a webhook waits for SQS to accept it, retries included, before it gets 503 with
     /// Retry-After. Keep it well below the shortest provider timeout (Shopify waits 5 s,
     /// GitHub 10 s) so providers see the 503 and retry, rather than time out.
     #[arg(long, env = "SEND_TIMEOUT_SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
-    pub send_timeout_seconds: u64,
+    pub(crate) send_timeout_seconds: u64,
 
     /// For FIFO queues: a request header whose value becomes the MessageGroupId (ordering
     /// scope). Without it, or when a request lacks the header, the group is the source.
     #[arg(long, env = "FIFO_GROUP_HEADER")]
-    pub fifo_group_header: Option<http::HeaderName>,
+    pub(crate) fifo_group_header: Option<http::HeaderName>,
 
     /// Seconds a client has from the first byte of a request's headers to their end
     /// (slowloris guard); slower connections are dropped. Not counted while a kept-alive
     /// connection waits for its next request (see IDLE_TIMEOUT_SECONDS).
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub header_read_timeout_seconds: u64,
+    pub(crate) header_read_timeout_seconds: u64,
 
     /// Seconds a connection may stay open with no request in progress before ingest closes
     /// it (HTTP/2: with GOAWAY). Keep it above the load balancer's idle timeout (an ALB's is
     /// 60 s by default), so the balancer never reuses a connection ingest has closed.
     #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub idle_timeout_seconds: u64,
+    pub(crate) idle_timeout_seconds: u64,
 
     /// Seconds a client has to send the whole body once the headers are in; then 408.
     #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub body_read_timeout_seconds: u64,
+    pub(crate) body_read_timeout_seconds: u64,
 
     /// Least average rate, in bytes per second, at which a request body must come once
     /// BODY_RATE_GRACE_SECONDS of waiting for it have passed; a slower client gets 408 and its
@@ -179,22 +180,22 @@ pub struct Config {
     /// spends on S3 or waiting for room). 0 turns it off (BODY_READ_TIMEOUT_SECONDS still
     /// applies).
     #[arg(long, env = "MIN_BODY_BYTES_PER_SECOND", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=1_073_741_824))]
-    pub min_body_bytes_per_second: u32,
+    pub(crate) min_body_bytes_per_second: u32,
 
     /// Seconds of waiting for a request body during which MIN_BODY_BYTES_PER_SECOND is not
     /// asked for; at most BODY_READ_TIMEOUT_SECONDS.
     #[arg(long, env = "BODY_RATE_GRACE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub body_rate_grace_seconds: u64,
+    pub(crate) body_rate_grace_seconds: u64,
 
     /// Most client connections open at once; more wait in the listen backlog.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 
     /// Seconds to keep serving after SIGTERM with /readyz answering 503, so the load
     /// balancer stops sending traffic before the listener closes. Match the target group's
     /// deregistration delay; keep it plus the grace period below ECS's stopTimeout.
     #[arg(long, env = "DEREGISTRATION_DELAY_SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
-    pub deregistration_delay_seconds: u64,
+    pub(crate) deregistration_delay_seconds: u64,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -232,7 +233,7 @@ fn parse_bucket(name: &str) -> Result<String, String> {
 impl Config {
     /// The largest accepted body: `MAX_BODY_BYTES`, or its default for whether offloading is
     /// on; an error naming the setting when it is above what the bucket setting allows.
-    pub fn max_body_bytes(&self) -> Result<usize, ConfigError> {
+    pub(crate) fn max_body_bytes(&self) -> Result<usize, ConfigError> {
         let (most, why) = if self.large_payload_bucket.is_some() {
             (MAX_OFFLOADED_BODY_BYTES, "the most accepted through S3")
         } else {
@@ -250,7 +251,7 @@ impl Config {
 
     /// The minimum body data rate and its grace period; an error naming the setting when the
     /// grace is longer than the body read timeout.
-    pub fn min_body_rate(&self) -> Result<MinRate, ConfigError> {
+    pub(crate) fn min_body_rate(&self) -> Result<MinRate, ConfigError> {
         if self.body_rate_grace_seconds > self.body_read_timeout_seconds {
             return Err(ConfigError::RateGrace {
                 grace: self.body_rate_grace_seconds,
@@ -264,12 +265,12 @@ impl Config {
     }
 
     /// The S3 call timeout as a duration.
-    pub fn large_payload_s3_timeout(&self) -> Duration {
+    pub(crate) fn large_payload_s3_timeout(&self) -> Duration {
         Duration::from_secs(self.large_payload_s3_timeout_seconds)
     }
 
     /// How webhooks are batched into SQS calls.
-    pub fn batch_options(&self) -> BatchOptions {
+    pub(crate) fn batch_options(&self) -> BatchOptions {
         BatchOptions {
             max_entries: self.batch_max_messages,
             linger: Duration::from_millis(self.batch_linger_ms),
@@ -280,143 +281,24 @@ impl Config {
     }
 
     /// The send timeout as a duration.
-    pub fn send_timeout(&self) -> Duration {
+    pub(crate) fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_seconds)
     }
 
     /// The queue URL. Clap requires it unless a subcommand is given, so this fails only when
     /// serving was asked of a `healthcheck` configuration.
-    pub fn queue_url(&self) -> anyhow::Result<&str> {
+    pub(crate) fn queue_url(&self) -> anyhow::Result<&str> {
         self.queue_url
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("QUEUE_URL is required to serve"))
     }
 
     /// The deregistration delay as a duration.
-    pub fn deregistration_delay(&self) -> Duration {
+    pub(crate) fn deregistration_delay(&self) -> Duration {
         Duration::from_secs(self.deregistration_delay_seconds)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        let mut argv = vec![
-            "ingest",
-            "--queue-url",
-            "http://127.0.0.1:4566/000000000000/q",
-        ];
-        argv.extend_from_slice(args);
-        Config::try_parse_from(argv)
-    }
-
-    #[test]
-    fn default_body_limit_is_documented_figure() {
-        assert_eq!(DEFAULT_MAX_BODY_BYTES, 749_568);
-        let defaults = parse(&[]).expect("defaults parse");
-        assert_eq!(
-            defaults.max_body_bytes().expect("valid"),
-            DEFAULT_MAX_BODY_BYTES
-        );
-        assert_eq!(
-            defaults.large_payload_threshold_bytes,
-            DEFAULT_MAX_BODY_BYTES
-        );
-    }
-
-    #[test]
-    fn the_bucket_raises_the_body_limit_to_32_mib() {
-        let offload = parse(&["--large-payload-bucket", "webhook-payloads"]).expect("parses");
-        assert_eq!(offload.max_body_bytes().expect("valid"), 33_554_432);
-        let given = parse(&[
-            "--large-payload-bucket",
-            "webhook-payloads",
-            "--max-body-bytes",
-            "26214400",
-        ])
-        .expect("parses");
-        assert_eq!(given.max_body_bytes().expect("valid"), 26_214_400);
-        let error = parse(&[
-            "--large-payload-bucket",
-            "b-1",
-            "--max-body-bytes",
-            "33554433",
-        ])
-        .expect_err("over 32 MiB")
-        .to_string();
-        assert!(error.contains("--max-body-bytes"), "{error}");
-        for bad in ["ab", "Upper", "-start", "end.", "under_score"] {
-            let error = parse(&[&format!("--large-payload-bucket={bad}")])
-                .expect_err(bad)
-                .to_string();
-            assert!(error.contains("--large-payload-bucket"), "{error}");
-        }
-        let error = parse(&["--large-payload-buffer-bytes", "1048576"])
-            .expect_err("under one part")
-            .to_string();
-        assert!(error.contains("--large-payload-buffer-bytes"), "{error}");
-    }
-
-    #[test]
-    fn bad_settings_name_themselves() {
-        let error = parse(&["--max-body-bytes", "2000000"])
-            .expect("parses")
-            .max_body_bytes()
-            .expect_err("over the SQS limit without a bucket")
-            .to_string();
-        assert!(error.contains("MAX_BODY_BYTES"), "{error}");
-        assert!(error.contains("LARGE_PAYLOAD_BUCKET"), "{error}");
-        let error = Config::try_parse_from(["ingest", "--queue-url", "not-a-url"])
-            .expect_err("bad url")
-            .to_string();
-        assert!(error.contains("--queue-url"), "{error}");
-    }
-
-    #[test]
-    fn the_minimum_body_rate_has_its_defaults_and_refuses_a_grace_past_the_timeout() {
-        let defaults = parse(&[]).expect("defaults parse");
-        assert_eq!(
-            defaults.min_body_rate().expect("valid"),
-            MinRate {
-                bytes_per_second: NonZeroU32::new(4096),
-                grace: Duration::from_secs(5),
-            }
-        );
-        let off = parse(&["--min-body-bytes-per-second", "0"]).expect("parses");
-        assert_eq!(off.min_body_rate().expect("valid").bytes_per_second, None);
-        let error = parse(&["--body-rate-grace-seconds", "31"])
-            .expect("parses")
-            .min_body_rate()
-            .expect_err("longer than the body read timeout")
-            .to_string();
-        assert!(error.contains("BODY_RATE_GRACE_SECONDS"), "{error}");
-        for (bad, name) in [
-            ("--body-rate-grace-seconds=0", "--body-rate-grace-seconds"),
-            (
-                "--min-body-bytes-per-second=-1",
-                "--min-body-bytes-per-second",
-            ),
-        ] {
-            let error = parse(&[bad]).expect_err("out of range").to_string();
-            assert!(error.contains(name), "{error}");
-        }
-    }
-
-    #[test]
-    fn healthcheck_needs_no_queue_url() {
-        let config = Config::try_parse_from(["ingest", "healthcheck"]).expect("parses");
-        assert!(matches!(config.command, Some(Command::Healthcheck)));
-        let error = Config::try_parse_from(["ingest"])
-            .expect_err("serving needs the queue")
-            .to_string();
-        assert!(error.contains("--queue-url"), "{error}");
-    }
-
-    #[test]
-    fn clap_definition_is_consistent() {
-        use clap::CommandFactory;
-        Config::command().debug_assert();
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

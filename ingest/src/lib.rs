@@ -3,21 +3,31 @@
 //!
 //! [`run`] takes its listeners and a shutdown token, so tests can start many instances on
 //! port 0.
+//!
+//! The crate by wing, in the order a webhook meets them:
+//! - `edge/`: the router, the webhook handler and its steps, the state handlers share, the
+//!   headers the envelope keeps, and the status each refusal gets.
+//! - `verify/`: where a signature is checked, one module per scheme; `sources/`: the sources
+//!   file, each source's verifier and where its event ids come from.
+//! - `body/`: where the body is read, within the memory budget and at the minimum data rate.
+//! - `offload/`: a body above the threshold streamed to S3 in parts (`s3.rs` the S3 calls).
+//! - `sqs/`: where a message goes to SQS: the `Publish` seam, the batcher that coalesces
+//!   webhooks into `SendMessageBatch` calls, the limit on calls in flight, the call itself.
+//! - `config.rs` (the settings), `metrics.rs` (every metric), and this file (the start).
+//!
+//! Unit tests: small ones inline (`#[cfg(test)] mod tests {}`); those that would take a file
+//! past about 400 lines in a sibling `x_tests.rs`, declared `#[cfg(test)] #[path =
+//! "x_tests.rs"] mod tests;` (for a folder's `mod.rs`, `folder/folder_tests.rs`). Helpers
+//! several test modules share live in a `testing.rs` of their folder.
 
-pub mod batcher;
-pub mod body_budget;
-pub mod body_pace;
-pub mod call_limit;
+mod body;
 pub mod config;
-pub mod error;
-pub mod headers;
-pub mod metrics;
-pub mod offload;
-pub mod publisher;
-pub mod routes;
-pub mod sources;
-pub mod sqs_batch;
-pub mod verify;
+mod edge;
+mod metrics;
+mod offload;
+mod sources;
+mod sqs;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,16 +39,17 @@ use tokio_util::sync::CancellationToken;
 use webhook_shared::metrics::PrometheusHandle;
 use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, ServeOptions};
-use webhook_shared::sqs::{self, ClientTimeouts};
+use webhook_shared::sqs::ClientTimeouts;
 
-use crate::batcher::Batcher;
-use crate::body_budget::BodyBudget;
+use crate::body::budget::BodyBudget;
 use crate::config::Config;
+use crate::edge::routes;
+use crate::edge::state::AppState;
 use crate::offload::{LargePayloads, PayloadStore as _, S3Store};
-use crate::publisher::Publish;
-use crate::routes::AppState;
 use crate::sources::Sources;
-use crate::sqs_batch::SqsBatchSender;
+use crate::sqs::batcher::Batcher;
+use crate::sqs::publisher::Publish;
+use crate::sqs::send_batch::SqsBatchSender;
 
 /// Connections accepted beyond `MAX_CONNECTIONS` for the load balancer's health checks
 /// (`/healthz`, `/readyz`) alone, so a flood of clients cannot fail them.
@@ -65,12 +76,7 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let sources = match &config.sources_file {
-        Some(path) => {
-            sources::load(path, &|name| std::env::var(name).ok()).context("loading SOURCES_FILE")?
-        }
-        None => Sources::open(),
-    };
+    let sources = load_sources(&config)?;
     metrics::describe();
     let max_body_bytes = config.max_body_bytes()?;
     let min_body_rate = config.min_body_rate()?;
@@ -78,18 +84,8 @@ pub async fn run(
         Some(bucket) => Some(large_payloads(&config, bucket).await?),
         None => None,
     };
-    // One attempt per call, never longer than a request may wait: the batcher retries per
-    // entry, within each request's deadline.
-    let client = sqs::client(ClientTimeouts {
-        attempt: config.send_timeout(),
-        max_attempts: 1,
-    })
-    .await;
-    let close_batcher = CancellationToken::new();
     let queue_url = config.queue_url()?.to_owned();
-    let sender = SqsBatchSender::new(client, queue_url.clone());
-    let (batcher, dispatcher) =
-        Batcher::start(sender, config.batch_options(), close_batcher.clone());
+    let (batcher, batching) = start_batcher(&config, queue_url.clone()).await;
     let state = Arc::new(AppState {
         publisher: batcher,
         readiness: Readiness::default(),
@@ -103,6 +99,45 @@ pub async fn run(
         fifo_group_header: config.fifo_group_header.clone(),
         large_payloads,
     });
+    log_start(&config, &listeners, &queue_url, max_body_bytes);
+    serve(&config, listeners, metrics, &shutdown, state, batching).await;
+    Ok(())
+}
+
+/// The sources file, when `SOURCES_FILE` is set (any mistake in it stops the start); else
+/// every source accepted, unverified.
+fn load_sources(config: &Config) -> anyhow::Result<Sources> {
+    Ok(match &config.sources_file {
+        Some(path) => {
+            sources::load(path, &|name| std::env::var(name).ok()).context("loading SOURCES_FILE")?
+        }
+        None => Sources::open(),
+    })
+}
+
+/// The batcher's dispatcher, and the token that closes it once the listener has drained.
+struct Batching {
+    close: CancellationToken,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the batcher that coalesces webhooks into `SendMessageBatch` calls to `queue_url`.
+async fn start_batcher(config: &Config, queue_url: String) -> (Batcher<SqsBatchSender>, Batching) {
+    // One attempt per call, never longer than a request may wait: the batcher retries per
+    // entry, within each request's deadline.
+    let client = webhook_shared::sqs::client(ClientTimeouts {
+        attempt: config.send_timeout(),
+        max_attempts: 1,
+    })
+    .await;
+    let close = CancellationToken::new();
+    let sender = SqsBatchSender::new(client, queue_url);
+    let (batcher, dispatcher) = Batcher::start(sender, config.batch_options(), close.clone());
+    (batcher, Batching { close, dispatcher })
+}
+
+/// Logs the start with what an operator checks first.
+fn log_start(config: &Config, listeners: &Listeners, queue_url: &str, max_body_bytes: usize) {
     tracing::info!(
         listen_addr = %listeners.http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         %queue_url,
@@ -110,12 +145,11 @@ pub async fn run(
         large_payload_bucket = config.large_payload_bucket.as_deref(),
         "ingest started"
     );
+}
 
-    // Ready from here until draining: readiness follows this process only.
-    state.readiness.set(true);
-    let stop_accepting = CancellationToken::new();
-    let stop_ops = CancellationToken::new();
-    let options = ServeOptions {
+/// How the webhook listener serves its connections.
+fn serve_options(config: &Config) -> ServeOptions {
+    ServeOptions {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
         idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
@@ -125,7 +159,23 @@ pub async fn run(
             connections: PROBE_SLOTS,
             paths: &["/healthz", "/readyz"],
         },
-    };
+    }
+}
+
+/// Serves webhooks and the ops port, ready from the start, until `shutdown`; then drains
+/// (see [`run`]), closes the batcher once the listener is done, and stops the ops port last.
+async fn serve<P: Publish>(
+    config: &Config,
+    listeners: Listeners,
+    metrics: PrometheusHandle,
+    shutdown: &CancellationToken,
+    state: Arc<AppState<P>>,
+    batching: Batching,
+) {
+    // Ready from here until draining: readiness follows this process only.
+    state.readiness.set(true);
+    let stop_accepting = CancellationToken::new();
+    let stop_ops = CancellationToken::new();
     let service = {
         let state = Arc::clone(&state);
         move |request| routes::route(Arc::clone(&state), request)
@@ -138,9 +188,10 @@ pub async fn run(
         stop_accepting.cancel();
     };
     let http = async {
+        let options = serve_options(config);
         server::serve(listeners.http, service, stop_accepting.clone(), options).await;
-        close_batcher.cancel();
-        if let Err(error) = dispatcher.await {
+        batching.close.cancel();
+        if let Err(error) = batching.dispatcher.await {
             tracing::error!(%error, "batch dispatcher failed");
         }
         tracing::info!("ingest drained");
@@ -149,7 +200,7 @@ pub async fn run(
     tokio::join!(
         http,
         drain,
-        probe_queue(&state, &shutdown),
+        probe_queue(&state, shutdown),
         ops::serve(
             listeners.ops,
             metrics,
@@ -157,7 +208,6 @@ pub async fn run(
             stop_ops.clone()
         ),
     );
-    Ok(())
 }
 
 /// The S3 side of offloading, once the bucket has answered `HeadBucket` (within the S3

@@ -9,53 +9,53 @@ use metrics::Unit;
 use webhook_shared::metrics::{Kind, Metric};
 
 /// Counter: webhook requests answered, by `status` (the HTTP status code).
-pub const REQUESTS_TOTAL: &str = "webhook_ingest_requests_total";
+pub(crate) const REQUESTS_TOTAL: &str = "webhook_ingest_requests_total";
 /// Histogram: seconds from a webhook request's arrival to its answer, by `status`.
-pub const REQUEST_DURATION_SECONDS: &str = "webhook_ingest_request_duration_seconds";
+pub(crate) const REQUEST_DURATION_SECONDS: &str = "webhook_ingest_request_duration_seconds";
 /// Histogram: size in bytes of accepted webhook bodies.
-pub const BODY_BYTES: &str = "webhook_ingest_body_bytes";
+pub(crate) const BODY_BYTES: &str = "webhook_ingest_body_bytes";
 /// Histogram: messages per `SendMessageBatch` call.
-pub const BATCH_MESSAGES: &str = "webhook_ingest_batch_messages";
+pub(crate) const BATCH_MESSAGES: &str = "webhook_ingest_batch_messages";
 /// Histogram: seconds one `SendMessageBatch` call took.
-pub const SQS_CALL_DURATION_SECONDS: &str = "webhook_ingest_sqs_call_duration_seconds";
+pub(crate) const SQS_CALL_DURATION_SECONDS: &str = "webhook_ingest_sqs_call_duration_seconds";
 /// Counter: batch entries sent again after a retryable failure.
-pub const SEND_RETRIES_TOTAL: &str = "webhook_ingest_send_retries_total";
+pub(crate) const SEND_RETRIES_TOTAL: &str = "webhook_ingest_send_retries_total";
 /// Counter: messages the queue did not take, by `reason` (`rejected`, `deadline`).
-pub const SEND_FAILURES_TOTAL: &str = "webhook_ingest_send_failures_total";
+pub(crate) const SEND_FAILURES_TOTAL: &str = "webhook_ingest_send_failures_total";
 /// Gauge: bytes of request bodies and their messages held now, within
 /// `MAX_IN_FLIGHT_BODY_BYTES`.
-pub const BODY_BUDGET_IN_USE_BYTES: &str = "webhook_ingest_body_budget_in_use_bytes";
+pub(crate) const BODY_BUDGET_IN_USE_BYTES: &str = "webhook_ingest_body_budget_in_use_bytes";
 /// Counter: `SendMessageBatch` calls SQS refused whole for something one entry can cause,
 /// whose entries were then sent again one per call.
-pub const BATCH_SPLITS_TOTAL: &str = "webhook_ingest_batch_splits_total";
+pub(crate) const BATCH_SPLITS_TOTAL: &str = "webhook_ingest_batch_splits_total";
 /// Gauge: 1 while ingest's latest SQS call or probe succeeded, else 0.
-pub const QUEUE_REACHABLE: &str = "webhook_ingest_queue_reachable";
+pub(crate) const QUEUE_REACHABLE: &str = "webhook_ingest_queue_reachable";
 /// Gauge: `SendMessageBatch` calls allowed in flight now (the adaptive limit).
-pub const BATCH_CALLS_LIMIT: &str = "webhook_ingest_batch_calls_limit";
+pub(crate) const BATCH_CALLS_LIMIT: &str = "webhook_ingest_batch_calls_limit";
 /// Gauge: `SendMessageBatch` calls in flight now.
-pub const BATCH_CALLS_IN_FLIGHT: &str = "webhook_ingest_batch_calls_in_flight";
+pub(crate) const BATCH_CALLS_IN_FLIGHT: &str = "webhook_ingest_batch_calls_in_flight";
 
 /// Counter: S3 API calls, by `operation` (the API name) and `result` (`ok`, `error`,
 /// `timeout`).
-pub const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
+pub(crate) const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
 /// Counter: webhooks accepted through S3 (their SQS message is a pointer).
-pub const OFFLOADED_TOTAL: &str = "webhook_ingest_offloaded_total";
+pub(crate) const OFFLOADED_TOTAL: &str = "webhook_ingest_offloaded_total";
 /// Counter: bytes of the S3 objects of accepted offloaded webhooks.
-pub const OFFLOADED_BYTES_TOTAL: &str = "webhook_ingest_offloaded_bytes_total";
+pub(crate) const OFFLOADED_BYTES_TOTAL: &str = "webhook_ingest_offloaded_bytes_total";
 /// Counter: objects left in S3 because the queue did not take their pointer (a retry of the
 /// same delivery overwrites them, the bucket's lifecycle rule expires the rest).
-pub const ORPHANED_OBJECTS_TOTAL: &str = "webhook_ingest_orphaned_objects_total";
+pub(crate) const ORPHANED_OBJECTS_TOTAL: &str = "webhook_ingest_orphaned_objects_total";
 /// Gauge: bytes of part buffers held now, within `LARGE_PAYLOAD_BUFFER_BYTES`.
-pub const PART_BUFFERS_IN_USE_BYTES: &str = "webhook_ingest_part_buffers_in_use_bytes";
+pub(crate) const PART_BUFFERS_IN_USE_BYTES: &str = "webhook_ingest_part_buffers_in_use_bytes";
 /// Histogram: seconds a streaming request waited for room for its next part buffer.
-pub const PART_BUFFER_WAIT_SECONDS: &str = "webhook_ingest_part_buffer_wait_seconds";
+pub(crate) const PART_BUFFER_WAIT_SECONDS: &str = "webhook_ingest_part_buffer_wait_seconds";
 /// Counter: webhook requests answered 408 because their body did not come in time, by
 /// `reason` (`min_rate`, `read_timeout`).
-pub const BODY_TIMEOUTS_TOTAL: &str = "webhook_ingest_body_timeouts_total";
+pub(crate) const BODY_TIMEOUTS_TOTAL: &str = "webhook_ingest_body_timeouts_total";
 
 /// Every metric ingest emits besides
 /// [`SHARED_METRICS`](webhook_shared::metrics::SHARED_METRICS).
-pub const METRICS: &[Metric] = &[
+pub(crate) const METRICS: &[Metric] = &[
     Metric {
         name: REQUESTS_TOTAL,
         kind: Kind::Counter,
@@ -193,98 +193,98 @@ pub const METRICS: &[Metric] = &[
 
 /// Registers the help text, type and unit of every metric ingest emits. Call once after the
 /// recorder is installed.
-pub fn describe() {
+pub(crate) fn describe() {
     webhook_shared::metrics::describe(METRICS);
 }
 
 /// Records one answered webhook request.
-pub fn record_request(status: StatusCode, elapsed: Duration) {
+pub(crate) fn record_request(status: StatusCode, elapsed: Duration) {
     let status = status.as_str().to_owned();
     metrics::counter!(REQUESTS_TOTAL, "status" => status.clone()).increment(1);
     metrics::histogram!(REQUEST_DURATION_SECONDS, "status" => status).record(elapsed.as_secs_f64());
 }
 
 /// Records the size of one accepted body.
-pub fn record_body_size(bytes: usize) {
+pub(crate) fn record_body_size(bytes: usize) {
     metrics::histogram!(BODY_BYTES).record(bytes as f64);
 }
 
 /// Records one batch call.
-pub fn record_batch(messages: usize, elapsed: Duration) {
+pub(crate) fn record_batch(messages: usize, elapsed: Duration) {
     metrics::histogram!(BATCH_MESSAGES).record(messages as f64);
     metrics::histogram!(SQS_CALL_DURATION_SECONDS).record(elapsed.as_secs_f64());
 }
 
 /// Counts entries about to be retried.
-pub fn record_retries(entries: usize) {
+pub(crate) fn record_retries(entries: usize) {
     metrics::counter!(SEND_RETRIES_TOTAL).increment(entries as u64);
 }
 
 /// Counts one message the queue did not take.
-pub fn record_send_failure(reason: &'static str) {
+pub(crate) fn record_send_failure(reason: &'static str) {
     metrics::counter!(SEND_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Records the bytes the body budget holds now.
-pub fn gauge_body_budget_in_use(bytes: usize) {
+pub(crate) fn gauge_body_budget_in_use(bytes: usize) {
     metrics::gauge!(BODY_BUDGET_IN_USE_BYTES).set(bytes as f64);
 }
 
 /// Records whether the queue answered ingest's latest call or probe.
-pub fn gauge_queue_reachable(reachable: bool) {
+pub(crate) fn gauge_queue_reachable(reachable: bool) {
     metrics::gauge!(QUEUE_REACHABLE).set(if reachable { 1.0 } else { 0.0 });
 }
 
 /// Records the limit on `SendMessageBatch` calls in flight.
-pub fn gauge_batch_calls_limit(limit: usize) {
+pub(crate) fn gauge_batch_calls_limit(limit: usize) {
     metrics::gauge!(BATCH_CALLS_LIMIT).set(limit as f64);
 }
 
 /// Records the `SendMessageBatch` calls in flight.
-pub fn gauge_batch_calls_in_flight(calls: usize) {
+pub(crate) fn gauge_batch_calls_in_flight(calls: usize) {
     metrics::gauge!(BATCH_CALLS_IN_FLIGHT).set(calls as f64);
 }
 
 /// Counts one batch call split into calls of one entry each.
-pub fn record_batch_split() {
+pub(crate) fn record_batch_split() {
     metrics::counter!(BATCH_SPLITS_TOTAL).increment(1);
 }
 
 /// Counts one S3 call that answered.
-pub fn record_s3_request(operation: &'static str, ok: bool) {
+pub(crate) fn record_s3_request(operation: &'static str, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => result).increment(1);
 }
 
 /// Counts one S3 call that did not answer in time.
-pub fn record_s3_timeout(operation: &'static str) {
+pub(crate) fn record_s3_timeout(operation: &'static str) {
     metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => "timeout")
         .increment(1);
 }
 
 /// Counts one webhook accepted through S3, with its object's size.
-pub fn record_offloaded(object_bytes: u64) {
+pub(crate) fn record_offloaded(object_bytes: u64) {
     metrics::counter!(OFFLOADED_TOTAL).increment(1);
     metrics::counter!(OFFLOADED_BYTES_TOTAL).increment(object_bytes);
 }
 
 /// Counts one object left behind in S3.
-pub fn record_orphaned_object() {
+pub(crate) fn record_orphaned_object() {
     metrics::counter!(ORPHANED_OBJECTS_TOTAL).increment(1);
 }
 
 /// Records the bytes of part buffers held now.
-pub fn gauge_part_buffers_in_use(bytes: usize) {
+pub(crate) fn gauge_part_buffers_in_use(bytes: usize) {
     metrics::gauge!(PART_BUFFERS_IN_USE_BYTES).set(bytes as f64);
 }
 
 /// Counts one request answered 408 for its body, with why (`min_rate`, `read_timeout`).
-pub fn record_body_timeout(reason: &'static str) {
+pub(crate) fn record_body_timeout(reason: &'static str) {
     metrics::counter!(BODY_TIMEOUTS_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Records one wait for a part buffer.
-pub fn record_part_buffer_wait(waited: Duration) {
+pub(crate) fn record_part_buffer_wait(waited: Duration) {
     metrics::histogram!(PART_BUFFER_WAIT_SECONDS).record(waited.as_secs_f64());
 }
 

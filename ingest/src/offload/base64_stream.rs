@@ -6,14 +6,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 /// Most input bytes encoded at once, so the output buffer stays at 64 KiB.
-pub const BLOCK_BYTES: usize = 48 * 1024;
-
-/// Bytes the encoder's output buffer may take.
-pub const BUFFER_BYTES: usize = BLOCK_BYTES / 3 * 4 + 4;
+pub(crate) const BLOCK_BYTES: usize = 48 * 1024;
 
 /// Most output bytes one [`Base64Stream::encode`] of `input_bytes` writes, and so the most
-/// its buffer grows to for them (it is reserved exactly): at most [`BUFFER_BYTES`].
-pub const fn output_room(input_bytes: usize) -> usize {
+/// its buffer grows to for them (it is reserved exactly): at most 64 KiB + 4, the output of
+/// one block.
+pub(crate) const fn output_room(input_bytes: usize) -> usize {
     let block = if input_bytes < BLOCK_BYTES {
         input_bytes
     } else {
@@ -24,7 +22,7 @@ pub const fn output_room(input_bytes: usize) -> usize {
 
 /// A streaming standard-base64 (padded) encoder.
 #[derive(Debug, Default)]
-pub struct Base64Stream {
+pub(crate) struct Base64Stream {
     carry: [u8; 2],
     carry_len: usize,
     out: String,
@@ -33,7 +31,7 @@ pub struct Base64Stream {
 impl Base64Stream {
     /// Encodes up to [`BLOCK_BYTES`] of `input` (and any leftover from before); returns the
     /// base64 text and how many input bytes it consumed. Call again with the rest.
-    pub fn encode<'s>(&'s mut self, input: &[u8]) -> (&'s [u8], usize) {
+    pub(crate) fn encode<'s>(&'s mut self, input: &[u8]) -> (&'s [u8], usize) {
         self.out.clear();
         self.out.reserve_exact(output_room(input.len()));
         let mut consumed = 0;
@@ -67,7 +65,7 @@ impl Base64Stream {
     }
 
     /// The last characters: the leftover bytes, padded.
-    pub fn finish(&mut self) -> &[u8] {
+    pub(crate) fn finish(&mut self) -> &[u8] {
         self.out.clear();
         STANDARD.encode_string(&self.carry[..self.carry_len], &mut self.out);
         self.carry_len = 0;
@@ -79,6 +77,9 @@ impl Base64Stream {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Bytes the encoder's output buffer may take: the output of one block.
+    const BUFFER_BYTES: usize = BLOCK_BYTES / 3 * 4 + 4;
 
     fn encode_in_pieces(body: &[u8], cuts: &[usize]) -> Vec<u8> {
         let mut encoder = Base64Stream::default();

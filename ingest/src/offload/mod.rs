@@ -11,22 +11,24 @@
 //! 202 only after S3 and SQS both have it; see `docs/large-payloads.md` for the failure
 //! handling and the memory bound.
 
-pub mod base64_stream;
-pub mod store;
-pub mod stream;
-pub mod upload;
+pub(crate) mod base64_stream;
+pub(crate) mod s3;
+pub(crate) mod stream;
+#[cfg(test)]
+mod testing;
+pub(crate) mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-pub use store::{PayloadStore, S3Store, StoreError};
-pub use upload::PART_BYTES;
+pub(crate) use s3::{PayloadStore, S3Store};
+pub(crate) use upload::PART_BYTES;
 
 /// What offloading needs, shared by every request.
 #[derive(Debug)]
-pub struct LargePayloads {
+pub(crate) struct LargePayloads {
     /// Where objects go.
     pub store: Arc<dyn PayloadStore>,
     /// Bodies above this many bytes are streamed to S3; those up to it stay inline.
@@ -43,7 +45,7 @@ pub struct LargePayloads {
 impl LargePayloads {
     /// Offloading to `store` above `threshold` bytes, with `part_buffer_bytes` (at least one
     /// part) for part buffers across all requests.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn PayloadStore>,
         threshold: usize,
         part_buffer_bytes: usize,

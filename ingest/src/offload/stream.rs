@@ -19,18 +19,21 @@ use webhook_shared::large_payload::{PayloadPointer, object_key};
 use super::LargePayloads;
 use super::base64_stream::{self, Base64Stream};
 use super::upload::{ObjectUpload, WriteError};
-use crate::body_budget::{ReadError, Reservation};
-use crate::body_pace::Pace;
-use crate::error::ApiError;
+use crate::body::ReadError;
+use crate::body::RequestBody;
+use crate::body::budget::Reservation;
+use crate::body::pace::Pace;
+use crate::edge::error::ApiError;
+use crate::edge::error::read_error;
+use crate::edge::state::AppState;
 use crate::metrics;
-use crate::publisher::{OutgoingMessage, Publish};
-use crate::routes::{AppState, RequestBody, read_error};
 use crate::sources::{Source, StreamedId};
+use crate::sqs::publisher::{OutgoingMessage, Publish};
 use crate::verify::StreamingCheck;
 
 /// One request to stream, as the handler has read it so far.
 #[derive(Debug)]
-pub struct StreamedRequest<'a> {
+pub(crate) struct StreamedRequest<'a> {
     /// The `{source}` path segment.
     pub source: String,
     /// The source's settings.
@@ -51,7 +54,7 @@ pub struct StreamedRequest<'a> {
 
 /// The body as far as the handler has read it, and the rest to come.
 #[derive(Debug)]
-pub struct BodySoFar<'b, B> {
+pub(crate) struct BodySoFar<'b, B> {
     /// What was read into memory before streaming began (within the reservation), then the
     /// chunk that crossed the threshold (not reserved).
     pub read: [Bytes; 2],
@@ -64,13 +67,63 @@ pub struct BodySoFar<'b, B> {
 /// Streams the body (what was read, then the rest) to S3 and enqueues its pointer; gives the
 /// event id once both have it. The request's `reservation` holds what was read, then the
 /// encoder's buffer, then the pointer message; the part being filled is counted by the upload.
-pub async fn accept<P: Publish, B: RequestBody>(
+pub(crate) async fn accept<P: Publish, B: RequestBody>(
     state: &AppState<P>,
     offload: &LargePayloads,
     request: StreamedRequest<'_>,
     body: BodySoFar<'_, B>,
     reservation: &mut Reservation,
 ) -> Result<String, ApiError> {
+    let begun = begin(&request)?;
+    let mut upload = ObjectUpload::new(offload, begun.key, &state.body_budget);
+    let streaming = Streaming {
+        upload: &mut upload,
+        encoder: Base64Stream::default(),
+        encoder_room: 0,
+        check: begun.check,
+        ids: begun.ids,
+        received: 0,
+        limit: request.limit,
+        retry_after_seconds: state.retry_after_seconds,
+    };
+    let streamed = streaming.run(begun.prefix, body, reservation);
+    let streamed = tokio::time::timeout_at(request.deadline, streamed).await;
+    let (event_id, object_bytes, body_bytes) =
+        match streamed.unwrap_or_else(|_elapsed| Err(ApiError::BodyTimeout)) {
+            Ok(done) => done,
+            Err(error) => {
+                upload.abort().await;
+                return Err(error);
+            }
+        };
+    let key = upload.key().to_owned();
+    drop(upload);
+    let pointer = Pointer {
+        event_id: event_id.clone(),
+        key,
+        object_bytes,
+    };
+    publish_pointer(state, offload, request, pointer, reservation).await?;
+    metrics::record_body_size(body_bytes);
+    metrics::record_offloaded(object_bytes);
+    Ok(event_id)
+}
+
+/// Where streaming starts, once the headers have verified.
+struct Begun {
+    /// The signature check, to feed the body.
+    check: StreamingCheck,
+    /// Where the event id comes from.
+    ids: StreamedId,
+    /// The object's key: from the event id when it is known before the body, else a UUIDv7.
+    key: String,
+    /// The envelope up to its body.
+    prefix: String,
+}
+
+/// Verifies the headers (their format, the signed timestamp's age) before any of the body is
+/// stored, and names the object.
+fn begin(request: &StreamedRequest<'_>) -> Result<Begun, ApiError> {
     let source = request.source.as_str();
     let check = request
         .config
@@ -92,34 +145,41 @@ pub async fn accept<P: Publish, B: RequestBody>(
         content_type: request.content_type.as_deref(),
     }
     .prefix();
-    let mut upload = ObjectUpload::new(offload, object_key(source, &key_id), &state.body_budget);
-    let streaming = Streaming {
-        upload: &mut upload,
-        encoder: Base64Stream::default(),
-        encoder_room: 0,
+    Ok(Begun {
         check,
         ids,
-        received: 0,
-        limit: request.limit,
-        retry_after_seconds: state.retry_after_seconds,
-    };
-    let streamed =
-        tokio::time::timeout_at(request.deadline, streaming.run(prefix, body, reservation)).await;
-    let (event_id, object_bytes, body_bytes) = match streamed {
-        Ok(Ok(done)) => done,
-        Ok(Err(error)) => {
-            upload.abort().await;
-            return Err(error);
-        }
-        Err(_elapsed) => {
-            upload.abort().await;
-            return Err(ApiError::BodyTimeout);
-        }
-    };
-    let key = upload.key().to_owned();
-    drop(upload);
+        key: object_key(source, &key_id),
+        prefix,
+    })
+}
+
+/// A complete object, to point to.
+struct Pointer {
+    /// The webhook's event id.
+    event_id: String,
+    /// The object's key.
+    key: String,
+    /// The object's size.
+    object_bytes: u64,
+}
+
+/// Enqueues the pointer to the object within the send timeout (the `reservation` then holds
+/// only the message). An object whose pointer the queue did not take is left in place and
+/// counted (see the module's documentation); the answer is then 503 with `Retry-After`.
+async fn publish_pointer<P: Publish>(
+    state: &AppState<P>,
+    offload: &LargePayloads,
+    request: StreamedRequest<'_>,
+    pointer: Pointer,
+    reservation: &mut Reservation,
+) -> Result<(), ApiError> {
+    let Pointer {
+        event_id,
+        key,
+        object_bytes,
+    } = pointer;
     let message = OutgoingMessage {
-        event_id: event_id.clone(),
+        event_id,
         source: request.source,
         group_id: request.group_id,
         body: PayloadPointer {
@@ -145,9 +205,7 @@ pub async fn accept<P: Publish, B: RequestBody>(
             retry_after_seconds: state.retry_after_seconds,
         });
     }
-    metrics::record_body_size(body_bytes);
-    metrics::record_offloaded(object_bytes);
-    Ok(event_id)
+    Ok(())
 }
 
 /// One body on its way into its object.
@@ -181,8 +239,8 @@ impl Streaming<'_> {
             self.feed(&chunk, reservation).await?;
         }
         // What was read before is written now: only the encoder's buffer stays, and the
-        // connection's read buffer while the rest streams in (see `routes.rs`).
-        reservation.shrink_to(self.encoder_room + crate::body_budget::READ_BUFFER_ALLOWANCE);
+        // connection's read buffer while the rest streams in (see `edge/webhook.rs`).
+        reservation.shrink_to(self.encoder_room + crate::body::read::READ_BUFFER_ALLOWANCE);
         let retry_after_seconds = self.retry_after_seconds;
         while let Some(data) = pace
             .next_data(rest.as_mut())
@@ -260,3 +318,7 @@ fn storage_unavailable(error: &WriteError, retry_after_seconds: u32) -> ApiError
         WriteError::NoRoom => read_error(ReadError::NoRoom, retry_after_seconds),
     }
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

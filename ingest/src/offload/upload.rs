@@ -22,18 +22,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::LargePayloads;
-use super::store::{PayloadStore, StoreError, StoreFuture, UploadedPart};
-use crate::body_budget::{BodyBudget, Reservation, grow_buffer};
+use super::s3::{PayloadStore, StoreError, StoreFuture, UploadedPart};
+use crate::body::budget::{BodyBudget, Reservation, grow_buffer};
 use crate::metrics;
 
 /// Size of every part but the last: S3's minimum for them.
-pub const PART_BYTES: usize = 5 * 1024 * 1024;
+pub(crate) const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Bytes a part may hold before it needs room in the part-buffer budget.
-pub const FILL_WITHOUT_BUFFER: usize = 64 * 1024;
+pub(crate) const FILL_WITHOUT_BUFFER: usize = 64 * 1024;
 
 /// Why a write to the object failed.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// S3 failed or did not answer in time.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -44,7 +44,7 @@ pub enum WriteError {
 
 /// One object being written.
 #[derive(Debug)]
-pub struct ObjectUpload {
+pub(crate) struct ObjectUpload {
     store: Arc<dyn PayloadStore>,
     part_buffers: Arc<Semaphore>,
     part_buffer_total: usize,
@@ -64,7 +64,7 @@ pub struct ObjectUpload {
 impl ObjectUpload {
     /// An upload of `key` whose part fills within `budget`; nothing is sent before the first
     /// part fills or the end.
-    pub fn new(offload: &LargePayloads, key: String, budget: &BodyBudget) -> Self {
+    pub(crate) fn new(offload: &LargePayloads, key: String, budget: &BodyBudget) -> Self {
         Self {
             store: Arc::clone(&offload.store),
             part_buffers: Arc::clone(&offload.part_buffers),
@@ -81,12 +81,12 @@ impl ObjectUpload {
     }
 
     /// The object's key.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 
     /// Appends `bytes` to the object, uploading each part as it fills.
-    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), WriteError> {
+    pub(crate) async fn write(&mut self, mut bytes: &[u8]) -> Result<(), WriteError> {
         while !bytes.is_empty() {
             if self.permit.is_none() && self.part.len() >= FILL_WITHOUT_BUFFER {
                 self.hold_buffer().await;
@@ -118,7 +118,7 @@ impl ObjectUpload {
     }
 
     /// Writes what is left and makes the object appear whole; gives its size in bytes.
-    pub async fn finish(&mut self) -> Result<u64, StoreError> {
+    pub(crate) async fn finish(&mut self) -> Result<u64, StoreError> {
         match self.upload_id.clone() {
             None => {
                 let body = self.take_part().await;
@@ -143,7 +143,7 @@ impl ObjectUpload {
 
     /// Abandons the upload, if one was started (best effort: a failure is logged, and the
     /// bucket's lifecycle rule removes incomplete uploads).
-    pub async fn abort(&mut self) {
+    pub(crate) async fn abort(&mut self) {
         self.part = Vec::new();
         self.staged.shrink_to(0);
         self.permit = None;

@@ -8,7 +8,7 @@ use super::{Encoding, HmacScheme, Scheme};
 
 /// The scheme-related settings of one source, as written.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SchemeSettings<'a> {
+pub(crate) struct SchemeSettings<'a> {
     /// `standard_webhooks`, `github`, `stripe`, `shopify`, `hmac` or `none`.
     pub scheme: &'a str,
     /// The signature header (`hmac` only, required there).
@@ -23,7 +23,7 @@ pub struct SchemeSettings<'a> {
 
 /// Why settings do not describe a scheme.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingsError {
+pub(crate) enum SettingsError {
     /// The scheme name is not one of the known ones.
     #[error(
         "unknown scheme `{0}`; expected standard_webhooks, github, stripe, shopify, hmac or none"
@@ -55,7 +55,7 @@ pub enum SettingsError {
 
 impl Scheme {
     /// The scheme `settings` describe.
-    pub fn from_settings(settings: SchemeSettings<'_>) -> Result<Self, SettingsError> {
+    pub(crate) fn from_settings(settings: SchemeSettings<'_>) -> Result<Self, SettingsError> {
         let scheme = match settings.scheme {
             "standard_webhooks" => Self::StandardWebhooks,
             "github" => Self::GitHub,

@@ -6,7 +6,7 @@ use http::{HeaderName, StatusCode};
 
 /// Why a request's signature was not accepted. Every variant answers 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     /// The header carrying the signature is absent.
     #[error("the `{header}` signature header is missing")]
     MissingSignature {
@@ -40,7 +40,7 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// The machine-readable code for the error body's `error` field.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::MissingSignature { .. } => "missing_signature",
             Self::MissingHeader { .. } => "missing_header",
@@ -51,14 +51,14 @@ impl VerifyError {
     }
 
     /// The HTTP status: always 401 Unauthorized.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         StatusCode::UNAUTHORIZED
     }
 }
 
 /// Why a verifier could not be built from a scheme and its secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     /// The scheme verifies signatures but was given no secret.
     #[error("scheme `{scheme}` needs at least one secret")]
     NoSecrets {

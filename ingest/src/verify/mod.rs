@@ -59,12 +59,11 @@ mod config;
 mod error;
 mod github;
 mod keys;
-#[cfg(test)]
-mod proptests;
 mod shopify;
 mod standard;
 mod streaming;
 mod stripe;
+mod stripe_event_id;
 #[cfg(test)]
 mod testing;
 
@@ -74,16 +73,16 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName};
 use secrecy::SecretString;
 
-pub use config::{SchemeSettings, SettingsError};
-pub use error::{KeyError, VerifyError};
-pub use streaming::{STRIPE_ID_WINDOW_BYTES, StreamingCheck};
+pub(crate) use config::SchemeSettings;
+pub(crate) use error::{KeyError, VerifyError};
+pub(crate) use streaming::StreamingCheck;
 
 /// Tolerance for signed timestamps when a source sets none: five minutes either way.
-pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// How a source signs its webhooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     /// [Standard Webhooks](https://www.standardwebhooks.com/): `v1` (HMAC, `whsec_` secrets)
     /// and `v1a` (ed25519, `whpk_` public keys).
     StandardWebhooks,
@@ -104,7 +103,7 @@ pub enum Scheme {
 
 impl Scheme {
     /// The scheme's name as written in the sources file.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::StandardWebhooks => "standard_webhooks",
             Self::GitHub => "github",
@@ -116,19 +115,19 @@ impl Scheme {
     }
 
     /// Whether the scheme needs at least one secret (every scheme but `None`).
-    pub fn needs_secrets(&self) -> bool {
+    pub(crate) fn needs_secrets(&self) -> bool {
         !matches!(self, Self::None { .. })
     }
 
     /// Whether the scheme signs a timestamp, so that a tolerance applies.
-    pub fn is_timestamped(&self) -> bool {
+    pub(crate) fn is_timestamped(&self) -> bool {
         matches!(self, Self::StandardWebhooks | Self::Stripe)
     }
 }
 
 /// Where and how a generic HMAC-SHA256 signature of the raw body travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HmacScheme {
+pub(crate) struct HmacScheme {
     /// The header carrying the signature.
     pub header: HeaderName,
     /// How the MAC is written in the header.
@@ -142,7 +141,7 @@ pub struct HmacScheme {
 /// How a MAC is written in a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// Hexadecimal, either case.
     Hex,
     /// Standard base64 with padding.
@@ -151,7 +150,7 @@ pub enum Encoding {
 
 /// What a successful verification learned about the request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verified {
+pub(crate) struct Verified {
     /// The provider's event id, when the scheme has one and it is valid; otherwise the
     /// caller assigns one (`Source::event_id` in [`crate::sources`]).
     pub event_id: Option<String>,
@@ -159,7 +158,7 @@ pub struct Verified {
 
 /// Verifies the requests of one source.
 #[derive(Debug)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     scheme: &'static str,
     check: Check,
     tolerance_seconds: u64,
@@ -177,7 +176,7 @@ enum Check {
 impl Verifier {
     /// A verifier for `scheme` with `secrets` (several for rotation; none for
     /// [`Scheme::None`]) and the tolerance for signed timestamps (whole seconds count).
-    pub fn new(
+    pub(crate) fn new(
         scheme: Scheme,
         secrets: &[SecretString],
         tolerance: Duration,
@@ -211,7 +210,7 @@ impl Verifier {
     }
 
     /// A verifier that accepts every request and finds no event id (unknown sources).
-    pub fn unverified() -> Self {
+    pub(crate) fn unverified() -> Self {
         Self {
             scheme: "none",
             check: Check::Unverified { id_header: None },
@@ -220,14 +219,14 @@ impl Verifier {
     }
 
     /// The name of the verifier's scheme, for logs.
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         self.scheme
     }
 
     /// Checks one request: its headers and exact body, against the time `now`. The same
     /// check as [`begin`](Self::begin), fed the whole body; a Stripe event id is then looked
     /// for in the whole body.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
@@ -238,7 +237,7 @@ impl Verifier {
         let verified = check.finish()?;
         Ok(match self.check {
             Check::Stripe(_) => Verified {
-                event_id: stripe::event_id(body),
+                event_id: stripe_event_id::event_id(body),
             },
             _ => verified,
         })
@@ -248,7 +247,7 @@ impl Verifier {
     /// (format, timestamp age), so a malformed or stale request fails before its body is
     /// read; feed the body to [`StreamingCheck::update`], then call
     /// [`StreamingCheck::finish`].
-    pub fn begin(
+    pub(crate) fn begin(
         &self,
         headers: &HeaderMap,
         now: DateTime<Utc>,
@@ -267,60 +266,5 @@ impl Verifier {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::verify::testing::{headers, secrets};
-
-    #[test]
-    fn none_accepts_anything_and_reads_its_id_header() {
-        let verifier = Verifier::new(
-            Scheme::None {
-                id_header: Some(HeaderName::from_static("x-delivery")),
-            },
-            &[],
-            DEFAULT_TOLERANCE,
-        )
-        .expect("no secrets needed");
-        let now = Utc::now();
-        let with_id = headers(&[("x-delivery", "d-1")]);
-        let verified = verifier.verify(&with_id, b"any", now).expect("unverified");
-        assert_eq!(verified.event_id.as_deref(), Some("d-1"));
-        let bad_id = headers(&[("x-delivery", "has space")]);
-        assert_eq!(verifier.verify(&bad_id, b"", now), Ok(Verified::default()));
-        let plain = Verifier::unverified();
-        assert_eq!(plain.verify(&with_id, b"", now), Ok(Verified::default()));
-        assert_eq!(plain.scheme(), "none");
-    }
-
-    #[test]
-    fn secrets_are_required_exactly_where_needed() {
-        let err = Verifier::new(Scheme::GitHub, &[], DEFAULT_TOLERANCE).expect_err("no secret");
-        assert_eq!(err, KeyError::NoSecrets { scheme: "github" });
-        let err = Verifier::new(
-            Scheme::None { id_header: None },
-            &secrets(&["x"]),
-            DEFAULT_TOLERANCE,
-        )
-        .expect_err("secret for none");
-        assert_eq!(err, KeyError::UnexpectedSecrets { scheme: "none" });
-    }
-
-    #[test]
-    fn debug_output_never_shows_a_secret() {
-        let secret = "It's a Secret to Everybody";
-        for scheme in [Scheme::GitHub, Scheme::Stripe, Scheme::Shopify] {
-            let verifier =
-                Verifier::new(scheme, &secrets(&[secret]), DEFAULT_TOLERANCE).expect("valid");
-            let debug = format!("{verifier:?}");
-            assert!(!debug.contains("Secret"), "{debug}");
-            assert!(debug.contains("REDACTED"), "{debug}");
-        }
-        let standard = Verifier::new(
-            Scheme::StandardWebhooks,
-            &secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
-            DEFAULT_TOLERANCE,
-        )
-        .expect("valid");
-        assert!(!format!("{standard:?}").contains("MfKQ9r8G"));
-    }
-}
+#[path = "verify_tests.rs"]
+mod tests;

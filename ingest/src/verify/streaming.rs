@@ -18,13 +18,13 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use super::keys::HmacKey;
-use super::{Verified, VerifyError, stripe};
+use super::{Verified, VerifyError, stripe_event_id};
 
 /// Most bytes of a Stripe body kept to find its event id: Stripe writes `id` first.
-pub const STRIPE_ID_WINDOW_BYTES: usize = 64 * 1024;
+pub(crate) const STRIPE_ID_WINDOW_BYTES: usize = 64 * 1024;
 
 /// A verification in progress over a body fed in pieces.
-pub struct StreamingCheck {
+pub(crate) struct StreamingCheck {
     /// Whether a signature must match (false for the `none` scheme).
     required: bool,
     /// One MAC per key, already fed what is signed before the body.
@@ -126,7 +126,7 @@ impl StreamingCheck {
 
     /// The event id found in the headers, when the scheme takes it from there (`None` for
     /// Stripe, whose id is in the body, and for requests without one).
-    pub fn header_event_id(&self) -> Option<&str> {
+    pub(crate) fn header_event_id(&self) -> Option<&str> {
         match &self.event_id {
             EventIdSource::Headers(id) => id.as_deref(),
             EventIdSource::StripeBody(_) => None,
@@ -134,7 +134,7 @@ impl StreamingCheck {
     }
 
     /// Feeds the next piece of the body.
-    pub fn update(&mut self, chunk: &[u8]) {
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
         for mac in &mut self.macs {
             mac.update(chunk);
         }
@@ -149,7 +149,7 @@ impl StreamingCheck {
 
     /// Whether the signature matched, and the event id: for Stripe, the first top-level `id`
     /// within the body's first [`STRIPE_ID_WINDOW_BYTES`].
-    pub fn finish(self) -> Result<Verified, VerifyError> {
+    pub(crate) fn finish(self) -> Result<Verified, VerifyError> {
         let Self {
             required,
             macs,
@@ -172,7 +172,7 @@ impl StreamingCheck {
         }
         let event_id = match event_id {
             EventIdSource::Headers(id) => id,
-            EventIdSource::StripeBody(head) => stripe::leading_event_id(&head),
+            EventIdSource::StripeBody(head) => stripe_event_id::leading_event_id(&head),
         };
         Ok(Verified { event_id })
     }

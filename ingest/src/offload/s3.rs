@@ -20,7 +20,7 @@ const OBJECT_CONTENT_TYPE: &str = "application/json";
 /// An S3 call failed. The cause has been logged where it happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("S3 {operation} failed: {message}")]
-pub struct StoreError {
+pub(crate) struct StoreError {
     /// The API that failed (`UploadPart`, ...).
     pub operation: &'static str,
     /// What went wrong (no secret: S3's error code and message, or the SDK's).
@@ -28,11 +28,12 @@ pub struct StoreError {
 }
 
 /// What one store call gives back.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+pub(crate) type StoreFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// One uploaded part: its number (from 1) and the ETag S3 gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadedPart {
+pub(crate) struct UploadedPart {
     /// Part number, 1 to 10,000.
     pub number: i32,
     /// The part's ETag.
@@ -40,7 +41,7 @@ pub struct UploadedPart {
 }
 
 /// The bucket objects go to, and the calls that write them.
-pub trait PayloadStore: Debug + Send + Sync + 'static {
+pub(crate) trait PayloadStore: Debug + Send + Sync + 'static {
     /// The bucket's name (for the pointer).
     fn bucket(&self) -> &str;
 
@@ -76,14 +77,14 @@ pub trait PayloadStore: Debug + Send + Sync + 'static {
 
 /// [`PayloadStore`] on S3.
 #[derive(Debug, Clone)]
-pub struct S3Store {
+pub(crate) struct S3Store {
     client: Client,
     bucket: String,
 }
 
 impl S3Store {
     /// A store writing to `bucket` with `client`.
-    pub fn new(client: Client, bucket: String) -> Self {
+    pub(crate) fn new(client: Client, bucket: String) -> Self {
         Self { client, bucket }
     }
 }

@@ -1,13 +1,68 @@
-//! Property tests: for every scheme, arbitrary header values and bodies never make `verify`
-//! panic, and a random signature never verifies.
+//! The verifier's unit tests: what each scheme requires and never shows, then property
+//! tests: for every scheme, arbitrary header values and bodies never make `verify` panic, a
+//! random signature never verifies, and a body streamed in any pieces verifies as it does
+//! whole. Each scheme's own vectors are in its module.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
-use super::testing::{at, secrets};
-use super::{DEFAULT_TOLERANCE, Encoding, HmacScheme, Scheme, Verifier};
+use super::testing::{at, headers, secrets};
+use super::*;
+
+#[test]
+fn none_accepts_anything_and_reads_its_id_header() {
+    let verifier = Verifier::new(
+        Scheme::None {
+            id_header: Some(HeaderName::from_static("x-delivery")),
+        },
+        &[],
+        DEFAULT_TOLERANCE,
+    )
+    .expect("no secrets needed");
+    let now = Utc::now();
+    let with_id = headers(&[("x-delivery", "d-1")]);
+    let verified = verifier.verify(&with_id, b"any", now).expect("unverified");
+    assert_eq!(verified.event_id.as_deref(), Some("d-1"));
+    let bad_id = headers(&[("x-delivery", "has space")]);
+    assert_eq!(verifier.verify(&bad_id, b"", now), Ok(Verified::default()));
+    let plain = Verifier::unverified();
+    assert_eq!(plain.verify(&with_id, b"", now), Ok(Verified::default()));
+    assert_eq!(plain.scheme(), "none");
+}
+
+#[test]
+fn secrets_are_required_exactly_where_needed() {
+    let err = Verifier::new(Scheme::GitHub, &[], DEFAULT_TOLERANCE).expect_err("no secret");
+    assert_eq!(err, KeyError::NoSecrets { scheme: "github" });
+    let err = Verifier::new(
+        Scheme::None { id_header: None },
+        &secrets(&["x"]),
+        DEFAULT_TOLERANCE,
+    )
+    .expect_err("secret for none");
+    assert_eq!(err, KeyError::UnexpectedSecrets { scheme: "none" });
+}
+
+#[test]
+fn debug_output_never_shows_a_secret() {
+    let secret = "It's a Secret to Everybody";
+    for scheme in [Scheme::GitHub, Scheme::Stripe, Scheme::Shopify] {
+        let verifier =
+            Verifier::new(scheme, &secrets(&[secret]), DEFAULT_TOLERANCE).expect("valid");
+        let debug = format!("{verifier:?}");
+        assert!(!debug.contains("Secret"), "{debug}");
+        assert!(debug.contains("REDACTED"), "{debug}");
+    }
+    let standard = Verifier::new(
+        Scheme::StandardWebhooks,
+        &secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
+        DEFAULT_TOLERANCE,
+    )
+    .expect("valid");
+    assert!(!format!("{standard:?}").contains("MfKQ9r8G"));
+}
 
 const NOW: i64 = 1_614_265_330;
 

@@ -52,7 +52,7 @@ const CREDENTIALS: &[&str] = &[
 /// The headers to keep, without the hop-by-hop and credential headers nor those in
 /// `extra_drops` (the source's `drop_headers`); or `Err(total)` when they exceed `limit`
 /// bytes.
-pub fn envelope_headers(
+pub(crate) fn envelope_headers(
     headers: &HeaderMap,
     extra_drops: &[HeaderName],
     limit: usize,

@@ -4,11 +4,12 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use webhook_shared::server::{self, Body};
 
+use crate::body::ReadError;
 use crate::verify::VerifyError;
 
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No route for the path, or a source name outside `[a-z0-9_-]{1,64}`.
     #[error("no such route")]
     NotFound,
@@ -73,7 +74,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status for this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::NotFound | Self::UnknownSource => StatusCode::NOT_FOUND,
             Self::Unauthorized(error) => error.status(),
@@ -91,7 +92,7 @@ impl ApiError {
     }
 
     /// The machine-readable code in the body's `error` field.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
             Self::UnknownSource => "unknown_source",
@@ -111,7 +112,7 @@ impl ApiError {
 
     /// For a body that did not come in time, why (the `reason` label of
     /// `webhook_ingest_body_timeouts_total`).
-    pub fn body_timeout_reason(&self) -> Option<&'static str> {
+    pub(crate) fn body_timeout_reason(&self) -> Option<&'static str> {
         match self {
             Self::BodyTimeout => Some("read_timeout"),
             Self::BodyTooSlow => Some("min_rate"),
@@ -122,7 +123,7 @@ impl ApiError {
     /// The response for this error. A body that did not come in time also closes the
     /// connection (HTTP/1.1: `Connection: close`; HTTP/2 has no such header, and the unread
     /// stream is reset instead).
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut response = server::error(self.status(), self.code(), &self.to_string());
         let headers = response.headers_mut();
         match self {
@@ -146,5 +147,26 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// The answer to a body that could not be read into memory.
+pub(crate) fn read_error(error: ReadError, retry_after_seconds: u32) -> ApiError {
+    match error {
+        ReadError::NoRoom => ApiError::Overloaded {
+            retry_after_seconds,
+        },
+        ReadError::TooSlow { received, waited } => {
+            tracing::debug!(
+                received,
+                ?waited,
+                "request body slower than the minimum rate"
+            );
+            ApiError::BodyTooSlow
+        }
+        ReadError::Broken(error) => {
+            tracing::debug!(%error, "request body could not be read");
+            ApiError::BadBody
+        }
     }
 }

@@ -8,11 +8,11 @@ use super::{BODY_ID_PREFIX, EventIds, Source};
 
 /// [`body_event_id`] computed as the body arrives in pieces.
 #[derive(Debug, Clone)]
-pub struct BodyIdHasher(Sha256);
+pub(crate) struct BodyIdHasher(Sha256);
 
 impl BodyIdHasher {
     /// A hash of the source, ready for the body.
-    pub fn new(source: &str) -> Self {
+    pub(crate) fn new(source: &str) -> Self {
         let mut hash = Sha256::new();
         hash.update(source.as_bytes());
         hash.update([0]);
@@ -20,12 +20,12 @@ impl BodyIdHasher {
     }
 
     /// Feeds the next piece of the body.
-    pub fn update(&mut self, chunk: &[u8]) {
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
         self.0.update(chunk);
     }
 
     /// The event id: the same as [`body_event_id`] of the whole body.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         format!("{BODY_ID_PREFIX}{}", hex::encode(self.0.finalize()))
     }
 }
@@ -33,7 +33,7 @@ impl BodyIdHasher {
 /// How a streamed body's event id is found once the body is in: the counterpart of
 /// [`Source::event_id`] for a body that is never held whole.
 #[derive(Debug)]
-pub enum StreamedId {
+pub(crate) enum StreamedId {
     /// Known before the body: the provider's id from the headers, or a new UUIDv7.
     Known(String),
     /// The verifier's id once the body is in (Stripe's is in the body), else this UUIDv7
@@ -48,7 +48,7 @@ pub enum StreamedId {
 impl StreamedId {
     /// The id to name the S3 object with, when one is known before the body: the provider's,
     /// or the UUIDv7 the event gets if the body does not name it.
-    pub fn known_before_body(&self) -> Option<&str> {
+    pub(crate) fn known_before_body(&self) -> Option<&str> {
         match self {
             Self::Known(id) | Self::FromVerifier(id) => Some(id),
             Self::FromVerifierOrBody(_) | Self::FromBody(_) => None,
@@ -56,14 +56,14 @@ impl StreamedId {
     }
 
     /// Feeds the next piece of the body (to the hash, where there is one).
-    pub fn update(&mut self, chunk: &[u8]) {
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
         if let Self::FromVerifierOrBody(hash) | Self::FromBody(hash) = self {
             hash.update(chunk);
         }
     }
 
     /// The event id, given what the verifier found.
-    pub fn finish(self, verified: Option<String>) -> String {
+    pub(crate) fn finish(self, verified: Option<String>) -> String {
         match (self, verified) {
             (Self::Known(id), _) => id,
             (Self::FromVerifier(_) | Self::FromVerifierOrBody(_), Some(id)) => id,
@@ -77,7 +77,7 @@ impl Source {
     /// How the event id of a streamed body to `source` is found, given the id the verifier
     /// found in the headers (`None` for Stripe, whose id is in the body). Gives the same id
     /// as [`Source::event_id`] would for the whole body.
-    pub fn streamed_event_id(&self, source: &str, header_id: Option<&str>) -> StreamedId {
+    pub(crate) fn streamed_event_id(&self, source: &str, header_id: Option<&str>) -> StreamedId {
         match (self.event_ids, header_id) {
             (EventIds::BodySha256Always, _) => StreamedId::FromBody(BodyIdHasher::new(source)),
             (EventIds::Provider | EventIds::BodySha256, Some(id)) => {

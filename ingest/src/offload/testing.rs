@@ -1,5 +1,5 @@
-//! A fake S3 for the route tests: an in-memory bucket that records every call and checks
-//! what S3 would (part numbers in order, inner parts of at least 5 MiB).
+//! A fake S3 for the unit tests of the S3 path: an in-memory bucket that records every call
+//! and checks what S3 would (part numbers in order, inner parts of at least 5 MiB).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,24 +8,24 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::offload::PART_BYTES;
-use crate::offload::store::{PayloadStore, StoreError, StoreFuture, UploadedPart};
+use crate::offload::s3::{PayloadStore, StoreError, StoreFuture, UploadedPart};
 
 /// An in-memory bucket that records every call; fails or stalls one operation when told to.
 #[derive(Debug, Default)]
-pub(super) struct FakeStore {
-    pub(super) calls: Mutex<Vec<&'static str>>,
-    pub(super) objects: Mutex<BTreeMap<String, Vec<u8>>>,
+pub(crate) struct FakeStore {
+    pub(crate) calls: Mutex<Vec<&'static str>>,
+    pub(crate) objects: Mutex<BTreeMap<String, Vec<u8>>>,
     uploads: Mutex<BTreeMap<String, Vec<(i32, Bytes)>>>,
-    pub(super) fail: Mutex<Option<&'static str>>,
-    pub(super) stall: AtomicBool,
+    pub(crate) fail: Mutex<Option<&'static str>>,
+    pub(crate) stall: AtomicBool,
 }
 
 impl FakeStore {
-    pub(super) fn calls(&self) -> Vec<&'static str> {
+    pub(crate) fn calls(&self) -> Vec<&'static str> {
         self.calls.lock().expect("not poisoned").clone()
     }
 
-    pub(super) fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+    pub(crate) fn objects(&self) -> BTreeMap<String, Vec<u8>> {
         self.objects.lock().expect("not poisoned").clone()
     }
 
@@ -54,7 +54,7 @@ impl FakeStore {
 
 /// The fake shared between the test and the state.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Store(pub(super) Arc<FakeStore>);
+pub(crate) struct Store(pub(crate) Arc<FakeStore>);
 
 impl PayloadStore for Store {
     fn bucket(&self) -> &str {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::publisher::payload_size;
+use crate::sqs::publisher::payload_size;
 
 /// How the fake answers one call, given its entries.
 enum Answer {

@@ -16,12 +16,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 
-use crate::body_budget::ReadError;
-use crate::routes::RequestBody;
+use super::{ReadError, RequestBody};
 
 /// The rule: a rate and its grace period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MinRate {
+pub(crate) struct MinRate {
     /// Bytes per second a body must average once the grace period is over; `None`: no
     /// minimum (only the body read timeout applies).
     pub bytes_per_second: Option<std::num::NonZeroU32>,
@@ -29,9 +28,10 @@ pub struct MinRate {
     pub grace: Duration,
 }
 
+#[cfg(test)]
 impl MinRate {
-    /// No minimum rate.
-    pub const OFF: Self = Self {
+    /// No minimum rate (the unit tests that are not about the rate).
+    pub(crate) const OFF: Self = Self {
         bytes_per_second: None,
         grace: Duration::ZERO,
     };
@@ -39,7 +39,7 @@ impl MinRate {
 
 /// One request body's progress against the rule.
 #[derive(Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     rule: MinRate,
     received: u64,
     waited: Duration,
@@ -47,7 +47,7 @@ pub struct Pace {
 
 impl Pace {
     /// A body that has sent nothing and waited for nothing yet.
-    pub fn new(rule: MinRate) -> Self {
+    pub(crate) fn new(rule: MinRate) -> Self {
         Self {
             rule,
             received: 0,
@@ -55,14 +55,9 @@ impl Pace {
         }
     }
 
-    /// Body bytes received so far.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
     /// The next piece of body data (trailers are skipped), `None` at the end; fails with
     /// [`ReadError::TooSlow`] when the client falls behind the rule while ingest waits for it.
-    pub async fn next_data<B: RequestBody>(
+    pub(crate) async fn next_data<B: RequestBody>(
         &mut self,
         mut body: Pin<&mut B>,
     ) -> Result<Option<Bytes>, ReadError> {
@@ -176,7 +171,7 @@ mod tests {
         loop {
             match pace.next_data(body.as_mut()).await {
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok(pace.received()),
+                Ok(None) => return Ok(pace.received),
                 Err(error) => return Err((error, started.elapsed())),
             }
         }
@@ -231,7 +226,7 @@ mod tests {
         pace.next_data(body.as_mut())
             .await
             .expect("third, 1 s later");
-        assert_eq!(pace.received(), 3 * 1024);
+        assert_eq!(pace.received, 3 * 1024);
     }
 
     #[tokio::test(start_paused = true)]

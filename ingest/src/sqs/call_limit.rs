@@ -58,11 +58,11 @@ const MIN_WINDOW_SAMPLES: usize = 8;
 const MAX_WINDOW_SAMPLES: usize = 256;
 /// Median latency ratio below which the limit may grow: above ordinary latency noise, below
 /// two calls sharing a server that works one call at a time.
-pub const GROW_RATIO: f64 = 1.5;
+pub(crate) const GROW_RATIO: f64 = 1.5;
 /// Median latency ratio above which the limit may be cut.
-pub const CUT_RATIO: f64 = 2.0;
+pub(crate) const CUT_RATIO: f64 = 2.0;
 /// Calls waiting at the server (median estimate) above which the limit may be cut.
-pub const CUT_QUEUE: f64 = 1.5;
+pub(crate) const CUT_QUEUE: f64 = 1.5;
 /// Calls waiting at the server that a cut aims for: one call queued keeps a server that works
 /// one call at a time busy while the batcher gathers the next batch.
 const TARGET_QUEUE: f64 = 1.0;
@@ -73,9 +73,9 @@ const REMEASURE_INTERVAL: Duration = Duration::from_secs(30);
 /// Relative jitter of [`REMEASURE_INTERVAL`] (so that tasks do not re-measure together).
 const REMEASURE_JITTER: f64 = 0.15;
 /// Calls taken at a limit of 1 for the new baselines.
-pub const REMEASURE_SAMPLES: usize = 10;
+pub(crate) const REMEASURE_SAMPLES: usize = 10;
 /// Calls alone per batch size whose median is the baseline.
-pub const BASELINE_SAMPLES: usize = 9;
+pub(crate) const BASELINE_SAMPLES: usize = 9;
 /// Fewest calls alone whose median may serve as a baseline.
 const MIN_BASELINE_SAMPLES: usize = 3;
 /// Fewest calls beside others in a window to judge [`CallLimit::saturated`] by.
@@ -85,7 +85,7 @@ const MIN_LATENCY_SECONDS: f64 = 1e-6;
 
 /// One finished `SendMessageBatch` call, as the batcher saw it.
 #[derive(Clone, Copy, Debug)]
-pub struct CallSample {
+pub(crate) struct CallSample {
     /// Entries in the call.
     pub entries: usize,
     /// Time the call took.
@@ -96,7 +96,7 @@ pub struct CallSample {
 
 /// Why the limit went down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Calls queued at the server.
     Latency,
     /// A call failed as a whole.
@@ -106,7 +106,7 @@ pub enum Reason {
 }
 
 /// A change of the limit.
-pub type Change = webhook_shared::limit::Change<Reason>;
+pub(crate) type Change = webhook_shared::limit::Change<Reason>;
 
 /// The latest latencies (seconds) of calls of one batch size that went alone, and their
 /// median.
@@ -140,7 +140,7 @@ struct Remeasure {
 
 /// The limit on `SendMessageBatch` calls in flight; see the module documentation.
 #[derive(Debug)]
-pub struct CallLimit {
+pub(crate) struct CallLimit {
     adaptive: bool,
     limit: Limit,
     baselines: [Baseline; MAX_BATCH_ENTRIES],
@@ -161,7 +161,7 @@ pub struct CallLimit {
 impl CallLimit {
     /// A limit with ceiling `max`. Adaptive, it starts at 1 and doubles while calls do not
     /// queue (slow start); otherwise it is always `max` and reports are ignored.
-    pub fn new(max: usize, adaptive: bool, now: Instant) -> Self {
+    pub(crate) fn new(max: usize, adaptive: bool, now: Instant) -> Self {
         Self {
             adaptive,
             limit: Limit::new(max, adaptive, REMEASURE_INTERVAL, REMEASURE_JITTER, now),
@@ -178,7 +178,7 @@ impl CallLimit {
     }
 
     /// Calls allowed in flight now.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit.get()
     }
 
@@ -186,17 +186,17 @@ impl CallLimit {
     /// times their baseline or more (the median of the latest window that had some), so a
     /// call started now while others are in flight would wait behind them rather than be
     /// served beside them. Never, when not adaptive.
-    pub fn saturated(&self) -> bool {
+    pub(crate) fn saturated(&self) -> bool {
         self.adaptive && self.concurrent_ratio >= GROW_RATIO
     }
 
     /// Records that a webhook waited because every allowed call was in flight.
-    pub fn on_backlog(&mut self) {
+    pub(crate) fn on_backlog(&mut self) {
         self.used = true;
     }
 
     /// Records a finished call; returns the change of the limit it caused, if any.
-    pub fn on_call(&mut self, sample: CallSample, now: Instant) -> Option<Change> {
+    pub(crate) fn on_call(&mut self, sample: CallSample, now: Instant) -> Option<Change> {
         if !self.adaptive {
             return None;
         }
@@ -244,7 +244,7 @@ impl CallLimit {
 
     /// Records a call that failed as a whole (throttled, a server fault, a timeout): halves
     /// the limit at once, at most once per window, since the calls in flight may fail alike.
-    pub fn on_failure(&mut self, now: Instant) -> Option<Change> {
+    pub(crate) fn on_failure(&mut self, now: Instant) -> Option<Change> {
         if !self.adaptive
             || self
                 .last_failure_cut

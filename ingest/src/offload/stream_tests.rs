@@ -1,5 +1,6 @@
-//! The S3 path in-process: large bodies streamed to a fake store in parts, verified on the
-//! way, published as pointers; and every failure leaving nothing stored or enqueued.
+//! The S3 path in-process, through the router: large bodies streamed to a fake store
+//! ([`testing`](crate::offload::testing)) in parts, verified on the way, published as
+//! pointers; and every failure leaving nothing stored or enqueued.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,15 +16,12 @@ use sha2::Sha256;
 use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::PayloadPointer;
 
-use super::{Chunks, FakeQueue, send, sources_from, state};
+use crate::edge::routes::route;
+use crate::edge::state::AppState;
+use crate::edge::testing::{Chunks, FakeQueue, send, sources_from, state};
+use crate::offload::testing::{FakeStore, Store};
 use crate::offload::{LargePayloads, PART_BYTES};
-
-#[path = "routes_offload_fake.rs"]
-mod fake;
-
-use crate::routes::AppState;
 use crate::sources::Sources;
-use fake::{FakeStore, Store};
 
 const THRESHOLD: usize = 1000;
 const LIMIT: usize = 8 * 1024 * 1024;
@@ -35,7 +33,7 @@ fn offloading(sources: Sources) -> (Arc<AppState<FakeQueue>>, Arc<FakeStore>) {
     let mut state = state(sources);
     let inner = Arc::get_mut(&mut state).expect("not shared yet");
     inner.max_body_bytes = LIMIT;
-    inner.body_budget = crate::body_budget::BodyBudget::new(64 * 1024 * 1024);
+    inner.body_budget = crate::body::budget::BodyBudget::new(64 * 1024 * 1024);
     inner.body_read_timeout = Duration::from_secs(30);
     inner.large_payloads = Some(LargePayloads::new(
         Arc::new(store),
@@ -162,7 +160,7 @@ async fn an_s3_failure_gets_503_with_retry_after_and_aborts_the_upload() {
     let (state, store) = offloading(github());
     *store.fail.lock().expect("not poisoned") = Some("UploadPart");
     let body = body_of(6 * 1024 * 1024);
-    let response = super::route(
+    let response = route(
         Arc::clone(&state),
         github_request(&body, &github_signature(&body)),
     )
@@ -275,7 +273,7 @@ async fn a_stalled_streamed_body_holds_no_part_buffer_and_a_flowing_one_fills_pa
     let (mut state, store) = offloading(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = crate::body_budget::BodyBudget::new(4 * 1024 * 1024);
+        .body_budget = crate::body::budget::BodyBudget::new(4 * 1024 * 1024);
     // Declares 2 MB, sends 1 KiB, stalls: it holds that KiB (and the envelope's start and the
     // encoder's output for it) and its connection's read buffer, no part buffer, and no 5 MiB
     // of the budget.
@@ -286,7 +284,7 @@ async fn a_stalled_streamed_body_holds_no_part_buffer_and_a_flowing_one_fills_pa
             ends: false,
         })
         .expect("valid request");
-    let stalled = tokio::spawn(super::route(Arc::clone(&state), stalled));
+    let stalled = tokio::spawn(route(Arc::clone(&state), stalled));
     while state.body_budget.in_use() == 0 {
         tokio::task::yield_now().await;
     }
@@ -322,7 +320,7 @@ async fn a_streamed_body_slower_than_the_minimum_rate_gets_408_and_its_upload_is
     let (mut state, store) = offloading(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .min_body_rate = crate::body_pace::MinRate {
+        .min_body_rate = crate::body::pace::MinRate {
         bytes_per_second: std::num::NonZeroU32::new(1024 * 1024),
         grace: Duration::from_secs(2),
     };

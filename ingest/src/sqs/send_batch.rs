@@ -12,7 +12,7 @@ use webhook_shared::metrics::record_sqs_request;
 use webhook_shared::sqs::is_fifo;
 
 use crate::metrics;
-use crate::publisher::{Attribute, EntryOutcome, OutgoingMessage, SendBatch};
+use crate::sqs::publisher::{Attribute, EntryOutcome, OutgoingMessage, SendBatch};
 
 /// Longest `MessageDeduplicationId` SQS accepts, in characters.
 const MAX_DEDUPLICATION_ID_CHARS: usize = 128;
@@ -20,7 +20,7 @@ const MAX_DEDUPLICATION_ID_CHARS: usize = 128;
 /// Sends batches to one SQS queue. FIFO queues (URL ending `.fifo`) get the message's group
 /// and a deduplication id made from its event id (see [`deduplication_id`]).
 #[derive(Debug, Clone)]
-pub struct SqsBatchSender {
+pub(crate) struct SqsBatchSender {
     client: Client,
     queue_url: String,
     fifo: bool,
@@ -28,7 +28,7 @@ pub struct SqsBatchSender {
 
 impl SqsBatchSender {
     /// A sender for `queue_url`.
-    pub fn new(client: Client, queue_url: String) -> Self {
+    pub(crate) fn new(client: Client, queue_url: String) -> Self {
         let fifo = is_fifo(&queue_url);
         Self {
             client,
@@ -261,5 +261,5 @@ fn may_be_one_entry(error: &SdkError<SendMessageBatchError>) -> bool {
 }
 
 #[cfg(test)]
-#[path = "sqs_batch_tests.rs"]
+#[path = "send_batch_tests.rs"]
 mod tests;

@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_shared::sqs::{MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES};
 
-use crate::call_limit::{CallLimit, CallSample, Change};
 use crate::metrics;
-use crate::publisher::{
+use crate::sqs::call_limit::{CallLimit, CallSample, Change};
+use crate::sqs::publisher::{
     EntryOutcome, OutgoingMessage, Publish, PublishError, SendBatch, payload_size,
 };
 
@@ -40,7 +40,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// How batches are formed and sent.
 #[derive(Debug, Clone, Copy)]
-pub struct BatchOptions {
+pub(crate) struct BatchOptions {
     /// Most messages per call (1 to 10); 1 sends one call per webhook.
     pub max_entries: usize,
     /// Extra time to wait for more messages once a call slot is free; zero sends at once.
@@ -70,7 +70,7 @@ impl Pending {
 
 /// The handle requests publish through. Cheap to share.
 #[derive(Debug)]
-pub struct Batcher<S> {
+pub(crate) struct Batcher<S> {
     queue: mpsc::Sender<Pending>,
     sender: Arc<S>,
     deadline: Duration,
@@ -79,7 +79,7 @@ pub struct Batcher<S> {
 impl<S: SendBatch> Batcher<S> {
     /// Starts the dispatcher. It runs until `close` is cancelled, then refuses new messages,
     /// sends every one already handed over, waits for the calls in flight, and ends.
-    pub fn start(
+    pub(crate) fn start(
         sender: S,
         options: BatchOptions,
         close: CancellationToken,

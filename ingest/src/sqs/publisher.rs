@@ -1,6 +1,6 @@
 //! The seams between the webhook handler and SQS. [`Publish`] is what handlers use ("has the
 //! queue taken this message?"); [`SendBatch`] is one `SendMessageBatch` call, which the
-//! [`Batcher`](crate::batcher::Batcher) drives and unit tests fake. [`OutgoingMessage`] knows
+//! [`Batcher`](crate::sqs::batcher::Batcher) drives and unit tests fake. [`OutgoingMessage`] knows
 //! its attributes and how much of SQS's size limit it takes.
 
 use std::borrow::Cow;
@@ -12,11 +12,11 @@ use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE, MAX_MESSAGE_BYTE
 /// The queue did not accept the message (in time). The cause has been logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the queue did not accept the message")]
-pub struct PublishError;
+pub(crate) struct PublishError;
 
 /// One message to enqueue: an envelope in its serialized form, with what the queue needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingMessage {
+pub(crate) struct OutgoingMessage {
     /// The event id (message attribute, and the FIFO deduplication id).
     pub event_id: String,
     /// The source (message attribute).
@@ -38,7 +38,7 @@ const NUMBER: &str = "Number";
 
 /// One message attribute as sent to SQS: a value under a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attribute<'a> {
+pub(crate) struct Attribute<'a> {
     /// The attribute's name.
     pub name: &'static str,
     /// Its SQS data type (`String` or `Number`).
@@ -49,7 +49,7 @@ pub struct Attribute<'a> {
 
 impl Attribute<'_> {
     /// Bytes it counts toward SQS's size limits: its name, data type and value, in UTF-8.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.name.len() + self.data_type.len() + self.value.len()
     }
 }
@@ -57,7 +57,7 @@ impl Attribute<'_> {
 impl OutgoingMessage {
     /// The message attributes it is sent with: the one list that both the SQS entry and
     /// [`payload_size`] are made from.
-    pub fn attributes(&self) -> Vec<Attribute<'_>> {
+    pub(crate) fn attributes(&self) -> Vec<Attribute<'_>> {
         let mut attributes = vec![
             Attribute {
                 name: ATTRIBUTE_SOURCE,
@@ -84,19 +84,19 @@ impl OutgoingMessage {
 /// Bytes a message counts toward SQS's 1 MiB limits (per message, and per batch call): as SQS
 /// counts them, its body plus, for each message attribute, the name, the data type and the
 /// value, all in UTF-8 bytes.
-pub fn payload_size(message: &OutgoingMessage) -> usize {
+pub(crate) fn payload_size(message: &OutgoingMessage) -> usize {
     let attributes: usize = message.attributes().iter().map(Attribute::size).sum();
     message.body.len() + attributes
 }
 
 /// Whether SQS can take the message at all: its [`payload_size`] is at most 1 MiB. One that
 /// does not fit is refused up front (413), never sent.
-pub fn fits_one_message(message: &OutgoingMessage) -> bool {
+pub(crate) fn fits_one_message(message: &OutgoingMessage) -> bool {
     payload_size(message) <= MAX_MESSAGE_BYTES
 }
 
 /// Something that durably enqueues messages. `Ok` means the queue has the message.
-pub trait Publish: Send + Sync + 'static {
+pub(crate) trait Publish: Send + Sync + 'static {
     /// Enqueues one message and waits until the queue has accepted or refused it.
     fn publish(
         &self,
@@ -109,7 +109,7 @@ pub trait Publish: Send + Sync + 'static {
 
 /// What became of one entry of a batch call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryOutcome {
+pub(crate) enum EntryOutcome {
     /// The queue has it.
     Accepted,
     /// Refused for a reason that may pass (throttling, a server fault): try again.
@@ -120,7 +120,7 @@ pub enum EntryOutcome {
 
 /// One `SendMessageBatch`-like call: up to 10 messages, one outcome per message, in order.
 /// `Err` means the call as a whole failed; the [`EntryOutcome`] says whether to retry it.
-pub trait SendBatch: Send + Sync + 'static {
+pub(crate) trait SendBatch: Send + Sync + 'static {
     /// Sends the messages in one call.
     fn send_batch(
         &self,

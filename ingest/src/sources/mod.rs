@@ -33,7 +33,7 @@
 //! sources whose every event body is unique (it carries an id or a timestamp).
 //!
 //! `drop_headers` names headers, beyond the built-in credential list of
-//! [`crate::headers`], that never reach the envelope (a source's own token header, say).
+//! [`crate::edge::headers`], that never reach the envelope (a source's own token header, say).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ const MAX_TOLERANCE_SECONDS: u64 = 86_400;
 
 /// The sources ingest knows.
 #[derive(Debug)]
-pub struct Sources {
+pub(crate) struct Sources {
     known: BTreeMap<String, Source>,
     /// What unknown sources get, when they are accepted.
     fallback: Option<Source>,
@@ -58,7 +58,7 @@ pub struct Sources {
 
 /// One source's settings.
 #[derive(Debug)]
-pub struct Source {
+pub(crate) struct Source {
     /// Checks the source's signatures and finds its event ids.
     pub verifier: Verifier,
     /// The body must be JSON (415 for another content type, 400 when it does not parse).
@@ -71,7 +71,7 @@ pub struct Source {
 
 /// Where a source's event ids come from (`event_id` in the sources file).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum EventIds {
+pub(crate) enum EventIds {
     /// The provider's id when it sent a valid one, else a new UUIDv7: a retry without an id
     /// is stored again.
     #[default]
@@ -87,10 +87,9 @@ pub enum EventIds {
     BodySha256Always,
 }
 
-#[path = "sources_streamed.rs"]
 mod streamed;
 
-pub use streamed::{BodyIdHasher, StreamedId};
+pub(crate) use streamed::{BodyIdHasher, StreamedId};
 
 /// Prefix of body-derived event ids, so they cannot be mistaken for a provider's.
 pub(crate) const BODY_ID_PREFIX: &str = "sha256:";
@@ -98,7 +97,7 @@ pub(crate) const BODY_ID_PREFIX: &str = "sha256:";
 /// The event id derived from a body: `sha256:` and the lower-case hex SHA-256 of the source
 /// name, a zero byte and the body (71 bytes of visible ASCII). The zero byte cannot occur in
 /// a source name, so no two (source, body) pairs share the hashed bytes.
-pub fn body_event_id(source: &str, body: &[u8]) -> String {
+pub(crate) fn body_event_id(source: &str, body: &[u8]) -> String {
     let mut hash = BodyIdHasher::new(source);
     hash.update(body);
     hash.finish()
@@ -106,7 +105,7 @@ pub fn body_event_id(source: &str, body: &[u8]) -> String {
 
 impl Sources {
     /// No sources file: every valid source name is accepted, unverified.
-    pub fn open() -> Self {
+    pub(crate) fn open() -> Self {
         Self {
             known: BTreeMap::new(),
             fallback: Some(Source::unverified()),
@@ -114,26 +113,14 @@ impl Sources {
     }
 
     /// The configured source `source`.
-    pub fn get(&self, source: &str) -> Option<&Source> {
+    pub(crate) fn get(&self, source: &str) -> Option<&Source> {
         self.known.get(source)
-    }
-
-    /// Whether sources missing from the file are accepted (unverified, no event id).
-    pub fn accepts_unknown(&self) -> bool {
-        self.fallback.is_some()
     }
 
     /// The settings for a request to `source`: its own when configured, the unverified
     /// fallback when unknown sources are accepted, else `None` (answer 404).
-    pub fn resolve(&self, source: &str) -> Option<&Source> {
+    pub(crate) fn resolve(&self, source: &str) -> Option<&Source> {
         self.get(source).or(self.fallback.as_ref())
-    }
-
-    /// The configured sources in name order, for the start-up log.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Source)> {
-        self.known
-            .iter()
-            .map(|(name, source)| (name.as_str(), source))
     }
 }
 
@@ -150,7 +137,7 @@ impl Source {
 
     /// The event id of a webhook to `source` whose verifier found the provider id `provided`
     /// (already checked to be 1 to 255 bytes of visible ASCII) and whose body is `body`.
-    pub fn event_id(&self, source: &str, provided: Option<String>, body: &[u8]) -> String {
+    pub(crate) fn event_id(&self, source: &str, provided: Option<String>, body: &[u8]) -> String {
         match (self.event_ids, provided) {
             (EventIds::BodySha256Always, _) | (EventIds::BodySha256, None) => {
                 body_event_id(source, body)
@@ -163,7 +150,7 @@ impl Source {
 
 /// Why the sources file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SourcesError {
+pub(crate) enum SourcesError {
     /// The file cannot be read.
     #[error("cannot read sources file {}: {error}", path.display())]
     Read {
@@ -234,7 +221,10 @@ struct RawSource {
 
 /// Reads the sources file at `path`, taking secrets from `env` (the process environment in
 /// production, a map in tests).
-pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Sources, SourcesError> {
+pub(crate) fn load(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Sources, SourcesError> {
     let text = std::fs::read_to_string(path).map_err(|error| SourcesError::Read {
         path: path.to_owned(),
         error,

@@ -1,149 +1,21 @@
-//! The HTTP edge in-process: routing, limits, verification and error mapping against a fake
-//! publisher, in milliseconds (paused time where a deadline matters). The subprocess tests in
-//! `tests/` keep what needs a real process: signals, kills, sockets, SQS.
+//! The webhook handler in-process, through the router, against a fake publisher (see
+//! [`testing`](crate::edge::testing)): limits, verification, the memory budget, body
+//! timeouts and error mapping, in milliseconds (paused time where a deadline matters).
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use webhook_shared::envelope::Envelope;
-use webhook_shared::ops::Readiness;
 
-use super::{AppState, route};
-
-#[path = "routes_offload_tests.rs"]
-mod offload;
-use crate::publisher::{OutgoingMessage, Publish, PublishError};
-use crate::sources::{self, Sources};
-
-/// Records what it is given; refuses or stalls when told to.
-#[derive(Debug, Default)]
-struct FakeQueue {
-    messages: Mutex<Vec<OutgoingMessage>>,
-    refuse: AtomicBool,
-    stall: AtomicBool,
-}
-
-impl FakeQueue {
-    fn taken(&self) -> Vec<OutgoingMessage> {
-        self.messages.lock().expect("not poisoned").clone()
-    }
-}
-
-impl Publish for FakeQueue {
-    async fn publish(&self, message: OutgoingMessage) -> Result<(), PublishError> {
-        if self.stall.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-        if self.refuse.load(Ordering::Relaxed) {
-            return Err(PublishError);
-        }
-        self.messages.lock().expect("not poisoned").push(message);
-        Ok(())
-    }
-
-    async fn probe(&self) -> bool {
-        true
-    }
-}
-
-/// A body sent in chunks without a declared length (like chunked encoding); after the chunks
-/// it either ends or never does (a client that stops sending).
-struct Chunks {
-    chunks: VecDeque<Bytes>,
-    ends: bool,
-}
-
-impl HttpBody for Chunks {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.chunks.pop_front() {
-            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-            None if self.ends => Poll::Ready(None),
-            None => Poll::Pending,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
-fn chunks(count: usize, size: usize, ends: bool) -> Chunks {
-    Chunks {
-        chunks: (0..count).map(|_| Bytes::from(vec![b'a'; size])).collect(),
-        ends,
-    }
-}
-
-fn state(sources: Sources) -> Arc<AppState<FakeQueue>> {
-    let readiness = Readiness::default();
-    readiness.set(true);
-    Arc::new(AppState {
-        publisher: FakeQueue::default(),
-        readiness,
-        max_body_bytes: 1000,
-        retry_after_seconds: 7,
-        send_timeout: Duration::from_secs(3),
-        body_budget: crate::body_budget::BodyBudget::new(10 * 1024 * 1024),
-        body_read_timeout: Duration::from_secs(2),
-        min_body_rate: crate::body_pace::MinRate::OFF,
-        sources,
-        fifo_group_header: None,
-        large_payloads: None,
-    })
-}
-
-/// Sources from TOML, with `secret` as the value of every secret variable.
-fn sources_from(toml: &str) -> Sources {
-    let path = std::env::temp_dir().join(format!(
-        "ingest-routes-test-{}-{}.toml",
-        std::process::id(),
-        uuid::Uuid::now_v7()
-    ));
-    std::fs::write(&path, toml).expect("write the sources file");
-    let loaded = sources::load(&path, &|_| Some("secret".to_owned())).expect("valid sources");
-    std::fs::remove_file(&path).expect("remove the sources file");
-    loaded
-}
-
-fn post(path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
-    Request::post(path)
-        .body(Full::new(body.into()))
-        .expect("valid request")
-}
-
-/// The status and the JSON body of the answer.
-async fn send<B>(
-    state: &Arc<AppState<FakeQueue>>,
-    request: Request<B>,
-) -> (StatusCode, serde_json::Value)
-where
-    B: super::RequestBody,
-{
-    let response = route(Arc::clone(state), request).await;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("full body")
-        .to_bytes();
-    let json = serde_json::from_slice(&body).expect("a JSON answer");
-    (status, json)
-}
+use crate::body::budget::BodyBudget;
+use crate::body::pace::MinRate;
+use crate::edge::routes::route;
+use crate::edge::testing::{Chunks, chunks, post, send, sources_from, state};
+use crate::sources::Sources;
 
 #[tokio::test]
 async fn an_accepted_webhook_is_enqueued_once_with_its_exact_body() {
@@ -288,40 +160,11 @@ async fn a_body_that_stops_coming_gets_408_at_the_body_timeout() {
 }
 
 #[tokio::test]
-async fn probes_follow_this_process_only() {
-    let state = state(Sources::open());
-    let get = |path: &str| {
-        Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .body(Full::new(Bytes::new()))
-            .expect("valid request")
-    };
-    assert_eq!(
-        send(&state, get("/healthz")).await,
-        (StatusCode::OK, serde_json::json!({ "status": "ok" }))
-    );
-    assert_eq!(
-        send(&state, get("/readyz")).await,
-        (StatusCode::OK, serde_json::json!({ "status": "ready" }))
-    );
-    state.readiness.set(false);
-    assert_eq!(
-        send(&state, get("/readyz")).await,
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "status": "not_ready" })
-        )
-    );
-    assert_eq!(send(&state, get("/healthz")).await.0, StatusCode::OK);
-}
-
-#[tokio::test]
 async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_without_a_read_past_it() {
     let mut state = state(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = crate::body_budget::BodyBudget::new(500);
+        .body_budget = BodyBudget::new(500);
     // Declares 600 with room for 500: refused from the head alone.
     let request = Request::post("/webhooks/github")
         .header("content-length", "600")
@@ -358,7 +201,7 @@ async fn a_stalled_body_holds_only_what_it_sent_so_others_still_get_in() {
     let mut state = state(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = crate::body_budget::BodyBudget::new(300_000);
+        .body_budget = BodyBudget::new(300_000);
     // Ten clients declare 1000 bytes each, send 10 and stall (10,000 declared in all).
     let mut stalled = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -385,7 +228,7 @@ async fn a_body_slower_than_the_minimum_rate_gets_408_and_closes_the_connection(
     let mut state = state(Sources::open());
     let inner = Arc::get_mut(&mut state).expect("not shared yet");
     inner.body_read_timeout = Duration::from_secs(30);
-    inner.min_body_rate = crate::body_pace::MinRate {
+    inner.min_body_rate = MinRate {
         bytes_per_second: std::num::NonZeroU32::new(1000),
         grace: Duration::from_secs(3),
     };

@@ -60,8 +60,8 @@ fn error(contents: &str) -> String {
 #[test]
 fn the_example_loads() {
     let sources = load_text(EXAMPLE).expect("valid");
-    assert!(!sources.accepts_unknown());
-    let names: Vec<_> = sources.iter().map(|(name, _)| name).collect();
+    assert!(sources.fallback.is_none());
+    let names: Vec<_> = sources.known.keys().collect();
     assert_eq!(names, ["acme", "demo", "github", "svix"]);
     let github = sources.get("github").expect("configured");
     assert!(github.require_json);
@@ -96,16 +96,16 @@ fn the_example_loads() {
 #[test]
 fn unknown_sources_can_be_accepted() {
     let sources = load_text("unknown_sources = \"accept\"").expect("valid");
-    assert!(sources.accepts_unknown());
+    assert!(sources.fallback.is_some());
     assert!(sources.get("anything").is_none());
     assert_eq!(
         sources.resolve("anything").map(|s| s.verifier.scheme()),
         Some("none")
     );
     let empty = load_text("").expect("valid");
-    assert!(!empty.accepts_unknown());
+    assert!(empty.fallback.is_none());
     let open = Sources::open();
-    assert!(open.accepts_unknown() && open.resolve("demo").is_some());
+    assert!(open.fallback.is_some() && open.resolve("demo").is_some());
 }
 
 #[test]

@@ -1,0 +1,113 @@
+//! Request routing: `POST /webhooks/{source}` to the webhook handler ([`super::webhook`]),
+//! the probes (`/healthz`, `/readyz`) as on the ops port, 404 for anything else; each webhook
+//! answer counted in the request metrics.
+//!
+//! [`route`] is generic over the request body, so the whole HTTP edge (routing, limits,
+//! verification, error mapping) runs in-process in unit tests against a fake publisher.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode};
+use webhook_shared::ops;
+use webhook_shared::server::{self, Body};
+
+use super::error::ApiError;
+use super::state::AppState;
+use super::webhook;
+use crate::body::RequestBody;
+use crate::metrics;
+use crate::sqs::publisher::Publish;
+
+/// Routes one request.
+pub(crate) async fn route<P: Publish, B: RequestBody>(
+    state: Arc<AppState<P>>,
+    request: Request<B>,
+) -> Response<Body> {
+    let path = request.uri().path();
+    if let Some(source) = path.strip_prefix("/webhooks/") {
+        if !is_valid_source(source) {
+            return ApiError::NotFound.into_response();
+        }
+        if request.method() != Method::POST {
+            return ApiError::MethodNotAllowed { allow: "POST" }.into_response();
+        }
+        let started = Instant::now();
+        let accepted = match state.sources.resolve(source) {
+            Some(config) => webhook::accept(&state, source.to_owned(), config, request).await,
+            None => Err(ApiError::UnknownSource),
+        };
+        let response = match accepted {
+            Ok(id) => server::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+            Err(error) => {
+                if let Some(reason) = error.body_timeout_reason() {
+                    metrics::record_body_timeout(reason);
+                }
+                error.into_response()
+            }
+        };
+        metrics::record_request(response.status(), started.elapsed());
+        return response;
+    }
+    // The probes answer here exactly as on the ops port, for a load balancer that checks the
+    // traffic port.
+    ops::probe(request.method(), path, &state.readiness)
+        .unwrap_or_else(|| ApiError::NotFound.into_response())
+}
+
+/// A source name as the SPEC allows: `[a-z0-9_-]{1,64}`.
+fn is_valid_source(source: &str) -> bool {
+    (1..=64).contains(&source.len())
+        && source
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::edge::testing::{send, state};
+    use crate::sources::Sources;
+
+    #[test]
+    fn source_names_follow_the_spec() {
+        for good in ["github", "stripe-eu", "a", "shop_1", &"x".repeat(64)] {
+            assert!(is_valid_source(good), "{good}");
+        }
+        for bad in ["", "GitHub", "a/b", "a.b", "caf\u{e9}", &"x".repeat(65)] {
+            assert!(!is_valid_source(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn probes_follow_this_process_only() {
+        let state = state(Sources::open());
+        let get = |path: &str| {
+            Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .body(Full::new(Bytes::new()))
+                .expect("valid request")
+        };
+        assert_eq!(
+            send(&state, get("/healthz")).await,
+            (StatusCode::OK, serde_json::json!({ "status": "ok" }))
+        );
+        assert_eq!(
+            send(&state, get("/readyz")).await,
+            (StatusCode::OK, serde_json::json!({ "status": "ready" }))
+        );
+        state.readiness.set(false);
+        assert_eq!(
+            send(&state, get("/readyz")).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "not_ready" })
+            )
+        );
+        assert_eq!(send(&state, get("/healthz")).await.0, StatusCode::OK);
+    }
+}
