@@ -8,7 +8,7 @@ use crate::body::pace::MinRate;
 use crate::sqs::batcher::BatchOptions;
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
-use webhook_shared::config::{LogArgs, OpsArgs, parse_queue_url};
+use webhook_shared::config::{LogArgs, OpsArgs, QueueArgs, QueueUrlMissing, parse_bucket_name};
 use webhook_shared::envelope::max_body_for;
 use webhook_shared::sqs::MAX_MESSAGE_BYTES;
 
@@ -62,9 +62,9 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// URL of the main SQS queue that webhooks are sent to (required, except by `healthcheck`).
-    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url, required = true)]
-    pub(crate) queue_url: Option<String>,
+    /// The main queue, where webhooks are sent.
+    #[command(flatten)]
+    pub(crate) queue: QueueArgs,
 
     /// Address the webhook HTTP server listens on (HTTP/1.1 and HTTP/2 cleartext).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
@@ -88,7 +88,7 @@ pub struct Config {
     /// no offloading, and MAX_BODY_BYTES at most 749568. Set: bodies above
     /// LARGE_PAYLOAD_THRESHOLD_BYTES stream to this bucket and SQS gets a pointer; ingest
     /// checks at start that the bucket answers (HeadBucket).
-    #[arg(long, env = "LARGE_PAYLOAD_BUCKET", value_parser = parse_bucket)]
+    #[arg(long, env = "LARGE_PAYLOAD_BUCKET", value_parser = parse_bucket_name)]
     pub(crate) large_payload_bucket: Option<String>,
 
     /// Bodies above this many bytes go to S3 (with LARGE_PAYLOAD_BUCKET); those up to it stay
@@ -213,23 +213,6 @@ pub enum Command {
     Healthcheck,
 }
 
-/// An S3 bucket name: 3 to 63 of `a-z`, `0-9`, `.` and `-`, starting and ending with a
-/// letter or digit.
-fn parse_bucket(name: &str) -> Result<String, String> {
-    let edges_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let valid = (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && edges_ok(name.as_bytes().first())
-        && edges_ok(name.as_bytes().last());
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err("an S3 bucket name is 3 to 63 of a-z, 0-9, '.' and '-', starting and ending with a letter or digit".to_owned())
-    }
-}
-
 impl Config {
     /// The largest accepted body: `MAX_BODY_BYTES`, or its default for whether offloading is
     /// on; an error naming the setting when it is above what the bucket setting allows.
@@ -287,10 +270,8 @@ impl Config {
 
     /// The queue URL. Clap requires it unless a subcommand is given, so this fails only when
     /// serving was asked of a `healthcheck` configuration.
-    pub(crate) fn queue_url(&self) -> anyhow::Result<&str> {
-        self.queue_url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("QUEUE_URL is required to serve"))
+    pub(crate) fn queue_url(&self) -> Result<&str, QueueUrlMissing> {
+        self.queue.url()
     }
 
     /// The deregistration delay as a duration.

@@ -23,9 +23,22 @@ pub struct LogArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueArgs {
     /// URL of the main SQS queue: ingest sends webhooks to it, the worker receives them from
-    /// it (and `worker redrive` moves dead letters back to it).
-    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url)]
-    pub queue_url: String,
+    /// it, `worker redrive` moves dead letters back to it (required, except by `healthcheck`).
+    #[arg(long, env = "QUEUE_URL", value_parser = parse_queue_url, required = true)]
+    pub queue_url: Option<String>,
+}
+
+/// `QUEUE_URL` was not given to a command that needs it.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("QUEUE_URL (--queue-url) is required")]
+pub struct QueueUrlMissing;
+
+impl QueueArgs {
+    /// The queue's URL. Clap requires it wherever it is flattened, unless a subcommand
+    /// negates requirements (ingest's `healthcheck`), so this fails only there.
+    pub fn url(&self) -> Result<&str, QueueUrlMissing> {
+        self.queue_url.as_deref().ok_or(QueueUrlMissing)
+    }
 }
 
 /// Where the ops server listens, for the server itself and for `healthcheck`, which asks it.

@@ -269,11 +269,17 @@ mod tests {
                 reason: Some("overload")
             }))
         );
-        assert_eq!(l.failure(now + window / 2, window, 0.5, "overload"), FailureCut::Skipped);
+        assert_eq!(
+            l.failure(now + window / 2, window, 0.5, "overload"),
+            FailureCut::Skipped
+        );
         assert_eq!(l.get(), 4);
         assert_eq!(l.begin_remeasure(1, "remeasure").map(|c| c.to), Some(1));
         assert!(l.remeasuring());
-        assert_eq!(l.failure(now + window, window, 0.5, "overload"), FailureCut::Skipped);
+        assert_eq!(
+            l.failure(now + window, window, 0.5, "overload"),
+            FailureCut::Skipped
+        );
         assert_eq!(l.end_remeasure::<()>(now + window).map(|c| c.to), Some(2));
         assert!(!l.remeasuring());
         assert_eq!(l.end_remeasure::<()>(now + window), None);

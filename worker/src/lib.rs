@@ -86,7 +86,7 @@ pub async fn run_with<H: Handler>(
     let gate = Arc::clone(connections.gate());
     let queue = Arc::new(Queue::new(SqsQueue::new(
         sqs.clone(),
-        config.queue.queue_url.clone(),
+        info.url.clone(),
         info.dlq_url.clone(),
     )));
     let window = Window::new(limits.window as usize);
@@ -120,7 +120,7 @@ pub async fn run_with<H: Handler>(
     });
     let gauges = metrics::gauges::run(
         admin,
-        config.queue.queue_url.clone(),
+        info.url.clone(),
         info.dlq_url,
         connections.clone(),
         Arc::clone(&lag),

@@ -84,6 +84,7 @@ pub(crate) struct Started {
 /// connections, build the clients, ask the queue, work out the settings, log them.
 pub(crate) async fn start<H: Handler>(config: &RunConfig, handler: &H) -> anyhow::Result<Started> {
     let limits = Limits::of(config)?;
+    let queue_url = config.queue.url()?;
     let identity = config
         .database_connection_budget
         .map(|_| fleet::Identity::new());
@@ -96,12 +97,7 @@ pub(crate) async fn start<H: Handler>(config: &RunConfig, handler: &H) -> anyhow
     .await;
     let admin = SqsAdmin::new(sqs.clone());
     let (objects, s3_health) = objects(config, limits).await?;
-    let queue = queue_info::discover(
-        &admin,
-        &config.queue.queue_url,
-        config.dead_letters.dlq_url.clone(),
-    )
-    .await;
+    let queue = queue_info::discover(&admin, queue_url, config.dead_letters.dlq_url.clone()).await;
     let settings = pipeline_settings(config, limits, &queue);
     log_start(config, limits, &settings, &queue, identity);
     Ok(Started {
@@ -229,7 +225,7 @@ fn log_start(
     identity: Option<fleet::Identity>,
 ) {
     tracing::info!(
-        queue_url = %config.queue.queue_url,
+        queue_url = %queue.url,
         dlq_url = queue.dlq_url.as_deref().unwrap_or("(none)"),
         visibility = ?settings.visibility,
         worker_concurrency = limits.writes,

@@ -13,6 +13,8 @@ const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
 /// The queue's settings that matter to the worker.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueInfo {
+    /// The main queue's URL.
+    pub(crate) url: String,
     /// The queue's visibility timeout.
     pub(crate) visibility: Duration,
     /// The dead-letter queue, if one is configured or given.
@@ -65,6 +67,7 @@ pub(crate) async fn discover(
         },
     };
     QueueInfo {
+        url: main_url.to_owned(),
         visibility,
         dlq_url,
     }

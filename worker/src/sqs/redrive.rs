@@ -40,25 +40,21 @@ async fn redrive(
     args: &RedriveArgs,
     every: Duration,
 ) -> anyhow::Result<()> {
-    let info = queue_info::discover(
-        admin,
-        &args.queue.queue_url,
-        args.dead_letters.dlq_url.clone(),
-    )
-    .await;
+    let queue_url = args.queue.url()?;
+    let info = queue_info::discover(admin, queue_url, args.dead_letters.dlq_url.clone()).await;
     let dlq_url = info
         .dlq_url
         .context("no dead-letter queue: set DLQ_URL or give the main queue a RedrivePolicy")?;
     let source_arn = queue_arn(admin, &dlq_url)
         .await
         .context("reading the DLQ's ARN")?;
-    let destination_arn = queue_arn(admin, &args.queue.queue_url)
+    let destination_arn = queue_arn(admin, queue_url)
         .await
         .context("reading the main queue's ARN")?;
     let task = admin
         .start_move(&source_arn, &destination_arn, args.max_per_second)
         .await?;
-    println!("moving messages from {dlq_url} to {}", args.queue.queue_url);
+    println!("moving messages from {dlq_url} to {queue_url}");
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
@@ -109,7 +105,7 @@ mod tests {
     fn args() -> RedriveArgs {
         RedriveArgs {
             queue: QueueArgs {
-                queue_url: MAIN.into(),
+                queue_url: Some(MAIN.into()),
             },
             dead_letters: DeadLetterArgs {
                 dlq_url: Some(DLQ.into()),
