@@ -35,9 +35,6 @@ pub(crate) const BATCH_CALLS_LIMIT: &str = "webhook_ingest_batch_calls_limit";
 /// Gauge: `SendMessageBatch` calls in flight now.
 pub(crate) const BATCH_CALLS_IN_FLIGHT: &str = "webhook_ingest_batch_calls_in_flight";
 
-/// Counter: S3 API calls, by `operation` (the API name) and `result` (`ok`, `error`,
-/// `timeout`).
-pub(crate) const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
 /// Counter: webhooks accepted through S3 (their SQS message is a pointer).
 pub(crate) const OFFLOADED_TOTAL: &str = "webhook_ingest_offloaded_total";
 /// Counter: bytes of the S3 objects of accepted offloaded webhooks.
@@ -141,13 +138,6 @@ pub(crate) const METRICS: &[Metric] = &[
         help: "SendMessageBatch calls SQS refused whole for something one entry can cause, whose entries were then sent again one per call.",
     },
     Metric {
-        name: S3_REQUESTS_TOTAL,
-        kind: Kind::Counter,
-        unit: None,
-        labels: &["operation", "result"],
-        help: "S3 API calls, by operation (the API name) and result (ok, error, or timeout: no answer within LARGE_PAYLOAD_S3_TIMEOUT_SECONDS).",
-    },
-    Metric {
         name: OFFLOADED_TOTAL,
         kind: Kind::Counter,
         unit: None,
@@ -248,18 +238,6 @@ pub(crate) fn gauge_batch_calls_in_flight(calls: usize) {
 /// Counts one batch call split into calls of one entry each.
 pub(crate) fn record_batch_split() {
     metrics::counter!(BATCH_SPLITS_TOTAL).increment(1);
-}
-
-/// Counts one S3 call that answered.
-pub(crate) fn record_s3_request(operation: &'static str, ok: bool) {
-    let result = if ok { "ok" } else { "error" };
-    metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => result).increment(1);
-}
-
-/// Counts one S3 call that did not answer in time.
-pub(crate) fn record_s3_timeout(operation: &'static str) {
-    metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => "timeout")
-        .increment(1);
 }
 
 /// Counts one webhook accepted through S3, with its object's size.

@@ -11,6 +11,22 @@ pub use metrics_exporter_prometheus::PrometheusHandle;
 /// Counter: SQS API calls, by `operation` (the API name) and `result` (`ok` or `error`).
 pub const SQS_REQUESTS_TOTAL: &str = "webhook_sqs_requests_total";
 
+/// Counter: S3 API calls, by `operation` (the API name) and `result`.
+pub const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
+
+/// How an S3 call ended, the `result` label of [`S3_REQUESTS_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Result {
+    /// It succeeded.
+    Ok,
+    /// The object (or bucket) is not there.
+    NotFound,
+    /// It failed otherwise.
+    Error,
+    /// No answer within the call's deadline.
+    Timeout,
+}
+
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -38,13 +54,22 @@ pub struct Metric {
 }
 
 /// The metrics both binaries emit.
-pub const SHARED_METRICS: &[Metric] = &[Metric {
-    name: SQS_REQUESTS_TOTAL,
-    kind: Kind::Counter,
-    unit: None,
-    labels: &["operation", "result"],
-    help: "SQS API calls, by operation (the API name) and result (ok or error).",
-}];
+pub const SHARED_METRICS: &[Metric] = &[
+    Metric {
+        name: SQS_REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["operation", "result"],
+        help: "SQS API calls, by operation (the API name) and result (ok or error).",
+    },
+    Metric {
+        name: S3_REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["operation", "result"],
+        help: "S3 API calls, by operation (the API name: ingest's uploads, the worker's GetObject, DeleteObject, HeadBucket, CopyObject) and result (ok, not_found, error, or timeout: no answer within the call's deadline).",
+    },
+];
 
 /// Registers the help text, type and unit of every metric in `table`.
 pub fn describe(table: &[Metric]) {
@@ -145,6 +170,17 @@ pub fn record_sqs_request<T, E>(operation: &'static str, result: &Result<T, E>) 
     let result = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!(SQS_REQUESTS_TOTAL, "operation" => operation, "result" => result)
         .increment(1);
+}
+
+/// Counts one S3 call.
+pub fn record_s3_request(operation: &'static str, result: S3Result) {
+    let result = match result {
+        S3Result::Ok => "ok",
+        S3Result::NotFound => "not_found",
+        S3Result::Error => "error",
+        S3Result::Timeout => "timeout",
+    };
+    metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => result).increment(1);
 }
 
 #[cfg(test)]

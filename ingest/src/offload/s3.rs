@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
-use crate::metrics;
+use webhook_shared::metrics::{S3Result, record_s3_request};
 
 /// Content type of every object: the envelope JSON.
 const OBJECT_CONTENT_TYPE: &str = "application/json";
@@ -94,7 +94,14 @@ fn outcome<T, E>(operation: &'static str, result: Result<T, E>) -> Result<T, Sto
 where
     E: std::error::Error + 'static,
 {
-    metrics::record_s3_request(operation, result.is_ok());
+    record_s3_request(
+        operation,
+        if result.is_ok() {
+            S3Result::Ok
+        } else {
+            S3Result::Error
+        },
+    );
     result.map_err(|error| {
         let message = DisplayErrorContext(&error).to_string();
         tracing::warn!(operation, error = %message, "S3 call failed");

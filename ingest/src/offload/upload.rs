@@ -25,6 +25,7 @@ use super::LargePayloads;
 use super::s3::{PayloadStore, StoreError, StoreFuture, UploadedPart};
 use crate::body::budget::{BodyBudget, Reservation, grow_buffer};
 use crate::metrics;
+use webhook_shared::metrics::{S3Result, record_s3_request};
 
 /// Size of every part but the last: S3's minimum for them.
 pub(crate) const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -223,7 +224,7 @@ impl ObjectUpload {
         tokio::time::timeout(self.s3_timeout, call)
             .await
             .unwrap_or_else(|_elapsed| {
-                metrics::record_s3_timeout(operation);
+                record_s3_request(operation, S3Result::Timeout);
                 tracing::warn!(operation, timeout = ?self.s3_timeout, "S3 call timed out");
                 Err(StoreError {
                     operation,

@@ -179,11 +179,6 @@ pub(crate) fn record_lease_renewal(result: LeaseRenewal) {
     metrics::counter!(LEASE_RENEWALS_TOTAL, "result" => result).increment(1);
 }
 
-/// Counts one S3 call (`result`: `ok`, `not_found` or `error`).
-pub(crate) fn record_s3_request(operation: &'static str, result: &'static str) {
-    metrics::counter!(S3_REQUESTS_TOTAL, "operation" => operation, "result" => result).increment(1);
-}
-
 /// Counts the bytes of one fetched S3 object.
 pub(crate) fn record_fetched_bytes(bytes: usize) {
     metrics::counter!(FETCHED_BYTES_TOTAL).increment(bytes as u64);

@@ -65,9 +65,6 @@ pub(crate) const CONNECTION_GRANT: &str = "webhook_worker_connection_grant";
 pub(crate) const FLEET_WORKERS: &str = "webhook_worker_fleet_workers";
 /// Counter: heartbeats of the connection lease, by `result` (`ok`, `kept`, `failed`).
 pub(crate) const LEASE_RENEWALS_TOTAL: &str = "webhook_worker_lease_renewals_total";
-/// Counter: S3 API calls, by `operation` (`GetObject`, `DeleteObject`, `HeadBucket`, `CopyObject`) and
-/// `result` (`ok`, `not_found`, `error`).
-pub(crate) const S3_REQUESTS_TOTAL: &str = "webhook_s3_requests_total";
 /// Counter: bytes of offloaded webhooks (their S3 objects) fetched.
 pub(crate) const FETCHED_BYTES_TOTAL: &str = "webhook_worker_payload_fetched_bytes_total";
 /// Gauge: bytes of `WORKER_MAX_FETCHED_BYTES` taken now by batches resolving or writing
@@ -258,13 +255,6 @@ pub(crate) const METRICS: &[Metric] = &[
         unit: None,
         labels: &["result"],
         help: "Heartbeats of the connection lease, by result (ok; kept: the fleet's lock was busy, only this worker's own row was renewed; failed).",
-    },
-    Metric {
-        name: S3_REQUESTS_TOTAL,
-        kind: Kind::Counter,
-        unit: None,
-        labels: &["operation", "result"],
-        help: "S3 API calls, by operation (GetObject, DeleteObject, HeadBucket, CopyObject) and result (ok, not_found, error).",
     },
     Metric {
         name: FETCHED_BYTES_TOTAL,

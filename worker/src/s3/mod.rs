@@ -9,6 +9,7 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use webhook_shared::large_payload::PayloadPointer;
 
 use crate::metrics;
+use webhook_shared::metrics::{S3Result, record_s3_request};
 
 /// Longest time reading one object's body may take once S3 has answered (the SDK's attempt
 /// timeout covers the request up to the response headers, not the streamed body).
@@ -49,7 +50,7 @@ pub(crate) enum ObjectError {
 
 /// Counts one finished call in `webhook_s3_requests_total` as `ok` or `error`.
 fn count(operation: &'static str, ok: bool) {
-    metrics::record_s3_request(operation, if ok { "ok" } else { "error" });
+    record_s3_request(operation, if ok { S3Result::Ok } else { S3Result::Error });
 }
 
 /// [`ObjectError::Failed`] for an SDK error, with its context.
@@ -132,10 +133,10 @@ impl PayloadObjects for S3Objects {
             Ok(output) => output,
             Err(error) => {
                 if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
-                    metrics::record_s3_request("GetObject", "not_found");
+                    record_s3_request("GetObject", S3Result::NotFound);
                     return Err(ObjectError::Gone);
                 }
-                metrics::record_s3_request("GetObject", "error");
+                record_s3_request("GetObject", S3Result::Error);
                 return Err(failed("GetObject", error));
             }
         };
@@ -143,7 +144,7 @@ impl PayloadObjects for S3Objects {
             .content_length()
             .and_then(|length| u64::try_from(length).ok());
         if let Some(size) = announced.filter(|&size| size > limit) {
-            metrics::record_s3_request("GetObject", "ok");
+            record_s3_request("GetObject", S3Result::Ok);
             return Err(ObjectError::TooLarge { size, limit });
         }
         let capacity = usize::try_from(announced.unwrap_or(0).min(limit)).unwrap_or(0);
@@ -200,7 +201,7 @@ impl PayloadObjects for S3Objects {
                     .raw_response()
                     .is_some_and(|r| r.status().as_u16() == 404) =>
             {
-                metrics::record_s3_request("CopyObject", "not_found");
+                record_s3_request("CopyObject", S3Result::NotFound);
                 Err(ObjectError::Gone)
             }
             Err(error) => {
