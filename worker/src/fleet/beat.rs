@@ -2,9 +2,10 @@
 //! deadline and every transaction with server-side limits (`timing.rs`).
 //!
 //! The connection: while the worker has a grant, one of its own pool connections, taken
-//! ahead of every waiting write (`gate.rs`); the door only while its grant is 0 (a worker
+//! ahead of every waiting write (`gate.rs`); the registration connection (one outside every
+//! grant, opened for the heartbeat and closed after it) only while its grant is 0 (a worker
 //! registering, or one with no share). So all heartbeats together never need more than the
-//! grants plus the door, however slow the writes are. (A connection reserved for each
+//! grants plus the registration connection, however slow the writes are. (A connection reserved for each
 //! worker's heartbeat would cost the budget one connection per worker; waiting for the next
 //! of its own writes to end costs nothing, and makes a worker miss its renewal only if every
 //! one of its connections stays in a single write for about 3P/8, see `timing.rs`.)
@@ -59,8 +60,8 @@ pub(super) enum Beat {
 enum Conn {
     /// A pool connection within the grant.
     Pool(Leased),
-    /// The door: a connection outside every grant.
-    Door(PgConnection),
+    /// The registration connection: a connection outside every grant.
+    Registration(PgConnection),
 }
 
 impl Lease {
@@ -75,8 +76,8 @@ impl Lease {
                 pooled.release(result.is_ok()).await;
                 result
             }
-            (Conn::Door(door), Ok(result)) => {
-                let _ = timeout(self.timing.step_deadline(), door.close()).await;
+            (Conn::Registration(registration), Ok(result)) => {
+                let _ = timeout(self.timing.step_deadline(), registration.close()).await;
                 result
             }
             (conn, Err(_)) => {
@@ -87,7 +88,7 @@ impl Lease {
     }
 
     /// A connection of the grant (ahead of every write, for as long as the grant leaves time
-    /// to renew it), or the door while the grant is 0; with the deadline of the transactions.
+    /// to renew it), or the registration connection while the grant is 0; with the deadline of the transactions.
     async fn connection(&self) -> Result<(Conn, Instant), BeatError> {
         let step = self.timing.step_deadline();
         if self.gate.grant() > 0 {
@@ -107,10 +108,10 @@ impl Lease {
                 Err(_) => Err(BeatError::Timeout("connecting")),
             };
         }
-        let door = timeout(step, PgConnection::connect_with(&self.options))
+        let registration = timeout(step, PgConnection::connect_with(&self.options))
             .await
-            .map_err(|_| BeatError::Timeout("connecting through the door"))??;
-        Ok((Conn::Door(door), Instant::now() + step))
+            .map_err(|_| BeatError::Timeout("opening the registration connection"))??;
+        Ok((Conn::Registration(registration), Instant::now() + step))
     }
 
     /// The transaction under the fleet's lock, or the renewal of this worker's own row if
@@ -118,7 +119,7 @@ impl Lease {
     async fn transactions(&self, conn: &mut Conn) -> Result<Beat, BeatError> {
         let conn: &mut PgConnection = match conn {
             Conn::Pool(pooled) => pooled,
-            Conn::Door(door) => door,
+            Conn::Registration(registration) => registration,
         };
         match self.under_lock(conn).await? {
             Some(beat) => Ok(beat),

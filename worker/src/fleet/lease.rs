@@ -10,8 +10,8 @@
 //! heartbeats. A bigger grant reaches the gate only after that commit; a smaller one is
 //! applied to the gate first (writes in progress end, idle connections close) and recorded
 //! by a second heartbeat right after. The heartbeat runs on a connection of the grant, taken
-//! ahead of the writes, or, while the grant is 0, on the door: one connection of its own,
-//! closed right after.
+//! ahead of the writes, or, while the grant is 0, on the registration connection: one
+//! connection outside every grant, opened for that heartbeat and closed right after.
 //!
 //! The lease cannot be held hostage. Every step of a heartbeat, and the departure, has a
 //! deadline, and every transaction of the lease sets its own `lock_timeout`,
@@ -106,7 +106,7 @@ pub(crate) struct Lease {
     pub(super) settings: LeaseSettings,
     /// Intervals, deadlines and server-side limits, from the lease period.
     pub(super) timing: Timing,
-    /// For the door.
+    /// For the registration connection.
     pub(super) options: PgConnectOptions,
     /// The worker's connections; the heartbeat takes one of them while the grant is above 0.
     pub(super) pool: Arc<LeasedPool>,
@@ -250,12 +250,12 @@ impl Lease {
             return;
         }
         let deleted = async {
-            let mut door = PgConnection::connect_with(&self.options).await?;
-            let mut tx = door.begin().await?;
+            let mut registration = PgConnection::connect_with(&self.options).await?;
+            let mut tx = registration.begin().await?;
             table::limit(&mut tx, self.timing.server_limits()).await?;
             table::delete(&mut tx, self.identity.worker_id).await?;
             tx.commit().await?;
-            door.close().await
+            registration.close().await
         };
         match tokio::time::timeout(LEAVE_TIMEOUT, deleted).await {
             Ok(Ok(())) => tracing::info!("connection lease released"),

@@ -7,7 +7,7 @@
 //! used, with a fixed `DATABASE_MAX_CONNECTIONS` permits, before sqlx's pool.
 //!
 //! The role's `CONNECTION LIMIT` (set to the budget) stays the hard stop: it refuses what the
-//! lease cannot prevent, such as several workers registering through the door at once.
+//! lease cannot prevent, such as several workers registering at once, each on a registration connection.
 
 mod allocation;
 mod beat;
