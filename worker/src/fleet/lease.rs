@@ -264,3 +264,7 @@ impl<T: LeaseTable> Lease<T> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;

@@ -20,6 +20,8 @@ mod lease_table;
 mod pg_table;
 mod pool;
 mod table;
+#[cfg(test)]
+mod table_fake;
 mod timing;
 
 pub(crate) use gate::{Gate, Lapsed, Permit};
