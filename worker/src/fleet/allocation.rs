@@ -1,10 +1,11 @@
 //! How the connection budget is shared, as pure functions over the live leases: every
 //! worker's fair target (max-min fair water-filling), and what one worker records at a
 //! heartbeat so that the granted connections of all rows never add up to more than the
-//! budget less the door.
+//! budget less the registration connection.
 //!
-//! The door: one connection of the budget belongs to nobody's share. A worker must connect
-//! before it can learn its share, so a joining worker registers on that spare connection;
+//! The registration connection: one connection of the budget belongs to nobody's share. A
+//! worker must connect before it can learn its share, so a joining worker registers on that
+//! spare connection, opened for the heartbeat and closed right after;
 //! without it, a lone worker holding the whole budget (with the role's `CONNECTION LIMIT` at
 //! the budget) would leave a newcomer no way in.
 //!
@@ -44,7 +45,7 @@ pub(crate) struct Plan {
 
 /// Connections the live workers share: the smallest budget any of them was given (so a
 /// deployment that lowers the budget applies it at once, one that raises it only once the old
-/// workers are gone), less the door.
+/// workers are gone), less the registration connection.
 pub(crate) fn shared(leases: &[Lease]) -> u32 {
     leases
         .iter()
@@ -131,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_worker_gets_all_but_the_door_up_to_its_pool() {
+    fn a_lone_worker_gets_all_but_the_registration_connection_up_to_its_pool() {
         assert_eq!(targets(&fleet(8, &[7], &[0])), vec![7]);
         assert_eq!(targets(&fleet(100, &[4], &[0])), vec![4]);
         let alone = fleet(8, &[7], &[0]);

@@ -1,11 +1,14 @@
 //! One heartbeat of the lease: its connection and its transactions, each step with a
-//! deadline and every transaction with server-side limits (`timing.rs`).
+//! deadline (`timing.rs`), against a [`LeaseTable`] (PostgreSQL's sets server-side limits
+//! on every transaction as well, see `pg_table.rs`). It takes what it needs of the lease as
+//! a [`Heartbeat`], and tells it what happened as a [`Beat`].
 //!
 //! The connection: while the worker has a grant, one of its own pool connections, taken
-//! ahead of every waiting write (`gate.rs`); the door only while its grant is 0 (a worker
+//! ahead of every waiting write (`gate.rs`); the registration connection (one outside every
+//! grant, opened for the heartbeat and closed after it) only while its grant is 0 (a worker
 //! registering, or one with no share). So all heartbeats together never need more than the
-//! grants plus the door, however slow the writes are. (A connection reserved for each
-//! worker's heartbeat would cost the budget one connection per worker; waiting for the next
+//! grants plus the registration connection, however slow the writes are. (A connection
+//! reserved for each worker's heartbeat would cost the budget one connection per worker; waiting for the next
 //! of its own writes to end costs nothing, and makes a worker miss its renewal only if every
 //! one of its connections stays in a single write for about 3P/8, see `timing.rs`.)
 //!
@@ -20,30 +23,13 @@
 //! no worker grows, shrinks, registers, or removes an expired row (a dead worker's share
 //! stays taken), and the budget holds throughout.
 
-use sqlx::{Connection as _, PgConnection};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::fleet::allocation::{self, Lease as Row, Plan};
-use crate::fleet::lease::Lease;
-use crate::fleet::pool::{AcquireError, Leased};
-use crate::fleet::table;
-
-/// Why a heartbeat failed.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum BeatError {
-    /// A statement failed (or the server ended it: a timeout of the transaction's own).
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// A step of the heartbeat went past its deadline.
-    #[error("the heartbeat timed out: {0}")]
-    Timeout(&'static str),
-    /// This worker's row is gone while it holds connections: others took its share.
-    #[error("this worker's lease row is gone (it expired)")]
-    Lost,
-    /// The fleet's lock stayed busy and this worker has no row of its own to renew.
-    #[error("the fleet's lock is held by another session")]
-    LockBusy,
-}
+use crate::fleet::gate::Gate;
+use crate::fleet::lease_table::{BeatError, LeaseTable};
+use crate::fleet::pool::LeasedPool;
+use crate::fleet::timing::Timing;
 
 /// A committed heartbeat.
 #[derive(Debug)]
@@ -54,32 +40,37 @@ pub(super) enum Beat {
     Kept,
 }
 
-/// The connection one heartbeat runs on.
+/// What one heartbeat needs of the lease.
 #[derive(Debug)]
-enum Conn {
-    /// A pool connection within the grant.
-    Pool(Leased),
-    /// The door: a connection outside every grant.
-    Door(PgConnection),
+pub(super) struct Heartbeat<'a, T> {
+    /// The lease table.
+    pub(super) table: &'a T,
+    /// The worker's gate: its grant, and the permit the heartbeat takes first.
+    pub(super) gate: &'a Gate,
+    /// The worker's connections (how many are open).
+    pub(super) pool: &'a LeasedPool,
+    /// The deadlines.
+    pub(super) timing: Timing,
+    /// This worker's row key, in text form as rows carry it.
+    pub(super) worker_id: String,
+    /// The row of this worker when it registers: `granted` 0, its `wanted` and `budget`.
+    pub(super) wanted: u32,
+    /// DATABASE_CONNECTION_BUDGET, for the row of this worker when it registers.
+    pub(super) budget: u32,
 }
 
-impl Lease {
+impl<T: LeaseTable> Heartbeat<'_, T> {
     /// One heartbeat: a connection, then its transactions, each step within its deadline.
     /// On a deadline the connection is dropped, not reused: the server ends what its backend
     /// was doing by the transaction's own limits.
     pub(super) async fn beat(&self) -> Result<Beat, BeatError> {
         let (mut conn, deadline) = self.connection().await?;
-        let result = timeout_at(deadline, self.transactions(&mut conn)).await;
-        match (conn, result) {
-            (Conn::Pool(pooled), Ok(result)) => {
-                pooled.release(result.is_ok()).await;
+        match timeout_at(deadline, self.transactions(&mut conn)).await {
+            Ok(result) => {
+                self.table.release(conn, result.is_ok()).await;
                 result
             }
-            (Conn::Door(door), Ok(result)) => {
-                let _ = timeout(self.timing.step_deadline(), door.close()).await;
-                result
-            }
-            (conn, Err(_)) => {
+            Err(_) => {
                 drop(conn);
                 Err(BeatError::Timeout("its transaction"))
             }
@@ -87,8 +78,9 @@ impl Lease {
     }
 
     /// A connection of the grant (ahead of every write, for as long as the grant leaves time
-    /// to renew it), or the door while the grant is 0; with the deadline of the transactions.
-    async fn connection(&self) -> Result<(Conn, Instant), BeatError> {
+    /// to renew it), or the registration connection while the grant is 0; with the deadline
+    /// of the transactions.
+    async fn connection(&self) -> Result<(T::Conn, Instant), BeatError> {
         let step = self.timing.step_deadline();
         if self.gate.grant() > 0 {
             let wait = self
@@ -100,59 +92,45 @@ impl Lease {
             // One deadline for the connection and the transactions: the wait above left
             // room for one step before the grant lapses.
             let deadline = Instant::now() + step;
-            return match timeout_at(deadline, self.pool.acquire_with(permit)).await {
-                Ok(Ok(pooled)) => Ok((Conn::Pool(pooled), deadline)),
-                Ok(Err(AcquireError::Connect(error))) => Err(error.into()),
-                Ok(Err(AcquireError::Lapsed(_))) => unreachable!("the permit is held"),
-                Err(_) => Err(BeatError::Timeout("connecting")),
-            };
+            let conn = timeout_at(deadline, self.table.open(Some(permit)))
+                .await
+                .map_err(|_| BeatError::Timeout("connecting"))??;
+            return Ok((conn, deadline));
         }
-        let door = timeout(step, PgConnection::connect_with(&self.options))
+        let registration = timeout(step, self.table.open(None))
             .await
-            .map_err(|_| BeatError::Timeout("connecting through the door"))??;
-        Ok((Conn::Door(door), Instant::now() + step))
+            .map_err(|_| BeatError::Timeout("opening the registration connection"))??;
+        Ok((registration, Instant::now() + step))
     }
 
     /// The transaction under the fleet's lock, or the renewal of this worker's own row if
     /// the lock stays busy.
-    async fn transactions(&self, conn: &mut Conn) -> Result<Beat, BeatError> {
-        let conn: &mut PgConnection = match conn {
-            Conn::Pool(pooled) => pooled,
-            Conn::Door(door) => door,
-        };
-        match self.under_lock(conn).await? {
-            Some(beat) => Ok(beat),
-            None => self.keep(conn).await,
+    async fn transactions(&self, conn: &mut T::Conn) -> Result<Beat, BeatError> {
+        let decide = |rows, now| self.decide(rows, now);
+        if let Some((plan, workers)) = self.table.plan(conn, decide).await? {
+            return Ok(Beat::Planned { plan, workers });
         }
+        self.keep(conn).await
     }
 
-    /// The heartbeat's transaction under the fleet's lock: expired rows out, this worker's
-    /// plan, its row renewed; `None` if the lock stayed busy (rolled back).
-    async fn under_lock(&self, conn: &mut PgConnection) -> Result<Option<Beat>, BeatError> {
-        let mut tx = conn.begin().await?;
-        table::limit(&mut tx, self.timing.server_limits()).await?;
-        if !table::lock(&mut tx).await? {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let (now, expired) = table::expire(&mut tx).await?;
-        if !expired.is_empty() {
-            let keys: Vec<i64> = expired.iter().map(|(_, key)| *key).collect();
-            let ended = table::end_backends(&mut tx, &keys, self.timing.end_wait()).await?;
-            let workers: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
-            tracing::info!(?workers, backends_ended = ended, "removed expired leases");
-        }
-        let mut rows = table::read(&mut tx).await?;
-        let id = self.identity.worker_id.to_string();
-        let me = match rows.iter().position(|row| row.worker_id == id) {
+    /// Under the fleet's lock, from the live rows and the database's `now()`: this worker's
+    /// plan, the row that records it, and how many workers it was made among. A worker that
+    /// holds connections and has no row lost it (others may have its share); one without
+    /// connections registers.
+    fn decide(
+        &self,
+        mut rows: Vec<Row>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Row, (Plan, usize)), BeatError> {
+        let me = match rows.iter().position(|row| row.worker_id == self.worker_id) {
             Some(me) => me,
             None if self.gate.capacity() > 0 => return Err(BeatError::Lost),
             None => {
                 rows.push(Row {
-                    worker_id: id,
+                    worker_id: self.worker_id.clone(),
                     granted: 0,
-                    wanted: self.settings.wanted,
-                    budget: self.settings.budget,
+                    wanted: self.wanted,
+                    budget: self.budget,
                     started_at: now,
                 });
                 rows.len() - 1
@@ -163,24 +141,13 @@ impl Lease {
             granted: plan.record,
             ..rows[me].clone()
         };
-        let validity = self.timing.validity();
-        table::write(&mut tx, &row, self.identity.session_key, validity).await?;
-        tx.commit().await?;
-        Ok(Some(Beat::Planned {
-            plan,
-            workers: rows.len(),
-        }))
+        Ok((row, (plan, rows.len())))
     }
 
     /// The fleet's lock is busy: renews this worker's own row alone, keeping its grant, if
     /// the row is still valid and covers what the worker holds.
-    async fn keep(&self, conn: &mut PgConnection) -> Result<Beat, BeatError> {
-        let mut tx = conn.begin().await?;
-        table::limit(&mut tx, self.timing.server_limits()).await?;
-        let id = self.identity.worker_id;
-        let renewed = table::renew_own(&mut tx, id, self.held(), self.timing.validity()).await?;
-        tx.commit().await?;
-        if renewed {
+    async fn keep(&self, conn: &mut T::Conn) -> Result<Beat, BeatError> {
+        if self.table.renew_own(conn, self.held()).await? {
             Ok(Beat::Kept)
         } else if self.gate.capacity() > 0 {
             Err(BeatError::Lost)

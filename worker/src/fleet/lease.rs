@@ -10,8 +10,11 @@
 //! heartbeats. A bigger grant reaches the gate only after that commit; a smaller one is
 //! applied to the gate first (writes in progress end, idle connections close) and recorded
 //! by a second heartbeat right after. The heartbeat runs on a connection of the grant, taken
-//! ahead of the writes, or, while the grant is 0, on the door: one connection of its own,
-//! closed right after.
+//! ahead of the writes, or, while the grant is 0, on the registration connection: one
+//! connection outside every grant, opened for that heartbeat and closed right after.
+//!
+//! The lease talks to its table through [`LeaseTable`] (`lease_table.rs`): PostgreSQL's in
+//! `pg_table.rs`, an in-memory one in the tests (`lease_tests.rs`).
 //!
 //! The lease cannot be held hostage. Every step of a heartbeat, and the departure, has a
 //! deadline, and every transaction of the lease sets its own `lock_timeout`,
@@ -35,45 +38,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection as _, PgConnection};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::allocation::Plan;
-use crate::fleet::beat::{Beat, BeatError};
+use crate::fleet::beat::{Beat, Heartbeat};
 use crate::fleet::gate::Gate;
+use crate::fleet::lease_table::{BeatError, Identity, LeaseTable};
+use crate::fleet::pg_table::PgLeaseTable;
 use crate::fleet::pool::LeasedPool;
-use crate::fleet::table::{self, FLEET_LOCK};
 use crate::fleet::timing::Timing;
 use crate::metrics::{self, LeaseRenewal};
 
 /// Longest wait for the connections in use at exit before leaving the lease to expire.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Who this worker is in the lease table.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Identity {
-    /// Its row's key.
-    pub(crate) worker_id: uuid::Uuid,
-    /// The advisory lock its pool connections hold (shared), found from its row.
-    pub(crate) session_key: i64,
-}
-
-impl Identity {
-    /// A random identity.
-    pub(crate) fn new() -> Self {
-        let worker_id = uuid::Uuid::new_v4();
-        let [a, b, c, d, e, f, g, h, ..] = *worker_id.as_bytes();
-        let mut session_key = i64::from_be_bytes([a, b, c, d, e, f, g, h]) & i64::MAX;
-        if session_key == FLEET_LOCK {
-            session_key ^= 1;
-        }
-        Self {
-            worker_id,
-            session_key,
-        }
-    }
-}
 
 /// The lease's settings.
 #[derive(Debug, Clone, Copy)]
@@ -97,29 +75,44 @@ enum Renewed {
     Kept,
 }
 
-/// The lease task of one worker.
+/// The lease task of one worker, on the lease table `T` (PostgreSQL's, but for tests).
 #[derive(Debug)]
-pub(crate) struct Lease {
+pub(crate) struct Lease<T = PgLeaseTable> {
     /// This worker in the lease table.
-    pub(super) identity: Identity,
+    identity: Identity,
     /// The budget, the connections wanted, the lease period.
-    pub(super) settings: LeaseSettings,
+    settings: LeaseSettings,
     /// Intervals, deadlines and server-side limits, from the lease period.
-    pub(super) timing: Timing,
-    /// For the door.
-    pub(super) options: PgConnectOptions,
+    timing: Timing,
+    /// The lease table.
+    table: T,
     /// The worker's connections; the heartbeat takes one of them while the grant is above 0.
-    pub(super) pool: Arc<LeasedPool>,
+    pool: Arc<LeasedPool>,
     /// The pool's gate, whose grant the lease moves.
-    pub(super) gate: Arc<Gate>,
+    gate: Arc<Gate>,
 }
 
 impl Lease {
-    /// The lease of `identity`, moving the gate of `pool`.
+    /// The lease of `identity` in PostgreSQL (connecting with `options` while it has no
+    /// connection of its grant), moving the gate of `pool`.
     pub(crate) fn new(
         identity: Identity,
         settings: LeaseSettings,
         options: PgConnectOptions,
+        pool: Arc<LeasedPool>,
+    ) -> Self {
+        let timing = Timing::new(settings.period);
+        let table = PgLeaseTable::new(identity, timing, options, Arc::clone(&pool));
+        Lease::with_table(identity, settings, table, pool)
+    }
+}
+
+impl<T: LeaseTable> Lease<T> {
+    /// The lease of `identity` in `table`, moving the gate of `pool`.
+    pub(super) fn with_table(
+        identity: Identity,
+        settings: LeaseSettings,
+        table: T,
         pool: Arc<LeasedPool>,
     ) -> Self {
         let gate = Arc::clone(pool.gate());
@@ -127,7 +120,7 @@ impl Lease {
             identity,
             settings,
             timing: Timing::new(settings.period),
-            options,
+            table,
             pool,
             gate,
         }
@@ -186,7 +179,7 @@ impl Lease {
     /// One heartbeat and what follows from it.
     async fn renew(&self) -> Result<Renewed, BeatError> {
         let started = Instant::now();
-        let result = self.beat().await;
+        let result = self.heartbeat().beat().await;
         metrics::record_lease_renewal(match &result {
             Ok(Beat::Planned { .. }) => LeaseRenewal::Ok,
             Ok(Beat::Kept) => LeaseRenewal::Kept,
@@ -234,6 +227,19 @@ impl Lease {
         })
     }
 
+    /// What one heartbeat needs of this lease.
+    fn heartbeat(&self) -> Heartbeat<'_, T> {
+        Heartbeat {
+            table: &self.table,
+            gate: &self.gate,
+            pool: &self.pool,
+            timing: self.timing,
+            worker_id: self.identity.worker_id.to_string(),
+            wanted: self.settings.wanted,
+            budget: self.settings.budget,
+        }
+    }
+
     /// Gives every connection up (waiting up to a lease period for the writes in progress).
     async fn fence(&self) {
         self.gate.set(0, self.settings.period).await;
@@ -249,15 +255,7 @@ impl Lease {
             tracing::warn!(lease = ?self.settings.period, "connections still busy at exit; leaving the lease to expire");
             return;
         }
-        let deleted = async {
-            let mut door = PgConnection::connect_with(&self.options).await?;
-            let mut tx = door.begin().await?;
-            table::limit(&mut tx, self.timing.server_limits()).await?;
-            table::delete(&mut tx, self.identity.worker_id).await?;
-            tx.commit().await?;
-            door.close().await
-        };
-        match tokio::time::timeout(LEAVE_TIMEOUT, deleted).await {
+        match tokio::time::timeout(LEAVE_TIMEOUT, self.table.leave()).await {
             Ok(Ok(())) => tracing::info!("connection lease released"),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "releasing the connection lease failed; it will expire");
@@ -266,3 +264,7 @@ impl Lease {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;

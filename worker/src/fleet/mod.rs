@@ -3,21 +3,29 @@
 //! heartbeats and expiry (`lease.rs`); the shares are worked out by `allocation.rs`; each
 //! worker holds to its own through the connection gate (`gate.rs`), which every use of a
 //! connection passes, and its own small pool (`pool.rs`). One heartbeat is in `beat.rs`, its
-//! statements in `table.rs`, and its deadlines and server-side limits in `timing.rs`. Without a budget only the gate is
-//! used, with a fixed `DATABASE_MAX_CONNECTIONS` permits, before sqlx's pool.
+//! deadlines and server-side limits in `timing.rs`. The lease reaches its table only through
+//! the `LeaseTable` trait (`lease_table.rs`): PostgreSQL's transactions in `pg_table.rs`,
+//! their statements in `table.rs`. Without a budget only the gate is used, with a fixed
+//! `DATABASE_MAX_CONNECTIONS` permits, before sqlx's pool.
 //!
 //! The role's `CONNECTION LIMIT` (set to the budget) stays the hard stop: it refuses what the
-//! lease cannot prevent, such as several workers registering through the door at once.
+//! lease cannot prevent, such as several workers registering at once, each on a registration
+//! connection.
 
 mod allocation;
 mod beat;
 mod gate;
 mod lease;
+mod lease_table;
+mod pg_table;
 mod pool;
 mod table;
+#[cfg(test)]
+mod table_fake;
 mod timing;
 
 pub(crate) use gate::{Gate, Lapsed, Permit};
-pub(crate) use lease::{Identity, Lease, LeaseSettings};
+pub(crate) use lease::{Lease, LeaseSettings};
+pub(crate) use lease_table::Identity;
 pub(crate) use pool::{AcquireError, Leased, LeasedPool};
 pub(crate) use table::APPLICATION_NAME;
