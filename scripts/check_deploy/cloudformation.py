@@ -67,7 +67,7 @@ def template_worker_task_cap_keeps_the_connection_budget():
     for c in conns:
         for b in budgets:
             cap = table.get(str(c), {}).get(str(b))
-            # The tasks share the budget less the door (one connection for a joining task);
+            # The tasks share the budget less the registration connection (one connection for a joining task);
             # the cap is the most tasks that each get their whole pool.
             want = max((b - 1) // c, 0)
             if cap != want:
@@ -76,7 +76,7 @@ def template_worker_task_cap_keeps_the_connection_budget():
                 problems.append(f"Rules: budget {b} with {c} connections per task should be "
                                 f"{'refused' if want < 1 else 'accepted'}")
             elif cap and cap * c > b - 1:
-                problems.append(f"{cap} tasks x {c} connections exceed the budget {b} less the door")
+                problems.append(f"{cap} tasks x {c} connections exceed the budget {b} less the registration connection")
     target = RESOURCES["WorkerScalableTarget"]["Properties"]
     if target["MaxCapacity"] != {"Fn::FindInMap": ["WorkerMaxTasks", {"Ref": "WorkerDatabaseMaxConnections"},
                                                    {"Ref": "DatabaseConnectionBudget"}]}:

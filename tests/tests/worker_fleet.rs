@@ -2,7 +2,7 @@
 //! table, against real LocalStack and PostgreSQL: the shares shrink as workers join, the
 //! connections `pg_stat_activity` shows never exceed the budget, a worker killed with
 //! SIGKILL gives its share back within a lease period and one that stops gracefully at once,
-//! a lone worker gets everything but the door, and every webhook is stored exactly once.
+//! a lone worker gets everything but the registration connection, and every webhook is stored exactly once.
 
 #![allow(
     clippy::print_stderr,
@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 
 /// DATABASE_CONNECTION_BUDGET of the fleet.
 const BUDGET: i64 = 8;
-/// What the workers share: the budget less the door (one connection kept free for a worker
+/// What the workers share: the budget less the registration connection (one connection kept free for a worker
 /// that registers).
 const SHARED: f64 = (BUDGET - 1) as f64;
 /// DATABASE_LEASE_SECONDS: short, so that a dead worker's share comes back quickly.
@@ -91,7 +91,7 @@ async fn four_workers_share_one_budget_through_joins_a_kill_and_a_stop() {
 
     let stop = AtomicBool::new(false);
     let scenario = async {
-        // Joins, one at a time (each registers through the door): the shares shrink.
+        // Joins, one at a time (each registers through the registration connection): the shares shrink.
         let first = stack.spawn_worker(&settings).await;
         wait_for_grants(&[&first], &[SHARED], Duration::from_secs(15)).await;
         wait_for_some_rows(&stack, 1).await;
@@ -145,7 +145,7 @@ async fn four_workers_share_one_budget_through_joins_a_kill_and_a_stop() {
     );
     assert!(
         peaks.granted < BUDGET,
-        "the lease rows granted the door: {peaks:?}"
+        "the lease rows granted the registration connection: {peaks:?}"
     );
     assert!(
         peaks.connections >= BUDGET - 1 && peaks.samples >= 100,
@@ -222,9 +222,9 @@ async fn a_frozen_worker_loses_its_connections_and_joins_again_when_it_thaws() {
 }
 
 /// A worker alone with a budget of 8 and a pool of 8 gets 7 connections (everything but the
-/// door), uses more than one at once, and deletes its row when it stops.
+/// registration connection), uses more than one at once, and deletes its row when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_worker_gets_the_budget_less_the_door() {
+async fn a_lone_worker_gets_the_budget_less_the_registration_connection() {
     const MESSAGES: usize = 2_000;
     let stack = TestStack::new("worker-fleet-alone").await;
     // 2 ms per row: batches overlap, so the adaptive limit has a reason to grow.

@@ -5,7 +5,7 @@
 //! connection longer than half a heartbeat. The workers keep their grants and keep storing,
 //! no worker backend waits on the lock for longer than a moment (the wait is ended by the
 //! server, not left behind), the workers hold no connection beyond their grants (no
-//! heartbeat needs the door), and once the lock is free they renew under it again. And a
+//! heartbeat needs the registration connection), and once the lock is free they renew under it again. And a
 //! worker frozen (SIGSTOP) inside its own heartbeat transaction loses the lock to PostgreSQL
 //! well within a lease period, while the other worker never lapses.
 
@@ -173,7 +173,7 @@ async fn a_frozen_lock_holder_cannot_make_the_workers_lapse() {
         seen.waiting <= 2 && seen.longest_wait < LONGEST_WAIT,
         "worker backends were left waiting on the fleet's lock: {seen:?}"
     );
-    // Nobody registers while the lock is held, so the door stays unused: a heartbeat that
+    // Nobody registers while the lock is held, so the registration connection stays unused: a heartbeat that
     // left its grant for it (or a wait left behind) would show as an eighth connection.
     assert!(
         seen.connections < BUDGET,

@@ -1,5 +1,6 @@
-//! The PostgreSQL pool (without a connection budget), the door (a single connection outside
-//! any pool) and the embedded migrations.
+//! The PostgreSQL pool (without a connection budget), single connections outside any pool
+//! (for migrations and checks at start, and the lease's registration connection), and the
+//! embedded migrations.
 //!
 //! Every connection the worker writes on carries its session timeouts as startup options
 //! (`statement_timeout`, `lock_timeout`, `idle_in_transaction_session_timeout`, see
@@ -22,7 +23,7 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use crate::config::DatabaseArgs;
 use crate::fleet::APPLICATION_NAME;
 
-/// Pause between attempts to open the door.
+/// Pause between attempts to open a single connection.
 const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The schema migrations, embedded in the binary at build time.
