@@ -1,11 +1,12 @@
 //! The mechanics both adaptive limits share: ingest's limit on `SendMessageBatch` calls in
-//! flight (`ingest/src/call_limit.rs`) and the worker's limit on batch writes in progress
-//! (`worker/src/pipeline/write_limit.rs`). Each decides *when* to move from what its own latencies show;
-//! this holds the limit and *how* it moves: slow start (begin at 1 and double per healthy
-//! window until the first trouble or the ceiling), growth by one after it, cuts towards a
-//! target by at least one and at most by a factor, and jittered re-measurement times (so that
-//! tasks do not re-measure together). See each controller's module documentation for the
-//! decisions and their sources.
+//! flight (`ingest/src/sqs/call_limit.rs`) and the worker's limit on batch writes in progress
+//! (`worker/src/pipeline/write_limit.rs`). Each decides *when* to move from what its own
+//! latencies show; this holds the limit and *how* it moves: slow start (begin at 1 and double
+//! per healthy window until the first trouble or the ceiling), growth by one after it, cuts
+//! towards a target by at least one and at most by a factor, a cut at most once per window
+//! for failures (the work in progress may fail alike), and re-measurements at jittered times
+//! (so that tasks do not re-measure together) that hold the limit low and then return to it.
+//! See each controller's module documentation for the decisions and their sources.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;

@@ -40,14 +40,14 @@
 //! median call takes well over the fastest), so against the minimum even a queue that scales
 //! out would look queued. Under a steady backlog calls rarely go alone, so every ~30 s
 //! (jittered) the limit is held at 1 for [`REMEASURE_SAMPLES`] calls to take fresh ones, as
-//! the worker's adaptive limit does for the database (see `worker/src/adaptive.rs`): a
+//! the worker's adaptive limit does for the database (see `worker/src/pipeline/write_limit.rs`): a
 //! baseline kept forever would read a queue that is slower for good as one that is
 //! overloaded for good.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
-use webhook_shared::limit::{Limit, median};
+use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, median};
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 /// Shortest span of calls one decision looks at.
@@ -80,8 +80,6 @@ pub(crate) const BASELINE_SAMPLES: usize = 9;
 const MIN_BASELINE_SAMPLES: usize = 3;
 /// Fewest calls beside others in a window to judge [`CallLimit::saturated`] by.
 const MIN_CONCURRENT_SAMPLES: usize = 3;
-/// Shortest latency counted, so that a zero duration cannot make a zero baseline.
-const MIN_LATENCY_SECONDS: f64 = 1e-6;
 
 /// One finished `SendMessageBatch` call, as the batcher saw it.
 #[derive(Clone, Copy, Debug)]
@@ -130,11 +128,10 @@ impl Baseline {
     }
 }
 
-/// A re-measurement in progress.
+/// A re-measurement in progress (the limit to return to is kept by [`Limit`]).
 #[derive(Debug)]
 struct Remeasure {
-    /// The limit to return to.
-    saved: usize,
+    /// Calls alone taken so far.
     samples: usize,
 }
 
@@ -151,7 +148,6 @@ pub(crate) struct CallLimit {
     concurrent: Vec<f64>,
     /// Whether a webhook waited for a free call during the window.
     used: bool,
-    last_failure_cut: Option<Instant>,
     remeasure: Option<Remeasure>,
     /// Median latency ratio of the calls that went beside others in the latest window that
     /// had some.
@@ -171,7 +167,6 @@ impl CallLimit {
             queued: Vec::new(),
             concurrent: Vec::new(),
             used: false,
-            last_failure_cut: None,
             remeasure: None,
             concurrent_ratio: 0.0,
         }
@@ -245,24 +240,19 @@ impl CallLimit {
     /// Records a call that failed as a whole (throttled, a server fault, a timeout): halves
     /// the limit at once, at most once per window, since the calls in flight may fail alike.
     pub(crate) fn on_failure(&mut self, now: Instant) -> Option<Change> {
-        if !self.adaptive
-            || self
-                .last_failure_cut
-                .is_some_and(|at| now.saturating_duration_since(at) < WINDOW)
+        if !self.adaptive {
+            return None;
+        }
+        match self
+            .limit
+            .failure(now, WINDOW, MIN_DECREASE, Reason::Failure)
         {
-            return None;
+            FailureCut::Skipped => None,
+            FailureCut::Cut(change) => {
+                self.reset_window(now);
+                change
+            }
         }
-        self.last_failure_cut = Some(now);
-        if let Some(remeasure) = &mut self.remeasure {
-            remeasure.saved = (remeasure.saved / 2).max(1);
-            return None;
-        }
-        self.reset_window(now);
-        self.limit.cut(
-            self.limit.get() as f64 * MIN_DECREASE,
-            MIN_DECREASE,
-            Reason::Failure,
-        )
     }
 
     /// Ends a window: cut, re-measure, hold or grow.
@@ -280,11 +270,8 @@ impl CallLimit {
             return self.limit.cut(target, MIN_DECREASE, Reason::Latency);
         }
         if self.limit.remeasure_due(now) {
-            self.remeasure = Some(Remeasure {
-                saved: self.limit.get(),
-                samples: 0,
-            });
-            return self.limit.set(1, Some(Reason::Remeasure));
+            self.remeasure = Some(Remeasure { samples: 0 });
+            return self.limit.begin_remeasure(1, Reason::Remeasure);
         }
         let grow_below = if self.limit.get() == 1 {
             CUT_RATIO
@@ -304,10 +291,9 @@ impl CallLimit {
     /// Ends a re-measurement (its calls are in the baselines already): back to the limit
     /// before it.
     fn finish_remeasure(&mut self, now: Instant) -> Option<Change> {
-        let remeasure = self.remeasure.take()?;
-        self.limit.schedule_remeasure(now);
+        self.remeasure.take()?;
         self.reset_window(now);
-        self.limit.set(remeasure.saved, None)
+        self.limit.end_remeasure(now)
     }
 
     fn reset_window(&mut self, now: Instant) {

@@ -3,6 +3,7 @@
 //! recovers, and one that fails calls.
 
 use super::*;
+use webhook_shared::limit::XorShift;
 
 /// A queue: a call of 10 entries takes `latency(seconds since start, calls in flight)` ms,
 /// times a noise factor drawn from a uniform `u` in 0..1.
@@ -39,7 +40,7 @@ struct Sim {
     now: Instant,
     /// (finish, sample) of the calls in flight.
     in_flight: Vec<(Instant, CallSample)>,
-    rng: u64,
+    rng: XorShift,
     demand: usize,
     changes: Vec<(f64, Change)>,
 }
@@ -56,7 +57,7 @@ impl Sim {
             start,
             now: start,
             in_flight: Vec::new(),
-            rng: 42,
+            rng: XorShift::new(42),
             demand: usize::MAX,
             changes: Vec::new(),
         }
@@ -67,10 +68,7 @@ impl Sim {
     }
 
     fn noise(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.noise)((self.rng >> 11) as f64 / (1u64 << 53) as f64)
+        (self.noise)(self.rng.next_unit())
     }
 
     /// Runs until `until` s; returns the limits seen outside re-measurements, with the time.

@@ -33,7 +33,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use webhook_shared::limit::{Limit, median};
+use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, median};
 
 /// Shortest span of writes one decision looks at.
 const WINDOW: Duration = Duration::from_millis(250);
@@ -69,8 +69,6 @@ const REMEASURE_RISE: f64 = 1.2;
 const BUCKETS_PER_OCTAVE: f64 = 4.0;
 /// Row-count buckets (the last holds every batch of 4096 rows and more).
 const BUCKETS: usize = 48;
-/// Shortest latency counted, so that a zero duration cannot make a zero baseline.
-const MIN_LATENCY_SECONDS: f64 = 1e-6;
 
 /// One finished batch write, as the writer saw it.
 #[derive(Clone, Copy, Debug)]
@@ -126,11 +124,9 @@ pub(crate) struct Estimate {
 /// Baseline latency (seconds) per row-count bucket.
 type Baselines = [Option<f64>; BUCKETS];
 
-/// A re-measurement in progress.
+/// A re-measurement in progress (the limit to return to is kept by [`Limit`]).
 #[derive(Debug)]
 struct Remeasure {
-    /// The limit to return to.
-    saved: usize,
     /// Baselines from the writes made at [`REMEASURE_LIMIT`].
     fresh: Baselines,
     samples: usize,
@@ -149,7 +145,6 @@ pub(crate) struct ConcurrencyController {
     used: bool,
     /// Whether an overload error came during the window.
     overloaded: bool,
-    last_overload_cut: Option<Instant>,
     remeasure: Option<Remeasure>,
     estimate: Estimate,
 }
@@ -168,7 +163,6 @@ impl ConcurrencyController {
             waits: Vec::new(),
             used: false,
             overloaded: false,
-            last_overload_cut: None,
             remeasure: None,
             estimate: Estimate::default(),
         }
@@ -235,20 +229,16 @@ impl ConcurrencyController {
             return None;
         }
         self.overloaded = true;
-        if self
-            .last_overload_cut
-            .is_some_and(|at| now.saturating_duration_since(at) < WINDOW)
+        match self
+            .limit
+            .failure(now, WINDOW, OVERLOAD_DECREASE, Reason::Overload)
         {
-            return None;
+            FailureCut::Skipped => None,
+            FailureCut::Cut(change) => {
+                self.reset_window(now);
+                change
+            }
         }
-        self.last_overload_cut = Some(now);
-        if let Some(remeasure) = &mut self.remeasure {
-            remeasure.saved = ((remeasure.saved as f64 * OVERLOAD_DECREASE) as usize).max(1);
-            return None;
-        }
-        self.reset_window(now);
-        let to = self.limit.get() as f64 * OVERLOAD_DECREASE;
-        self.limit.cut(to, MIN_DECREASE, Reason::Overload)
     }
 
     /// Ends a window: cut, re-measure, hold or grow.
@@ -289,12 +279,12 @@ impl ConcurrencyController {
         }
         if self.limit.remeasure_due(now) {
             self.remeasure = Some(Remeasure {
-                saved: self.limit.get(),
                 fresh: [None; BUCKETS],
                 samples: 0,
             });
-            let to = REMEASURE_LIMIT.min(self.limit.get());
-            return self.limit.set(to, Some(Reason::Remeasure));
+            return self
+                .limit
+                .begin_remeasure(REMEASURE_LIMIT, Reason::Remeasure);
         }
         if !grow {
             return None;
@@ -323,9 +313,8 @@ impl ConcurrencyController {
                 (old, fresh) => old.or(fresh),
             };
         }
-        self.limit.schedule_remeasure(now);
         self.reset_window(now);
-        self.limit.set(remeasure.saved, None)
+        self.limit.end_remeasure(now)
     }
 
     fn reset_window(&mut self, now: Instant) {

@@ -1,6 +1,7 @@
 //! The adaptive limit against synthetic databases: healthy, saturated, slowed, overloaded.
 
 use super::*;
+use webhook_shared::limit::XorShift;
 
 /// A database: a write of `rows` takes `base + per_row × rows` ms, times `in_progress /
 /// capacity` beyond its capacity, times `slow(t)`, times 1.0..1.2 of noise.
@@ -41,7 +42,7 @@ struct Sim {
     start: Instant,
     now: Instant,
     in_flight: Vec<(Instant, WriteSample)>,
-    rng: u64,
+    rng: XorShift,
     demand: usize,
     /// (seconds, change) for every change.
     changes: Vec<(f64, Change)>,
@@ -55,7 +56,7 @@ impl Sim {
         let mut c = ConcurrencyController::new(max, true, start);
         c.limit.reseed(0x9e37_79b9_7f4a_7c15, start);
         let (in_flight, changes, remeasures) = (Vec::new(), Vec::new(), Vec::new());
-        let (now, rng, demand) = (start, 42, usize::MAX);
+        let (now, rng, demand) = (start, XorShift::new(42), usize::MAX);
         Self {
             c,
             db,
@@ -81,10 +82,7 @@ impl Sim {
                 let (t, in_progress) = (self.secs(), self.in_flight.len() + 1);
                 let rows = (self.db.rows)(t);
                 let load = (in_progress as f64 / self.db.capacity as f64).max(1.0);
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                let noise = 1.0 + 0.2 * (self.rng % 1000) as f64 / 1000.0;
+                let noise = 1.0 + 0.2 * self.rng.next_unit();
                 let ms = (self.db.base_ms + self.db.per_row_ms * rows as f64) * load;
                 let write = Duration::from_secs_f64(ms * (self.db.slow)(t) * noise / 1e3);
                 let sample = sample(rows, Duration::ZERO, write, in_progress);
