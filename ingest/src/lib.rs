@@ -41,7 +41,7 @@ use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, ServeOptions};
 use webhook_shared::sqs::ClientTimeouts;
 
-use crate::body::budget::BodyBudget;
+use crate::body::budget::body_budget;
 use crate::config::Config;
 use crate::edge::routes;
 use crate::edge::state::AppState;
@@ -92,7 +92,7 @@ pub async fn run(
         max_body_bytes,
         retry_after_seconds: config.retry_after_seconds,
         send_timeout: config.send_timeout(),
-        body_budget: BodyBudget::new(config.max_in_flight_body_bytes),
+        body_budget: body_budget(config.max_in_flight_body_bytes),
         body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
         min_body_rate,
         sources,

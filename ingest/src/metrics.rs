@@ -215,11 +215,6 @@ pub(crate) fn record_send_failure(reason: &'static str) {
     metrics::counter!(SEND_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
 
-/// Records the bytes the body budget holds now.
-pub(crate) fn gauge_body_budget_in_use(bytes: usize) {
-    metrics::gauge!(BODY_BUDGET_IN_USE_BYTES).set(bytes as f64);
-}
-
 /// Records whether the queue answered ingest's latest call or probe.
 pub(crate) fn gauge_queue_reachable(reachable: bool) {
     metrics::gauge!(QUEUE_REACHABLE).set(if reachable { 1.0 } else { 0.0 });

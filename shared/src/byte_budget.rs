@@ -87,6 +87,11 @@ impl ByteBudget {
 }
 
 impl Reservation {
+    /// The budget this reservation is held in.
+    pub fn budget(&self) -> &ByteBudget {
+        &self.budget
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.permit.as_ref().map_or(0, |p| p.num_permits())

@@ -11,103 +11,21 @@
 //! room is refused at once (503 with `Retry-After`): it never waits for room and never buffers
 //! what it could not reserve. One whose declared length is more than the budget has free is
 //! refused from its head alone. The reservation is given back when the request ends, however
-//! it ends.
+//! it ends. The budget is `webhook_shared::byte_budget` (the worker's fetch budget is one too);
+//! this module adds the body's rules on top.
 
-use std::sync::Arc;
+use webhook_shared::byte_budget::ByteBudget;
+pub(crate) use webhook_shared::byte_budget::Reservation;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use super::ReadError;
+use crate::body::ReadError;
 use crate::metrics;
 
-/// The shared budget. Cloning shares it.
-#[derive(Debug, Clone)]
-pub(crate) struct BodyBudget {
-    bytes: Arc<Semaphore>,
-    total: usize,
-}
+/// The shared budget of body bytes. Cloning shares it.
+pub(crate) type BodyBudget = ByteBudget;
 
-/// Room held by one request; given back on drop.
-#[derive(Debug)]
-pub(crate) struct Reservation {
-    budget: BodyBudget,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl BodyBudget {
-    /// A budget of `total` bytes.
-    pub(crate) fn new(total: usize) -> Self {
-        Self {
-            bytes: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
-            total,
-        }
-    }
-
-    /// Bytes reserved now.
-    pub(crate) fn in_use(&self) -> usize {
-        self.total.saturating_sub(self.bytes.available_permits())
-    }
-
-    /// Whether `bytes` more would fit now (nothing is reserved).
-    pub(crate) fn has_room_for(&self, bytes: usize) -> bool {
-        bytes <= self.bytes.available_permits()
-    }
-
-    /// An empty reservation, to grow as bytes arrive.
-    pub(crate) fn reservation(&self) -> Reservation {
-        Reservation {
-            budget: self.clone(),
-            permit: None,
-        }
-    }
-}
-
-impl Reservation {
-    /// The budget this reservation is held in.
-    pub(crate) fn budget(&self) -> &BodyBudget {
-        &self.budget
-    }
-
-    /// Bytes held.
-    pub(crate) fn bytes(&self) -> usize {
-        self.permit.as_ref().map_or(0, |p| p.num_permits())
-    }
-
-    /// Grows the reservation to at least `bytes`, or fails at once without waiting.
-    pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), ReadError> {
-        let more = bytes.saturating_sub(self.bytes());
-        if more == 0 {
-            return Ok(());
-        }
-        let more = u32::try_from(more).map_err(|_| ReadError::NoRoom)?;
-        let extra = Arc::clone(&self.budget.bytes)
-            .try_acquire_many_owned(more)
-            .map_err(|_| ReadError::NoRoom)?;
-        match &mut self.permit {
-            Some(permit) => permit.merge(extra),
-            None => self.permit = Some(extra),
-        }
-        metrics::gauge_body_budget_in_use(self.budget.in_use());
-        Ok(())
-    }
-
-    /// Gives back all but `bytes`.
-    pub(crate) fn shrink_to(&mut self, bytes: usize) {
-        if let Some(permit) = &mut self.permit {
-            let surplus = permit.num_permits().saturating_sub(bytes);
-            drop(permit.split(surplus));
-            metrics::gauge_body_budget_in_use(self.budget.in_use());
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            drop(permit);
-            metrics::gauge_body_budget_in_use(self.budget.in_use());
-        }
-    }
+/// A budget of `total` body bytes, its use in `webhook_ingest_body_budget_in_use_bytes`.
+pub(crate) fn body_budget(total: usize) -> BodyBudget {
+    ByteBudget::new(total, metrics::BODY_BUDGET_IN_USE_BYTES)
 }
 
 /// Makes room in `buffer` for `more` bytes, reserving its new capacity first: `reservation`
@@ -143,7 +61,7 @@ mod tests {
 
     #[test]
     fn grow_buffer_reserves_the_capacity_it_makes() {
-        let budget = BodyBudget::new(10_000);
+        let budget = body_budget(10_000);
         let mut reservation = budget.reservation();
         reservation.grow_to(100).expect("room"); // held for something else
         let mut buffer = Vec::new();
@@ -162,19 +80,5 @@ mod tests {
             Err(ReadError::NoRoom)
         ));
         assert_eq!(reservation.bytes(), 700, "nothing taken when refused");
-    }
-
-    #[test]
-    fn growing_and_shrinking_moves_the_count() {
-        let budget = BodyBudget::new(100);
-        let mut reservation = budget.reservation();
-        reservation.grow_to(60).expect("room");
-        reservation.grow_to(40).expect("already held");
-        assert_eq!(budget.in_use(), 60);
-        assert!(matches!(reservation.grow_to(101), Err(ReadError::NoRoom)));
-        reservation.shrink_to(10);
-        assert_eq!(budget.in_use(), 10);
-        reservation.grow_to(100).expect("room again");
-        assert_eq!(budget.in_use(), 100);
     }
 }

@@ -42,3 +42,9 @@ pub(crate) enum ReadError {
     #[error("the body could not be read: {0}")]
     Broken(BoxError),
 }
+
+impl From<webhook_shared::byte_budget::NoRoom> for ReadError {
+    fn from(_: webhook_shared::byte_budget::NoRoom) -> Self {
+        Self::NoRoom
+    }
+}

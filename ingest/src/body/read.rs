@@ -81,7 +81,7 @@ pub(crate) const READ_BUFFER_ALLOWANCE: usize = webhook_shared::server::HTTP1_MA
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::budget::BodyBudget;
+    use crate::body::budget::body_budget;
     use crate::body::pace::MinRate;
     use http_body_util::{Full, StreamBody};
     use hyper::body::Frame;
@@ -128,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_declared_length_is_not_reserved_before_its_bytes_arrive() {
-        let budget = BodyBudget::new(1000);
+        let budget = body_budget(1000);
         let mut stalled = budget.reservation();
         // Declares 900 bytes, sends 100, then stalls: it holds 100.
         let reading = tokio::time::timeout(
@@ -156,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_declared_length_the_budget_has_no_room_for_is_refused_unread() {
-        let budget = BodyBudget::new(1000);
+        let budget = body_budget(1000);
         let mut first = budget.reservation();
         first.grow_to(600).expect("room");
         let mut second = budget.reservation();
@@ -167,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_are_reserved_as_they_come() {
-        let budget = BodyBudget::new(250);
+        let budget = body_budget(250);
         let mut reservation = budget.reservation();
         let refused = read(chunked(3, 100), 1000, None, &mut reservation).await;
         assert!(matches!(refused, Err(ReadError::NoRoom)), "{refused:?}");
@@ -183,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn the_buffer_never_holds_more_than_is_reserved() {
         // 1000 one-byte chunks: the capacity doubles, and the reservation follows it.
-        let budget = BodyBudget::new(1 << 20);
+        let budget = body_budget(1 << 20);
         let mut reservation = budget.reservation();
         let body = read(chunked(1000, 1), 4096, None, &mut reservation)
             .await
@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(body.len(), 1000);
         assert_eq!(reservation.bytes(), 1024, "doubled from 1 to 1024");
         // Near the budget's end it grows by exactly what arrives instead of doubling.
-        let budget = BodyBudget::new(1500);
+        let budget = body_budget(1500);
         let mut reservation = budget.reservation();
         let body = read(chunked(1400, 1), 4096, None, &mut reservation)
             .await
@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(body.len(), 1400);
         assert_eq!(reservation.bytes(), 1400, "not 2048");
         // And never past a declared length.
-        let budget = BodyBudget::new(1 << 20);
+        let budget = body_budget(1 << 20);
         let mut reservation = budget.reservation();
         read(chunked(700, 1), 4096, Some(700), &mut reservation)
             .await
@@ -209,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_per_request_limit_comes_first() {
-        let budget = BodyBudget::new(10_000);
+        let budget = body_budget(10_000);
         let mut reservation = budget.reservation();
         let declared = read_head(Full::new(Bytes::new()), 100, Some(101), &mut reservation).await;
         assert!(

@@ -19,7 +19,7 @@ use webhook_shared::ops::Readiness;
 use super::routes::route;
 use super::state::AppState;
 use crate::body::RequestBody;
-use crate::body::budget::BodyBudget;
+use crate::body::budget::body_budget;
 use crate::body::pace::MinRate;
 use crate::sources::{self, Sources};
 use crate::sqs::publisher::{OutgoingMessage, Publish, PublishError};
@@ -98,7 +98,7 @@ pub(crate) fn state(sources: Sources) -> Arc<AppState<FakeQueue>> {
         max_body_bytes: 1000,
         retry_after_seconds: 7,
         send_timeout: Duration::from_secs(3),
-        body_budget: BodyBudget::new(10 * 1024 * 1024),
+        body_budget: body_budget(10 * 1024 * 1024),
         body_read_timeout: Duration::from_secs(2),
         min_body_rate: MinRate::OFF,
         sources,

@@ -169,7 +169,7 @@ async fn read_body<P, B: RequestBody>(
     };
     reservation
         .grow_to(allowance)
-        .map_err(|error| read_error(error, state.retry_after_seconds))?;
+        .map_err(|error| read_error(error.into(), state.retry_after_seconds))?;
     let read = read::read_up_to(body, in_memory, declared_length, reservation, pace);
     let read = tokio::time::timeout_at(deadline, read)
         .await
@@ -218,7 +218,7 @@ fn build_message<P>(
     let body_bytes = envelope.body.len();
     reservation
         .grow_to(reservation.bytes().max(body_bytes) + 2 * message_bound(body_bytes))
-        .map_err(|error| read_error(error, state.retry_after_seconds))?;
+        .map_err(|error| read_error(error.into(), state.retry_after_seconds))?;
     let json = envelope.to_json();
     let Envelope { id, source, .. } = envelope;
     reservation.shrink_to(json.capacity());

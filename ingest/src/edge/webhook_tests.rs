@@ -11,7 +11,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use webhook_shared::envelope::Envelope;
 
-use crate::body::budget::BodyBudget;
+use crate::body::budget::body_budget;
 use crate::body::pace::MinRate;
 use crate::edge::routes::route;
 use crate::edge::testing::{Chunks, chunks, post, send, sources_from, state};
@@ -164,7 +164,7 @@ async fn a_body_the_budget_has_no_room_for_gets_503_overloaded_without_a_read_pa
     let mut state = state(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = BodyBudget::new(500);
+        .body_budget = body_budget(500);
     // Declares 600 with room for 500: refused from the head alone.
     let request = Request::post("/webhooks/github")
         .header("content-length", "600")
@@ -201,7 +201,7 @@ async fn a_stalled_body_holds_only_what_it_sent_so_others_still_get_in() {
     let mut state = state(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = BodyBudget::new(300_000);
+        .body_budget = body_budget(300_000);
     // Ten clients declare 1000 bytes each, send 10 and stall (10,000 declared in all).
     let mut stalled = tokio::task::JoinSet::new();
     for _ in 0..10 {

@@ -284,7 +284,7 @@ impl Streaming<'_> {
             let besides = reservation.bytes() - self.encoder_room;
             reservation
                 .grow_to(besides + room)
-                .map_err(|error| read_error(error, self.retry_after_seconds))?;
+                .map_err(|error| read_error(error.into(), self.retry_after_seconds))?;
             self.encoder_room = room;
         }
         self.check.update(chunk);

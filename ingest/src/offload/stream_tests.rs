@@ -33,7 +33,7 @@ fn offloading(sources: Sources) -> (Arc<AppState<FakeQueue>>, Arc<FakeStore>) {
     let mut state = state(sources);
     let inner = Arc::get_mut(&mut state).expect("not shared yet");
     inner.max_body_bytes = LIMIT;
-    inner.body_budget = crate::body::budget::BodyBudget::new(64 * 1024 * 1024);
+    inner.body_budget = crate::body::budget::body_budget(64 * 1024 * 1024);
     inner.body_read_timeout = Duration::from_secs(30);
     inner.large_payloads = Some(LargePayloads::new(
         Arc::new(store),
@@ -273,7 +273,7 @@ async fn a_stalled_streamed_body_holds_no_part_buffer_and_a_flowing_one_fills_pa
     let (mut state, store) = offloading(Sources::open());
     Arc::get_mut(&mut state)
         .expect("not shared yet")
-        .body_budget = crate::body::budget::BodyBudget::new(4 * 1024 * 1024);
+        .body_budget = crate::body::budget::body_budget(4 * 1024 * 1024);
     // Declares 2 MB, sends 1 KiB, stalls: it holds that KiB (and the envelope's start and the
     // encoder's output for it) and its connection's read buffer, no part buffer, and no 5 MiB
     // of the budget.
