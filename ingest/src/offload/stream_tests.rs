@@ -19,7 +19,7 @@ use webhook_shared::large_payload::PayloadPointer;
 use crate::edge::routes::route;
 use crate::edge::state::AppState;
 use crate::edge::testing::{Chunks, FakeQueue, send, sources_from, state};
-use crate::offload::testing::{FakeStore, Store};
+use crate::offload::testing::{FakePayloadStore, SharedFakePayloadStore};
 use crate::offload::{LargePayloads, PART_BYTES};
 use crate::sources::Sources;
 
@@ -27,8 +27,8 @@ const THRESHOLD: usize = 1000;
 const LIMIT: usize = 8 * 1024 * 1024;
 
 /// A state that offloads bodies over 1000 bytes, up to 8 MiB, to a fake store.
-fn offloading(sources: Sources) -> (Arc<AppState<FakeQueue>>, Arc<FakeStore>) {
-    let store = Store::default();
+fn offloading(sources: Sources) -> (Arc<AppState<FakeQueue>>, Arc<FakePayloadStore>) {
+    let store = SharedFakePayloadStore::default();
     let fake = Arc::clone(&store.0);
     let mut state = state(sources);
     let inner = Arc::get_mut(&mut state).expect("not shared yet");

@@ -12,7 +12,7 @@ use crate::offload::s3::{PayloadStore, StoreError, StoreFuture, UploadedPart};
 
 /// An in-memory bucket that records every call; fails or stalls one operation when told to.
 #[derive(Debug, Default)]
-pub(crate) struct FakeStore {
+pub(crate) struct FakePayloadStore {
     pub(crate) calls: Mutex<Vec<&'static str>>,
     pub(crate) objects: Mutex<BTreeMap<String, Vec<u8>>>,
     uploads: Mutex<BTreeMap<String, Vec<(i32, Bytes)>>>,
@@ -20,7 +20,7 @@ pub(crate) struct FakeStore {
     pub(crate) stall: AtomicBool,
 }
 
-impl FakeStore {
+impl FakePayloadStore {
     pub(crate) fn calls(&self) -> Vec<&'static str> {
         self.calls.lock().expect("not poisoned").clone()
     }
@@ -54,9 +54,9 @@ impl FakeStore {
 
 /// The fake shared between the test and the state.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Store(pub(crate) Arc<FakeStore>);
+pub(crate) struct SharedFakePayloadStore(pub(crate) Arc<FakePayloadStore>);
 
-impl PayloadStore for Store {
+impl PayloadStore for SharedFakePayloadStore {
     fn bucket(&self) -> &str {
         "payloads"
     }

@@ -1,7 +1,7 @@
 //! The seam between the lease (`lease.rs`: when to heartbeat, what to ask for, when the grant
 //! lapses) and the lease table it talks to: [`LeaseTable`], the database work of one
 //! heartbeat and of the departure, and nothing else. PostgreSQL's is in `beat.rs`; the tests
-//! use an in-memory one (`table_fake.rs`) that can be told to fail, hang or hold other
+//! use an in-memory one (`fleet/testing.rs`) that can be told to fail, hang or hold other
 //! workers' rows.
 //!
 //! The lease keeps every rule: which connection a heartbeat runs on, the deadline of each

@@ -1,4 +1,4 @@
-//! The lease's timing rules on an in-memory table (`table_fake.rs`), in paused time: it
+//! The lease's timing rules on an in-memory table (`fleet/testing.rs`), in paused time: it
 //! lapses when heartbeats fail past the row's validity and registers again, a hung call is
 //! cut at its step's deadline, the share follows the live rows, a busy fleet lock keeps the
 //! grant, and stopping deletes the row.
@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout};
 
 use super::*;
-use crate::fleet::table_fake::{FakeTable, Fault};
+use crate::fleet::testing::{FakeTable, Fault};
 
 /// The lease period: heartbeats every 2 s, rows and grants valid for 6 s, steps of 1 s.
 const PERIOD: Duration = Duration::from_secs(8);

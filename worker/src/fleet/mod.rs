@@ -21,7 +21,7 @@ mod pg_table;
 mod pool;
 mod table;
 #[cfg(test)]
-mod table_fake;
+mod testing;
 mod timing;
 
 pub(crate) use gate::{Gate, Lapsed, Permit};
