@@ -5,6 +5,7 @@ and any import circles (strongly connected groups of modules).
     python3 scripts/module_map.py worker          # summary, folders and circles
     python3 scripts/module_map.py ingest --edges  # also every import arrow
     python3 scripts/module_map.py worker --dot > worker.dot   # a Graphviz picture
+    python3 scripts/module_map.py worker --dot --folders | dot -Tpng > worker.png  # by folder
 
 A module is a source file (tests and test fakes excluded: `*_tests.rs`, `tests.rs`,
 `testing*.rs`, `*_fake.rs`, `proptests.rs`). An arrow A -> B means A names `crate::B` (or
@@ -141,6 +142,25 @@ def main():
     crate = args[0]
     modules = load(crate)
     arrows = edges(modules)
+    def folder_of(m):
+        if "::" in m or os.path.basename(modules[m]) == "mod.rs":
+            return m.split("::")[0] + "/"
+        return m or "lib"
+
+    if "--dot" in args and "--folders" in args:
+        counts = {}
+        for a, b in arrows:
+            fa, fb = folder_of(a), folder_of(b)
+            if fa != fb:
+                counts[(fa, fb)] = counts.get((fa, fb), 0) + 1
+        print("digraph %s {\n  rankdir=LR; node [shape=box,fontsize=11];" % crate)
+        for f in sorted({folder_of(m) for m in modules}):
+            inside = sum(1 for m in modules if folder_of(m) == f)
+            print('  "%s" [label="%s\\n%d module%s"];' % (f, f, inside, "" if inside == 1 else "s"))
+        for (a, b), n in sorted(counts.items()):
+            print('  "%s" -> "%s" [label="%d",fontsize=9];' % (a, b, n))
+        print("}")
+        return 0
     if "--dot" in args:
         print("digraph %s {\n  rankdir=LR; node [shape=box,fontsize=10];" % crate)
         folders = {}
@@ -169,6 +189,13 @@ def main():
     print("import circles: %d" % len(found))
     for group in found:
         print("  " + " <-> ".join(group))
+    folders_of = {folder_of(m): None for m in modules}
+    folder_arrows = {(folder_of(a), folder_of(b)) for a, b in arrows if folder_of(a) != folder_of(b)}
+    found_folders = circles(folders_of, folder_arrows)
+    print("folder circles: %d" % len(found_folders))
+    for group in found_folders:
+        print("  " + " <-> ".join(group))
+    found += found_folders
     if "--edges" in args:
         for a, b in sorted(arrows):
             print("  %s -> %s" % (a or "lib", b or "lib"))

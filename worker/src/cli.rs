@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use webhook_shared::{healthcheck, metrics, shutdown, telemetry};
 
 use crate::config::{Cli, Command, RunConfig};
-use crate::handler::Handler;
+use crate::db::handler::Handler;
 
 /// Longest wait for leftover tasks when the runtime shuts down.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);

@@ -14,7 +14,7 @@ mod cli;
 pub mod config;
 mod db;
 mod fleet;
-mod handler;
+mod gauges;
 mod metrics;
 mod pipeline;
 mod s3;
@@ -35,7 +35,7 @@ use webhook_shared::ops::{self, Readiness};
 pub use crate::cli::main_with;
 pub use crate::db::events::StoreEvents;
 pub use crate::db::events::insert_events;
-pub use crate::handler::{Handler, HandlerError, Stored};
+pub use crate::db::handler::{Handler, HandlerError, Stored};
 
 use crate::config::{DatabaseArgs, RunConfig};
 use crate::db::store::PgEventStore;
@@ -118,7 +118,7 @@ pub async fn run_with<H: Handler>(
             lease.run(stop_lease.clone()).await;
         }
     });
-    let gauges = metrics::gauges::run(
+    let gauges = gauges::run(
         admin,
         info.url.clone(),
         info.dlq_url,

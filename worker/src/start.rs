@@ -14,9 +14,10 @@ use webhook_shared::sqs::{self as sdk_sqs, ClientTimeouts};
 use crate::config::RunConfig;
 use crate::db;
 use crate::db::connections::Connections;
+use crate::db::handler::Handler;
 use crate::fleet::{self, Gate, Lease, LeaseSettings, LeasedPool};
-use crate::handler::Handler;
 use crate::pipeline::PipelineSettings;
+use crate::pipeline::batch_context::RetryBackoff;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::write::BatchCaps;
 use crate::s3::{ObjectError, S3Objects};
@@ -209,7 +210,14 @@ fn pipeline_settings(config: &RunConfig, limits: Limits, queue: &QueueInfo) -> P
         },
         per_second: config.max_messages_per_second,
         visibility: queue.visibility.max(MIN_VISIBILITY),
-        backoff: config.retry_backoff(),
+        backoff: RetryBackoff {
+            base: Duration::from_secs(config.retry_backoff_base_seconds),
+            max: Duration::from_secs(
+                config
+                    .retry_backoff_max_seconds
+                    .max(config.retry_backoff_base_seconds),
+            ),
+        },
         grace: config.ops.shutdown_grace(),
         max_fetched_bytes: limits.fetched_bytes,
         fuse_threshold: config.worker_refusal_fuse_threshold as usize,

@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub(crate) mod headers;
 pub(crate) mod routes;
 pub(crate) mod state;
+pub(crate) mod streamed;
 #[cfg(test)]
 pub(crate) mod testing;
 mod webhook;

@@ -1,6 +1,6 @@
 //! The webhook handler, in the order a request goes through it: check its head, read its
 //! body within the limit and the budget (or hand a body above the threshold to the S3 path,
-//! [`crate::offload::stream`]), build the envelope and its SQS message, and publish it; the
+//! [`crate::edge::streamed`]), build the envelope and its SQS message, and publish it; the
 //! answer is 202 only once the queue has it.
 
 use std::collections::BTreeMap;
@@ -21,8 +21,8 @@ use crate::body::budget::Reservation;
 use crate::body::pace::Pace;
 use crate::body::read::{self, Head, READ_BUFFER_ALLOWANCE};
 use crate::config::{ENVELOPE_OVERHEAD_BYTES, MAX_HEADER_BYTES};
+use crate::edge::streamed::{self as offload_stream, BodySoFar, StreamedRequest};
 use crate::metrics;
-use crate::offload::stream::{self as offload_stream, BodySoFar, StreamedRequest};
 use crate::sources::Source;
 use crate::sqs::publisher::{OutgoingMessage, Publish, fits_one_message};
 

@@ -2,7 +2,7 @@
 //! `LARGE_PAYLOAD_BUCKET` is set.
 //!
 //! A body above `LARGE_PAYLOAD_THRESHOLD_BYTES` is not held whole: it streams to S3 as it
-//! arrives ([`stream`]), as the object `StreamedEnvelope::prefix() + base64(body) +
+//! arrives ([`crate::edge::streamed`]), as the object `StreamedEnvelope::prefix() + base64(body) +
 //! StreamedEnvelope::suffix(id)` (the envelope an inline message would carry), in 5 MiB parts
 //! that fill within the body budget as bytes arrive ([`upload`]), while its signature is computed over the same bytes
 //! ([`crate::verify::StreamingCheck`]). Once the object is complete and the signature checked,
@@ -13,9 +13,8 @@
 
 pub(crate) mod base64_stream;
 pub(crate) mod s3;
-pub(crate) mod stream;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub(crate) mod upload;
 
 use std::sync::Arc;

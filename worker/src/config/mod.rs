@@ -279,17 +279,6 @@ impl RunConfig {
         Ok(budget)
     }
 
-    /// The back-off for messages that failed to store.
-    pub(crate) fn retry_backoff(&self) -> crate::pipeline::batch_context::RetryBackoff {
-        crate::pipeline::batch_context::RetryBackoff {
-            base: Duration::from_secs(self.retry_backoff_base_seconds),
-            max: Duration::from_secs(
-                self.retry_backoff_max_seconds
-                    .max(self.retry_backoff_base_seconds),
-            ),
-        }
-    }
-
     /// The lease period of the connection budget.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.database_lease_seconds)

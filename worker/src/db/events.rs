@@ -10,8 +10,8 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use webhook_shared::envelope::Envelope;
 
+use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::payload_column::json_text;
-use crate::handler::{Handler, HandlerError, Stored};
 
 /// The default handler: one multi-row insert into `webhook_events`, idempotent on
 /// `(source, id)`.

@@ -11,6 +11,7 @@
 pub(crate) mod connections;
 pub(crate) mod errors;
 pub(crate) mod events;
+pub(crate) mod handler;
 pub(crate) mod payload_column;
 pub(crate) mod store;
 pub(crate) mod write_error;
@@ -127,7 +128,7 @@ pub(crate) async fn ensure_migrated(conn: &mut PgConnection) -> anyhow::Result<(
 }
 
 /// Runs the handler's own idempotent migration.
-pub(crate) async fn migrate_handler<H: crate::handler::Handler>(
+pub(crate) async fn migrate_handler<H: crate::db::handler::Handler>(
     conn: &mut PgConnection,
     handler: &H,
 ) -> anyhow::Result<()> {

@@ -18,8 +18,8 @@ use webhook_shared::envelope::Envelope;
 
 use crate::db::connections::Connections;
 use crate::db::errors::Failure;
+use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::write_error::WriteError;
-use crate::handler::{Handler, HandlerError, Stored};
 use crate::metrics;
 use crate::sqs::payload::EventKey;
 

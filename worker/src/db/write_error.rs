@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::db::errors::{Failure, classify, refusal_key};
+use crate::db::handler::HandlerError;
 use crate::fleet::Lapsed;
-use crate::handler::HandlerError;
 
 /// Why a batch write failed.
 #[derive(Debug, thiserror::Error)]

@@ -3,8 +3,6 @@
 //! mirrors it (a test checks that). The functions below are the only places the metrics are
 //! updated.
 
-pub(crate) mod gauges;
-
 use std::time::Duration;
 
 mod table;
@@ -143,9 +141,9 @@ pub(crate) fn record_limit_decrease(reason: &'static str) {
 }
 
 /// Sets the adaptive limit's latency gauges.
-pub(crate) fn gauge_write_latency(estimate: crate::pipeline::write_limit::Estimate) {
-    metrics::gauge!(WRITE_LATENCY_BASELINE).set(estimate.baseline_seconds);
-    metrics::gauge!(WRITE_LATENCY_RATIO).set(estimate.ratio);
+pub(crate) fn gauge_write_latency(baseline_seconds: f64, ratio: f64) {
+    metrics::gauge!(WRITE_LATENCY_BASELINE).set(baseline_seconds);
+    metrics::gauge!(WRITE_LATENCY_RATIO).set(ratio);
 }
 
 /// Sets the connection grant gauge.

@@ -226,9 +226,9 @@ mod tests {
     use webhook_shared::envelope::Envelope;
 
     use super::*;
+    use crate::db::handler::HandlerError;
     use crate::db::store::{EventStore, Written};
     use crate::db::write_error::WriteError;
-    use crate::handler::HandlerError;
 
     /// A store whose probe succeeds once `up` is set, counting probes.
     #[derive(Debug, Default)]

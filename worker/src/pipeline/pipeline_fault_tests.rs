@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::db::handler::{HandlerError, Stored};
 use crate::db::write_error::WriteError;
-use crate::handler::{HandlerError, Stored};
 use crate::pipeline::circuit::RELEASE_VISIBILITY;
 use crate::pipeline::refusal_fuse::FIRST_HOLD;
 use crate::testing::objects::FakeObjects;

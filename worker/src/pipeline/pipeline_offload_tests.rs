@@ -13,8 +13,8 @@ use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::{ATTRIBUTE_PAYLOAD_SIZE, PayloadPointer};
 use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE};
 
+use crate::db::handler::{HandlerError, Stored};
 use crate::db::write_error::WriteError;
-use crate::handler::{HandlerError, Stored};
 use crate::pipeline::resolve::SIZE_SLACK;
 use crate::sqs::InboundMessage;
 use crate::testing::objects::FakeObjects;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Semaphore;
 
+use crate::db::handler::{HandlerError, Stored};
 use crate::db::write_error::WriteError;
-use crate::handler::{HandlerError, Stored};
 use crate::pipeline::circuit::RELEASE_VISIBILITY;
 use crate::testing::{FakeEventStore, FakeQueue};
 

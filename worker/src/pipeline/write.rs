@@ -140,7 +140,8 @@ fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: 
         Attempt::Overload => controller.on_overload(now),
         Attempt::Failed | Attempt::Unwritten => None,
     };
-    metrics::gauge_write_latency(controller.estimate());
+    let estimate = controller.estimate();
+    metrics::gauge_write_latency(estimate.baseline_seconds, estimate.ratio);
     if let Some(change) = change
         && let Some(reason) = change.reason
     {

@@ -16,8 +16,8 @@
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::db::handler::Stored;
 use crate::db::store::EventStore;
-use crate::handler::Stored;
 use crate::metrics::{self, Outcome};
 use crate::pipeline::batch_context::{BatchContext, back_off, hide};
 use crate::pipeline::circuit::RELEASE_VISIBILITY;

@@ -10,8 +10,8 @@ use webhook_shared::envelope::Envelope;
 use webhook_shared::large_payload::PayloadPointer;
 
 use crate::db::errors::Failure;
+use crate::db::handler::Stored;
 use crate::db::store::EventStore;
-use crate::handler::Stored;
 use crate::pipeline::circuit::{Circuit, OpenReason};
 use crate::pipeline::resolve::Ready;
 use crate::pipeline::window::Held;

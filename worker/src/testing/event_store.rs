@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use webhook_shared::envelope::Envelope;
 
+use crate::db::handler::Stored;
 use crate::db::store::{EventStore, Written};
 use crate::db::write_error::WriteError;
-use crate::handler::Stored;
 use crate::sqs::payload::EventKey;
 
 /// How the fake store answers a batch.

@@ -16,9 +16,6 @@ use tokio::time::Instant;
 use webhook_shared::envelope::StreamedEnvelope;
 use webhook_shared::large_payload::{PayloadPointer, object_key};
 
-use super::LargePayloads;
-use super::base64_stream::{self, Base64Stream};
-use super::upload::{ObjectUpload, WriteError};
 use crate::body::ReadError;
 use crate::body::RequestBody;
 use crate::body::budget::Reservation;
@@ -27,6 +24,9 @@ use crate::edge::error::ApiError;
 use crate::edge::error::read_error;
 use crate::edge::state::AppState;
 use crate::metrics;
+use crate::offload::LargePayloads;
+use crate::offload::base64_stream::{self, Base64Stream};
+use crate::offload::upload::{ObjectUpload, WriteError};
 use crate::sources::{Source, StreamedId};
 use crate::sqs::publisher::{OutgoingMessage, Publish};
 use crate::verify::StreamingCheck;
@@ -320,5 +320,5 @@ fn storage_unavailable(error: &WriteError, retry_after_seconds: u32) -> ApiError
 }
 
 #[cfg(test)]
-#[path = "stream_tests.rs"]
+#[path = "streamed_tests.rs"]
 mod tests;
