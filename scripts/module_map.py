@@ -52,7 +52,8 @@ def load(crate):
     for root, _, files in os.walk(src):
         for f in files:
             p = os.path.join(root, f)
-            if f.endswith(".rs") and not TEST_FILE.search(p) and "/bin/" not in p:
+            # main.rs is the binary, a crate of its own beside the library.
+            if f.endswith(".rs") and not TEST_FILE.search(p) and "/bin/" not in p and f != "main.rs":
                 modules[module_path(src, p)] = p
     return modules
 
