@@ -349,5 +349,5 @@ pub fn text(
 }
 
 #[cfg(test)]
-#[path = "server/serve_tests.rs"]
-mod serve_tests;
+#[path = "server_tests.rs"]
+mod tests;
