@@ -265,10 +265,5 @@ pub(crate) fn record_part_buffer_wait(waited: Duration) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_table_keeps_the_naming_rules_and_the_readme_documents_it() {
-        let readme = include_str!("../../README.md");
-        webhook_shared::metrics::check_documented(METRICS, readme)
-            .expect("valid, documented table");
-    }
+    webhook_shared::documented_metrics_test!(METRICS);
 }

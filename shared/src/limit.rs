@@ -44,6 +44,53 @@ pub struct Limit {
     last_failure_cut: Option<Instant>,
 }
 
+/// The window a controller judges by: at least `span` long and `min_samples` samples, of
+/// which it keeps at most `max_samples` for its medians.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    span: Duration,
+    min_samples: usize,
+    max_samples: usize,
+    start: Instant,
+    samples: usize,
+}
+
+impl Window {
+    /// A window starting at `now`.
+    pub fn new(span: Duration, min_samples: usize, max_samples: usize, now: Instant) -> Self {
+        Self {
+            span,
+            min_samples,
+            max_samples,
+            start: now,
+            samples: 0,
+        }
+    }
+
+    /// Its shortest span (also the least time between two cuts for failures).
+    pub fn span(&self) -> Duration {
+        self.span
+    }
+
+    /// Counts a sample in, if the window has room to keep it.
+    pub fn admit(&mut self) -> bool {
+        let room = self.samples < self.max_samples;
+        self.samples += usize::from(room);
+        room
+    }
+
+    /// Whether the window has lasted its span and holds its samples: time to decide.
+    pub fn is_complete(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.start) >= self.span && self.samples >= self.min_samples
+    }
+
+    /// Starts the next window at `now`.
+    pub fn restart(&mut self, now: Instant) {
+        self.start = now;
+        self.samples = 0;
+    }
+}
+
 /// What a failure did to the limit (see [`Limit::failure`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureCut<R> {
@@ -284,6 +331,21 @@ mod tests {
         assert_eq!(l.end_remeasure::<()>(now + window).map(|c| c.to), Some(2));
         assert!(!l.remeasuring());
         assert_eq!(l.end_remeasure::<()>(now + window), None);
+    }
+
+    #[test]
+    fn a_window_completes_after_its_span_and_its_samples_and_keeps_at_most_its_maximum() {
+        let now = Instant::now();
+        let mut w = Window::new(Duration::from_millis(100), 2, 3, now);
+        assert!(w.admit());
+        assert!(!w.is_complete(now + Duration::from_secs(1)), "one sample");
+        assert!(w.admit());
+        assert!(!w.is_complete(now + Duration::from_millis(99)), "too short");
+        assert!(w.is_complete(now + Duration::from_millis(100)));
+        assert!(w.admit());
+        assert!(!w.admit(), "full");
+        w.restart(now + Duration::from_secs(1));
+        assert!(!w.is_complete(now + Duration::from_secs(2)));
     }
 
     #[test]

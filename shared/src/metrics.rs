@@ -137,6 +137,19 @@ pub fn check_documented(table: &[Metric], readme: &str) -> Result<(), String> {
     }
 }
 
+/// The unit test of a binary's metric table, written once: [`check_documented`] on `$table`
+/// against the repository's README. Each binary instantiates it in its metrics module's tests.
+#[macro_export]
+macro_rules! documented_metrics_test {
+    ($table:expr) => {
+        #[test]
+        fn the_table_keeps_the_naming_rules_and_the_readme_documents_it() {
+            let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+            $crate::metrics::check_documented($table, readme).expect("valid, documented table");
+        }
+    };
+}
+
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 1 h, roughly x2.5 apart.
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

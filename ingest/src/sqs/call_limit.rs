@@ -47,7 +47,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, median};
+use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, Window, median};
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 /// Shortest span of calls one decision looks at.
@@ -141,7 +141,7 @@ pub(crate) struct CallLimit {
     adaptive: bool,
     limit: Limit,
     baselines: [Baseline; MAX_BATCH_ENTRIES],
-    window_start: Instant,
+    window: Window,
     ratios: Vec<f64>,
     queued: Vec<f64>,
     /// Latency ratios of the window's calls that went beside others.
@@ -162,7 +162,7 @@ impl CallLimit {
             adaptive,
             limit: Limit::new(max, adaptive, REMEASURE_INTERVAL, REMEASURE_JITTER, now),
             baselines: [Baseline::default(); MAX_BATCH_ENTRIES],
-            window_start: now,
+            window: Window::new(WINDOW, MIN_WINDOW_SAMPLES, MAX_WINDOW_SAMPLES, now),
             ratios: Vec::new(),
             queued: Vec::new(),
             concurrent: Vec::new(),
@@ -220,7 +220,7 @@ impl CallLimit {
         if sample.in_flight > self.limit.get() {
             return None;
         }
-        if self.queued.len() < MAX_WINDOW_SAMPLES {
+        if self.window.admit() {
             let ratio = latency / baseline;
             self.ratios.push(ratio);
             self.queued
@@ -229,9 +229,7 @@ impl CallLimit {
                 self.concurrent.push(ratio);
             }
         }
-        if now.saturating_duration_since(self.window_start) < WINDOW
-            || self.queued.len() < MIN_WINDOW_SAMPLES
-        {
+        if !self.window.is_complete(now) {
             return None;
         }
         self.decide(now)
@@ -245,7 +243,7 @@ impl CallLimit {
         }
         match self
             .limit
-            .failure(now, WINDOW, MIN_DECREASE, Reason::Failure)
+            .failure(now, self.window.span(), MIN_DECREASE, Reason::Failure)
         {
             FailureCut::Skipped => None,
             FailureCut::Cut(change) => {
@@ -297,7 +295,7 @@ impl CallLimit {
     }
 
     fn reset_window(&mut self, now: Instant) {
-        self.window_start = now;
+        self.window.restart(now);
         self.ratios.clear();
         self.queued.clear();
         self.concurrent.clear();

@@ -186,10 +186,5 @@ pub(crate) fn record_fetched_bytes(bytes: usize) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_table_keeps_the_naming_rules_and_the_readme_documents_it() {
-        let readme = include_str!("../../../README.md");
-        webhook_shared::metrics::check_documented(METRICS, readme)
-            .expect("valid, documented table");
-    }
+    webhook_shared::documented_metrics_test!(METRICS);
 }

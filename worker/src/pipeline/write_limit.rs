@@ -33,7 +33,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, median};
+use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, Window, median};
 
 /// Shortest span of writes one decision looks at.
 const WINDOW: Duration = Duration::from_millis(250);
@@ -138,7 +138,7 @@ pub(crate) struct ConcurrencyController {
     adaptive: bool,
     limit: Limit,
     baselines: Baselines,
-    window_start: Instant,
+    window: Window,
     ratios: Vec<f64>,
     waits: Vec<f64>,
     /// Whether writes in progress reached the limit during the window.
@@ -158,7 +158,7 @@ impl ConcurrencyController {
             adaptive,
             limit: Limit::new(max, adaptive, REMEASURE_INTERVAL, REMEASURE_JITTER, now),
             baselines: [None; BUCKETS],
-            window_start: now,
+            window: Window::new(WINDOW, MIN_WINDOW_SAMPLES, MAX_WINDOW_SAMPLES, now),
             ratios: Vec::new(),
             waits: Vec::new(),
             used: false,
@@ -209,14 +209,12 @@ impl ConcurrencyController {
         if known.is_none() || sample.in_progress > self.limit.get() {
             return None;
         }
-        if self.ratios.len() < MAX_WINDOW_SAMPLES {
+        if self.window.admit() {
             self.ratios.push(latency / baseline);
             self.waits.push(sample.acquire.as_secs_f64() / baseline);
         }
         self.used |= sample.in_progress >= self.limit.get();
-        if now.saturating_duration_since(self.window_start) < WINDOW
-            || self.ratios.len() < MIN_WINDOW_SAMPLES
-        {
+        if !self.window.is_complete(now) {
             return None;
         }
         self.decide(now)
@@ -231,7 +229,7 @@ impl ConcurrencyController {
         self.overloaded = true;
         match self
             .limit
-            .failure(now, WINDOW, OVERLOAD_DECREASE, Reason::Overload)
+            .failure(now, self.window.span(), OVERLOAD_DECREASE, Reason::Overload)
         {
             FailureCut::Skipped => None,
             FailureCut::Cut(change) => {
@@ -318,7 +316,7 @@ impl ConcurrencyController {
     }
 
     fn reset_window(&mut self, now: Instant) {
-        self.window_start = now;
+        self.window.restart(now);
         self.ratios.clear();
         self.waits.clear();
         self.used = false;
