@@ -101,6 +101,21 @@ pub enum FailureCut<R> {
     Cut(Option<Change<R>>),
 }
 
+impl<R> FailureCut<R> {
+    /// Whether the limit was cut now (the controller then starts a new window).
+    pub fn is_cut(&self) -> bool {
+        matches!(self, Self::Cut(_))
+    }
+
+    /// The change it made, if any.
+    pub fn change(self) -> Option<Change<R>> {
+        match self {
+            Self::Cut(change) => change,
+            Self::Skipped => None,
+        }
+    }
+}
+
 /// A xorshift64 generator: cheap, seedable, good enough for jitter and simulations.
 #[derive(Clone, Copy, Debug)]
 pub struct XorShift(u64);

@@ -47,7 +47,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, Window, median};
+use webhook_shared::limit::{Limit, MIN_LATENCY_SECONDS, Window, median};
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 /// Shortest span of calls one decision looks at.
@@ -241,16 +241,13 @@ impl CallLimit {
         if !self.adaptive {
             return None;
         }
-        match self
+        let cut = self
             .limit
-            .failure(now, self.window.span(), MIN_DECREASE, Reason::Failure)
-        {
-            FailureCut::Skipped => None,
-            FailureCut::Cut(change) => {
-                self.reset_window(now);
-                change
-            }
+            .failure(now, self.window.span(), MIN_DECREASE, Reason::Failure);
+        if cut.is_cut() {
+            self.reset_window(now);
         }
+        cut.change()
     }
 
     /// Ends a window: cut, re-measure, hold or grow.

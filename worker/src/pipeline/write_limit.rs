@@ -33,7 +33,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use webhook_shared::limit::{FailureCut, Limit, MIN_LATENCY_SECONDS, Window, median};
+use webhook_shared::limit::{Limit, MIN_LATENCY_SECONDS, Window, median};
 
 /// Shortest span of writes one decision looks at.
 const WINDOW: Duration = Duration::from_millis(250);
@@ -227,16 +227,13 @@ impl ConcurrencyController {
             return None;
         }
         self.overloaded = true;
-        match self
+        let cut = self
             .limit
-            .failure(now, self.window.span(), OVERLOAD_DECREASE, Reason::Overload)
-        {
-            FailureCut::Skipped => None,
-            FailureCut::Cut(change) => {
-                self.reset_window(now);
-                change
-            }
+            .failure(now, self.window.span(), OVERLOAD_DECREASE, Reason::Overload);
+        if cut.is_cut() {
+            self.reset_window(now);
         }
+        cut.change()
     }
 
     /// Ends a window: cut, re-measure, hold or grow.
