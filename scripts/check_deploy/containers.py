@@ -135,8 +135,10 @@ def dockerfile_and_dockerignore_cover_the_workspace():
             problems.append(f".dockerignore does not let {path} into the build context")
     if f"COPY deploy/sources.toml {IMAGE_SOURCES}" not in text:
         problems.append(f"Dockerfile should copy deploy/sources.toml to {IMAGE_SOURCES}")
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
     for image in re.findall(r"^FROM (\S+)", text, re.M):
-        if ":" not in image.split("/")[-1] and "@" not in image and not re.search(rf"AS {re.escape(image)}\b", text):
+        image = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), image)
+        if image != "scratch" and ":" not in image.split("/")[-1] and "@" not in image and not re.search(rf"AS {re.escape(image)}\b", text):
             problems.append(f"FROM {image}: pin a tag")
         if image.endswith(":latest"):
             problems.append(f"FROM {image}: do not use latest")
