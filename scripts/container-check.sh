@@ -63,7 +63,8 @@ build_image() {
     log "no Rust builder image here: building the binaries on the host (release) for BINARIES=prebuilt"
     (cd "$REPO_ROOT" && cargo build --quiet --release --locked -p ingest -p worker --bins)
     mkdir -p "$REPO_ROOT/docker/prebuilt"
-    cp "$REPO_ROOT/target/release/ingest" "$REPO_ROOT/target/release/worker" "$REPO_ROOT/docker/prebuilt/"
+    # Stripped, as the builder stage's `install -s` does (the symbols are 5 MB a binary).
+    install -s -m 0755 -t "$REPO_ROOT/docker/prebuilt" "$REPO_ROOT/target/release/ingest" "$REPO_ROOT/target/release/worker"
     args+=(--build-arg BINARIES=prebuilt)
   fi
   # BuildKit builds only the stages the target needs (the classic builder would pull the
