@@ -8,7 +8,7 @@ use crate::body::pace::MinRate;
 use crate::sqs::batcher::BatchOptions;
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
-use webhook_shared::config::{LogArgs, OpsArgs, QueueArgs, QueueUrlMissing, parse_bucket_name};
+use webhook_shared::config::{LogArgs, OpsArgs, QueueArgs, parse_bucket_name};
 use webhook_shared::envelope::max_body_for;
 use webhook_shared::sqs::MAX_MESSAGE_BYTES;
 
@@ -266,12 +266,6 @@ impl Config {
     /// The send timeout as a duration.
     pub(crate) fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_seconds)
-    }
-
-    /// The queue URL. Clap requires it unless a subcommand is given, so this fails only when
-    /// serving was asked of a `healthcheck` configuration.
-    pub(crate) fn queue_url(&self) -> Result<&str, QueueUrlMissing> {
-        self.queue.url()
     }
 
     /// The deregistration delay as a duration.

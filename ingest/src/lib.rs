@@ -84,7 +84,7 @@ pub async fn run(
         Some(bucket) => Some(large_payloads(&config, bucket).await?),
         None => None,
     };
-    let queue_url = config.queue_url()?.to_owned();
+    let queue_url = config.queue.url()?.to_owned();
     let (batcher, batching) = start_batcher(&config, queue_url.clone()).await;
     let state = Arc::new(AppState {
         publisher: batcher,

@@ -13,10 +13,10 @@ use crate::pipeline::lag::Lag;
 use crate::pipeline::pending::Pending;
 use crate::pipeline::quarantine::Quarantine;
 use crate::pipeline::refusal_fuse::RefusalFuse;
-use crate::pipeline::resolve::FetchBudget;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::window::Held;
 use crate::sqs::{InboundMessage, Queue, QueueClient, Receipt};
+use webhook_shared::byte_budget::ByteBudget;
 
 /// How long failed messages stay hidden before their next try: `base × 2^(receives − 1)`,
 /// capped at `max`.
@@ -59,7 +59,7 @@ pub(crate) struct BatchContext<C, S, O> {
     /// S3's breaker and the pointers it parked.
     pub(crate) s3: Arc<S3Health>,
     /// The bound on fetched payload bytes held at once.
-    pub(crate) budget: FetchBudget,
+    pub(crate) budget: ByteBudget,
     /// Judges refusals: the event's fault, or the database's condition.
     pub(crate) fuse: RefusalFuse,
     /// Refused events waiting for the fuse's window before the dead-letter queue.

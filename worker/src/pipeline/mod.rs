@@ -50,7 +50,7 @@ use crate::pipeline::lag::Lag;
 use crate::pipeline::quarantine::Quarantine;
 use crate::pipeline::receive::{Receiver, rate_limiter, receive_size};
 use crate::pipeline::refusal_fuse::RefusalFuse;
-use crate::pipeline::resolve::FetchBudget;
+use crate::pipeline::resolve::fetch_budget;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::window::Window;
 use crate::pipeline::write::BatchCaps;
@@ -119,7 +119,7 @@ pub(crate) async fn run<C: QueueClient, S: EventStore, O: PayloadObjects>(
         gate,
         objects: Arc::clone(&objects),
         s3,
-        budget: FetchBudget::new(settings.max_fetched_bytes),
+        budget: fetch_budget(settings.max_fetched_bytes),
         fuse: RefusalFuse::new(settings.fuse_threshold),
         quarantine: Quarantine::default(),
     });

@@ -41,18 +41,10 @@ use webhook_shared::byte_budget::{ByteBudget, Reservation};
 /// delivery rewrites the object with other headers, so its size may differ slightly).
 pub(crate) const SIZE_SLACK: u64 = 1 << 20;
 
-/// The process-wide budget of fetched payload bytes (`WORKER_MAX_FETCHED_BYTES`).
-#[derive(Debug, Clone)]
-pub(crate) struct FetchBudget(ByteBudget);
-
-impl FetchBudget {
-    /// A budget of `capacity` bytes, reported in `webhook_worker_fetch_budget_used_bytes`.
-    pub(crate) fn new(capacity: NonZeroU32) -> Self {
-        Self(ByteBudget::new(
-            capacity.get() as usize,
-            metrics::FETCH_BUDGET_USED,
-        ))
-    }
+/// The process-wide budget of fetched payload bytes (`WORKER_MAX_FETCHED_BYTES`), its use in
+/// `webhook_worker_fetch_budget_used_bytes`.
+pub(crate) fn fetch_budget(capacity: NonZeroU32) -> ByteBudget {
+    ByteBudget::new(capacity.get() as usize, metrics::FETCH_BUDGET_USED)
 }
 
 /// A message ready for the transaction.
@@ -89,7 +81,7 @@ pub(crate) struct Resolved {
 pub(crate) async fn resolve<S: EventStore, O: PayloadObjects>(
     store: &S,
     (objects, s3): (&Arc<O>, &S3Health),
-    budget: &FetchBudget,
+    budget: &ByteBudget,
     batch: Vec<Pending>,
 ) -> Resolved {
     let mut resolved = Resolved::default();
@@ -116,7 +108,7 @@ pub(crate) async fn resolve<S: EventStore, O: PayloadObjects>(
         return resolved;
     }
     let declared: u64 = offloaded.iter().map(|(o, ..)| o.declared_bytes).sum();
-    resolved.budget = Some(budget.0.take(declared).await);
+    resolved.budget = Some(budget.take(declared).await);
     let mut fetches = JoinSet::new();
     for (index, (offloaded, ..)) in offloaded.iter().enumerate() {
         let objects = Arc::clone(objects);
