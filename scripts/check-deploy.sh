@@ -106,7 +106,9 @@ report "template fits a direct upload ($size <= $TEMPLATE_MAX_BYTES bytes)" "$rc
   "deploy/cloudformation.yaml is $size bytes: aws cloudformation deploy would need --s3-bucket"
 
 # Dockerfile
-run_check "hadolint docker/Dockerfile" "$VENV/bin/hadolint" --no-color docker/Dockerfile
+for dockerfile in docker/Dockerfile docker/localstack/Dockerfile docker/postgres/Dockerfile; do
+  run_check "hadolint $dockerfile" "$VENV/bin/hadolint" --no-color "$dockerfile"
+done
 
 # Prometheus: rules, their unit tests, both configs (each beside the rules it loads), and
 # every dashboard query parsed as a recording rule.
