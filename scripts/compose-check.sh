@@ -127,7 +127,7 @@ choose_app_build() {
       (cd "$REPO_ROOT" && cargo build --quiet --release --locked -p ingest -p worker --bins)
       from="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"
     fi
-    [ -x "$from/ingest" ] && [ -x "$from/worker" ] || die "no ingest and worker binaries in $from"
+    { [ -x "$from/ingest" ] && [ -x "$from/worker" ]; } || die "no ingest and worker binaries in $from"
     mkdir -p "$REPO_ROOT/docker/prebuilt"
     install -s -m 0755 -t "$REPO_ROOT/docker/prebuilt" "$from/ingest" "$from/worker"
   fi

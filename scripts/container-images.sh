@@ -87,7 +87,8 @@ localstack() {
 postgres() {
   # Debian's postinst creates a cluster `main` (the entry point makes its own, in
   # /var/lib/postgresql/data): gone. So is LLVM (105 MB), used only by the JIT, which
-  # PostgreSQL leaves off when its provider library is missing.
+  # PostgreSQL leaves off when its provider library is missing. ("$1": the root, to mmdebstrap.)
+  # shellcheck disable=SC2016
   debian_base "$POSTGRES_BASE" postgresql-15 \
     --customize-hook='rm -rf "$1"/etc/postgresql/15 "$1"/var/lib/postgresql/15' \
     --customize-hook='rm -rf "$1"/usr/lib/*-linux-gnu/libLLVM-* "$1"/usr/lib/postgresql/15/lib/llvmjit* "$1"/usr/lib/postgresql/15/lib/bitcode' \
