@@ -134,9 +134,15 @@ choose_app_build() {
   log "app: RUNTIME_BASE=$RUNTIME_BASE BINARIES=$BINARIES -> $APP_IMAGE"
 }
 
-# BuildKit's progress goes to a file, shown only when the build fails.
+# migrate, worker and ingest share one build (x-app) and its image: built once, through
+# migrate. BuildKit's progress goes to a file, shown only when the build fails. The image it
+# replaces is removed (each build is a new image id, if only for its date).
 compose_build() {
-  c build >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "compose build failed"; }
+  local old new
+  old="$(docker image inspect --format '{{.Id}}' "$APP_IMAGE" 2>/dev/null || true)"
+  c build migrate >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "compose build failed"; }
+  new="$(docker image inspect --format '{{.Id}}' "$APP_IMAGE")"
+  [ -z "$old" ] || [ "$old" = "$new" ] || docker rmi "$old" >/dev/null 2>&1 || true
 }
 
 compose_up() {
