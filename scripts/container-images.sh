@@ -55,18 +55,19 @@ debian_base() {
   # No mirror given: Debian's default; stdin closed so that mmdebstrap reads no sources from it.
   mmdebstrap --quiet --variant=minbase --include="$packages" "${DPKG_OPTS[@]}" "${strap[@]}" \
     bookworm - </dev/null | docker import "${changes[@]}" - "$image" >/dev/null
-  # The replaced base, unless an image built on it still holds it.
-  [ -z "$old" ] || docker rmi "$old" >/dev/null 2>&1 || true
+  [ -z "$old" ] || replaced+=("$old")
   log "$image: $(image_size "$image") in $(( $(date +%s) - started )) s"
 }
 
 # build IMAGE DOCKERFILE CONTEXT [ARGS...]
 build() {
-  local image="$1" dockerfile="$2" context="$3" started
+  local image="$1" dockerfile="$2" context="$3" started old
   shift 3
   started=$(date +%s)
+  old="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
   log "$(build_client) build -f $dockerfile $* -t $image $context"
   docker_build --quiet -f "$REPO_ROOT/$dockerfile" "$@" -t "$image" "$REPO_ROOT/$context" >/dev/null
+  [ -z "$old" ] || replaced+=("$old")
   log "$image: $(image_size "$image") in $(( $(date +%s) - started )) s"
 }
 
@@ -96,6 +97,19 @@ postgres() {
   # --network none: nothing to fetch (and this engine may have no default bridge).
   build "$POSTGRES_IMAGE" docker/postgres/Dockerfile docker/postgres --network none --build-arg "POSTGRES_BASE=$POSTGRES_BASE"
 }
+
+# Images this run replaced (their tag moved on): removed at the end if dangling (no tag, and
+# no image built on them).
+replaced=()
+remove_replaced() {
+  local i
+  # Newest first: an old image goes before the old base it was built on.
+  for ((i = ${#replaced[@]} - 1; i >= 0; i--)); do
+    docker images --no-trunc --filter dangling=true -q | grep -qFx "${replaced[i]}" || continue
+    docker rmi "${replaced[i]}" >/dev/null 2>&1 || true
+  done
+}
+trap remove_replaced EXIT
 
 command -v docker >/dev/null || die "docker not found (scripts/compose-check.sh installs and starts an engine)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (scripts/compose-check.sh starts one)"
