@@ -74,8 +74,8 @@ choose_compose() {
   case "$version" in
     1.*)
       # v1 builds with BuildKit only through the docker client (COMPOSE_DOCKER_CLI_BUILD),
-      # and only one that can: where the client on PATH lacks buildx, Debian's own is put
-      # first on PATH, for compose's build only.
+      # and only with one that can: where the client on PATH lacks buildx, Debian's own is
+      # put first on compose's PATH (v1 calls the client for builds only).
       export COMPOSE_DOCKER_CLI_BUILD=1 DOCKER_BUILDKIT=1
       if [ "$(build_client)" != docker ]; then
         mkdir -p "$work/bin"
