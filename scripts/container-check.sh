@@ -10,13 +10,12 @@
 # size is printed; `worker migrate`, worker and ingest containers come up and report healthy;
 # one webhook in, its row out; `docker stop` of the worker under a backlog exits 0 within the
 # grace and nothing is lost. Fails, never skips, when the engine cannot start.
-# Not yet: `docker compose up` (needs a LocalStack image; see issue 20's notes).
+# `docker compose up` (docker/compose.yaml) is checked by scripts/compose-check.sh.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/docker-lib.sh"
 
 IMAGE="scalable-webhook:check"
-RUNTIME_BASE="${RUNTIME_BASE:-gcr.io/distroless/cc-debian12:nonroot}"
-DOCKERD_DIR="$STATE_DIR/dockerd"
 INGEST_PORT="${INGEST_PORT:-18280}"
 INGEST_METRICS="${INGEST_METRICS:-127.0.0.1:19280}"
 WORKER_METRICS="${WORKER_METRICS:-127.0.0.1:19281}"
@@ -34,33 +33,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ensure_engine() {
-  if docker info >/dev/null 2>&1; then return; fi
-  command -v dockerd >/dev/null || apt_install docker.io
-  [ "$(id -u)" = 0 ] || die "no Docker engine answers, and starting one needs root"
-  mkdir -p "$DOCKERD_DIR"
-  log "starting dockerd (data in $DOCKERD_DIR, host network only)"
-  dockerd --iptables=false --ip6tables=false --bridge=none \
-    --data-root "$DOCKERD_DIR/data" --exec-root "$DOCKERD_DIR/exec" \
-    -p "$DOCKERD_DIR/dockerd.pid" >"$DOCKERD_DIR/dockerd.log" 2>&1 &
-  for _ in $(seq 1 60); do
-    docker info >/dev/null 2>&1 && return
-    sleep 0.5
-  done
-  die "dockerd did not start; its log: $DOCKERD_DIR/dockerd.log ($(tail -n 3 "$DOCKERD_DIR/dockerd.log" | tr '\n' ' '))"
-}
-
 build_image() {
   local args=()
-  if ! docker image inspect "$RUNTIME_BASE" >/dev/null 2>&1 && ! docker pull -q "$RUNTIME_BASE" >/dev/null 2>&1; then
-    RUNTIME_BASE="scalable-webhook/runtime-base:bookworm"
-    if [ -n "${REBUILD_BASE:-}" ] || ! docker image inspect "$RUNTIME_BASE" >/dev/null 2>&1; then
-      log "the distroless base cannot be pulled here: building $RUNTIME_BASE from Debian packages"
-      "$REPO_ROOT/scripts/container-base.sh" "$RUNTIME_BASE"
-    fi
-  fi
+  ensure_runtime_base
   args+=(--build-arg "RUNTIME_BASE=$RUNTIME_BASE")
-  if ! docker pull -q rust:1.95.0-bookworm >/dev/null 2>&1; then
+  if ! image_here rust:1.95.0-bookworm; then
     # SW_BUILD_PROFILE=dev reuses the debug binaries a test run has just built (CI does this,
     # as for the fault runs): the same runtime stage, unoptimized binaries, a larger image.
     # Otherwise the profile the builder stage uses (dist: release with fat LTO, smaller).
@@ -74,24 +51,18 @@ build_image() {
     args+=(--build-arg BINARIES=prebuilt)
     BUILT_WITH="binaries built on the host, profile $profile"
   fi
-  # BuildKit builds only the stages the target needs (the classic builder would pull the
-  # Rust image for the builder stage even with BINARIES=prebuilt). A docker client without
-  # the buildx plugin cannot use it; Debian's own client (docker.io) can.
-  local client=docker
-  if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then client=/usr/bin/docker; fi
-  log "$client build ${args[*]}"
-  DOCKER_BUILDKIT=1 "$client" build --quiet -f "$REPO_ROOT/docker/Dockerfile" "${args[@]}" -t "$IMAGE" "$REPO_ROOT" >/dev/null
+  log "$(build_client) build ${args[*]}"
+  docker_build --quiet -f "$REPO_ROOT/docker/Dockerfile" "${args[@]}" -t "$IMAGE" "$REPO_ROOT" >/dev/null
 }
 
 check_image() {
-  local user size shell
+  local user shell
   user="$(docker image inspect --format '{{.Config.User}}' "$IMAGE")"
   [ "${user%%:*}" = 65532 ] || die "the image runs as '$user', not 65532"
   shell="$(docker run --rm --read-only --entrypoint /bin/sh "$IMAGE" -c true 2>&1 || true)"
   case "$shell" in *"no such file or directory"*) ;; *) die "the image has a shell: $shell" ;; esac
   docker run --rm --read-only "$IMAGE" ingest --version >/dev/null || die "ingest does not run read-only"
-  size="$(docker image inspect --format '{{.Size}}' "$IMAGE")"
-  log "image $IMAGE ($BUILT_WITH): uid 65532, read-only root, no shell; size $(awk -v s="$size" 'BEGIN { printf "%.1f MB", s / 1e6 }') (goal for the dist build: under 40 MB)"
+  log "image $IMAGE ($BUILT_WITH): uid 65532, read-only root, no shell; size $(image_size "$IMAGE") (goal for the dist build: under 40 MB)"
 }
 
 # Runs `COMMAND` (ingest or worker) in a container of the image on the host network, with the

@@ -4,7 +4,8 @@
 One module per group of checks, each returning its problems (empty: passed):
   ecs             the ECS task definitions (deploy/ecs/*.json) and their env names
   cloudformation  the CloudFormation template (deploy/cloudformation.yaml)
-  containers      docker/compose.yaml, docker/Dockerfile and .dockerignore
+  containers      docker/compose.yaml and docker/.env, docker/Dockerfile, docker/localstack/Dockerfile
+                  and .dockerignore
   observability   metric names in the alerts and the Grafana dashboard
 common holds the paths, the parsed inputs and the helpers they share.
 """

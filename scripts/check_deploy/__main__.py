@@ -17,8 +17,9 @@ from .cloudformation import (template_load_balancer_drains_like_ingest_and_never
                              template_task_definitions_equal_the_json_ones,
                              template_worker_task_cap_keeps_the_connection_budget)
 from .common import HELP, load_help
-from .containers import (compose_files_exist_and_env_names_are_settings, compose_structure_health_and_start_order,
-                         dockerfile_and_dockerignore_cover_the_workspace)
+from .containers import (compose_files_exist_and_env_names_are_settings,
+                         compose_images_are_public_by_default_and_overridable_for_both_composes,
+                         compose_structure_health_and_start_order, dockerfile_and_dockerignore_cover_the_workspace)
 from .ecs import (task_definition_placeholders_are_stack_outputs, task_definitions_have_fargate_shape_timings_health_logs_and_labels,
                   task_definitions_match_the_ecs_api_model, task_definitions_set_exactly_the_settings_the_binaries_accept)
 from .observability import metric_names_in_alerts_and_dashboard_exist
@@ -52,6 +53,7 @@ def main():
                template_payload_bucket_is_private_encrypted_and_outlives_the_queues,
                compose_structure_health_and_start_order,
                compose_files_exist_and_env_names_are_settings,
+               compose_images_are_public_by_default_and_overridable_for_both_composes,
                dockerfile_and_dockerignore_cover_the_workspace,
                metric_names_in_alerts_and_dashboard_exist):
         check(fn)

@@ -1,6 +1,7 @@
 """Checks of the local containers: docker/compose.yaml's structure (services, start order,
 health checks, LocalStack queues and bucket), its mounted and built files, env names against the
-binaries' --help, stop grace periods and Prometheus scrape targets; docker/Dockerfile and
+binaries' --help, stop grace periods and Prometheus scrape targets, its images (overridable,
+public and pinned by default) and what Compose v1.29 needs; docker/Dockerfile and
 .dockerignore against the Cargo workspace (members copied, pinned images, non-root user).
 """
 import re
@@ -11,6 +12,12 @@ import yaml
 
 from .common import (COMPOSE_DOC, DOCKER, HELP, IMAGE_SOURCES, ROOT, STOP_MARGIN, drain_times, extra_allowed,
                      port_of, secret_envs)
+
+
+def image_default(value):
+    """The image compose uses when the variable is unset: `${X_IMAGE:-name:tag}` -> name:tag."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]+)\}", value)
+    return match.group(1) if match else value
 
 
 def compose_depends(service):
@@ -50,8 +57,8 @@ def compose_structure_health_and_start_order():
     if "observability" not in services["prometheus"].get("profiles", []):
         problems.append("prometheus should be in the optional profile `observability`")
     localstack = services["localstack"]
-    if not re.fullmatch(r"localstack/localstack:4\.13\.\d+", localstack.get("image", "")):
-        problems.append("localstack: image should be pinned to localstack/localstack:4.13.x")
+    if not re.fullmatch(r"localstack/localstack:4\.13\.\d+", image_default(localstack.get("image", ""))):
+        problems.append("localstack: image should be pinned to localstack/localstack:4.13.x (by default)")
     ls_env = localstack.get("environment", {})
     if not {"sqs", "s3"} <= set(str(ls_env.get("SERVICES", "")).split(",")) or \
             ls_env.get("SQS_ENDPOINT_STRATEGY") != "path":
@@ -117,6 +124,39 @@ def compose_files_exist_and_env_names_are_settings():
         want = f"{service}:{port_of(services[service]['environment']['METRICS_ADDR'])}"
         if want not in targets:
             problems.append(f"docker/prometheus.yml does not scrape {want}")
+    return problems
+
+
+def compose_images_are_public_by_default_and_overridable_for_both_composes():
+    """Each image a variable with a pinned public default, the app's build arguments defaulting
+    to the Dockerfile's, the local LocalStack image at compose's version, and nothing Compose
+    v1.29 rejects (a top-level `name:`; docker/.env names the project instead)."""
+    problems = []
+    for name, service in COMPOSE_DOC["services"].items():
+        image = service.get("image", "")
+        default = image_default(image)
+        if default == image:
+            problems.append(f"{name}: image {image!r} should be ${{VARIABLE:-{image}}}, overridable where it cannot be pulled")
+        if ":" not in default.rsplit("/", 1)[-1] or default.endswith(":latest"):
+            problems.append(f"{name}: default image {default!r} should be pinned to a tag")
+    arg_defaults = dict(re.findall(r"^ARG (\w+)=(\S+)", (DOCKER / "Dockerfile").read_text(), re.M))
+    for name, service in COMPOSE_DOC["services"].items():
+        for arg, value in (service.get("build") or {}).get("args", {}).items():
+            if arg not in arg_defaults:
+                problems.append(f"{name}: build argument {arg} is not an ARG of docker/Dockerfile")
+            elif image_default(str(value)) != arg_defaults[arg]:
+                problems.append(f"{name}: build argument {arg} defaults to {image_default(str(value))!r}, the Dockerfile to {arg_defaults[arg]!r}")
+    version = image_default(COMPOSE_DOC["services"]["localstack"]["image"]).rsplit(":", 1)[-1]
+    spec = re.search(r'LOCALSTACK_SPEC="localstack-core\[base-runtime\]==([\d.]+)"', (DOCKER / "localstack/Dockerfile").read_text())
+    if not spec or spec.group(1) != version:
+        problems.append(f"docker/localstack/Dockerfile should install localstack-core {version}, compose's LocalStack")
+    if f"localstack-core[base-runtime]=={version}'" not in (ROOT / "scripts/localstack.sh").read_text():
+        problems.append(f"scripts/localstack.sh should install localstack-core {version}, compose's LocalStack")
+    if "name" in COMPOSE_DOC:
+        problems.append("compose.yaml: a top-level `name:` makes Compose v1.29 reject the file (docker/.env names the project)")
+    env = DOCKER / ".env"
+    if not env.is_file() or not re.search(r"^COMPOSE_PROJECT_NAME=\S+$", env.read_text(), re.M):
+        problems.append("docker/.env should set COMPOSE_PROJECT_NAME")
     return problems
 
 

@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Docker helpers shared by the container scripts (container-check.sh, compose-check.sh,
+# container-images.sh). Source it after lib.sh, don't run it:
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   . "$(dirname "${BASH_SOURCE[0]}")/docker-lib.sh"
+# Provides ensure_engine, image_here, build_client/docker_build (BuildKit where the client on
+# PATH has no buildx), image_size and ensure_runtime_base.
+
+DOCKERD_DIR="$STATE_DIR/dockerd"
+
+# A Docker engine that answers: the one at DOCKER_HOST (or the default socket), else one
+# started here (Debian's docker.io; as root, no iptables, no default bridge: data under
+# .local/dockerd). User-defined networks (compose's) still work on such an engine.
+ensure_engine() {
+  if docker info >/dev/null 2>&1; then return; fi
+  command -v dockerd >/dev/null || apt_install docker.io
+  [ "$(id -u)" = 0 ] || die "no Docker engine answers, and starting one needs root"
+  mkdir -p "$DOCKERD_DIR"
+  log "starting dockerd (data in $DOCKERD_DIR, no iptables, no default bridge)"
+  dockerd --iptables=false --ip6tables=false --bridge=none \
+    --data-root "$DOCKERD_DIR/data" --exec-root "$DOCKERD_DIR/exec" \
+    -p "$DOCKERD_DIR/dockerd.pid" >"$DOCKERD_DIR/dockerd.log" 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  die "dockerd did not start; its log: $DOCKERD_DIR/dockerd.log ($(tail -n 3 "$DOCKERD_DIR/dockerd.log" | tr '\n' ' '))"
+}
+
+# True when IMAGE is here already or can be pulled.
+image_here() {
+  docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1
+}
+
+# The client to build with: BuildKit builds only the stages a target needs and takes
+# `RUN --mount=type=secret`. A client without the buildx plugin cannot use it (the classic
+# builder would, for one, pull the Rust image even with BINARIES=prebuilt); Debian's own
+# client (docker.io, /usr/bin/docker) talks to the daemon's built-in BuildKit.
+build_client() {
+  if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then
+    echo /usr/bin/docker
+  else
+    echo docker
+  fi
+}
+docker_build() {
+  DOCKER_BUILDKIT=1 "$(build_client)" build "$@"
+}
+
+# "42.9 MB": the size of IMAGE as `docker images` counts it (all layers).
+image_size() {
+  docker image inspect --format '{{.Size}}' "$1" | awk '{ printf "%.1f MB", $1 / 1e6 }'
+}
+
+# Sets RUNTIME_BASE to an image that is here: the given one (default: distroless) if it can
+# be had, else scalable-webhook/runtime-base:bookworm, built by container-base.sh if missing
+# (or when REBUILD_BASE is set).
+ensure_runtime_base() {
+  RUNTIME_BASE="${RUNTIME_BASE:-gcr.io/distroless/cc-debian12:nonroot}"
+  image_here "$RUNTIME_BASE" && return
+  RUNTIME_BASE="scalable-webhook/runtime-base:bookworm"
+  if [ -n "${REBUILD_BASE:-}" ] || ! docker image inspect "$RUNTIME_BASE" >/dev/null 2>&1; then
+    log "the distroless base cannot be pulled here: building $RUNTIME_BASE from Debian packages"
+    "$REPO_ROOT/scripts/container-base.sh" "$RUNTIME_BASE"
+  fi
+}
