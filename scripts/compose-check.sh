@@ -8,8 +8,9 @@
 # Starts a Docker engine when none answers (as scripts/container-check.sh does). Images: the
 # public ones where they can be pulled; where not, LocalStack and PostgreSQL are built from
 # Debian's packages and PyPI (scripts/container-images.sh), the runtime base from Debian's
-# (scripts/container-base.sh), and the binaries are release builds of this host copied in
-# (BINARIES=prebuilt; PREBUILT_DIR=dir takes ingest and worker from there instead of cargo).
+# (scripts/container-base.sh), and the binaries are built on this host and copied in
+# (BINARIES=prebuilt; profile SW_BUILD_PROFILE, default dist; PREBUILT_DIR=dir takes ingest and
+# worker from there instead of cargo).
 # Runs as project compose-check-PID on host ports COMPOSE_CHECK_PORT_BASE (20000) + 4566,
 # 5432, 8080, 9091, 9092, never the defaults a host LocalStack or PostgreSQL may hold.
 # Checks: ingest and worker healthy (read-only root, all capabilities dropped); POST answers
@@ -121,15 +122,7 @@ choose_app_build() {
     export BINARIES=builder
   else
     export BINARIES=prebuilt
-    local from="${PREBUILT_DIR:-}"
-    if [ -z "$from" ]; then
-      log "no Rust builder image here: building the binaries on the host (release) for BINARIES=prebuilt"
-      (cd "$REPO_ROOT" && cargo build --quiet --release --locked -p ingest -p worker --bins)
-      from="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"
-    fi
-    { [ -x "$from/ingest" ] && [ -x "$from/worker" ]; } || die "no ingest and worker binaries in $from"
-    mkdir -p "$REPO_ROOT/docker/prebuilt"
-    install -s -m 0755 -t "$REPO_ROOT/docker/prebuilt" "$from/ingest" "$from/worker"
+    prebuild_binaries
   fi
   log "app: RUNTIME_BASE=$RUNTIME_BASE BINARIES=$BINARIES -> $APP_IMAGE"
 }

@@ -38,18 +38,9 @@ build_image() {
   ensure_runtime_base
   args+=(--build-arg "RUNTIME_BASE=$RUNTIME_BASE")
   if ! image_here rust:1.95.0-bookworm; then
-    # SW_BUILD_PROFILE=dev reuses the debug binaries a test run has just built (CI does this,
-    # as for the fault runs): the same runtime stage, unoptimized binaries, a larger image.
-    # Otherwise the profile the builder stage uses (dist: release with fat LTO, smaller).
-    local profile="${SW_BUILD_PROFILE:-dist}" dir="${SW_BUILD_PROFILE:-dist}"
-    [ "$profile" = dev ] && dir=debug
-    log "no Rust builder image here: building the binaries on the host ($profile) for BINARIES=prebuilt"
-    (cd "$REPO_ROOT" && cargo build --quiet --profile "$profile" --locked -p ingest -p worker --bins)
-    mkdir -p "$REPO_ROOT/docker/prebuilt"
-    # Stripped, as the builder stage's `install -s` does (the symbols are 5 MB a binary).
-    install -s -m 0755 -t "$REPO_ROOT/docker/prebuilt" "$REPO_ROOT/target/$dir/ingest" "$REPO_ROOT/target/$dir/worker"
+    prebuild_binaries
     args+=(--build-arg BINARIES=prebuilt)
-    BUILT_WITH="binaries built on the host, profile $profile"
+    BUILT_WITH="binaries from $PREBUILT_FROM"
   fi
   log "$(build_client) build ${args[*]}"
   docker_build --quiet -f "$REPO_ROOT/docker/Dockerfile" "${args[@]}" -t "$IMAGE" "$REPO_ROOT" >/dev/null

@@ -64,3 +64,22 @@ ensure_runtime_base() {
     "$REPO_ROOT/scripts/container-base.sh" "$RUNTIME_BASE"
   fi
 }
+
+# For BINARIES=prebuilt: ingest and worker built on this (Debian 12) host, copied stripped into
+# docker/prebuilt, as the builder stage's `install -s` does. The profile is SW_BUILD_PROFILE:
+# dist by default (what the builder stage builds), dev to reuse the debug binaries a test run
+# has just built (CI does, as for the fault runs: the same runtime stage, a larger image).
+# PREBUILT_DIR=dir takes them from there instead. Sets PREBUILT_FROM.
+prebuild_binaries() {
+  local profile="${SW_BUILD_PROFILE:-dist}" from="${PREBUILT_DIR:-}"
+  if [ -z "$from" ]; then
+    log "no Rust builder image here: building the binaries on the host (profile $profile) for BINARIES=prebuilt"
+    (cd "$REPO_ROOT" && cargo build --quiet --profile "$profile" --locked -p ingest -p worker --bins)
+    [ "$profile" = dev ] && profile=debug
+    from="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$profile"
+  fi
+  { [ -x "$from/ingest" ] && [ -x "$from/worker" ]; } || die "no ingest and worker binaries in $from"
+  mkdir -p "$REPO_ROOT/docker/prebuilt"
+  install -s -m 0755 -t "$REPO_ROOT/docker/prebuilt" "$from/ingest" "$from/worker"
+  PREBUILT_FROM="$from"
+}
