@@ -56,16 +56,16 @@ check_image() {
   log "image $IMAGE ($BUILT_WITH): uid 65532, read-only root, no shell; size $(image_size "$IMAGE") (goal for the dist build: under 40 MB)"
 }
 
-# Runs `COMMAND` (ingest or worker) in a container of the image on the host network, with the
-# system's settings and the extra docker arguments given: run_container NAME COMMAND [ARGS...]
+# Runs `COMMAND` (ingest or worker) in a container of the image as the README's "Run it,
+# test it" does (host network, read-only, no capabilities; LocalStack's settings and the
+# queue), with the extra docker arguments given: run_container NAME COMMAND [ARGS...]
 run_container() {
   local name="$1" command="$2"; shift 2
   containers+=("$name")
   docker run -d --name "$name" --network host --read-only --cap-drop ALL \
     --security-opt no-new-privileges:true \
     -e AWS_ENDPOINT_URL="$LS_URL" -e AWS_REGION=us-east-1 -e AWS_ACCESS_KEY_ID=test \
-    -e AWS_SECRET_ACCESS_KEY=test -e AWS_EC2_METADATA_DISABLED=true -e LOG_FORMAT=text \
-    -e QUEUE_URL="$QUEUE_URL" "$@" "$IMAGE" "$command" >/dev/null
+    -e AWS_SECRET_ACCESS_KEY=test -e QUEUE_URL="$QUEUE_URL" "$@" "$IMAGE" "$command" >/dev/null
 }
 
 wait_healthy() {
@@ -96,8 +96,8 @@ DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DATABASE"
 
 log "worker migrate, then worker and ingest containers"
 containers+=("$PREFIX-migrate")
-docker run --name "$PREFIX-migrate" --network host --read-only -e DATABASE_URL="$DATABASE_URL" \
-  "$IMAGE" worker migrate >/dev/null
+docker run --name "$PREFIX-migrate" --network host --read-only --cap-drop ALL \
+  --security-opt no-new-privileges:true -e DATABASE_URL="$DATABASE_URL" "$IMAGE" worker migrate >/dev/null
 # Held to 50 writes a second, so that the backlog below is still there when it is stopped.
 run_container "$PREFIX-worker" worker -e DATABASE_URL="$DATABASE_URL" -e METRICS_ADDR="$WORKER_METRICS" \
   -e SHUTDOWN_GRACE_SECONDS="$GRACE" -e MAX_MESSAGES_PER_SECOND=50
@@ -138,4 +138,10 @@ for _ in $(seq 1 120); do
 done
 stored="$(rows "")"
 [ "$stored" = "$sent" ] || die "$sent accepted, $stored stored"
+started=$(date +%s)
+docker stop -t 30 "$PREFIX-ingest" >/dev/null
+took=$(( $(date +%s) - started ))
+code="$(docker inspect --format '{{.State.ExitCode}}' "$PREFIX-ingest")"
+[ "$code" = 0 ] || die "ingest exited $code after docker stop"
+log "ingest stopped in $took s, exit 0"
 log "PASSED: $sent accepted, $sent stored, none lost or duplicated"
