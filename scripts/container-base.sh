@@ -54,7 +54,7 @@ EOF
 printf 'hosts: files dns\n' >"$work/base/etc/nsswitch.conf"
 chmod 1777 "$work/base/tmp"
 chown 65532:65532 "$work/base/home/nonroot"
-[ ! -e "$work/base/bin/sh" ] && [ ! -e "$work/base/usr/bin/sh" ] || die "the base has a shell"
+if [ -e "$work/base/bin/sh" ] || [ -e "$work/base/usr/bin/sh" ]; then die "the base has a shell"; fi
 
 log "importing $image"
 tar -C "$work/base" --numeric-owner -c . \

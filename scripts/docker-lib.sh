@@ -81,5 +81,6 @@ prebuild_binaries() {
   { [ -x "$from/ingest" ] && [ -x "$from/worker" ]; } || die "no ingest and worker binaries in $from"
   mkdir -p "$REPO_ROOT/docker/prebuilt"
   install -s -m 0755 -t "$REPO_ROOT/docker/prebuilt" "$from/ingest" "$from/worker"
+  # shellcheck disable=SC2034  # read by the scripts that source this file
   PREBUILT_FROM="$from"
 }
