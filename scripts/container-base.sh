@@ -9,6 +9,7 @@
 # Needs a running Docker engine (DOCKER_HOST as usual) and root for mmdebstrap.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/docker-lib.sh"
 
 image="${1:-scalable-webhook/runtime-base:bookworm}"
 command -v mmdebstrap >/dev/null || apt_install mmdebstrap
@@ -59,5 +60,4 @@ if [ -e "$work/base/bin/sh" ] || [ -e "$work/base/usr/bin/sh" ]; then die "the b
 log "importing $image"
 tar -C "$work/base" --numeric-owner -c . \
   | docker import --change 'USER 65532:65532' --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' - "$image" >/dev/null
-docker image inspect --format '{{.Size}}' "$image" \
-  | awk -v image="$image" '{ printf "[container-base] %s: %.1f MB\n", image, $1 / 1e6 }'
+log "$image: $(image_size "$image")"

@@ -14,29 +14,18 @@
 # Needs a running Docker engine and root for mmdebstrap.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/docker-lib.sh"
 
 image="${1:-scalable-webhook/rust:1.95.0-bookworm}"
-command -v mmdebstrap >/dev/null || apt_install mmdebstrap
 command -v docker >/dev/null || die "docker not found (scripts/container-check.sh installs and starts an engine)"
 sysroot="$(rustc --print sysroot)"
 version="$(rustc --version)"
 case "$version" in "rustc 1.95."*) ;; *) die "this machine's rustc is '$version', the project needs 1.95" ;; esac
 [ -x "$sysroot/bin/cargo" ] || die "no cargo beside rustc in $sysroot"
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-log "mmdebstrap bookworm (minbase + gcc, libc6-dev, ca-certificates)"
-mmdebstrap --quiet --variant=minbase --include=ca-certificates,gcc,libc6-dev bookworm "$work/root"
-log "adding $version from $sysroot"
-mkdir -p "$work/root/usr/local/cargo"
-cp -a "$sysroot/bin/." "$work/root/usr/local/bin/"
-cp -a "$sysroot/lib/." "$work/root/usr/local/lib/"
-
-log "importing $image"
-docker import \
-  --change 'ENV CARGO_HOME=/usr/local/cargo' \
-  --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/bin:/usr/bin:/bin' \
-  --change 'WORKDIR /' \
-  - "$image" < <(tar -C "$work/root" --numeric-owner -c .) >/dev/null
-docker image inspect --format '{{.Size}}' "$image" \
-  | awk -v image="$image" '{ printf "[container-builder-base] %s: %.1f MB\n", image, $1 / 1e6 }'
+trap remove_replaced EXIT
+log "with $version from $sysroot"
+# The hook runs on this host once the packages are in; "$1" is the new root.
+debian_base "$image" ca-certificates,gcc,libc6-dev \
+  --customize-hook="mkdir -p \"\$1\"/usr/local/cargo && cp -a '$sysroot/bin/.' \"\$1\"/usr/local/bin/ && cp -a '$sysroot/lib/.' \"\$1\"/usr/local/lib/" \
+  -- 'ENV CARGO_HOME=/usr/local/cargo' 'ENV PATH=/usr/local/cargo/bin:/usr/local/bin:/usr/bin:/bin' 'WORKDIR /'

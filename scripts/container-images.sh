@@ -28,37 +28,6 @@ LOCALSTACK_IMAGE="${LOCALSTACK_IMAGE:-scalable-webhook/localstack:4.13.1}"
 POSTGRES_BASE="${POSTGRES_BASE:-scalable-webhook/postgres-base:bookworm}"
 POSTGRES_IMAGE="${POSTGRES_IMAGE:-scalable-webhook/postgres:15-bookworm}"
 CA_BUNDLE="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
-# Documentation, manual pages and translations: not needed in a container.
-DPKG_OPTS=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
-  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
-  --dpkgopt='path-exclude=/usr/share/locale/*')
-
-# debian_base IMAGE PACKAGES [MMDEBSTRAP_ARGS...] [-- DOCKER_IMPORT_CHANGES...]: a Debian 12
-# minbase root file system with PACKAGES (comma-separated), imported as IMAGE, unless IMAGE is
-# here already and REBUILD_BASE is not set.
-debian_base() {
-  local image="$1" packages="$2" started change old
-  shift 2
-  local strap=() changes=()
-  while [ $# -gt 0 ] && [ "$1" != -- ]; do strap+=("$1"); shift; done
-  [ $# -gt 0 ] && shift
-  for change in "$@"; do changes+=(--change "$change"); done
-  if [ -z "${REBUILD_BASE:-}" ] && docker image inspect "$image" >/dev/null 2>&1; then
-    log "$image is here (REBUILD_BASE=1 makes it again)"
-    return
-  fi
-  command -v mmdebstrap >/dev/null || apt_install mmdebstrap
-  [ "$(id -u)" = 0 ] || die "mmdebstrap needs root here"
-  started=$(date +%s)
-  old="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
-  log "mmdebstrap bookworm (minbase + $packages) | docker import $image"
-  # No mirror given: Debian's default; stdin closed so that mmdebstrap reads no sources from it.
-  mmdebstrap --quiet --variant=minbase --include="$packages" "${DPKG_OPTS[@]}" "${strap[@]}" \
-    bookworm - </dev/null | docker import "${changes[@]}" - "$image" >/dev/null
-  [ -z "$old" ] || replaced+=("$old")
-  log "$image: $(image_size "$image") in $(( $(date +%s) - started )) s"
-}
-
 # build IMAGE DOCKERFILE CONTEXT [ARGS...]
 build() {
   local image="$1" dockerfile="$2" context="$3" started old
@@ -67,7 +36,7 @@ build() {
   old="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
   log "$(build_client) build -f $dockerfile $* -t $image $context"
   docker_build --quiet -f "$REPO_ROOT/$dockerfile" "$@" -t "$image" "$REPO_ROOT/$context" >/dev/null
-  [ -z "$old" ] || replaced+=("$old")
+  [ -z "$old" ] || REPLACED_IMAGES+=("$old")
   log "$image: $(image_size "$image") in $(( $(date +%s) - started )) s"
 }
 
@@ -98,17 +67,6 @@ postgres() {
   build "$POSTGRES_IMAGE" docker/postgres/Dockerfile docker/postgres --network none --build-arg "POSTGRES_BASE=$POSTGRES_BASE"
 }
 
-# Images this run replaced (their tag moved on): removed at the end if dangling (no tag, and
-# no image built on them).
-replaced=()
-remove_replaced() {
-  local i
-  # Newest first: an old image goes before the old base it was built on.
-  for ((i = ${#replaced[@]} - 1; i >= 0; i--)); do
-    docker images --no-trunc --filter dangling=true -q | grep -qFx "${replaced[i]}" || continue
-    docker rmi "${replaced[i]}" >/dev/null 2>&1 || true
-  done
-}
 trap remove_replaced EXIT
 
 command -v docker >/dev/null || die "docker not found (scripts/compose-check.sh installs and starts an engine)"

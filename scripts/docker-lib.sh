@@ -4,7 +4,8 @@
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #   . "$(dirname "${BASH_SOURCE[0]}")/docker-lib.sh"
 # Provides ensure_engine, image_here, build_client/docker_build (BuildKit where the client on
-# PATH has no buildx), image_size and ensure_runtime_base.
+# PATH has no buildx), image_size, ensure_runtime_base, prebuild_binaries, debian_base and
+# remove_replaced.
 
 DOCKERD_DIR="$STATE_DIR/dockerd"
 
@@ -83,4 +84,48 @@ prebuild_binaries() {
   install -s -m 0755 -t "$REPO_ROOT/docker/prebuilt" "$from/ingest" "$from/worker"
   # shellcheck disable=SC2034  # read by the scripts that source this file
   PREBUILT_FROM="$from"
+}
+
+# Documentation, manual pages and translations: not needed in a container.
+DPKG_OPTS=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+  --dpkgopt='path-exclude=/usr/share/locale/*')
+
+# debian_base IMAGE PACKAGES [MMDEBSTRAP_ARGS...] [-- DOCKER_IMPORT_CHANGES...]: a Debian 12
+# minbase root file system with PACKAGES (comma-separated), imported as IMAGE, unless IMAGE is
+# here already and REBUILD_BASE is not set. The image it replaces goes on REPLACED_IMAGES.
+debian_base() {
+  local image="$1" packages="$2" started change old
+  shift 2
+  local strap=() changes=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do strap+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  for change in "$@"; do changes+=(--change "$change"); done
+  if [ -z "${REBUILD_BASE:-}" ] && docker image inspect "$image" >/dev/null 2>&1; then
+    log "$image is here (REBUILD_BASE=1 makes it again)"
+    return
+  fi
+  command -v mmdebstrap >/dev/null || apt_install mmdebstrap
+  [ "$(id -u)" = 0 ] || die "mmdebstrap needs root here"
+  started=$(date +%s)
+  old="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
+  log "mmdebstrap bookworm (minbase + $packages) | docker import $image"
+  # No mirror given: Debian's default; stdin closed so that mmdebstrap reads no sources from it.
+  mmdebstrap --quiet --variant=minbase --include="$packages" "${DPKG_OPTS[@]}" "${strap[@]}" \
+    bookworm - </dev/null | docker import "${changes[@]}" - "$image" >/dev/null
+  [ -z "$old" ] || REPLACED_IMAGES+=("$old")
+  log "$image: $(image_size "$image") in $(( $(date +%s) - started )) s"
+}
+
+# Images a script replaced (their tag moved on; debian_base and the scripts' own builds add
+# them): remove_replaced, as an EXIT trap, removes those left dangling (no tag, no image built
+# on them).
+REPLACED_IMAGES=()
+remove_replaced() {
+  local i
+  # Newest first: an old image goes before the old base it was built on.
+  for ((i = ${#REPLACED_IMAGES[@]} - 1; i >= 0; i--)); do
+    docker images --no-trunc --filter dangling=true -q | grep -qFx "${REPLACED_IMAGES[i]}" || continue
+    docker rmi "${REPLACED_IMAGES[i]}" >/dev/null 2>&1 || true
+  done
 }
