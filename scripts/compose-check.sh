@@ -42,6 +42,7 @@ cleanup() {
     c down -v --remove-orphans >/dev/null 2>&1 || log "WARNING: '${compose[*]} -p $PROJECT down -v' failed; remove what is left by hand"
   fi
   rm -rf "$work"
+  remove_replaced
   [ "${#timings[@]}" = 0 ] || { log "timings:"; printf '  %s\n' "${timings[@]}" >&2; }
   exit "$rc"
 }
@@ -129,13 +130,14 @@ choose_app_build() {
 
 # migrate, worker and ingest share one build (x-app) and its image: built once, through
 # migrate. BuildKit's progress goes to a file, shown only when the build fails. The image it
-# replaces is removed (each build is a new image id, if only for its date).
+# replaces is removed at exit if nothing else uses it (each build is a new image id, if only
+# for its date).
 compose_build() {
   local old new
   old="$(docker image inspect --format '{{.Id}}' "$APP_IMAGE" 2>/dev/null || true)"
   c build migrate >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "compose build failed"; }
   new="$(docker image inspect --format '{{.Id}}' "$APP_IMAGE")"
-  [ -z "$old" ] || [ "$old" = "$new" ] || docker rmi "$old" >/dev/null 2>&1 || true
+  [ -z "$old" ] || [ "$old" = "$new" ] || REPLACED_IMAGES+=("$old")
 }
 
 compose_up() {
