@@ -1,5 +1,6 @@
 //! Gauges refreshed on an interval: `webhook_queue_messages` for the main queue and the DLQ
-//! (from GetQueueAttributes) and the pool's connections; and the lag, every second.
+//! (from GetQueueAttributes) and the pool's connections (closing those idle too long); and the
+//! lag, every second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ pub(crate) async fn run(
     let queues = async {
         let mut ticks = tokio::time::interval(interval);
         while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
+            connections.close_stale().await;
             let (size, idle) = connections.sizes();
             metrics::gauge_pool(size, idle);
             let refresh_queues = async {

@@ -133,7 +133,7 @@ async fn prepare_database<H: Handler>(config: &RunConfig, handler: &H) -> anyhow
 }
 
 /// The connections the writes use: with `DATABASE_CONNECTION_BUDGET`, a leased pool and the
-/// lease that sizes it; otherwise a pool behind a gate of `DATABASE_MAX_CONNECTIONS`.
+/// lease that sizes it; otherwise the same pool behind a gate of `DATABASE_MAX_CONNECTIONS`.
 fn connections(
     config: &RunConfig,
     identity: Option<fleet::Identity>,
@@ -156,12 +156,16 @@ fn connections(
                 period: config.lease(),
             };
             let lease = Lease::new(identity, settings, options, Arc::clone(&pool));
-            Ok((Connections::Leased(pool), Some(lease)))
+            Ok((Connections::leased(pool), Some(lease)))
         }
         _ => {
-            let pool = db::pool(&config.database)?;
-            let gate = Arc::new(Gate::fixed(max_connections as usize));
-            Ok((Connections::Pool(pool, gate), None))
+            let pool = Arc::new(LeasedPool::new(
+                db::connect_options(&config.database)?,
+                None,
+                config.database.acquire_timeout(),
+                Arc::new(Gate::fixed(max_connections as usize)),
+            ));
+            Ok((Connections::fixed(pool), None))
         }
     }
 }

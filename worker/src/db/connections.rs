@@ -1,135 +1,105 @@
-//! The connections the worker writes on, each taken under a permit of the connection gate
-//! (see `fleet/gate.rs`): sqlx's pool of `DATABASE_MAX_CONNECTIONS` without a connection
-//! budget (the gate then has as many permits, forever), the leased pool with one (see
-//! `fleet/pool.rs`).
+//! The connections the worker writes on: the worker's own pool (see `fleet/pool.rs`), each
+//! connection taken under a permit of the connection gate (see `fleet/gate.rs`). Without a
+//! connection budget the gate has `DATABASE_MAX_CONNECTIONS` permits forever; with one, the
+//! lease sets them.
+//!
+//! sqlx's pool is not used for writes: it pings every connection given back in a task of its
+//! own, without a deadline, so a connection that goes silent during that ping would hold its
+//! slot forever and the pool would shrink with every failover.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
+use sqlx::Connection as _;
 
 use crate::db::errors::Failure;
 use crate::db::write_error::WriteError;
-use crate::fleet::{AcquireError, Gate, Leased, LeasedPool, Permit};
+use crate::fleet::{AcquireError, Gate, Leased, LeasedPool};
 
 /// Longest wait for a ping or a close when a connection is given back.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where connections come from.
 #[derive(Debug, Clone)]
-pub(crate) enum Connections {
-    /// No budget: sqlx's pool.
-    Pool(PgPool, Arc<Gate>),
-    /// A budget: the leased pool.
-    Leased(Arc<LeasedPool>),
+pub(crate) struct Connections {
+    pool: Arc<LeasedPool>,
+    /// Whether a lease sizes the pool (and closes it as it leaves).
+    leased: bool,
 }
 
 /// One connection taken from [`Connections`], with its permit.
-#[derive(Debug)]
-pub(crate) enum Conn {
-    /// From sqlx's pool (given back before the permit is freed).
-    Pooled(PoolConnection<Postgres>, Permit),
-    /// From the leased pool.
-    Leased(Leased),
-}
+pub(crate) type Conn = Leased;
 
 impl Connections {
+    /// A pool behind a gate of fixed size (no connection budget).
+    pub(crate) fn fixed(pool: Arc<LeasedPool>) -> Self {
+        Self {
+            pool,
+            leased: false,
+        }
+    }
+
+    /// A pool sized by a lease (a connection budget).
+    pub(crate) fn leased(pool: Arc<LeasedPool>) -> Self {
+        Self { pool, leased: true }
+    }
+
     /// The gate every connection passes.
     pub(crate) fn gate(&self) -> &Arc<Gate> {
-        match self {
-            Self::Pool(_, gate) => gate,
-            Self::Leased(pool) => pool.gate(),
-        }
+        self.pool.gate()
     }
 
     /// Waits for a permit, then for a connection.
     pub(crate) async fn acquire(&self) -> Result<Conn, WriteError> {
-        match self {
-            Self::Pool(pool, gate) => {
-                let permit = gate.acquire().await?;
-                let conn = pool.acquire().await.map_err(WriteError::Connect)?;
-                Ok(Conn::Pooled(conn, permit))
-            }
-            Self::Leased(pool) => match pool.acquire().await {
-                Ok(conn) => Ok(Conn::Leased(conn)),
-                Err(AcquireError::Lapsed(lapsed)) => Err(lapsed.into()),
-                Err(AcquireError::Connect(error)) => Err(WriteError::Connect(error)),
-            },
+        match self.pool.acquire().await {
+            Ok(conn) => Ok(conn),
+            Err(AcquireError::Lapsed(lapsed)) => Err(lapsed.into()),
+            Err(AcquireError::Connect(error)) => Err(WriteError::Connect(error)),
         }
     }
 
     /// Connections open now, and of those, idle ones.
     pub(crate) fn sizes(&self) -> (u32, usize) {
-        match self {
-            Self::Pool(pool, _) => (pool.size(), pool.num_idle()),
-            Self::Leased(pool) => (
-                u32::try_from(pool.size()).unwrap_or(u32::MAX),
-                pool.num_idle(),
-            ),
+        (
+            u32::try_from(self.pool.size()).unwrap_or(u32::MAX),
+            self.pool.num_idle(),
+        )
+    }
+
+    /// Closes the connections idle for too long (the lease's heartbeat does it with a
+    /// budget; without one, the gauges' refresh calls this).
+    pub(crate) async fn close_stale(&self) {
+        if !self.leased {
+            self.pool.close_stale().await;
         }
     }
 
-    /// Closes sqlx's pool, waiting at most `timeout` for connections still in use; `false`
-    /// if they were (the leased pool is closed by the lease as it leaves).
+    /// Closes the idle connections, waiting at most `timeout`; `false` if some were still in
+    /// use (a leased pool is closed by the lease as it leaves).
     pub(crate) async fn close(&self, timeout: Duration) -> bool {
-        match self {
-            Self::Pool(pool, _) => tokio::time::timeout(timeout, pool.close()).await.is_ok(),
-            Self::Leased(_) => true,
+        if self.leased {
+            return true;
         }
+        tokio::time::timeout(timeout, self.pool.trim(0))
+            .await
+            .unwrap_or(false)
     }
 }
 
-impl Conn {
-    /// Gives the connection back after a use that ended in `outcome`, then frees its
-    /// permit. After an unreachable failure (a deadline included) the connection is thrown
-    /// away unanswered: it may be silent, and a graceful close or a ping would wait on it.
-    /// sqlx's pool pings every other connection given back; the leased pool keeps one after a
-    /// failure only if a ping (which also sends the rollback of a failed transaction) gets an
-    /// answer within [`RELEASE_TIMEOUT`].
-    pub(crate) async fn release(self, outcome: Result<(), Failure>) {
-        match self {
-            Self::Pooled(conn, permit) => {
-                if outcome == Err(Failure::Unreachable) {
-                    // Out of the pool (its slot freed at once), the socket closed on drop.
-                    drop(conn.detach());
-                } else {
-                    drop(conn);
-                }
-                drop(permit);
-            }
-            Self::Leased(mut conn) => {
-                let healthy = match outcome {
-                    Ok(()) => true,
-                    Err(Failure::Unreachable) => false,
-                    Err(_) => matches!(
-                        tokio::time::timeout(RELEASE_TIMEOUT, conn.ping()).await,
-                        Ok(Ok(()))
-                    ),
-                };
-                // Closing may wait on a silent socket: dropped unfinished, it closes hard.
-                let _ = tokio::time::timeout(RELEASE_TIMEOUT, conn.release(healthy)).await;
-            }
-        }
-    }
-}
-
-impl std::ops::Deref for Conn {
-    type Target = PgConnection;
-
-    fn deref(&self) -> &PgConnection {
-        match self {
-            Self::Pooled(conn, _) => conn,
-            Self::Leased(conn) => conn,
-        }
-    }
-}
-
-impl std::ops::DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        match self {
-            Self::Pooled(conn, _) => conn,
-            Self::Leased(conn) => conn,
-        }
-    }
+/// Gives `conn` back after a use that ended in `outcome`, then frees its permit. After an
+/// unreachable failure (a deadline included) the connection is thrown away unanswered: it
+/// may be silent, and a graceful close or a ping would wait on it. After another failure it
+/// is kept only if a ping (which also sends the rollback of a failed transaction) gets an
+/// answer within [`RELEASE_TIMEOUT`].
+pub(crate) async fn release(mut conn: Conn, outcome: Result<(), Failure>) {
+    let healthy = match outcome {
+        Ok(()) => true,
+        Err(Failure::Unreachable) => false,
+        Err(_) => matches!(
+            tokio::time::timeout(RELEASE_TIMEOUT, conn.ping()).await,
+            Ok(Ok(()))
+        ),
+    };
+    // Closing may wait on a silent socket: dropped unfinished, it closes hard.
+    let _ = tokio::time::timeout(RELEASE_TIMEOUT, conn.release(healthy)).await;
 }

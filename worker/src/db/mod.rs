@@ -1,6 +1,6 @@
-//! The PostgreSQL pool (without a connection budget), single connections outside any pool
-//! (for migrations and checks at start, and the lease's registration connection), and the
-//! embedded migrations.
+//! The connect options of the worker's connections (its pool is in `db/connections.rs`),
+//! single connections outside any pool (for migrations and checks at start, and the lease's
+//! registration connection), and the embedded migrations.
 //!
 //! Every connection the worker writes on carries its session timeouts as startup options
 //! (`statement_timeout`, `lock_timeout`, `idle_in_transaction_session_timeout`, see
@@ -18,8 +18,8 @@ pub(crate) mod write_error;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection as _, PgConnection};
 
 use crate::config::DatabaseArgs;
 use crate::fleet::APPLICATION_NAME;
@@ -54,16 +54,6 @@ pub(crate) fn admin_options(args: &DatabaseArgs) -> anyhow::Result<PgConnectOpti
     Ok(options
         .application_name(APPLICATION_NAME)
         .statement_cache_capacity(args.database_statement_cache_capacity))
-}
-
-/// Builds the bounded pool (without a connection budget). Connections open lazily, never
-/// more than the configured maximum.
-pub(crate) fn pool(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(args.database_max_connections.get())
-        .min_connections(0)
-        .acquire_timeout(args.acquire_timeout())
-        .connect_lazy_with(connect_options(args)?))
 }
 
 /// Opens one connection outside the pool for migrations and start-up checks (without session

@@ -16,7 +16,7 @@ use chrono::Utc;
 use sqlx::{Connection as _, PgConnection};
 use webhook_shared::envelope::Envelope;
 
-use crate::db::connections::Connections;
+use crate::db::connections::{self, Connections};
 use crate::db::errors::Failure;
 use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::write_error::WriteError;
@@ -84,8 +84,11 @@ impl<H: Handler> PgEventStore<H> {
         let result = tokio::time::timeout(self.deadline, call(&mut conn))
             .await
             .unwrap_or(Err(WriteError::Deadline(self.deadline)));
-        conn.release(result.as_ref().map(|_| ()).map_err(WriteError::failure))
-            .await;
+        connections::release(
+            conn,
+            result.as_ref().map(|_| ()).map_err(WriteError::failure),
+        )
+        .await;
         result.map(|value| (value, acquire))
     }
 

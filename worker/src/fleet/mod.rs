@@ -24,7 +24,7 @@ mod table;
 mod testing;
 mod timing;
 
-pub(crate) use gate::{Gate, Lapsed, Permit};
+pub(crate) use gate::{Gate, Lapsed};
 pub(crate) use lease::{Lease, LeaseSettings};
 pub(crate) use lease_table::Identity;
 pub(crate) use pool::{AcquireError, Leased, LeasedPool};

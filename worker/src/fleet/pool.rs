@@ -1,18 +1,21 @@
-//! The leased pool: the worker's connections while a connection budget is set, each taken
-//! under a permit of the gate.
+//! The worker's pool of connections, each taken under a permit of the gate: a fixed number
+//! of permits without a connection budget, as many as the lease grants with one.
 //!
 //! sqlx's pool gives a connection back in a task of its own after a ping, so a permit freed
 //! at the end of a write would let the next write open a new connection while the old one is
 //! still on its way back; the pool would grow to `DATABASE_MAX_CONNECTIONS` whatever the
-//! grant. Here a connection is back among the idle ones before its permit is freed, and a new
-//! one opens only when none is idle: the connections open never outnumber the permits plus
-//! the idle ones left over from a shrink, which [`LeasedPool::trim`] closes.
+//! grant; and that ping has no deadline, so a connection that goes silent during it holds its
+//! slot forever. Here a connection is back among the idle ones before its permit is freed, and
+//! a new one opens only when none is idle: the connections open never outnumber the permits
+//! plus the idle ones left over from a shrink, which [`LeasedPool::trim`] closes.
 //!
-//! Each connection takes the worker's session lock when it opens (see `lease.rs`), unless the
-//! worker talks to a transaction pooler (`DATABASE_STATEMENT_CACHE_CAPACITY=0`: RDS Proxy
-//! would pin the session, and a backend there is the pooler's, not this worker's). One that
-//! was idle for a while is pinged before it is used again; one whose write failed is closed
-//! rather than reused; one idle for [`IDLE_TIMEOUT`] is closed at the next heartbeat.
+//! With a budget, each connection takes the worker's session lock when it opens (see
+//! `lease.rs`), unless the worker talks to a transaction pooler
+//! (`DATABASE_STATEMENT_CACHE_CAPACITY=0`: RDS Proxy would pin the session, and a backend
+//! there is the pooler's, not this worker's). One that was idle for a while is pinged before
+//! it is used again, within the connect timeout (a silent one is thrown away); one whose
+//! write failed is closed rather than reused; one idle for [`IDLE_TIMEOUT`] is closed at the
+//! next heartbeat (or the next refresh of the gauges, without a budget).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,6 +32,8 @@ use crate::fleet::table::SESSION_LOCK;
 const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// An idle connection is closed once it has been idle this long.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest wait for a graceful close (it may meet a silent socket).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +109,20 @@ impl LeasedPool {
         self.acquire_with(permit).await
     }
 
-    /// Takes an idle connection or opens one, under `permit`.
+    /// Takes an idle connection or opens one, under `permit`, within the connect timeout.
     pub(crate) async fn acquire_with(
         self: &Arc<Self>,
         permit: Permit,
     ) -> Result<Leased, AcquireError> {
-        let conn = match self.take_idle().await {
-            Some(conn) => conn,
-            None => self.connect().await?,
+        let taking = async {
+            match self.take_idle().await {
+                Some(conn) => Ok(conn),
+                None => self.connect().await,
+            }
         };
+        let conn = tokio::time::timeout(self.connect_timeout, taking)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
         Ok(Leased {
             conn: Some(conn),
             pool: Arc::clone(self),
@@ -161,7 +171,7 @@ impl LeasedPool {
                 return false;
             };
             self.open.fetch_sub(1, Ordering::SeqCst);
-            let _ = idle.conn.close().await;
+            close(idle.conn).await;
         }
         true
     }
@@ -178,9 +188,14 @@ impl LeasedPool {
         };
         for idle in stale {
             self.open.fetch_sub(1, Ordering::SeqCst);
-            let _ = idle.conn.close().await;
+            close(idle.conn).await;
         }
     }
+}
+
+/// Closes `conn` gracefully, or hard after [`CLOSE_TIMEOUT`].
+async fn close(conn: PgConnection) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
 }
 
 /// A connection counted as open while it is pinged or opened: no longer counted if that
@@ -227,7 +242,7 @@ impl Leased {
             });
         } else {
             pool.open.fetch_sub(1, Ordering::SeqCst);
-            let _ = conn.close().await;
+            close(conn).await;
         }
     }
 }
