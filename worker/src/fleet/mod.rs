@@ -5,8 +5,8 @@
 //! connection passes, and its own small pool (`pool.rs`). One heartbeat is in `beat.rs`, its
 //! deadlines and server-side limits in `timing.rs`. The lease reaches its table only through
 //! the `LeaseTable` trait (`lease_table.rs`): PostgreSQL's transactions in `pg_table.rs`,
-//! their statements in `table.rs`. Without a budget only the gate is used, with a fixed
-//! `DATABASE_MAX_CONNECTIONS` permits, before sqlx's pool.
+//! their statements in `table.rs`. Without a budget the same gate and pool are used, the gate
+//! with a fixed `DATABASE_MAX_CONNECTIONS` permits.
 //!
 //! The role's `CONNECTION LIMIT` (set to the budget) stays the hard stop: it refuses what the
 //! lease cannot prevent, such as several workers registering at once, each on a registration
