@@ -25,6 +25,8 @@ pub mod faults;
 pub mod fleet;
 pub mod ingest_load;
 pub mod large;
+pub mod latency;
+pub mod latency_floor;
 pub mod pg_proxy;
 pub mod probes;
 pub mod queues;

@@ -359,8 +359,12 @@ async fn the_adaptive_limit_comes_down_when_the_database_slows_and_climbs_back()
             Ok((now >= 2.0).then_some(now))
         },
     )
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", worker.log()));
+    .await;
+    let healthy = match healthy {
+        Ok(healthy) => healthy,
+        // What the limit saw (its decreases, the write latencies, the receives) says why.
+        Err(error) => panic!("{error}\n{}\n{}", worker.metrics().await, worker.log()),
+    };
 
     // Every row now takes 20 ms: a batch takes many times its baseline.
     slow_inserts(&stack, 0.02).await;
