@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use e2e_tests::probes::wait_for_metrics;
+use e2e_tests::report::histogram_buckets;
 use e2e_tests::{Service, TestStack};
 
 /// The README, whose "## Metrics" section documents every metric.
@@ -130,6 +131,20 @@ async fn every_served_metric_has_help_and_is_documented() {
     let documented = documented_metrics();
     let ingest_metrics = ingest.metrics().await;
     let worker_metrics = worker.metrics().await;
+    // The end-to-end latency has the fine buckets the README promises; the others the coarse.
+    let bounds = |name: &str| {
+        histogram_buckets(&worker_metrics, name)
+            .iter()
+            .map(|(le, _)| *le)
+            .collect::<Vec<f64>>()
+    };
+    let fine = bounds("webhook_end_to_end_seconds");
+    assert_eq!(
+        (fine.len(), &fine[..4]),
+        (35, &[0.001, 0.0015, 0.002, 0.003][..]),
+        "{worker_metrics}"
+    );
+    assert_eq!(bounds("webhook_worker_db_write_seconds").len(), 21);
     let mut found = problems("ingest", &ingest_metrics, &documented);
     found.extend(problems("worker", &worker_metrics, &documented));
     assert!(

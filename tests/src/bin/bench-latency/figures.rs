@@ -1,9 +1,10 @@
 //! The latency benchmark's figures: one phase's latencies from its requests and the commits
 //! seen, the comparison with `webhook_end_to_end_seconds`, the CSV and the printed report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -55,6 +56,71 @@ pub(crate) struct Depth {
     pub(crate) floor: u64,
 }
 
+/// CPU seconds each process of the run had used at one moment (or, from
+/// [`Cpu::cores_since`], the cores each used on average since an earlier reading).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cpu {
+    pub(crate) at: Instant,
+    pub(crate) localstack: f64,
+    pub(crate) postgres: f64,
+    pub(crate) ingest: f64,
+    pub(crate) worker: f64,
+    pub(crate) bench: f64,
+}
+
+impl Cpu {
+    /// The cores each process used on average between `earlier` and this reading.
+    pub(crate) fn cores_since(&self, earlier: &Self) -> Self {
+        let span = (self.at - earlier.at).as_secs_f64().max(1e-3);
+        Self {
+            at: self.at,
+            localstack: (self.localstack - earlier.localstack) / span,
+            postgres: (self.postgres - earlier.postgres) / span,
+            ingest: (self.ingest - earlier.ingest) / span,
+            worker: (self.worker - earlier.worker) / span,
+            bench: (self.bench - earlier.bench) / span,
+        }
+    }
+}
+
+/// What a phase's load did to the machine and its queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Messages in the phase's queue when its last request was answered.
+    pub(crate) backlog: u64,
+    /// Cores each process used on average while the requests were sent.
+    pub(crate) cpu: Cpu,
+}
+
+/// A probe slower than this marks its second as a LocalStack stall.
+const STALL: Duration = Duration::from_millis(250);
+
+/// The probes of LocalStack: when each was sent (seconds since the run started) and how long
+/// it took.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Probes(Arc<Mutex<Vec<(f64, Duration)>>>);
+
+impl Probes {
+    /// Records one probe.
+    pub(crate) fn record(&self, second: f64, took: Duration) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((second, took));
+    }
+
+    /// The seconds (since the run started) in which a probe took longer than [`STALL`].
+    pub(crate) fn stalled(&self) -> BTreeSet<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, took)| *took > STALL)
+            .map(|(second, _)| *second as u64)
+            .collect()
+    }
+}
+
 /// One second of a phase: the request-to-commit latencies of the requests due in it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Second {
@@ -80,6 +146,11 @@ pub(crate) struct Phase {
     answer: Latencies,
     /// Due to the commit.
     commit: Latencies,
+    /// Due to the commit, leaving out requests due in a second of a LocalStack stall or the
+    /// second before one.
+    commit_calm: Latencies,
+    /// Seconds of the phase with a LocalStack stall.
+    stalls: usize,
     /// Request to commit by the second each request was due.
     pub(crate) seconds: Vec<Second>,
     /// Pipeline only: `received_at` to the commit, measured from outside.
@@ -88,6 +159,7 @@ pub(crate) struct Phase {
     before_received: Latencies,
     /// Pipeline only: p50 and p99 of `webhook_end_to_end_seconds` over the phase, seconds.
     metric: Option<(f64, f64)>,
+    load: Load,
 }
 
 impl Phase {
@@ -107,11 +179,13 @@ impl Phase {
         commits: &Commits,
         received: HashMap<String, f64>,
         histogram: (Buckets, Buckets),
+        load: Load,
+        stalled: &BTreeSet<u64>,
     ) -> Self {
         let (now, wall_now) = (Instant::now(), epoch_seconds_now());
         let wall = |at: Instant| wall_now - (now - at).as_secs_f64();
         let mut by_second: BTreeMap<u64, Vec<Duration>> = BTreeMap::new();
-        let (mut answer, mut commit) = (Vec::new(), Vec::new());
+        let (mut answer, mut commit, mut commit_calm) = (Vec::new(), Vec::new(), Vec::new());
         let (mut outside, mut before_received) = (Vec::new(), Vec::new());
         let (mut dropped, mut failed, mut missing) = (0, 0, 0);
         for request in &requests {
@@ -132,6 +206,9 @@ impl Phase {
             commit.push(latency);
             let second = (request.due - started).as_secs();
             by_second.entry(second).or_default().push(latency);
+            if !stalled.contains(&second) && !stalled.contains(&(second + 1)) {
+                commit_calm.push(latency);
+            }
             if let Some(&received_at) = received.get(&tag) {
                 outside.push(Duration::from_secs_f64(
                     (wall(committed) - received_at).max(0.0),
@@ -141,6 +218,10 @@ impl Phase {
                 ));
             }
         }
+        let stalls = by_second
+            .keys()
+            .filter(|second| stalled.contains(second))
+            .count();
         let seconds = by_second
             .into_iter()
             .map(|(second, latencies)| {
@@ -167,11 +248,20 @@ impl Phase {
             missing,
             answer: Latencies::new(answer),
             commit: Latencies::new(commit),
+            commit_calm: Latencies::new(commit_calm),
+            stalls,
             seconds,
             outside_end_to_end: Latencies::new(outside),
             before_received: Latencies::new(before_received),
             metric,
+            load,
         }
+    }
+
+    /// Whether the path could not keep up: more than a second of requests still queued when
+    /// the last one was answered.
+    pub(crate) fn saturated(&self) -> bool {
+        self.load.backlog as f64 > self.rate
     }
 }
 
@@ -221,7 +311,7 @@ pub(crate) fn report(
     );
     let _ = writeln!(
         out,
-        "{:<6} {:<9} {:>7} {:>6} {:>7} {:>6} {:>7}  {:<26} {:<26}",
+        "{:<6} {:<9} {:>7} {:>6} {:>7} {:>6} {:>7}  {:<26} {:<26} {:>6}  {:<26}",
         "load",
         "path",
         "rate/s",
@@ -230,12 +320,14 @@ pub(crate) fn report(
         "failed",
         "missing",
         "to the answer",
-        "request to commit"
+        "request to commit",
+        "stalls",
+        "... outside LocalStack stalls"
     );
     for phase in phases {
         let _ = writeln!(
             out,
-            "{:<6} {:<9} {:>7.0} {:>6} {:>7} {:>6} {:>7}  {:<26} {:<26}",
+            "{:<6} {:<9} {:>7.0} {:>6} {:>7} {:>6} {:>7}  {:<26} {:<26} {:>6}  {:<26}",
             format!("{}%", phase.level),
             phase.kind.label(),
             phase.rate,
@@ -245,6 +337,33 @@ pub(crate) fn report(
             phase.missing,
             three(&phase.answer),
             three(&phase.commit),
+            phase.stalls,
+            three(&phase.commit_calm),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(a stall: a second in which a GetQueueAttributes probe sent every 100 ms took over {STALL:?}; the last column leaves out the requests due in such a second or the one before)"
+    );
+    out += "\nwhile the requests were sent, cores used by LocalStack / PostgreSQL / ingest / worker / this benchmark; messages queued when the last answer came:\n";
+    for phase in phases {
+        let cpu = phase.load.cpu;
+        let _ = writeln!(
+            out,
+            "  {:>3}% {:<9} {:.2} / {:.2} / {:.2} / {:.2} / {:.2}; queued {}{}",
+            phase.level,
+            phase.kind.label(),
+            cpu.localstack,
+            cpu.postgres,
+            cpu.ingest,
+            cpu.worker,
+            cpu.bench,
+            phase.load.backlog,
+            if phase.saturated() {
+                " (SATURATED: more than a second of requests behind)"
+            } else {
+                ""
+            }
         );
     }
     out += "\nrequest to commit, pipeline against floor:\n";
@@ -253,8 +372,37 @@ pub(crate) fn report(
         let (Some(pipeline), Some(floor)) = (find(Kind::Pipeline), find(Kind::Floor)) else {
             continue;
         };
+        // A saturated floor measures its own queue: compare with the floor at the highest
+        // load it kept up with, a stricter bar.
+        let (floor, note) = if floor.saturated() {
+            match phases
+                .iter()
+                .filter(|p| p.kind == Kind::Floor && !p.saturated() && p.level < level)
+                .max_by_key(|p| p.level)
+            {
+                Some(lower) => (
+                    lower,
+                    format!(
+                        " (the floor saturates at {level}%: against the floor at {}%)",
+                        lower.level
+                    ),
+                ),
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  {level:>3}%: the floor saturates and no lower load kept up; no comparison"
+                    );
+                    continue;
+                }
+            }
+        } else {
+            (floor, String::new())
+        };
         let ratio = |p| pipeline.commit.percentile_ms(p) / floor.commit.percentile_ms(p).max(1e-3);
         let (p50, p99) = (ratio(50.0), ratio(99.0));
+        let calm = |p| {
+            pipeline.commit_calm.percentile_ms(p) / floor.commit_calm.percentile_ms(p).max(1e-3)
+        };
         let verdict = |ratio: f64, target: f64| {
             if !TARGET_LEVELS.contains(&level) {
                 "no target at this load"
@@ -266,9 +414,13 @@ pub(crate) fn report(
         };
         let _ = writeln!(
             out,
-            "  {level:>3}%: p50 {p50:.2}x (target <= {P50_TARGET}x: {}), p99 {p99:.2}x (target <= {P99_TARGET}x: {})",
+            "  {level:>3}%: p50 {p50:.2}x (target <= {P50_TARGET}x: {}), p99 {p99:.2}x (target <= {P99_TARGET}x: {}); outside stalls p50 {:.2}x ({}), p99 {:.2}x ({}){note}",
             verdict(p50, P50_TARGET),
             verdict(p99, P99_TARGET),
+            calm(50.0),
+            verdict(calm(50.0), P50_TARGET),
+            calm(99.0),
+            verdict(calm(99.0), P99_TARGET),
         );
     }
     out += "\nwebhook_end_to_end_seconds (received_at to commit, inside the worker; interpolated in its buckets) against the same span from outside (received_at to the NOTIFY):\n";

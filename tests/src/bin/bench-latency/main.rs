@@ -15,7 +15,9 @@
 //! Every latency is measured from the request's due time (see `latency.rs`): time to the
 //! answer (202 or `SendMessage`'s), and request to commit (a trigger's NOTIFY, delivered at
 //! commit). It prints p50 / p99 / p99.9 of each, the ratios to the floor and the targets, and
-//! compares `webhook_end_to_end_seconds` with the same span measured from outside; it writes
+//! compares `webhook_end_to_end_seconds` with the same span measured from outside. A probe
+//! (`GetQueueAttributes` every 100 ms) marks the seconds in which LocalStack stalls, and the
+//! figures are given with and without the requests those stalls caught. It writes
 //! `target/bench/latency.csv` and `target/bench/latency.png` (latency over time with the
 //! queue depths).
 
@@ -36,14 +38,16 @@ use anyhow::Context as _;
 use clap::Parser;
 use e2e_tests::latency::{self, Commits, Request};
 use e2e_tests::latency_floor::Floor;
-use e2e_tests::report::histogram_buckets;
+use e2e_tests::report::{LOCALSTACK_CMDLINE, cpu_seconds, cpu_seconds_of, histogram_buckets};
 use e2e_tests::{Service, TestStack};
 use tokio::time::Instant;
 
-use crate::figures::{Depth, Kind, Phase};
+use crate::figures::{Cpu, Depth, Kind, Load, Phase, Probes};
 
 /// The worker's end-to-end histogram.
 const END_TO_END: &str = "webhook_end_to_end_seconds";
+/// How often LocalStack is probed.
+const PROBE_PERIOD: Duration = Duration::from_millis(100);
 /// Longest wait for a phase's webhooks to be committed and its queue to empty.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// Seconds at the start of the capacity phase left out of the capacity (the worker warming
@@ -134,6 +138,12 @@ async fn main() -> anyhow::Result<()> {
     });
     let stop_depths = Arc::new(AtomicBool::new(false));
     let depths = tokio::spawn(sample_depths(Arc::clone(&run), Arc::clone(&stop_depths)));
+    let probes = Probes::default();
+    let probing = tokio::spawn(probe_sqs(
+        Arc::clone(&run),
+        probes.clone(),
+        Arc::clone(&stop_depths),
+    ));
 
     let capacity = measure_capacity(&run).await?;
     let mut phases = Vec::new();
@@ -145,11 +155,12 @@ async fn main() -> anyhow::Result<()> {
             [Kind::Floor, Kind::Pipeline]
         };
         for kind in order {
-            phases.push(run_phase(&run, level, kind, rate).await?);
+            phases.push(run_phase(&run, level, kind, rate, &probes).await?);
         }
     }
     stop_depths.store(true, Ordering::Relaxed);
     let depths = depths.await??;
+    probing.await?;
 
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -158,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir).context("creating target/bench")?;
     let (csv, png) = (out_dir.join("latency.csv"), out_dir.join("latency.png"));
     figures::write_csv(&csv, &phases, &depths)?;
-    plot::draw(&png, &phases, &depths)?;
+    plot::draw(&png, &phases, &depths, &probes.stalled())?;
     print!(
         "{}",
         figures::report(&run.args.levels, capacity, &phases, &csv, &png)
@@ -227,10 +238,17 @@ async fn measure_capacity(run: &Arc<Run>) -> anyhow::Result<f64> {
 }
 
 /// One open-loop phase at `rate`, drained; its figures.
-async fn run_phase(run: &Arc<Run>, level: u32, kind: Kind, rate: f64) -> anyhow::Result<Phase> {
+async fn run_phase(
+    run: &Arc<Run>,
+    level: u32,
+    kind: Kind,
+    rate: f64,
+    probes: &Probes,
+) -> anyhow::Result<Phase> {
     let name = format!("{level}{}", kind.letter());
     let before = histogram_buckets(&run.worker.metrics().await, END_TO_END);
     let seconds = Duration::from_secs(run.args.seconds);
+    let cpu_before = Cpu::read(run);
     let requests: Vec<Request> = match kind {
         Kind::Pipeline => {
             latency::open_loop(rate, seconds, run.args.max_in_flight, |k| {
@@ -245,12 +263,14 @@ async fn run_phase(run: &Arc<Run>, level: u32, kind: Kind, rate: f64) -> anyhow:
             .await
         }
     };
+    let cpu = Cpu::read(run).cores_since(&cpu_before);
     let accepted = requests.iter().filter(|r| r.accepted()).count() as u64;
     run.expected.fetch_add(accepted, Ordering::Relaxed);
     let queue = match kind {
         Kind::Pipeline => &run.stack.queue_url,
         Kind::Floor => &run.floor.queue_url,
     };
+    let backlog = run.stack.messages_in(queue).await;
     drain(run, queue).await?;
     let after = histogram_buckets(&run.worker.metrics().await, END_TO_END);
     let received = match kind {
@@ -267,7 +287,24 @@ async fn run_phase(run: &Arc<Run>, level: u32, kind: Kind, rate: f64) -> anyhow:
         &run.commits,
         received,
         (before, after),
+        Load { backlog, cpu },
+        &probes.stalled(),
     ))
+}
+
+impl Cpu {
+    /// CPU seconds used so far by each process of the run.
+    fn read(run: &Run) -> Self {
+        let of_pid = |pid: Option<u32>| pid.and_then(cpu_seconds).unwrap_or_default();
+        Self {
+            at: Instant::now(),
+            localstack: cpu_seconds_of(LOCALSTACK_CMDLINE),
+            postgres: cpu_seconds_of("postgres"),
+            ingest: of_pid(run.ingest.pid()),
+            worker: of_pid(run.worker.pid()),
+            bench: of_pid(Some(std::process::id())),
+        }
+    }
 }
 
 /// Waits until every accepted request so far is committed and `queue` is empty.
@@ -284,6 +321,27 @@ async fn drain(run: &Run, queue: &str) -> anyhow::Result<()> {
             run.commits.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every [`PROBE_PERIOD`], one `GetQueueAttributes` on the dead-letter queue, timed: when
+/// LocalStack stalls (it does, for half a second or more about every 100 s here), every path
+/// through it stalls alike, and the probe shows when.
+async fn probe_sqs(run: Arc<Run>, probes: Probes, stop: Arc<AtomicBool>) {
+    let mut ticks = tokio::time::interval(PROBE_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        let sent = Instant::now();
+        let _ = run
+            .stack
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&run.stack.dlq_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await;
+        probes.record((sent - run.started).as_secs_f64(), sent.elapsed());
     }
 }
 

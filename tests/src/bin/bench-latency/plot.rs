@@ -1,6 +1,8 @@
 //! The latency benchmark's plot: request to commit over the run (p50 and p99 per second, by
-//! due time, log scale), pipeline and floor, above the depth of both queues.
+//! due time, log scale), pipeline and floor, LocalStack's stalls shaded, above the depth of
+//! both queues.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -8,7 +10,12 @@ use plotters::prelude::*;
 use crate::figures::{Depth, Kind, Phase};
 
 /// Draws the plot to `path`.
-pub(crate) fn draw(path: &Path, phases: &[Phase], depths: &[Depth]) -> anyhow::Result<()> {
+pub(crate) fn draw(
+    path: &Path,
+    phases: &[Phase],
+    depths: &[Depth],
+    stalled: &BTreeSet<u64>,
+) -> anyhow::Result<()> {
     // Text needs a font; the bundled DejaVu Sans keeps this independent of system fonts.
     for style in [FontStyle::Normal, FontStyle::Bold] {
         plotters::style::register_font("sans-serif", style, dejavu::sans::regular())
@@ -40,6 +47,17 @@ pub(crate) fn draw(path: &Path, phases: &[Phase], depths: &[Depth]) -> anyhow::R
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(plot_error)?;
+    // LocalStack's stalls, shaded.
+    chart
+        .draw_series(stalled.iter().map(|&second| {
+            Rectangle::new(
+                [(second as f64, 0.5), (second as f64 + 1.0, highest * 2.0)],
+                BLACK.mix(0.12).filled(),
+            )
+        }))
+        .map_err(plot_error)?
+        .label("LocalStack stall (probe > 250 ms)")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLACK.mix(0.12).filled()));
     let styles = [
         (Kind::Pipeline, "pipeline", BLUE, RED),
         (Kind::Floor, "floor", GREEN, MAGENTA),
