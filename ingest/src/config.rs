@@ -130,8 +130,9 @@ pub struct Config {
     #[arg(long, env = "BATCH_MAX_MESSAGES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10).map(|n| n as usize))]
     pub(crate) batch_max_messages: usize,
 
-    /// Milliseconds to wait for more webhooks before sending a batch that is not full. 0 sends
-    /// at once: batches still form from webhooks that arrive while earlier calls are in flight.
+    /// Milliseconds to wait for more webhooks before sending a batch that is not full, while
+    /// another call is in flight (a webhook on an idle pipe goes at once). 0 sends at once:
+    /// batches still form from webhooks that arrive while earlier calls are in flight.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub(crate) batch_linger_ms: u64,
 
@@ -155,8 +156,15 @@ pub struct Config {
 
     /// For FIFO queues: a request header whose value becomes the MessageGroupId (ordering
     /// scope). Without it, or when a request lacks the header, the group is the source.
+    /// With FAIR_QUEUE_GROUPS, the same group is sent to a standard queue.
     #[arg(long, env = "FIFO_GROUP_HEADER")]
     pub(crate) fifo_group_header: Option<http::HeaderName>,
+
+    /// Send a MessageGroupId (the source, or FIFO_GROUP_HEADER's value) to a standard queue
+    /// too, which makes it an SQS fair queue: when one source floods it, SQS delivers the
+    /// other sources' messages first. FIFO queues always get their group.
+    #[arg(long, env = "FAIR_QUEUE_GROUPS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub(crate) fair_queue_groups: bool,
 
     /// Seconds a client has from the first byte of a request's headers to their end
     /// (slowloris guard); slower connections are dropped. Not counted while a kept-alive

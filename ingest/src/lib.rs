@@ -131,7 +131,7 @@ async fn start_batcher(config: &Config, queue_url: String) -> (Batcher<SqsBatchS
     })
     .await;
     let close = CancellationToken::new();
-    let sender = SqsBatchSender::new(client, queue_url);
+    let sender = SqsBatchSender::new(client, queue_url, config.fair_queue_groups);
     let (batcher, dispatcher) = Batcher::start(sender, config.batch_options(), close.clone());
     (batcher, Batching { close, dispatcher })
 }

@@ -6,7 +6,8 @@
 //! is sent at once, never waiting for a batch to fill; under load, batches form by themselves
 //! while calls are in flight. When calls queue at the server, a partial batch waits for the
 //! calls in flight rather than queue behind them (see [`gather`]). An optional linger waits a
-//! little longer for more messages.
+//! little longer for more messages, but only while another call is in flight: on an idle
+//! pipe a webhook goes at once.
 //!
 //! How many calls may be in flight is the [`CallLimit`]'s: adaptive (from the call latency it
 //! observes, between 1 and `max_in_flight`) or fixed at `max_in_flight`. Fewer calls in flight
@@ -43,7 +44,8 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub(crate) struct BatchOptions {
     /// Most messages per call (1 to 10); 1 sends one call per webhook.
     pub max_entries: usize,
-    /// Extra time to wait for more messages once a call slot is free; zero sends at once.
+    /// Extra time to wait for more messages once a call slot is free, while another call is
+    /// in flight; zero sends at once.
     pub linger: Duration,
     /// Most batch calls in flight at once: the ceiling of the adaptive limit, or the limit.
     pub max_in_flight: usize,
@@ -198,7 +200,10 @@ async fn dispatch<S: SendBatch>(
         };
         let mut batch = Batch::new(first, options.max_entries);
         let slot = gather(&mut batch, &mut waiting, &mut carried, &calls).await;
-        if !options.linger.is_zero() && carried.is_none() {
+        // Nagle's rule: linger only while another call is in flight (this one's slot is
+        // counted), so a webhook on an idle pipe goes at once whatever the linger.
+        let busy = calls.busy.load(Ordering::Relaxed) > 1;
+        if !options.linger.is_zero() && carried.is_none() && busy {
             let until = Instant::now() + options.linger;
             while batch.has_room() {
                 let Ok(Some(pending)) = tokio::time::timeout_at(until, waiting.recv()).await else {

@@ -129,6 +129,49 @@ async fn a_lone_message_is_sent_at_once_without_waiting_for_a_batch() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_linger_never_delays_a_webhook_on_an_idle_pipe() {
+    let queue = Arc::new(FakeQueue::new(Duration::from_millis(10), accept_all));
+    let lingering = BatchOptions {
+        linger: Duration::from_millis(50),
+        ..options(4)
+    };
+    let (batcher, _, _) = start(&queue, lingering);
+    let started = Instant::now();
+    assert_eq!(batcher.publish(message("only")).await, Ok(()));
+    assert_eq!(started.elapsed(), Duration::from_millis(10), "no linger");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_linger_gathers_a_fuller_batch_while_another_call_is_in_flight() {
+    let queue = Arc::new(FakeQueue::new(Duration::from_millis(100), accept_all));
+    let lingering = BatchOptions {
+        linger: Duration::from_millis(50),
+        adaptive_in_flight: false,
+        ..options(4)
+    };
+    let (batcher, _, _) = start(&queue, lingering);
+    let at = |ms: u64, body: &'static str| {
+        let batcher = Arc::clone(&batcher);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            batcher.publish(message(body)).await
+        })
+    };
+    // `first` goes alone at once; `second` finds it in flight and lingers for `third`.
+    let sent = [at(0, "first"), at(5, "second"), at(20, "third")];
+    for send in sent {
+        assert_eq!(send.await.expect("publish task"), Ok(()));
+    }
+    assert_eq!(
+        queue.calls(),
+        vec![
+            vec!["first".to_owned()],
+            vec!["second".to_owned(), "third".to_owned()]
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn messages_arriving_during_a_call_form_full_batches() {
     let queue = Arc::new(FakeQueue::new(Duration::from_millis(10), accept_all));
     let (batcher, _, _) = start(&queue, options(1));

@@ -18,22 +18,25 @@ use crate::sqs::publisher::{Attribute, EntryOutcome, OutgoingMessage, SendBatch}
 const MAX_DEDUPLICATION_ID_CHARS: usize = 128;
 
 /// Sends batches to one SQS queue. FIFO queues (URL ending `.fifo`) get the message's group
-/// and a deduplication id made from its event id (see [`deduplication_id`]).
+/// and a deduplication id made from its event id (see [`deduplication_id`]); standard queues
+/// get the group only as fair queues (`FAIR_QUEUE_GROUPS`).
 #[derive(Debug, Clone)]
 pub(crate) struct SqsBatchSender {
     client: Client,
     queue_url: String,
     fifo: bool,
+    fair_groups: bool,
 }
 
 impl SqsBatchSender {
-    /// A sender for `queue_url`.
-    pub(crate) fn new(client: Client, queue_url: String) -> Self {
+    /// A sender for `queue_url`; `fair_groups`: send the group to a standard queue too.
+    pub(crate) fn new(client: Client, queue_url: String, fair_groups: bool) -> Self {
         let fifo = is_fifo(&queue_url);
         Self {
             client,
             queue_url,
             fifo,
+            fair_groups,
         }
     }
 
@@ -48,6 +51,9 @@ impl SqsBatchSender {
             entry = entry
                 .message_group_id(&message.group_id)
                 .message_deduplication_id(deduplication_id(&message.source, &message.event_id));
+        } else if self.fair_groups {
+            // No deduplication id: a standard queue refuses one.
+            entry = entry.message_group_id(&message.group_id);
         }
         entry
             .build()

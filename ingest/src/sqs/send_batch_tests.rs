@@ -61,7 +61,7 @@ async fn fake_sqs(
         .retry_config(RetryConfig::disabled())
         .build();
     let queue_url = format!("http://{addr}/000000000000/{queue_name}");
-    let sender = SqsBatchSender::new(Client::from_conf(config), queue_url);
+    let sender = SqsBatchSender::new(Client::from_conf(config), queue_url, false);
     (sender, calls)
 }
 
