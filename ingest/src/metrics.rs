@@ -49,6 +49,8 @@ pub(crate) const PART_BUFFER_WAIT_SECONDS: &str = "webhook_ingest_part_buffer_wa
 /// Counter: webhook requests answered 408 because their body did not come in time, by
 /// `reason` (`min_rate`, `read_timeout`).
 pub(crate) const BODY_TIMEOUTS_TOTAL: &str = "webhook_ingest_body_timeouts_total";
+/// Counter: webhook requests answered 429 because their source was beyond its quota.
+pub(crate) const QUOTA_REFUSALS_TOTAL: &str = "webhook_ingest_quota_refusals_total";
 
 /// Every metric ingest emits besides
 /// [`SHARED_METRICS`](webhook_shared::metrics::SHARED_METRICS).
@@ -179,6 +181,13 @@ pub(crate) const METRICS: &[Metric] = &[
         labels: &["reason"],
         help: "Webhook requests answered 408 (and their connection closed) because the body did not come in time, by reason (min_rate: slower than MIN_BODY_BYTES_PER_SECOND after BODY_RATE_GRACE_SECONDS; read_timeout: not whole within BODY_READ_TIMEOUT_SECONDS).",
     },
+    Metric {
+        name: QUOTA_REFUSALS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["source"],
+        help: "Webhook requests answered 429 because their source was beyond its quota in the sources file, by source (a configured source's name, or unknown).",
+    },
 ];
 
 /// Registers the help text, type and unit of every metric ingest emits. Call once after the
@@ -254,6 +263,12 @@ pub(crate) fn gauge_part_buffers_in_use(bytes: usize) {
 /// Counts one request answered 408 for its body, with why (`min_rate`, `read_timeout`).
 pub(crate) fn record_body_timeout(reason: &'static str) {
     metrics::counter!(BODY_TIMEOUTS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Records one request refused for its source's quota (`source`: a configured source's name,
+/// or `unknown`).
+pub(crate) fn record_quota_refusal(source: &str) {
+    metrics::counter!(QUOTA_REFUSALS_TOTAL, "source" => source.to_owned()).increment(1);
 }
 
 /// Records one wait for a part buffer.

@@ -64,6 +64,12 @@ pub(crate) enum ApiError {
         /// Seconds for the `Retry-After` header.
         retry_after_seconds: u32,
     },
+    /// The source is beyond its quota; the client should retry later.
+    #[error("this source is beyond its quota; retry later")]
+    RateLimited {
+        /// Seconds for the `Retry-After` header.
+        retry_after_seconds: u32,
+    },
     /// The queue did not take the message; the client should retry later.
     #[error("the queue cannot take the webhook now; retry later")]
     QueueUnavailable {
@@ -81,6 +87,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidJson => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadBody => StatusCode::BAD_REQUEST,
@@ -100,6 +107,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidJson => "invalid_json",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BadBody => "bad_request",
@@ -131,6 +139,9 @@ impl ApiError {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             Self::Overloaded {
+                retry_after_seconds,
+            }
+            | Self::RateLimited {
                 retry_after_seconds,
             }
             | Self::QueueUnavailable {

@@ -17,6 +17,7 @@ use super::state::AppState;
 use super::webhook;
 use crate::body::RequestBody;
 use crate::metrics;
+use crate::sources::Quota;
 use crate::sqs::publisher::Publish;
 
 /// Routes one request.
@@ -34,7 +35,17 @@ pub(crate) async fn route<P: Publish, B: RequestBody>(
         }
         let started = Instant::now();
         let accepted = match state.sources.resolve(source) {
-            Some(config) => webhook::accept(&state, source.to_owned(), config, request).await,
+            Some(config) => match config.quota.as_ref().map(Quota::check) {
+                // Beyond the quota: refused before the body is read, nothing enqueued.
+                Some(Err(retry_after_seconds)) => {
+                    let known = state.sources.get(source).is_some();
+                    metrics::record_quota_refusal(if known { source } else { "unknown" });
+                    Err(ApiError::RateLimited {
+                        retry_after_seconds,
+                    })
+                }
+                _ => webhook::accept(&state, source.to_owned(), config, request).await,
+            },
             None => Err(ApiError::UnknownSource),
         };
         let response = match accepted {

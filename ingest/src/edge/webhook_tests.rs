@@ -130,6 +130,53 @@ async fn a_refusing_queue_gives_503_with_retry_after() {
     assert_eq!(response.headers()["retry-after"], "7");
 }
 
+#[tokio::test]
+async fn a_source_beyond_its_quota_gets_429_with_retry_after_and_nothing_is_enqueued() {
+    let state = state(sources_from(
+        "unknown_sources = \"accept\"\n\
+         unknown_quota = { per_second = 0.5, burst = 1 }\n\
+         [sources.flood]\nscheme = \"none\"\nquota = { per_second = 0.5, burst = 2 }\n\
+         [sources.quiet]\nscheme = \"none\"\n",
+    ));
+    let status = |path: &'static str| {
+        let state = Arc::clone(&state);
+        async move { route(state, post(path, "{}")).await }
+    };
+    assert_eq!(
+        status("/webhooks/flood").await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        status("/webhooks/flood").await.status(),
+        StatusCode::ACCEPTED
+    );
+    let refused = status("/webhooks/flood").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    // Another source keeps its own room; unknown sources share theirs.
+    assert_eq!(
+        status("/webhooks/quiet").await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        status("/webhooks/other-1").await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        status("/webhooks/other-2").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (_, answer) = send(&state, post("/webhooks/flood", "{}")).await;
+    assert_eq!(answer["error"], "rate_limited");
+    let sources: Vec<String> = state
+        .publisher
+        .taken()
+        .into_iter()
+        .map(|message| message.source)
+        .collect();
+    assert_eq!(sources, ["flood", "flood", "quiet", "other-1"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stalled_queue_gives_503_at_the_send_timeout() {
     let state = state(Sources::open());

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! unknown_sources = "reject"          # or "accept": unknown sources are taken unverified
+//! unknown_quota = { per_second = 10, burst = 50 }  # optional, with "accept": all unknown together
 //! [sources.github]
 //! scheme = "github"                   # standard_webhooks, github, stripe, shopify, hmac, none
 //! secret_env = ["GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET_PREVIOUS"]
@@ -15,6 +16,7 @@
 //! id_header = "x-acme-delivery"       # optional (hmac and none)
 //! event_id = "body_sha256"            # or "provider" (default), "body_sha256_always"
 //! drop_headers = ["x-acme-token"]     # extra headers kept out of the envelope
+//! quota = { per_second = 50, burst = 200 }  # optional: beyond it 429 (see `quota.rs`)
 //! ```
 //!
 //! Secrets are never in the file: `secret_env` names environment variables (ECS injects them
@@ -67,6 +69,8 @@ pub(crate) struct Source {
     pub event_ids: EventIds,
     /// Headers dropped from the envelope on top of the built-in credential headers.
     pub drop_headers: Vec<HeaderName>,
+    /// Requests beyond it are answered 429 before their body is read.
+    pub quota: Option<Quota>,
 }
 
 /// Where a source's event ids come from (`event_id` in the sources file).
@@ -87,8 +91,11 @@ pub(crate) enum EventIds {
     BodySha256Always,
 }
 
+mod quota;
 mod streamed;
 
+pub(crate) use quota::Quota;
+use quota::RawQuota;
 pub(crate) use streamed::{BodyIdHasher, StreamedId};
 
 /// Prefix of body-derived event ids, so they cannot be mistaken for a provider's.
@@ -132,6 +139,7 @@ impl Source {
             require_json: false,
             event_ids: EventIds::Provider,
             drop_headers: Vec::new(),
+            quota: None,
         }
     }
 
@@ -186,6 +194,7 @@ pub(crate) enum SourcesError {
 struct RawFile {
     #[serde(default)]
     unknown_sources: UnknownSources,
+    unknown_quota: Option<RawQuota>,
     #[serde(default)]
     sources: BTreeMap<String, toml::Table>,
 }
@@ -217,6 +226,7 @@ struct RawSource {
     event_id: EventIds,
     #[serde(default)]
     drop_headers: Vec<String>,
+    quota: Option<RawQuota>,
 }
 
 /// Reads the sources file at `path`, taking secrets from `env` (the process environment in
@@ -242,7 +252,25 @@ pub(crate) fn load(
         })?;
         known.insert(name, source);
     }
-    let fallback = (raw.unknown_sources == UnknownSources::Accept).then(Source::unverified);
+    let syntax = |message: String| SourcesError::Syntax {
+        path: path.to_owned(),
+        message,
+    };
+    let fallback = match (raw.unknown_sources, raw.unknown_quota) {
+        (UnknownSources::Accept, quota) => Some(Source {
+            quota: quota
+                .map(|quota| Quota::new(&quota, "unknown_quota"))
+                .transpose()
+                .map_err(syntax)?,
+            ..Source::unverified()
+        }),
+        (UnknownSources::Reject, Some(_)) => {
+            return Err(syntax(
+                "`unknown_quota` applies only with `unknown_sources = \"accept\"`".to_owned(),
+            ));
+        }
+        (UnknownSources::Reject, None) => None,
+    };
     Ok(Sources { known, fallback })
 }
 
@@ -310,11 +338,16 @@ fn build(
         }
         KeyError::UnexpectedSecrets { .. } => format!("{error}: remove `secret_env`"),
     })?;
+    let quota = raw
+        .quota
+        .map(|quota| Quota::new(&quota, "quota"))
+        .transpose()?;
     Ok(Source {
         verifier,
         require_json: raw.require_json,
         event_ids: raw.event_id,
         drop_headers,
+        quota,
     })
 }
 

@@ -265,3 +265,29 @@ fn streamed_bodies_get_the_ids_whole_bodies_get() {
         }
     }
 }
+
+#[test]
+fn quotas_are_checked_and_named_when_wrong() {
+    let sources =
+        load_text("[sources.demo]\nscheme = \"none\"\nquota = { per_second = 50, burst = 200 }\n")
+            .expect("valid");
+    assert!(sources.get("demo").is_some_and(|s| s.quota.is_some()));
+    let zero = error("[sources.demo]\nscheme = \"none\"\nquota = { per_second = 0, burst = 1 }\n");
+    assert!(zero.contains("source `demo`: `quota.per_second`"), "{zero}");
+    let unknown_key = error("[sources.demo]\nscheme = \"none\"\nquota = { rate = 1, burst = 1 }\n");
+    assert!(
+        unknown_key.contains("demo") && unknown_key.contains("rate"),
+        "{unknown_key}"
+    );
+    let rejecting = error("unknown_quota = { per_second = 1, burst = 1 }\n");
+    assert!(
+        rejecting.contains("`unknown_quota` applies only"),
+        "{rejecting}"
+    );
+    let bad_unknown =
+        error("unknown_sources = \"accept\"\nunknown_quota = { per_second = 1, burst = 0 }\n");
+    assert!(
+        bad_unknown.contains("`unknown_quota.burst`"),
+        "{bad_unknown}"
+    );
+}
