@@ -19,7 +19,10 @@ SPEC_SETTINGS = {
                "METRICS_ADDR", "LOG_FORMAT", "AWS_REGION"},
 }
 # Settings a task definition may leave unset (deploy/README.md says when to set them).
-OPTIONAL_UNSET = {"ingest": {"FIFO_GROUP_HEADER"}, "worker": {"WORKER_MAX_IN_FLIGHT", "MAX_MESSAGES_PER_SECOND"}}
+OPTIONAL_UNSET = {
+    "ingest": {"FIFO_GROUP_HEADER"},
+    "worker": {"WORKER_MAX_IN_FLIGHT", "MAX_MESSAGES_PER_SECOND", "METRICS_SOURCES"},
+}
 CREDENTIALS = {"DATABASE_URL"}  # never in `environment`
 FARGATE_SIZES = {256: range(512, 2049, 512), 512: range(1024, 4097, 1024), 1024: range(2048, 8193, 1024),
                  2048: range(4096, 16385, 1024), 4096: range(8192, 30721, 1024),

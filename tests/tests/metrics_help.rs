@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use e2e_tests::probes::wait_for_metrics;
-use e2e_tests::report::histogram_buckets;
+use e2e_tests::report::{counter, histogram_buckets};
 use e2e_tests::{Service, TestStack};
 
 /// The README, whose "## Metrics" section documents every metric.
@@ -100,7 +100,9 @@ async fn post_webhooks(ingest: &Service) {
 async fn every_served_metric_has_help_and_is_documented() {
     let stack = TestStack::new("metrics_help").await;
     let ingest = stack.spawn_ingest(&[]).await;
-    let worker = stack.spawn_worker(&[]).await;
+    let worker = stack
+        .spawn_worker(&[("METRICS_SOURCES", "github,stripe")])
+        .await;
 
     post_webhooks(&ingest).await;
     stack
@@ -145,6 +147,24 @@ async fn every_served_metric_has_help_and_is_documented() {
         "{worker_metrics}"
     );
     assert_eq!(bounds("webhook_worker_db_write_seconds").len(), 21);
+    // Per source: the listed source that sent has its own series; a listed one that did not
+    // has a lag of 0; everything else is `other`.
+    let per_source = |name: &str, source: &str| {
+        counter(&worker_metrics, name, &[&format!(r#"source="{source}""#)])
+    };
+    assert_eq!(
+        per_source("webhook_worker_source_message_age_seconds_count", "github"),
+        WEBHOOKS as f64,
+        "{worker_metrics}"
+    );
+    assert!(
+        worker_metrics.contains(r#"webhook_worker_source_lag_seconds{source="stripe"} 0"#),
+        "{worker_metrics}"
+    );
+    assert!(
+        worker_metrics.contains(r#"webhook_worker_source_lag_seconds{source="other"}"#),
+        "{worker_metrics}"
+    );
     let mut found = problems("ingest", &ingest_metrics, &documented);
     found.extend(problems("worker", &worker_metrics, &documented));
     assert!(

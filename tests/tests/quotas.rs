@@ -41,7 +41,11 @@ async fn a_source_beyond_its_quota_gets_429_and_nothing_of_it_is_enqueued() {
     assert!((1..=5).contains(&retry_after), "{retry_after}");
     assert_eq!(post("quiet").await.expect("POST").status(), 202);
 
-    assert_eq!(stack.messages_in(&stack.queue_url).await, 3, "2 flood + 1 quiet");
+    assert_eq!(
+        stack.messages_in(&stack.queue_url).await,
+        3,
+        "2 flood + 1 quiet"
+    );
     let metrics = ingest.metrics().await;
     assert_eq!(
         counter(

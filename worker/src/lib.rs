@@ -72,6 +72,7 @@ pub async fn run_with<H: Handler>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     metrics::describe();
+    let source_labels = config.source_labels()?;
     let Started {
         limits,
         connections,
@@ -90,7 +91,7 @@ pub async fn run_with<H: Handler>(
         info.dlq_url.clone(),
     )));
     let window = Window::new(limits.window as usize);
-    let lag = Arc::new(Lag::new(Arc::clone(&window)));
+    let lag = Arc::new(Lag::new(Arc::clone(&window), source_labels));
     let readiness = Readiness::default();
     readiness.set(true);
     let stop_ops = CancellationToken::new();

@@ -165,3 +165,25 @@ fn session_timeouts_are_sent_unless_zero_and_the_deadline_sits_above_the_stateme
         "{error}"
     );
 }
+
+#[test]
+fn metrics_sources_are_source_names_and_bounded() {
+    let labels = run_config(&["--metrics-sources", "github,stripe"])
+        .source_labels()
+        .expect("two names");
+    assert_eq!(&*labels.label(Some("stripe")), "stripe");
+    assert_eq!(&*labels.label(Some("acme")), "other");
+    let error = parse_run(&["--metrics-sources", "github,Bad"])
+        .expect_err("not a source name")
+        .to_string();
+    assert!(
+        error.contains("--metrics-sources") && error.contains("Bad"),
+        "{error}"
+    );
+    let many: Vec<String> = (0..=100).map(|n| format!("s{n}")).collect();
+    let error = run_config(&["--metrics-sources", &many.join(",")])
+        .source_labels()
+        .expect_err("101 names")
+        .to_string();
+    assert!(error.contains("METRICS_SOURCES lists 101"), "{error}");
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::metrics::{MAX_SOURCES, SourceLabels, check_source_name};
+
 mod database;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
@@ -163,6 +165,12 @@ pub struct RunConfig {
     #[arg(long, env = "QUEUE_METRICS_INTERVAL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub queue_metrics_interval_seconds: u64,
 
+    /// Sources (comma-separated, at most 100) whose messages get their own `source` label in
+    /// the per-source metrics (lag and message age); every other source is `other`, so the
+    /// series stay bounded.
+    #[arg(long, env = "METRICS_SOURCES", value_delimiter = ',', value_parser = check_source_name)]
+    pub metrics_sources: Vec<String>,
+
     /// Most connections all workers on this database may hold together. The workers agree on
     /// their shares through PostgreSQL (the table webhook_worker_leases): a worker alone may use
     /// up to min(budget - 1, DATABASE_MAX_CONNECTIONS); the shares shrink as workers join and
@@ -226,6 +234,12 @@ pub enum ConfigError {
         /// WORKER_BATCH_MAX_BYTES.
         batch: u32,
     },
+    /// More per-source labels than the bound.
+    #[error("METRICS_SOURCES lists {listed} sources; at most {MAX_SOURCES} get their own label")]
+    TooManyMetricsSources {
+        /// How many were listed.
+        listed: usize,
+    },
     /// A call deadline at or below the statement timeout: a slow statement would count as an
     /// unreachable database.
     #[error(
@@ -282,6 +296,16 @@ impl RunConfig {
     /// The lease period of the connection budget.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.database_lease_seconds)
+    }
+
+    /// The labels of the per-source metrics; an error beyond [`MAX_SOURCES`] names.
+    pub(crate) fn source_labels(&self) -> Result<SourceLabels, ConfigError> {
+        if self.metrics_sources.len() > MAX_SOURCES {
+            return Err(ConfigError::TooManyMetricsSources {
+                listed: self.metrics_sources.len(),
+            });
+        }
+        Ok(SourceLabels::new(&self.metrics_sources))
     }
 
     /// The queue metrics refresh interval.

@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+mod sources;
 mod table;
 
+pub(crate) use sources::{MAX_SOURCES, SourceLabels, check_name as check_source_name};
 pub(crate) use table::*;
 
 /// What became of one message.
@@ -70,6 +72,17 @@ pub(crate) fn gauge_in_flight(held: usize) {
 /// Sets the lag gauge.
 pub(crate) fn set_lag(lag: Duration) {
     metrics::gauge!(LAG_SECONDS).set(lag.as_secs_f64());
+}
+
+/// Sets one source's lag (`source`: a label of [`SourceLabels`]).
+pub(crate) fn set_source_lag(source: &str, lag: Duration) {
+    metrics::gauge!(SOURCE_LAG_SECONDS, "source" => source.to_owned()).set(lag.as_secs_f64());
+}
+
+/// Records the age of one message of `source` (a label of [`SourceLabels`]) when received.
+pub(crate) fn record_source_message_age(source: &str, age: Duration) {
+    metrics::histogram!(SOURCE_MESSAGE_AGE_SECONDS, "source" => source.to_owned())
+        .record(age.as_secs_f64());
 }
 
 /// Counts messages whose visibility a heartbeat extended.

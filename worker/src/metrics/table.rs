@@ -12,6 +12,10 @@ pub(crate) const QUEUE_MESSAGES: &str = "webhook_queue_messages";
 pub(crate) const LAG_SECONDS: &str = "webhook_worker_lag_seconds";
 /// Histogram: age of each message when received (now minus `SentTimestamp`).
 pub(crate) const MESSAGE_AGE_SECONDS: &str = "webhook_worker_message_age_seconds";
+/// Gauge: per source, age of the oldest message of it held or put back for a back-off.
+pub(crate) const SOURCE_LAG_SECONDS: &str = "webhook_worker_source_lag_seconds";
+/// Histogram: per source, age of each message when received.
+pub(crate) const SOURCE_MESSAGE_AGE_SECONDS: &str = "webhook_worker_source_message_age_seconds";
 /// Histogram: seconds from ingest's `received_at` to the database commit.
 pub(crate) const END_TO_END_SECONDS: &str = "webhook_end_to_end_seconds";
 /// Counter: messages handled, by `outcome` (see [`Outcome`](super::Outcome)).
@@ -94,6 +98,20 @@ pub(crate) const METRICS: &[Metric] = &[
         unit: Some(Unit::Seconds),
         labels: &[],
         help: "Age of each message when received.",
+    },
+    Metric {
+        name: SOURCE_LAG_SECONDS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &["source"],
+        help: "Per source (named in METRICS_SOURCES, else other): age of the oldest message of it the worker holds or has put back for a back-off; 0 when none (messages still in the queue are not seen).",
+    },
+    Metric {
+        name: SOURCE_MESSAGE_AGE_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        labels: &["source"],
+        help: "Per source (named in METRICS_SOURCES, else other): age of each message when received.",
     },
     Metric {
         name: END_TO_END_SECONDS,

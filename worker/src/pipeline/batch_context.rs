@@ -116,6 +116,7 @@ pub(crate) async fn hide<C: QueueClient, S, O>(
             context.lag.backed_off(
                 &message.receipt.message_id,
                 message.sent_ms,
+                message.source(),
                 delay + context.visibility,
             );
             (message.receipt.clone(), delay)

@@ -212,10 +212,12 @@ impl<C: QueueClient> Receiver<C> {
         self.lag.observe_receive(
             messages
                 .iter()
-                .map(|m| (m.receipt.message_id.as_str(), m.sent_ms)),
+                .map(|m| (m.receipt.message_id.as_str(), m.sent_ms, m.source())),
         );
         let held = reservation.admit(
-            messages.iter().map(|m| (m.receipt.clone(), m.sent_ms)),
+            messages
+                .iter()
+                .map(|m| (m.receipt.clone(), m.sent_ms, self.lag.label(m.source()))),
             self.visibility,
         );
         if shutdown.is_cancelled() && !messages.is_empty() {

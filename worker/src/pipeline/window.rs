@@ -35,7 +35,13 @@ struct Entry {
     receipt: Receipt,
     hidden_until: Instant,
     sent_ms: Option<u64>,
+    /// The message's `source` label (see `metrics/sources.rs`).
+    source: Arc<str>,
 }
+
+/// A received message as the window takes it: its receipt, `SentTimestamp` (ms since the
+/// epoch) and source label.
+pub(crate) type Admitted = (Receipt, Option<u64>, Arc<str>);
 
 /// Room reserved for one receive; what the receive does not fill is given back on drop.
 #[derive(Debug)]
@@ -131,6 +137,20 @@ impl Window {
             .min()
     }
 
+    /// `SentTimestamp` of the oldest held message of each source label that has one.
+    pub(crate) fn oldest_sent_ms_by_source(&self) -> HashMap<Arc<str>, u64> {
+        let mut oldest: HashMap<Arc<str>, u64> = HashMap::new();
+        for entry in self.registry().entries.values() {
+            if let Some(sent) = entry.sent_ms {
+                oldest
+                    .entry(Arc::clone(&entry.source))
+                    .and_modify(|o| *o = (*o).min(sent))
+                    .or_insert(sent);
+            }
+        }
+        oldest
+    }
+
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // A panic elsewhere never leaves the map half-updated; keep going with it.
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
@@ -148,13 +168,13 @@ impl Reservation {
     /// now. The unused room goes back to the window.
     pub(crate) fn admit(
         mut self,
-        messages: impl IntoIterator<Item = (Receipt, Option<u64>)>,
+        messages: impl IntoIterator<Item = Admitted>,
         visibility: Duration,
     ) -> Vec<Held> {
         let hidden_until = Instant::now() + visibility;
         let mut held = Vec::new();
         let mut registry = self.window.registry();
-        for (receipt, sent_ms) in messages {
+        for (receipt, sent_ms, source) in messages {
             let Some(permits) = self.permits.as_mut() else {
                 tracing::error!("a receive returned more messages than it asked for");
                 break;
@@ -177,6 +197,7 @@ impl Reservation {
                     receipt,
                     hidden_until,
                     sent_ms,
+                    source,
                 },
             );
             held.push(Held {
@@ -210,14 +231,18 @@ impl Drop for Held {
 mod tests {
     use super::*;
 
-    fn receipts(n: usize) -> Vec<(Receipt, Option<u64>)> {
+    fn receipts(n: usize) -> Vec<Admitted> {
         (0..n)
             .map(|i| {
                 let receipt = Receipt {
                     message_id: i.to_string(),
                     handle: format!("h{i}"),
                 };
-                (receipt, Some(1_000 + i as u64))
+                (
+                    receipt,
+                    Some(1_000 + i as u64),
+                    Arc::from(if i % 2 == 0 { "even" } else { "odd" }),
+                )
             })
             .collect()
     }
@@ -233,6 +258,11 @@ mod tests {
         drop(second);
         assert_eq!(window.room(), 21);
         assert_eq!(window.oldest_sent_ms(), Some(1_000));
+        let by_source = window.oldest_sent_ms_by_source();
+        assert_eq!(
+            (by_source.get("even"), by_source.get("odd")),
+            (Some(&1_000), Some(&1_001))
+        );
         drop(held);
         assert_eq!((window.held(), window.room()), (0, 25));
     }

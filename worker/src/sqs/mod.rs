@@ -42,6 +42,15 @@ pub(crate) struct InboundMessage {
     pub(crate) attributes: HashMap<String, MessageAttributeValue>,
 }
 
+impl InboundMessage {
+    /// The `source` attribute ingest sets, if any.
+    pub(crate) fn source(&self) -> Option<&str> {
+        self.attributes
+            .get("source")
+            .and_then(MessageAttributeValue::string_value)
+    }
+}
+
 /// One message's identity for batch calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Receipt {

@@ -58,7 +58,9 @@ pub(crate) async fn held_messages(
         .map(|&size| fake.message(&"x".repeat(size)))
         .collect();
     let held = window.reserve(sizes.len()).await.admit(
-        messages.iter().map(|m| (m.receipt.clone(), m.sent_ms)),
+        messages
+            .iter()
+            .map(|m| (m.receipt.clone(), m.sent_ms, Arc::from("other"))),
         Duration::from_secs(30),
     );
     let pending = messages

@@ -64,7 +64,10 @@ pub(crate) fn start_with(
     settings: PipelineSettings,
 ) -> Running {
     let window = Window::new(window);
-    let lag = Arc::new(Lag::new(Arc::clone(&window)));
+    let lag = Arc::new(Lag::new(
+        Arc::clone(&window),
+        crate::metrics::SourceLabels::default(),
+    ));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(pipeline::run(
         Arc::new(Queue::new(fake.clone())),
