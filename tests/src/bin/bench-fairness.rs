@@ -4,7 +4,7 @@
 //! measured without and then with `FAIR_QUEUE_GROUPS` (one run each, fresh ingest, same
 //! worker and queue, drained in between).
 //!
-//! Run it with `scripts/bench.sh fairness [--flood 20000] [--quiet-rate 10]`. It prints, for
+//! Run it with `scripts/bench.sh fairness [--flood 20000] [--quiet-rate 10] [--set NAME=VALUE]`. It prints, for
 //! each round, the quiet source's request-to-commit p50 / p99 / max, the flood's time to be
 //! stored, and the worker's per-source message age at receive (how long each source's
 //! webhooks waited in the queue, from `webhook_worker_source_message_age_seconds`).
@@ -41,6 +41,10 @@ struct Args {
     /// Keep-alive clients of the flood.
     #[arg(long, default_value_t = 64)]
     clients: u64,
+    /// Extra worker settings, NAME=VALUE (repeatable), e.g. --set MAX_MESSAGES_PER_SECOND=300
+    /// for a database slower than the flood, so that a backlog builds in the queue.
+    #[arg(long = "set", value_parser = e2e_tests::report::parse_setting)]
+    settings: Vec<(String, String)>,
 }
 
 /// One round's figures.
@@ -60,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let stack = TestStack::new("bench-fairness").await;
     latency::install_commit_triggers(&stack.db).await?;
     let commits = Commits::listen(&stack.database_url).await?;
-    let worker = stack
-        .spawn_worker(&[("METRICS_SOURCES", "flood,quiet"), ("RUST_LOG", "warn")])
-        .await;
+    let mut settings = vec![("METRICS_SOURCES", "flood,quiet"), ("RUST_LOG", "warn")];
+    settings.extend(args.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let worker = stack.spawn_worker(&settings).await;
     let mut rounds = Vec::new();
     for fair in [false, true] {
         let ingest = stack
@@ -212,8 +216,8 @@ async fn round(
 fn report(args: &Args, rounds: &[Round]) -> String {
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |s| format!("{:.0}", s * 1e3));
     let mut out = format!(
-        "\nfairness benchmark: source `flood` sends {} webhooks from {} clients while `quiet` sends {}/s (open loop)\n\n",
-        args.flood, args.clients, args.quiet_rate
+        "\nfairness benchmark: source `flood` sends {} webhooks from {} clients while `quiet` sends {}/s (open loop); worker settings {:?}\n\n",
+        args.flood, args.clients, args.quiet_rate, args.settings
     );
     for round in rounds {
         out += &format!(
