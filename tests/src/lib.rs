@@ -28,6 +28,7 @@ pub mod large;
 pub mod latency;
 pub mod latency_floor;
 pub mod pg_proxy;
+pub mod plotting;
 pub mod probes;
 pub mod queues;
 pub mod report;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use e2e_tests::plotting::{draw_legend, plot_error, register_fonts};
 use e2e_tests::report::counter;
 use e2e_tests::{Service, TestStack};
 use plotters::prelude::*;
@@ -369,11 +370,7 @@ fn write_csv(path: &PathBuf, rows: &[Row]) -> anyhow::Result<()> {
 
 /// Two panels over time: queue depth and lag on top, accepted/s and stored/s below.
 fn plot(path: &Path, rows: &[Row], args: &Args) -> anyhow::Result<()> {
-    // Text needs a font; the bundled DejaVu Sans keeps this independent of system fonts.
-    for style in [FontStyle::Normal, FontStyle::Bold] {
-        plotters::style::register_font("sans-serif", style, dejavu::sans::regular())
-            .map_err(|_| anyhow::anyhow!("registering the bundled font"))?;
-    }
+    register_fonts()?;
     let root = BitMapBackend::new(path, (1200, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (top, bottom) = root.split_vertically(450);
@@ -441,14 +438,7 @@ fn plot(path: &Path, rows: &[Row], args: &Args) -> anyhow::Result<()> {
         .map_err(plot_error)?
         .label("lag (right)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut chart, 15)?;
 
     let max_rate = rows
         .iter()
@@ -484,20 +474,9 @@ fn plot(path: &Path, rows: &[Row], args: &Args) -> anyhow::Result<()> {
         .map_err(plot_error)?
         .label("stored/s (rows in PostgreSQL)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA.stroke_width(2)));
-    rates
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut rates, 15)?;
     root.present().map_err(plot_error)?;
     Ok(())
-}
-
-fn plot_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the plot: {error:?}")
 }
 
 fn summary(args: &Args, rows: &[Row], sent: &Sent, csv: &Path, png: &Path) -> String {

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use e2e_tests::plotting::{draw_legend, plot_error, register_fonts};
 use plotters::prelude::*;
 
 use crate::figures::{Depth, Kind, Phase};
@@ -16,11 +17,7 @@ pub(crate) fn draw(
     depths: &[Depth],
     stalled: &BTreeSet<u64>,
 ) -> anyhow::Result<()> {
-    // Text needs a font; the bundled DejaVu Sans keeps this independent of system fonts.
-    for style in [FontStyle::Normal, FontStyle::Bold] {
-        plotters::style::register_font("sans-serif", style, dejavu::sans::regular())
-            .map_err(|_| anyhow::anyhow!("registering the bundled font"))?;
-    }
+    register_fonts()?;
     let root = BitMapBackend::new(path, (1400, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (top, bottom) = root.split_vertically(560);
@@ -99,14 +96,7 @@ pub(crate) fn draw(
                 .map_err(plot_error)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut chart, 15)?;
 
     let deepest = depths
         .iter()
@@ -145,18 +135,7 @@ pub(crate) fn draw(
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
     }
-    queues
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut queues, 15)?;
     root.present().map_err(plot_error)?;
     Ok(())
-}
-
-fn plot_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the plot: {error:?}")
 }

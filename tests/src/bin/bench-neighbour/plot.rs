@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use e2e_tests::plotting::{draw_legend, plot_error, register_fonts};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -15,11 +16,7 @@ type Series = (String, RGBAColor, u32, Vec<(f64, f64)>);
 
 /// Draws the runs to `path` (PNG).
 pub(crate) fn draw(path: &Path, runs: &[ModeRun], args: &Args) -> anyhow::Result<()> {
-    // Text needs a font; the bundled DejaVu Sans keeps this independent of system fonts.
-    for style in [FontStyle::Normal, FontStyle::Bold] {
-        plotters::style::register_font("sans-serif", style, dejavu::sans::regular())
-            .map_err(|_| anyhow::anyhow!("registering the bundled font"))?;
-    }
+    register_fonts()?;
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -121,17 +118,6 @@ fn panel(
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut chart, 14)?;
     Ok(())
-}
-
-fn plot_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the plot: {error:?}")
 }
