@@ -3,6 +3,7 @@
 //! mirrors it (a test checks that). The functions below are the only places the metrics are
 //! updated.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 mod sources;
@@ -75,13 +76,14 @@ pub(crate) fn set_lag(lag: Duration) {
 }
 
 /// Sets one source's lag (`source`: a label of [`SourceLabels`]).
-pub(crate) fn set_source_lag(source: &str, lag: Duration) {
-    metrics::gauge!(SOURCE_LAG_SECONDS, "source" => source.to_owned()).set(lag.as_secs_f64());
+pub(crate) fn set_source_lag(source: &Arc<str>, lag: Duration) {
+    metrics::gauge!(SOURCE_LAG_SECONDS, "source" => Arc::clone(source)).set(lag.as_secs_f64());
 }
 
-/// Records the age of one message of `source` (a label of [`SourceLabels`]) when received.
-pub(crate) fn record_source_message_age(source: &str, age: Duration) {
-    metrics::histogram!(SOURCE_MESSAGE_AGE_SECONDS, "source" => source.to_owned())
+/// Records the age of one message of `source` (a label of [`SourceLabels`]) when received; the
+/// label is shared, not copied, once per message.
+pub(crate) fn record_source_message_age(source: &Arc<str>, age: Duration) {
+    metrics::histogram!(SOURCE_MESSAGE_AGE_SECONDS, "source" => Arc::clone(source))
         .record(age.as_secs_f64());
 }
 

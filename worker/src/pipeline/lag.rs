@@ -57,21 +57,22 @@ impl Lag {
         self.labels.label(source)
     }
 
-    /// Records a receive: the sent times of what it brought (empty: caught up with the
-    /// visible messages). Received messages are no longer in back-off.
+    /// Records a receive: the sent times and source labels (see [`Lag::label`]) of what it
+    /// brought (empty: caught up with the visible messages). Received messages are no longer
+    /// in back-off.
     pub(crate) fn observe_receive<'a>(
         &self,
-        messages: impl IntoIterator<Item = (&'a str, Option<u64>, Option<&'a str>)>,
+        messages: impl IntoIterator<Item = (&'a str, Option<u64>, &'a Arc<str>)>,
     ) {
         let now = now_ms();
         let mut state = self.state();
         let mut oldest = None::<u64>;
-        for (message_id, sent_ms, source) in messages {
+        for (message_id, sent_ms, label) in messages {
             state.backed_off.remove(message_id);
             if let Some(sent) = sent_ms {
                 let age = Duration::from_millis(now.saturating_sub(sent));
                 metrics::record_seconds(metrics::MESSAGE_AGE_SECONDS, age);
-                metrics::record_source_message_age(&self.labels.label(source), age);
+                metrics::record_source_message_age(label, age);
                 oldest = Some(oldest.map_or(sent, |o| o.min(sent)));
             }
         }
@@ -180,11 +181,12 @@ mod tests {
         let window = Window::new(10);
         let lag = Lag::new(Arc::clone(&window), SourceLabels::default());
         assert_eq!(lag.current(), Duration::ZERO);
-        lag.observe_receive([("a", ago(5), None), ("b", ago(30), None)]);
+        let other = lag.label(None);
+        lag.observe_receive([("a", ago(5), &other), ("b", ago(30), &other)]);
         assert!(about(lag.current(), 30));
         lag.observe_receive([]);
         assert_eq!(lag.current(), Duration::ZERO);
-        lag.observe_receive([("c", ago(2), None)]);
+        lag.observe_receive([("c", ago(2), &other)]);
         lag.queue_has_none_visible();
         assert_eq!(lag.current(), Duration::ZERO);
     }
@@ -193,7 +195,7 @@ mod tests {
     async fn messages_in_back_off_keep_the_lag_growing_while_receives_find_nothing() {
         let window = Window::new(10);
         let lag = Lag::new(Arc::clone(&window), SourceLabels::default());
-        lag.observe_receive([("a", ago(40), None)]);
+        lag.observe_receive([("a", ago(40), &lag.label(None))]);
         lag.backed_off("a", ago(40), None, Duration::from_secs(60));
         // Every message hidden: receives come back empty and the queue shows none visible.
         lag.observe_receive([]);
@@ -211,7 +213,7 @@ mod tests {
             )],
             Duration::from_secs(30),
         );
-        lag.observe_receive([("a", ago(40), None)]);
+        lag.observe_receive([("a", ago(40), &lag.label(None))]);
         lag.queue_has_none_visible();
         assert!(about(lag.current(), 40));
         drop(held);

@@ -209,15 +209,22 @@ impl<C: QueueClient> Receiver<C> {
             messages: messages.len(),
             failed: false,
         };
+        // Each message's source label, worked out once for the lag and the window.
+        let labels: Vec<Arc<str>> = messages
+            .iter()
+            .map(|m| self.lag.label(m.source()))
+            .collect();
         self.lag.observe_receive(
             messages
                 .iter()
-                .map(|m| (m.receipt.message_id.as_str(), m.sent_ms, m.source())),
+                .zip(&labels)
+                .map(|(m, label)| (m.receipt.message_id.as_str(), m.sent_ms, label)),
         );
         let held = reservation.admit(
             messages
                 .iter()
-                .map(|m| (m.receipt.clone(), m.sent_ms, self.lag.label(m.source()))),
+                .zip(labels)
+                .map(|(m, label)| (m.receipt.clone(), m.sent_ms, label)),
             self.visibility,
         );
         if shutdown.is_cancelled() && !messages.is_empty() {
