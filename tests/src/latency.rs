@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -175,6 +175,33 @@ where
     requests
 }
 
+/// Closed loop: `clients` tasks each send `send(k)` for the next `k` (0, 1, 2, ... shared
+/// between them) as soon as their previous request is answered, until `done(k)` holds for the
+/// `k` they would send next; returns how many requests succeeded.
+pub async fn closed_loop<S, Fut, D>(clients: u64, done: D, send: S) -> u64
+where
+    S: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+    D: Fn(u64) -> bool + Clone + Send + 'static,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (next, done, send) = (Arc::clone(&next), done.clone(), send.clone());
+        tasks.spawn(async move {
+            let mut succeeded = 0;
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if done(k) {
+                    return succeeded;
+                }
+                succeeded += u64::from(send(k).await);
+            }
+        });
+    }
+    tasks.join_all().await.into_iter().sum()
+}
+
 /// The tag of request `k` of the phase `phase`.
 pub fn tag(phase: &str, k: u64) -> String {
     format!("{phase}-{k}")
@@ -201,6 +228,28 @@ mod tests {
             assert!(ok);
             assert_eq!(answered - request.due, Duration::from_secs(1));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_closed_loop_sends_each_k_once_and_counts_the_successes() {
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&sent);
+        let succeeded = closed_loop(
+            4,
+            |k| k >= 10,
+            move |k| {
+                record.lock().expect("not poisoned").push(k);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    k % 2 == 0
+                }
+            },
+        )
+        .await;
+        let mut sent = sent.lock().expect("not poisoned").clone();
+        sent.sort_unstable();
+        assert_eq!(sent, (0..10).collect::<Vec<u64>>());
+        assert_eq!(succeeded, 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,13 @@ pub fn counter(metrics: &str, name: &str, filters: &[&str]) -> f64 {
 /// The cumulative buckets `(le, count)` of the Prometheus histogram `name` (one series, no
 /// labels besides `le`), in the order of the text: ascending bounds, `+Inf` last.
 pub fn histogram_buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{le=\"");
+    histogram_buckets_with(metrics, name, "")
+}
+
+/// Like [`histogram_buckets`], for the series whose labels before `le` are exactly `labels`
+/// as the exporter writes them (`source="github",`, say).
+pub fn histogram_buckets_with(metrics: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{{labels}le=\"");
     metrics
         .lines()
         .filter_map(|line| {
@@ -188,6 +194,12 @@ mod tests {
         let p99 = quantile_between(&before, &after, 0.99).unwrap_or_default();
         assert!((p99 - 0.0982).abs() < 1e-9, "{p99}");
         assert_eq!(quantile_between(&after, &after, 0.99), None);
+        let labelled = "w_seconds_bucket{source=\"a\",le=\"1\"} 3\nw_seconds_bucket{source=\"b\",le=\"1\"} 5\n";
+        assert_eq!(
+            histogram_buckets_with(labelled, "w_seconds", "source=\"b\","),
+            vec![(1.0, 5.0)]
+        );
+        assert!(histogram_buckets(labelled, "w_seconds").is_empty());
         assert_eq!(
             quantile_between(&[], &reading([0, 0, 1, 2]), 0.99),
             Some(1.0)

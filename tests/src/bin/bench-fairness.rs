@@ -16,13 +16,12 @@
     reason = "the printed report is what a benchmark is for"
 )]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
 use e2e_tests::latency::{self, Commits};
-use e2e_tests::report::{Latencies, histogram_buckets, quantile_between};
+use e2e_tests::report::{Latencies, histogram_buckets_with, quantile_between};
 use e2e_tests::{Service, TestStack};
 use tokio::time::Instant;
 
@@ -119,31 +118,18 @@ async fn round(
     let before = worker.metrics().await;
     let committed_before = commits.len() as u64;
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let accepted = Arc::new(AtomicU64::new(0));
     let flooding = AtomicBool::new(true);
     let flood_run = async {
-        let mut clients = tokio::task::JoinSet::new();
-        for _ in 0..args.clients {
-            let (next, accepted, total) = (Arc::clone(&next), Arc::clone(&accepted), args.flood);
-            let client = client.clone();
-            let url = ingest.url("/webhooks/flood");
-            let phase = phase.to_owned();
-            clients.spawn(async move {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= total {
-                        return;
-                    }
-                    if post(&client, &url, &format!("{phase}-flood-{k}")).await {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-        clients.join_all().await;
+        let (total, url, phase) = (args.flood, ingest.url("/webhooks/flood"), phase.to_owned());
+        let client = client.clone();
+        let accepted = latency::closed_loop(
+            args.clients,
+            move |k| k >= total,
+            move |k| post(&client, &url, &format!("{phase}-flood-{k}")),
+        )
+        .await;
         flooding.store(false, Ordering::Relaxed);
-        started.elapsed().as_secs_f64()
+        (accepted, started.elapsed().as_secs_f64())
     };
     // The quiet source for as long as the flood lasts, at least 10 s.
     let quiet_tag = format!("{phase}-quiet");
@@ -163,9 +149,9 @@ async fn round(
         }
         requests
     };
-    let (flood_seconds, quiet) = tokio::join!(flood_run, quiet_run);
+    let ((flood_accepted, flood_seconds), quiet) = tokio::join!(flood_run, quiet_run);
     let quiet_accepted = quiet.iter().filter(|r| r.accepted()).count() as u64;
-    let expected = committed_before + accepted.load(Ordering::Relaxed) + quiet_accepted;
+    let expected = committed_before + flood_accepted + quiet_accepted;
     let until = Instant::now() + DRAIN_TIMEOUT;
     while (commits.len() as u64) < expected {
         anyhow::ensure!(
@@ -178,15 +164,11 @@ async fn round(
     let after = worker.metrics().await;
     let age = |source: &str| {
         let name = "webhook_worker_source_message_age_seconds";
-        let pick = |text: &str| {
-            let filtered: String = text
-                .lines()
-                .filter(|line| line.contains(&format!(r#"source="{source}""#)))
-                .map(|line| line.replace(&format!(r#"source="{source}","#), "") + "\n")
-                .collect();
-            histogram_buckets(&filtered, name)
-        };
-        let (b, a) = (pick(&before), pick(&after));
+        let labels = format!(r#"source="{source}","#);
+        let (b, a) = (
+            histogram_buckets_with(&before, name, &labels),
+            histogram_buckets_with(&after, name, &labels),
+        );
         (
             quantile_between(&b, &a, 0.5),
             quantile_between(&b, &a, 0.99),

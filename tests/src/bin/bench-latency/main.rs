@@ -203,35 +203,23 @@ fn post(run: &Run, tag: &str) -> impl Future<Output = bool> + Send + 'static + u
 /// Closed loop for `capacity_seconds`; returns the rows committed per second after the
 /// warm-up, then waits until the backlog is stored.
 async fn measure_capacity(run: &Arc<Run>) -> anyhow::Result<f64> {
-    let seconds = Duration::from_secs(run.args.capacity_seconds);
-    let until = Instant::now() + seconds;
-    let next = Arc::new(AtomicU64::new(0));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..run.args.clients {
-        let (run, next, accepted) = (Arc::clone(run), Arc::clone(&next), Arc::clone(&accepted));
-        clients.spawn(async move {
-            while Instant::now() < until {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if post(&run, &latency::tag("capacity", k)).await {
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
+    let until = Instant::now() + Duration::from_secs(run.args.capacity_seconds);
+    let sender = Arc::clone(run);
+    let load = tokio::spawn(latency::closed_loop(
+        run.args.clients,
+        move |_| Instant::now() >= until,
+        move |k| post(&sender, &latency::tag("capacity", k)),
+    ));
     tokio::time::sleep(CAPACITY_WARM_UP).await;
     let (from, committed_from) = (Instant::now(), run.commits.len());
-    clients.join_all().await;
+    let accepted = load.await.context("the capacity load")?;
     let capacity =
         (run.commits.len() - committed_from) as f64 / from.elapsed().as_secs_f64().max(1e-3);
-    run.expected
-        .fetch_add(accepted.load(Ordering::Relaxed), Ordering::Relaxed);
+    run.expected.fetch_add(accepted, Ordering::Relaxed);
     drain(run, &run.stack.queue_url).await?;
     println!(
         "capacity: {capacity:.0} rows/s committed while {} clients sent for {} s ({} accepted)",
-        run.args.clients,
-        run.args.capacity_seconds,
-        accepted.load(Ordering::Relaxed)
+        run.args.clients, run.args.capacity_seconds, accepted
     );
     anyhow::ensure!(capacity >= 1.0, "no capacity measured");
     Ok(capacity)
