@@ -90,14 +90,6 @@ impl Commits {
         self.map().get(tag).copied()
     }
 
-    /// How many of `tags` were committed.
-    pub fn count<'a>(&self, tags: impl IntoIterator<Item = &'a str>) -> usize {
-        let map = self.map();
-        tags.into_iter()
-            .filter(|tag| map.contains_key(*tag))
-            .count()
-    }
-
     /// Commits seen so far.
     pub fn len(&self) -> usize {
         self.map().len()
