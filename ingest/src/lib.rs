@@ -40,6 +40,7 @@ use webhook_shared::metrics::PrometheusHandle;
 use webhook_shared::ops::{self, Readiness};
 use webhook_shared::server::{self, ServeOptions};
 use webhook_shared::sqs::ClientTimeouts;
+use webhook_shared::telemetry::Traces;
 
 use crate::body::budget::body_budget;
 use crate::config::Config;
@@ -50,6 +51,7 @@ use crate::sources::Sources;
 use crate::sqs::batcher::Batcher;
 use crate::sqs::publisher::Publish;
 use crate::sqs::send_batch::SqsBatchSender;
+use crate::sqs::spans::Spans;
 
 /// Connections accepted beyond `MAX_CONNECTIONS` for the load balancer's health checks
 /// (`/healthz`, `/readyz`) alone, so a flood of clients cannot fail them.
@@ -66,7 +68,8 @@ pub struct Listeners {
     pub ops: TcpListener,
 }
 
-/// Loads the sources file (failing fast on any mistake in it), then runs ingest until
+/// Loads the sources file (failing fast on any mistake in it), then runs ingest (with
+/// spans to `traces` when tracing is on) until
 /// `shutdown` is cancelled, then drains: `/readyz` turns 503 at once,
 /// requests are still served for the deregistration delay, then the listener closes and
 /// in-flight requests finish within the grace period.
@@ -74,6 +77,7 @@ pub async fn run(
     config: Config,
     listeners: Listeners,
     metrics: PrometheusHandle,
+    traces: Traces,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let sources = load_sources(&config)?;
@@ -85,7 +89,8 @@ pub async fn run(
         None => None,
     };
     let queue_url = config.queue.url()?.to_owned();
-    let (batcher, batching) = start_batcher(&config, queue_url.clone()).await;
+    let spans = Spans::new(&traces, &queue_url);
+    let (batcher, batching) = start_batcher(&config, queue_url.clone(), spans.clone()).await;
     let state = Arc::new(AppState {
         publisher: batcher,
         readiness: Readiness::default(),
@@ -98,6 +103,7 @@ pub async fn run(
         sources,
         fifo_group_header: config.fifo_group_header.clone(),
         large_payloads,
+        spans,
     });
     log_start(&config, &listeners, &queue_url, max_body_bytes);
     serve(&config, listeners, metrics, &shutdown, state, batching).await;
@@ -122,7 +128,11 @@ struct Batching {
 }
 
 /// Starts the batcher that coalesces webhooks into `SendMessageBatch` calls to `queue_url`.
-async fn start_batcher(config: &Config, queue_url: String) -> (Batcher<SqsBatchSender>, Batching) {
+async fn start_batcher(
+    config: &Config,
+    queue_url: String,
+    spans: Option<Spans>,
+) -> (Batcher<SqsBatchSender>, Batching) {
     // One attempt per call, never longer than a request may wait: the batcher retries per
     // entry, within each request's deadline.
     let client = webhook_shared::sqs::client(ClientTimeouts {
@@ -131,7 +141,7 @@ async fn start_batcher(config: &Config, queue_url: String) -> (Batcher<SqsBatchS
     })
     .await;
     let close = CancellationToken::new();
-    let sender = SqsBatchSender::new(client, queue_url, config.fair_queue_groups);
+    let sender = SqsBatchSender::new(client, queue_url, config.fair_queue_groups, spans);
     let (batcher, dispatcher) = Batcher::start(sender, config.batch_options(), close.clone());
     (batcher, Batching { close, dispatcher })
 }

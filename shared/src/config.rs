@@ -11,12 +11,74 @@ pub enum LogFormat {
     Json,
 }
 
-/// How a binary logs; every subcommand takes it.
+/// How a binary logs and traces; every subcommand takes it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     /// Log format: `text` for people, `json` for log pipelines. Filter with RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Where traces go (OpenTelemetry's standard variables; off unless an endpoint is set).
+    #[command(flatten)]
+    pub traces: TraceArgs,
+}
+
+/// The OpenTelemetry settings the binaries read themselves. The exporter and the SDK read
+/// the rest of the standard `OTEL_*` variables (headers, timeout, sampler, batch sizes).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceArgs {
+    /// Base URL of an OTLP/HTTP receiver, e.g. `http://localhost:4318` (the ADOT collector
+    /// sidecar); spans go to its `/v1/traces`. Setting it (or the traces endpoint) turns
+    /// tracing on.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url, global = true)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// Full URL spans are posted to, e.g. `http://localhost:4318/v1/traces`; wins over
+    /// OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = parse_http_url, global = true)]
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+
+    /// OTLP protocol: only `http/protobuf` is built in.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_parser = ["http/protobuf"], global = true)]
+    pub otel_exporter_otlp_protocol: Option<String>,
+
+    /// `true` turns tracing off whatever else is set.
+    #[arg(long, env = "OTEL_SDK_DISABLED", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub otel_sdk_disabled: bool,
+
+    /// Trace exporter: `otlp` (used when an endpoint is set) or `none` (off).
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "otlp", value_parser = ["otlp", "none"], global = true)]
+    pub otel_traces_exporter: String,
+
+    /// The service name on every span; default `ingest` or `worker`.
+    #[arg(long, env = "OTEL_SERVICE_NAME", global = true)]
+    pub otel_service_name: Option<String>,
+}
+
+impl TraceArgs {
+    /// The URL spans are posted to, when tracing is on: the traces endpoint as given, else
+    /// the base endpoint with `/v1/traces` appended (as the OTLP specification says).
+    pub fn traces_url(&self) -> Option<String> {
+        if self.otel_sdk_disabled || self.otel_traces_exporter == "none" {
+            return None;
+        }
+        self.otel_exporter_otlp_traces_endpoint.clone().or_else(|| {
+            self.otel_exporter_otlp_endpoint
+                .as_ref()
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        })
+    }
+}
+
+/// Validates an `http://` or `https://` URL with a host.
+pub fn parse_http_url(value: &str) -> Result<String, String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|error| format!("not a URL: {error}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(value.to_owned()),
+        _ => Err("must look like http://HOST:PORT".to_owned()),
+    }
 }
 
 /// The main queue, as both binaries name it.
@@ -117,6 +179,36 @@ mod tests {
         assert!(parse_queue_url("sqs.eu-west-1.amazonaws.com/1/q").is_err());
         assert!(parse_queue_url("https://sqs.eu-west-1.amazonaws.com").is_err());
         assert!(parse_queue_url("https://").is_err());
+    }
+
+    #[test]
+    fn tracing_is_on_only_with_an_endpoint_and_not_disabled() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            traces: TraceArgs,
+        }
+        let url = |args: &[&str]| {
+            let mut argv = vec!["test"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|cli| cli.traces.traces_url())
+        };
+        let base = "--otel-exporter-otlp-endpoint=http://localhost:4318/";
+        let full = "--otel-exporter-otlp-traces-endpoint=http://c:4318/x";
+        assert_eq!(url(&[]).ok(), Some(None));
+        assert_eq!(
+            url(&[base]).ok(),
+            Some(Some("http://localhost:4318/v1/traces".to_owned()))
+        );
+        assert_eq!(
+            url(&[base, full]).ok(),
+            Some(Some("http://c:4318/x".to_owned()))
+        );
+        assert_eq!(url(&[base, "--otel-sdk-disabled=true"]).ok(), Some(None));
+        assert_eq!(url(&[base, "--otel-traces-exporter=none"]).ok(), Some(None));
+        assert!(url(&["--otel-exporter-otlp-endpoint=localhost:4318"]).is_err());
+        assert!(url(&["--otel-exporter-otlp-protocol=grpc"]).is_err());
     }
 
     #[test]

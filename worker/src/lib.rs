@@ -40,10 +40,12 @@ pub use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::config::{DatabaseArgs, RunConfig};
 use crate::db::store::PgEventStore;
 use crate::pipeline::lag::Lag;
+use crate::pipeline::spans::Spans;
 use crate::pipeline::window::Window;
 use crate::sqs::Queue;
 use crate::sqs::client::SqsQueue;
 use crate::start::Started;
+use webhook_shared::telemetry::Traces;
 
 /// Time allowed after the grace period for releasing what is held (5 s), leaving the lease
 /// (2 s) and the rest; with the pool's close after it, the worker exits within
@@ -57,9 +59,10 @@ pub async fn run(
     config: RunConfig,
     ops_listener: TcpListener,
     metrics: PrometheusHandle,
+    traces: Traces,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with(config, StoreEvents, ops_listener, metrics, shutdown).await
+    run_with(config, StoreEvents, ops_listener, metrics, traces, shutdown).await
 }
 
 /// Consumes the queue with `handler` until `shutdown` is cancelled, then stops receiving at
@@ -69,6 +72,7 @@ pub async fn run_with<H: Handler>(
     handler: H,
     ops_listener: TcpListener,
     metrics: PrometheusHandle,
+    traces: Traces,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     metrics::describe();
@@ -85,11 +89,14 @@ pub async fn run_with<H: Handler>(
         settings,
     } = start::start(&config, &handler).await?;
     let gate = Arc::clone(connections.gate());
-    let queue = Arc::new(Queue::new(SqsQueue::new(
-        sqs.clone(),
-        info.url.clone(),
-        info.dlq_url.clone(),
-    )));
+    let queue = Arc::new(
+        Queue::new(SqsQueue::new(
+            sqs.clone(),
+            info.url.clone(),
+            info.dlq_url.clone(),
+        ))
+        .with_spans(Spans::new(&traces, &info.url)),
+    );
     let window = Window::new(limits.window as usize);
     let lag = Arc::new(Lag::new(Arc::clone(&window), source_labels));
     let readiness = Readiness::default();

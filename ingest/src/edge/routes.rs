@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use webhook_shared::ops;
 use webhook_shared::server::{self, Body};
+use webhook_shared::telemetry::{TRACE_TARGET, carrier};
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -33,37 +36,83 @@ pub(crate) async fn route<P: Publish, B: RequestBody>(
         if request.method() != Method::POST {
             return ApiError::MethodNotAllowed { allow: "POST" }.into_response();
         }
-        let started = Instant::now();
-        let accepted = match state.sources.resolve(source) {
-            Some(config) => match config.quota.as_ref().map(Quota::check) {
-                // Beyond the quota: refused before the body is read, nothing enqueued.
-                Some(Err(retry_after_seconds)) => {
-                    let known = state.sources.get(source).is_some();
-                    metrics::record_quota_refusal(if known { source } else { "unknown" });
-                    Err(ApiError::RateLimited {
-                        retry_after_seconds,
-                    })
-                }
-                _ => webhook::accept(&state, source.to_owned(), config, request).await,
-            },
-            None => Err(ApiError::UnknownSource),
-        };
-        let response = match accepted {
-            Ok(id) => server::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
-            Err(error) => {
-                if let Some(reason) = error.body_timeout_reason() {
-                    metrics::record_body_timeout(reason);
-                }
-                error.into_response()
-            }
-        };
-        metrics::record_request(response.status(), started.elapsed());
-        return response;
+        if state.spans.is_some() {
+            return traced_webhook(state, source.to_owned(), request).await;
+        }
+        return webhook(state, source.to_owned(), request).await;
     }
     // The probes answer here exactly as on the ops port, for a load balancer that checks the
     // traffic port.
     ops::probe(request.method(), path, &state.readiness)
         .unwrap_or_else(|| ApiError::NotFound.into_response())
+}
+
+/// Answers one webhook and counts the answer in the request metrics.
+async fn webhook<P: Publish, B: RequestBody>(
+    state: Arc<AppState<P>>,
+    source: String,
+    request: Request<B>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let accepted = match state.sources.resolve(&source) {
+        Some(config) => match config.quota.as_ref().map(Quota::check) {
+            // Beyond the quota: refused before the body is read, nothing enqueued.
+            Some(Err(retry_after_seconds)) => {
+                let known = state.sources.get(&source).is_some();
+                metrics::record_quota_refusal(if known { &source } else { "unknown" });
+                Err(ApiError::RateLimited {
+                    retry_after_seconds,
+                })
+            }
+            _ => webhook::accept(&state, source, config, request).await,
+        },
+        None => Err(ApiError::UnknownSource),
+    };
+    let response = match accepted {
+        Ok(id) => server::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+        Err(error) => {
+            if let Some(reason) = error.body_timeout_reason() {
+                metrics::record_body_timeout(reason);
+            }
+            error.into_response()
+        }
+    };
+    metrics::record_request(response.status(), started.elapsed());
+    response
+}
+
+/// [`webhook`] inside a server span (HTTP conventions), the child of the provider's span when
+/// the request has a valid `traceparent`; the message's `create` span is its child.
+async fn traced_webhook<P: Publish, B: RequestBody>(
+    state: Arc<AppState<P>>,
+    source: String,
+    request: Request<B>,
+) -> Response<Body> {
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        "POST /webhooks/{source}",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/webhooks/{source}",
+        url.path = request.uri().path(),
+        webhook.source = source.as_str(),
+        http.response.status_code = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    // Fails only when the OpenTelemetry layer is not installed (unit tests): no parent then.
+    let _ = span.set_parent(carrier::from_headers(request.headers()));
+    let response = webhook(state, source, request)
+        .instrument(span.clone())
+        .await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        // As the HTTP conventions say: a 4xx is the client's, not the server span's error.
+        span.record("error.type", status.as_str());
+        span.record("otel.status_code", "error");
+    }
+    response
 }
 
 /// A source name as the SPEC allows: `[a-z0-9_-]{1,64}`.

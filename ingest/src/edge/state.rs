@@ -10,6 +10,7 @@ use crate::body::budget::BodyBudget;
 use crate::body::pace::MinRate;
 use crate::offload::LargePayloads;
 use crate::sources::Sources;
+use crate::sqs::spans::Spans;
 
 /// What the handlers need, shared by every connection.
 #[derive(Debug)]
@@ -36,4 +37,6 @@ pub(crate) struct AppState<P> {
     pub fifo_group_header: Option<HeaderName>,
     /// Offloading of large bodies to S3, when `LARGE_PAYLOAD_BUCKET` is set.
     pub large_payloads: Option<LargePayloads>,
+    /// The messaging spans, when tracing is on (then each request gets a server span).
+    pub spans: Option<Spans>,
 }

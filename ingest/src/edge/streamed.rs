@@ -189,13 +189,10 @@ async fn publish_pointer<P: Publish>(
         .to_json(),
         // The object holds at least the envelope's other fields: never empty.
         extended_payload_size: NonZeroU64::new(object_bytes),
+        trace: None,
     };
     reservation.shrink_to(message.body.len());
-    let published = tokio::time::timeout(state.send_timeout, state.publisher.publish(message))
-        .await
-        .map_err(drop)
-        .and_then(|result| result.map_err(drop));
-    if published.is_err() {
+    if super::webhook::publish(state, message).await.is_err() {
         metrics::record_orphaned_object();
         tracing::info!(
             key,

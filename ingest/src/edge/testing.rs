@@ -104,6 +104,7 @@ pub(crate) fn state(sources: Sources) -> Arc<AppState<FakeQueue>> {
         sources,
         fifo_group_header: None,
         large_payloads: None,
+        spans: None,
     })
 }
 

@@ -10,8 +10,10 @@ use bytes::Bytes;
 use chrono::Utc;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Request, header};
+use opentelemetry::trace::Span as _;
 use tokio::time::Instant;
 use webhook_shared::envelope::{Envelope, is_json_content_type};
+use webhook_shared::telemetry::messaging;
 
 use super::error::{ApiError, read_error};
 use super::headers::envelope_headers;
@@ -228,6 +230,7 @@ fn build_message<P>(
         group_id: head.group_id,
         body: json,
         extended_payload_size: None,
+        trace: None,
     };
     if !fits_one_message(&message) {
         return Err(ApiError::PayloadTooLarge {
@@ -239,8 +242,32 @@ fn build_message<P>(
 }
 
 /// Hands the message to the publisher and waits, at most the send timeout, for the queue to
-/// take it; else 503 with `Retry-After`.
-async fn publish<P: Publish>(
+/// take it; else 503 with `Retry-After`. When tracing is on, the message's `create` span
+/// covers this, and the message carries its context (refused with 413 if that attribute
+/// takes it past SQS's limit).
+pub(super) async fn publish<P: Publish>(
+    state: &AppState<P>,
+    mut message: OutgoingMessage,
+) -> Result<(), ApiError> {
+    let mut create = state.spans.as_ref().map(|spans| spans.create(&mut message));
+    let result = if fits_one_message(&message) {
+        publish_within_deadline(state, message).await
+    } else {
+        Err(ApiError::PayloadTooLarge {
+            limit: state.max_body_bytes,
+        })
+    };
+    if let Some(span) = &mut create {
+        if let Err(error) = &result {
+            messaging::fail(span, error.code());
+        }
+        span.end();
+    }
+    result
+}
+
+/// [`publish`] without the span.
+async fn publish_within_deadline<P: Publish>(
     state: &AppState<P>,
     message: OutgoingMessage,
 ) -> Result<(), ApiError> {

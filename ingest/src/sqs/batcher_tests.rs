@@ -66,6 +66,7 @@ fn message(body: &str) -> OutgoingMessage {
         group_id: "test".into(),
         body: body.into(),
         extended_payload_size: None,
+        trace: None,
     }
 }
 

@@ -6,8 +6,10 @@
 use std::borrow::Cow;
 use std::num::NonZeroU64;
 
+use opentelemetry::trace::SpanContext;
 use webhook_shared::large_payload::ATTRIBUTE_PAYLOAD_SIZE;
 use webhook_shared::sqs::{ATTRIBUTE_EVENT_ID, ATTRIBUTE_SOURCE, MAX_MESSAGE_BYTES};
+use webhook_shared::telemetry::carrier::TRACEPARENT;
 
 /// The queue did not accept the message (in time). The cause has been logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,19 @@ pub(crate) struct OutgoingMessage {
     /// For an offloaded webhook: the S3 object's size in bytes, sent as the extended clients'
     /// `ExtendedPayloadSize` attribute (`Number`). `None` for an inline envelope.
     pub extended_payload_size: Option<NonZeroU64>,
+    /// The context of the message's `create` span, when tracing is on.
+    pub trace: Option<MessageTrace>,
+}
+
+/// The trace context a message carries: its `create` span's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MessageTrace {
+    /// The span's context (the `send` span links to it).
+    pub context: SpanContext,
+    /// As a W3C `traceparent` (the message attribute of that name; counts toward the size).
+    pub traceparent: String,
+    /// As an X-Ray trace header (the `AWSTraceHeader` system attribute; does not count).
+    pub xray: Option<String>,
 }
 
 /// SQS data type of the attributes ingest sends as text.
@@ -70,6 +85,13 @@ impl OutgoingMessage {
                 value: Cow::Borrowed(&self.event_id),
             },
         ];
+        if let Some(trace) = &self.trace {
+            attributes.push(Attribute {
+                name: TRACEPARENT,
+                data_type: STRING,
+                value: Cow::Borrowed(&trace.traceparent),
+            });
+        }
         if let Some(size) = self.extended_payload_size {
             attributes.push(Attribute {
                 name: ATTRIBUTE_PAYLOAD_SIZE,
@@ -142,6 +164,7 @@ mod tests {
             group_id: source.to_owned(),
             body: body.to_owned(),
             extended_payload_size: None,
+            trace: None,
         }
     }
 
@@ -178,5 +201,18 @@ mod tests {
         );
         // "[]" 2 + source 18 + event_id 17 + ("ExtendedPayloadSize" 19 + "Number" 6 + 8)
         assert_eq!(payload_size(&pointer), 2 + 18 + 17 + 33);
+    }
+
+    #[test]
+    fn a_traced_message_counts_its_traceparent_attribute() {
+        let mut traced = message("d-1", "github", "{}");
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        traced.trace = Some(MessageTrace {
+            context: SpanContext::empty_context(),
+            traceparent: traceparent.to_owned(),
+            xray: None,
+        });
+        // "traceparent" 11 + "String" 6 + 55
+        assert_eq!(payload_size(&traced), 2 + 16 + 17 + 72);
     }
 }

@@ -6,13 +6,19 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::send_message_batch::{SendMessageBatchError, SendMessageBatchOutput};
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use opentelemetry::trace::Span as _;
 use sha2::{Digest as _, Sha256};
 use webhook_shared::metrics::record_sqs_request;
 use webhook_shared::sqs::is_fifo;
+use webhook_shared::telemetry::messaging;
 
 use crate::metrics;
 use crate::sqs::publisher::{Attribute, EntryOutcome, OutgoingMessage, SendBatch};
+use crate::sqs::spans::Spans;
 
 /// Longest `MessageDeduplicationId` SQS accepts, in characters.
 const MAX_DEDUPLICATION_ID_CHARS: usize = 128;
@@ -26,17 +32,25 @@ pub(crate) struct SqsBatchSender {
     queue_url: String,
     fifo: bool,
     fair_groups: bool,
+    spans: Option<Spans>,
 }
 
 impl SqsBatchSender {
-    /// A sender for `queue_url`; `fair_groups`: send the group to a standard queue too.
-    pub(crate) fn new(client: Client, queue_url: String, fair_groups: bool) -> Self {
+    /// A sender for `queue_url`; `fair_groups`: send the group to a standard queue too;
+    /// `spans`: a `send` span per call, when tracing is on.
+    pub(crate) fn new(
+        client: Client,
+        queue_url: String,
+        fair_groups: bool,
+        spans: Option<Spans>,
+    ) -> Self {
         let fifo = is_fifo(&queue_url);
         Self {
             client,
             queue_url,
             fifo,
             fair_groups,
+            spans,
         }
     }
 
@@ -46,6 +60,13 @@ impl SqsBatchSender {
             .message_body(&message.body);
         for attribute in message.attributes() {
             entry = entry.message_attributes(attribute.name, attribute_value(attribute));
+        }
+        if let Some(xray) = message.trace.as_ref().and_then(|trace| trace.xray.as_ref()) {
+            // A system attribute: X-Ray reads it, and it does not count toward the size.
+            entry = entry.message_system_attributes(
+                MessageSystemAttributeNameForSends::AwsTraceHeader,
+                system_string(xray),
+            );
         }
         if self.fifo {
             entry = entry
@@ -70,6 +91,7 @@ impl SqsBatchSender {
             .enumerate()
             .map(|(index, message)| self.entry(index, message))
             .collect();
+        let mut span = self.spans.as_ref().map(|spans| spans.send(messages));
         let result = self
             .client
             .send_message_batch()
@@ -77,6 +99,16 @@ impl SqsBatchSender {
             .set_entries(Some(entries))
             .send()
             .await;
+        if let Some(span) = &mut span {
+            match &result {
+                Err(error) => messaging::fail(span, sqs_error_type(error)),
+                Ok(output) if !output.failed().is_empty() => {
+                    messaging::fail(span, "entries_failed");
+                }
+                Ok(_) => {}
+            }
+            span.end();
+        }
         record_sqs_request("SendMessageBatch", &result);
         crate::metrics::gauge_queue_reachable(result.is_ok());
         result
@@ -112,6 +144,29 @@ fn attribute_value(attribute: Attribute<'_>) -> MessageAttributeValue {
         .string_value(attribute.value)
         .build()
         .unwrap_or_else(|error| unreachable!("data_type is set: {error}"))
+}
+
+/// A `String` system attribute.
+fn system_string(value: &str) -> MessageSystemAttributeValue {
+    MessageSystemAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .unwrap_or_else(|error| unreachable!("data_type is set: {error}"))
+}
+
+/// `error.type` of a failed call: SQS's error code, else the kind of failure (`timeout`,
+/// `dispatch_failure`, ...), all bounded.
+fn sqs_error_type(error: &SdkError<SendMessageBatchError>) -> String {
+    match error {
+        SdkError::ServiceError(service) => {
+            service.err().code().unwrap_or("service_error").to_owned()
+        }
+        SdkError::TimeoutError(_) => "timeout".to_owned(),
+        SdkError::DispatchFailure(_) => "dispatch_failure".to_owned(),
+        SdkError::ResponseError(_) => "response_error".to_owned(),
+        _ => "_OTHER".to_owned(),
+    }
 }
 
 /// The FIFO deduplication id of an event: `{source}/{event id}` when SQS takes its length (at

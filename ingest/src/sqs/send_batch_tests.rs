@@ -61,7 +61,7 @@ async fn fake_sqs(
         .retry_config(RetryConfig::disabled())
         .build();
     let queue_url = format!("http://{addr}/000000000000/{queue_name}");
-    let sender = SqsBatchSender::new(Client::from_conf(config), queue_url, false);
+    let sender = SqsBatchSender::new(Client::from_conf(config), queue_url, false, None);
     (sender, calls)
 }
 
@@ -115,6 +115,7 @@ fn message(event_id: &str, body: &str) -> OutgoingMessage {
         group_id: "acme".to_owned(),
         body: body.to_owned(),
         extended_payload_size: None,
+        trace: None,
     }
 }
 

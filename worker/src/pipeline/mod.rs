@@ -18,6 +18,7 @@ pub(crate) mod receive_planner;
 pub(crate) mod refusal_fuse;
 pub(crate) mod resolve;
 pub(crate) mod s3_health;
+pub(crate) mod spans;
 pub(crate) mod window;
 pub(crate) mod write;
 pub(crate) mod write_batch;

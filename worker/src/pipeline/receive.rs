@@ -12,7 +12,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc::UnboundedSender;
@@ -187,12 +187,21 @@ impl<C: QueueClient> Receiver<C> {
     /// shutdown, releases it).
     async fn receive_one(&self, reservation: Reservation, shutdown: &CancellationToken) -> Report {
         let started = Instant::now();
+        let wall_start = self.queue.spans().map(|_| SystemTime::now());
         let result = self
             .queue
             .client()
             .receive(reservation.size(), self.visibility)
             .await;
         let latency = started.elapsed();
+        if let (Some(spans), Some(wall_start)) = (self.queue.spans(), wall_start) {
+            // Empty long polls are not recorded: one per poller every 20 s says nothing.
+            match &result {
+                Ok(messages) if !messages.is_empty() => spans.received(wall_start, messages, None),
+                Err(_) => spans.received(wall_start, &[], Some("receive_failed")),
+                Ok(_) => {}
+            }
+        }
         let messages = match result {
             Ok(messages) => messages,
             Err(error) => {

@@ -16,8 +16,10 @@
 
 use std::borrow::Cow;
 
+use opentelemetry::trace::Span as _;
 use tokio::sync::mpsc::UnboundedSender;
 use webhook_shared::large_payload::PayloadPointer;
+use webhook_shared::telemetry::messaging;
 
 use crate::db::handler::Stored;
 use crate::db::store::EventStore;
@@ -30,6 +32,7 @@ use crate::pipeline::pending::Pending;
 use crate::pipeline::quarantine::Refusal;
 use crate::pipeline::refusal_fuse::Verdict;
 use crate::pipeline::resolve::{Ready, Resolved, resolve};
+use crate::pipeline::spans::BatchSpan;
 use crate::pipeline::window::Held;
 use crate::pipeline::write_split::{Attempt, Decision, write_splitting};
 use crate::s3::PayloadObjects;
@@ -42,6 +45,10 @@ pub(crate) async fn write<C: QueueClient, S: EventStore, O: PayloadObjects>(
     batch: Vec<Pending>,
     to_deleter: &UnboundedSender<Vec<Committed>>,
 ) -> Attempt {
+    let span = context
+        .queue
+        .spans()
+        .map(|spans| spans.batch(batch.iter().map(|pending| &pending.message)));
     // `_budget` is kept to the end: the fetched envelopes are dropped before it is given back.
     let Resolved {
         ready,
@@ -61,11 +68,27 @@ pub(crate) async fn write<C: QueueClient, S: EventStore, O: PayloadObjects>(
         retry,
         ..Ways::default()
     };
-    settle_unresolved(context, poison, duplicates, parked, &mut ways).await;
+    settle_unresolved(
+        context,
+        poison,
+        duplicates,
+        parked,
+        &mut ways,
+        span.as_ref(),
+    )
+    .await;
     let (decided, attempt) = if ready.is_empty() {
         (Vec::new(), Attempt::Unwritten)
     } else {
-        write_splitting(&context.store, &context.circuit, ready).await
+        let mut write_span = span.as_ref().map(|span| span.write(ready.len()));
+        let written = write_splitting(&context.store, &context.circuit, ready).await;
+        if let Some(write_span) = &mut write_span {
+            if let Some(error_type) = attempt_error(&written.1) {
+                messaging::fail(write_span, error_type);
+            }
+            write_span.end();
+        }
+        written
     };
     let now = tokio::time::Instant::now();
     let stored = decided
@@ -74,7 +97,13 @@ pub(crate) async fn write<C: QueueClient, S: EventStore, O: PayloadObjects>(
         .count();
     context.fuse.stored(stored, now);
     for (ready, decision) in decided {
+        if let Some(span) = &span {
+            span.processed(&ready.message, decision_error(&decision));
+        }
         route(context, ready, decision, now, &mut ways);
+    }
+    if let Some(span) = span {
+        span.end(attempt_error(&attempt));
     }
     let Ways {
         committed,
@@ -111,7 +140,26 @@ async fn settle_unresolved<C: QueueClient, S, O: PayloadObjects>(
     duplicates: Vec<(InboundMessage, Held)>,
     parked: Vec<Pending>,
     ways: &mut Ways,
+    span: Option<&BatchSpan>,
 ) {
+    if let Some(span) = span {
+        let unwritten = [
+            (
+                poison.iter().map(|p| &p.0).collect::<Vec<_>>(),
+                Some("poison"),
+            ),
+            (duplicates.iter().map(|d| &d.0).collect(), None),
+            (
+                parked.iter().map(|p| &p.message).collect(),
+                Some("s3_unavailable"),
+            ),
+        ];
+        for (messages, error_type) in unwritten {
+            for message in messages {
+                span.processed(message, error_type);
+            }
+        }
+    }
     for (message, held, reason, object) in poison {
         tracing::warn!(message_id = %message.receipt.message_id, %reason, "an offloaded webhook cannot be resolved; moving its message to the DLQ (its S3 object, if any, is kept)");
         if dead_letters::dead_letter(context, &message, object.as_ref(), &reason).await {
@@ -132,6 +180,25 @@ async fn settle_unresolved<C: QueueClient, S, O: PayloadObjects>(
         if let Some(full) = context.s3.park(pending) {
             ways.retry.push((full.message, full.held));
         }
+    }
+}
+
+/// `error.type` of a batch whose first write attempt went as `attempt`.
+fn attempt_error(attempt: &Attempt) -> Option<&'static str> {
+    match attempt {
+        Attempt::Committed { .. } | Attempt::Unwritten => None,
+        Attempt::Overload => Some("database_overloaded"),
+        Attempt::Failed => Some("write_failed"),
+    }
+}
+
+/// `error.type` of a message's `process` span: `None` when it is stored (or was already).
+fn decision_error(decision: &Decision) -> Option<&'static str> {
+    match decision {
+        Decision::Stored(Stored::New | Stored::Duplicate) => None,
+        Decision::Stored(Stored::Refused(_)) | Decision::Refused { .. } => Some("refused"),
+        Decision::Retry(failure) if failure.pauses() => Some("database_unavailable"),
+        Decision::Retry(_) => Some("retry"),
     }
 }
 

@@ -51,6 +51,7 @@ impl QueueClient for SqsQueue {
             .visibility_timeout(seconds(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
             .message_attribute_names("All")
             .send()
             .await;
@@ -194,6 +195,10 @@ fn inbound(message: Message) -> InboundMessage {
             .and_then(|value| value.parse().ok())
     };
     let sent_ms = system(MessageSystemAttributeName::SentTimestamp);
+    let trace_header = message
+        .attributes()
+        .and_then(|attributes| attributes.get(&MessageSystemAttributeName::AwsTraceHeader))
+        .cloned();
     let receive_count = system(MessageSystemAttributeName::ApproximateReceiveCount)
         .map_or(1, |count: u64| u32::try_from(count).unwrap_or(u32::MAX));
     InboundMessage {
@@ -205,5 +210,6 @@ fn inbound(message: Message) -> InboundMessage {
         sent_ms,
         receive_count,
         attributes: message.message_attributes.unwrap_or_default(),
+        trace_header,
     }
 }

@@ -18,6 +18,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
+use opentelemetry::trace::SpanContext;
+use webhook_shared::telemetry::carrier;
+
+use crate::pipeline::spans::Spans;
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 /// Attempts per batch entry before a failure is logged and left to SQS.
@@ -40,6 +44,8 @@ pub(crate) struct InboundMessage {
     pub(crate) receive_count: u32,
     /// The message attributes, carried into the DLQ.
     pub(crate) attributes: HashMap<String, MessageAttributeValue>,
+    /// The `AWSTraceHeader` system attribute (X-Ray's form of a trace context), if set.
+    pub(crate) trace_header: Option<String>,
 }
 
 impl InboundMessage {
@@ -48,6 +54,20 @@ impl InboundMessage {
         self.attributes
             .get("source")
             .and_then(MessageAttributeValue::string_value)
+    }
+
+    /// The context the message was created in (ingest's `create` span): its `traceparent`
+    /// attribute, else its `AWSTraceHeader` (from an X-Ray-instrumented producer).
+    pub(crate) fn creation_context(&self) -> Option<SpanContext> {
+        self.attributes
+            .get(carrier::TRACEPARENT)
+            .and_then(MessageAttributeValue::string_value)
+            .and_then(carrier::from_traceparent)
+            .or_else(|| {
+                self.trace_header
+                    .as_deref()
+                    .and_then(carrier::from_xray_header)
+            })
     }
 }
 
@@ -117,12 +137,26 @@ pub(crate) trait QueueClient: Send + Sync + 'static {
 #[derive(Debug)]
 pub(crate) struct Queue<C> {
     client: C,
+    spans: Option<Spans>,
 }
 
 impl<C: QueueClient> Queue<C> {
     /// Wraps `client`.
     pub(crate) fn new(client: C) -> Self {
-        Self { client }
+        Self {
+            client,
+            spans: None,
+        }
+    }
+
+    /// The same queue, with its messaging spans made by `spans` (tracing on).
+    pub(crate) fn with_spans(self, spans: Option<Spans>) -> Self {
+        Self { spans, ..self }
+    }
+
+    /// The messaging spans, when tracing is on.
+    pub(crate) fn spans(&self) -> Option<&Spans> {
+        self.spans.as_ref()
     }
 
     /// The client (for receiving, which needs no retries here).

@@ -66,6 +66,7 @@ impl FakeQueue {
             sent_ms: Some(crate::pipeline::lag::now_ms()),
             receive_count: 1,
             attributes: HashMap::new(),
+            trace_header: None,
         }
     }
 
@@ -210,6 +211,7 @@ impl QueueClient for FakeQueue {
                 sent_ms: None,
                 receive_count: 2,
                 attributes: HashMap::new(),
+                trace_header: None,
             };
             state.visible.push_back(message);
         }

@@ -1,0 +1,70 @@
+//! Ingest's messaging spans (see `webhook_shared::telemetry::messaging`): a `create` span per
+//! webhook, child of the request's server span, whose context the message carries (the
+//! `traceparent` attribute and the `AWSTraceHeader` system attribute); and a `send` span per
+//! `SendMessageBatch` call, linked to the creation context of each message in it. Made only
+//! when tracing is on.
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::Span as _;
+use opentelemetry_sdk::trace::{SdkTracer, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use webhook_shared::telemetry::Traces;
+use webhook_shared::telemetry::carrier;
+use webhook_shared::telemetry::messaging::{self, Destination, Operation};
+
+use crate::sqs::publisher::{MessageTrace, OutgoingMessage};
+
+/// Attribute naming the webhook's event id on its `create` span.
+const EVENT_ID: &str = "webhook.event_id";
+/// Attribute naming the webhook's source on its `create` span.
+const SOURCE: &str = "webhook.source";
+
+/// Makes ingest's messaging spans for one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Spans {
+    tracer: SdkTracer,
+    destination: Destination,
+}
+
+impl Spans {
+    /// The spans for `queue_url`, or `None` when tracing is off.
+    pub(crate) fn new(traces: &Traces, queue_url: &str) -> Option<Self> {
+        Some(Self {
+            tracer: traces.tracer()?.clone(),
+            destination: Destination::from_url(queue_url),
+        })
+    }
+
+    /// Starts the `create` span of `message`, as a child of the current `tracing` span (the
+    /// request's server span), and puts its context in the message.
+    pub(crate) fn create(&self, message: &mut OutgoingMessage) -> Span {
+        let parent = tracing::Span::current().context();
+        let span = messaging::span(Operation::Create, &self.destination)
+            .with_attributes([
+                KeyValue::new(EVENT_ID, message.event_id.clone()),
+                KeyValue::new(SOURCE, message.source.clone()),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        let context = span.span_context().clone();
+        message.trace = carrier::traceparent(&context).map(|traceparent| MessageTrace {
+            xray: carrier::xray_header(&context),
+            traceparent,
+            context,
+        });
+        span
+    }
+
+    /// Starts the `send` span of one `SendMessageBatch` call with `messages`: a root span
+    /// linked to each message's creation context.
+    pub(crate) fn send(&self, messages: &[&OutgoingMessage]) -> Span {
+        let links = messaging::links(
+            messages
+                .iter()
+                .filter_map(|message| message.trace.as_ref().map(|trace| &trace.context)),
+        );
+        let builder = messaging::span(Operation::Send, &self.destination)
+            .with_links(links)
+            .with_attributes([messaging::batch_count(messages.len())]);
+        messaging::start_root(&self.tracer, builder)
+    }
+}
