@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with Rust: makes sure PostgreSQL runs
-# (installing it with apt if missing), installs and starts LocalStack on the host, checks
+# (installing it with apt if missing), installs and starts LocalStack on the host, installs
+# the OTLP receiver the tracing tests export to (Node.js from apt if missing), checks
 # the deployment files (scripts/check-deploy.sh), then runs every test in the workspace
 # (unit and end-to-end). Extra arguments go to cargo test.
 #   scripts/test.sh
@@ -25,6 +26,9 @@ done
 # Deployment files (Dockerfile, compose, ECS task definitions, CloudFormation, alerts) are
 # checked offline: there is no Docker engine or AWS account in CI.
 "$REPO_ROOT/scripts/check-deploy.sh"
+
+# The OTLP receiver the tracing tests export to (from npm).
+"$REPO_ROOT/scripts/otlp-receiver.sh" install
 
 cd "$REPO_ROOT"
 log "cargo test --workspace $*"

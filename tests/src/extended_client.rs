@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::queues::sqs_endpoint;
-use crate::{TestStack, workspace_root};
+use crate::{TestStack, state_dir, workspace_root};
 
 /// How long one run of the helper may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,17 +67,9 @@ impl TestStack {
     }
 }
 
-/// The LocalStack venv's python (`$SW_STATE_DIR` or `.local`, as in scripts/lib.sh).
+/// The LocalStack venv's python.
 fn python() -> PathBuf {
-    let state = std::env::var_os("SW_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".local"));
-    let state = if state.is_absolute() {
-        state
-    } else {
-        workspace_root().join(state)
-    };
-    state.join("localstack-venv/bin/python")
+    state_dir().join("localstack-venv/bin/python")
 }
 
 /// Runs the helper with `args`; panics with its stderr when it fails. Returns its stdout.

@@ -27,6 +27,7 @@ pub mod ingest_load;
 pub mod large;
 pub mod latency;
 pub mod latency_floor;
+pub mod otlp;
 pub mod pg_proxy;
 pub mod plotting;
 pub mod probes;
@@ -287,6 +288,18 @@ pub(crate) fn workspace_root() -> PathBuf {
         .parent()
         .expect("tests/ is inside the workspace")
         .to_owned()
+}
+
+/// Where the scripts keep their installs: `$SW_STATE_DIR` or `.local`, as in scripts/lib.sh.
+pub(crate) fn state_dir() -> PathBuf {
+    let state = std::env::var_os("SW_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".local"));
+    if state.is_absolute() {
+        state
+    } else {
+        workspace_root().join(state)
+    }
 }
 
 /// Builds the `ingest` and `worker` binaries once per test process, so the tests never run

@@ -39,12 +39,15 @@ impl Spans {
     /// request's server span), and puts its context in the message.
     pub(crate) fn create(&self, message: &mut OutgoingMessage) -> Span {
         let parent = tracing::Span::current().context();
-        let span = messaging::span(Operation::Create, &self.destination)
-            .with_attributes([
+        let span = messaging::span(
+            Operation::Create,
+            &self.destination,
+            [
                 KeyValue::new(EVENT_ID, message.event_id.clone()),
                 KeyValue::new(SOURCE, message.source.clone()),
-            ])
-            .start_with_context(&self.tracer, &parent);
+            ],
+        )
+        .start_with_context(&self.tracer, &parent);
         let context = span.span_context().clone();
         message.trace = carrier::traceparent(&context).map(|traceparent| MessageTrace {
             xray: carrier::xray_header(&context),
@@ -62,9 +65,12 @@ impl Spans {
                 .iter()
                 .filter_map(|message| message.trace.as_ref().map(|trace| &trace.context)),
         );
-        let builder = messaging::span(Operation::Send, &self.destination)
-            .with_links(links)
-            .with_attributes([messaging::batch_count(messages.len())]);
+        let builder = messaging::span(
+            Operation::Send,
+            &self.destination,
+            [messaging::batch_count(messages.len())],
+        )
+        .with_links(links);
         messaging::start_root(&self.tracer, builder)
     }
 }

@@ -82,9 +82,14 @@ impl Operation {
     }
 }
 
-/// A builder for an `operation` span on `destination`, with its name, kind and the
-/// attributes every messaging span has.
-pub fn span(operation: Operation, destination: &Destination) -> SpanBuilder {
+/// A builder for an `operation` span on `destination`, with its name, kind, the attributes
+/// every messaging span has and `extra` (the builder's attributes are set once: add more
+/// here, not with `with_attributes`, which would replace these).
+pub fn span(
+    operation: Operation,
+    destination: &Destination,
+    extra: impl IntoIterator<Item = KeyValue>,
+) -> SpanBuilder {
     let mut attributes = vec![
         KeyValue::new(semconv::MESSAGING_SYSTEM, SYSTEM),
         KeyValue::new(semconv::MESSAGING_OPERATION_NAME, operation.name()),
@@ -99,6 +104,7 @@ pub fn span(operation: Operation, destination: &Destination) -> SpanBuilder {
         attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, address.clone()));
         attributes.push(KeyValue::new(semconv::SERVER_PORT, *port));
     }
+    attributes.extend(extra);
     SpanBuilder::from_name(format!("{} {}", operation.name(), destination.name))
         .with_kind(operation.kind())
         .with_attributes(attributes)
@@ -156,20 +162,21 @@ mod tests {
     #[test]
     fn spans_are_named_and_kinded_by_the_conventions() {
         let queue = Destination::from_url("https://sqs.eu-west-1.amazonaws.com/1/webhooks");
-        let send = span(Operation::Send, &queue);
+        let send = span(Operation::Send, &queue, [batch_count(3)]);
         assert_eq!(send.name, "send webhooks");
         assert_eq!(send.span_kind, Some(SpanKind::Client));
         assert_eq!(
-            span(Operation::Create, &queue).span_kind,
+            span(Operation::Create, &queue, []).span_kind,
             Some(SpanKind::Producer)
         );
         assert_eq!(
-            span(Operation::Process, &queue).span_kind,
+            span(Operation::Process, &queue, []).span_kind,
             Some(SpanKind::Consumer)
         );
         let attributes = send.attributes.unwrap_or_default();
         assert!(attributes.contains(&KeyValue::new("messaging.system", "aws_sqs")));
         assert!(attributes.contains(&KeyValue::new("messaging.destination.name", "webhooks")));
         assert!(attributes.contains(&KeyValue::new("messaging.operation.type", "send")));
+        assert!(attributes.contains(&KeyValue::new("messaging.batch.message_count", 3)));
     }
 }

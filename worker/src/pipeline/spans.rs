@@ -51,10 +51,13 @@ impl Spans {
             .iter()
             .filter_map(InboundMessage::creation_context)
             .collect();
-        let builder = messaging::span(Operation::Receive, &self.destination)
-            .with_start_time(started)
-            .with_links(messaging::links(&contexts))
-            .with_attributes([messaging::batch_count(messages.len())]);
+        let builder = messaging::span(
+            Operation::Receive,
+            &self.destination,
+            [messaging::batch_count(messages.len())],
+        )
+        .with_start_time(started)
+        .with_links(messaging::links(&contexts));
         let mut span = messaging::start_root(&self.tracer, builder);
         if let Some(error_type) = error_type {
             messaging::fail(&mut span, error_type);
@@ -74,10 +77,13 @@ impl Spans {
             .inspect(|_| count += 1)
             .filter_map(InboundMessage::creation_context)
             .collect();
-        let builder = messaging::span(Operation::Process, &self.destination)
-            .with_start_time(started)
-            .with_links(messaging::links(&contexts))
-            .with_attributes([messaging::batch_count(count)]);
+        let builder = messaging::span(
+            Operation::Process,
+            &self.destination,
+            [messaging::batch_count(count)],
+        )
+        .with_start_time(started)
+        .with_links(messaging::links(&contexts));
         let span = messaging::start_root(&self.tracer, builder);
         BatchSpan {
             spans: self.clone(),
@@ -122,13 +128,13 @@ impl BatchSpan {
             .map_or_else(Context::new, |creation| {
                 Context::new().with_remote_span_context(creation)
             });
-        let builder = messaging::span(Operation::Process, &self.spans.destination)
+        let message_id = KeyValue::new(
+            semconv::MESSAGING_MESSAGE_ID,
+            message.receipt.message_id.clone(),
+        );
+        let builder = messaging::span(Operation::Process, &self.spans.destination, [message_id])
             .with_start_time(self.started)
-            .with_links(vec![Link::with_context(self.span.span_context().clone())])
-            .with_attributes([KeyValue::new(
-                semconv::MESSAGING_MESSAGE_ID,
-                message.receipt.message_id.clone(),
-            )]);
+            .with_links(vec![Link::with_context(self.span.span_context().clone())]);
         let mut span = builder.start_with_context(&self.spans.tracer, &parent);
         if let Some(error_type) = error_type {
             messaging::fail(&mut span, error_type);
