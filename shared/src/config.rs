@@ -28,8 +28,8 @@ pub struct LogArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
     /// Base URL of an OTLP/HTTP receiver, e.g. `http://localhost:4318` (the ADOT collector
-    /// sidecar); spans go to its `/v1/traces`. Setting it (or the traces endpoint) turns
-    /// tracing on.
+    /// sidecar; plain HTTP only); spans go to its `/v1/traces`. Setting it (or the traces
+    /// endpoint) turns tracing on.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url, global = true)]
     pub otel_exporter_otlp_endpoint: Option<String>,
 
@@ -70,13 +70,20 @@ impl TraceArgs {
     }
 }
 
-/// Validates an `http://` or `https://` URL with a host.
+/// Validates an `http://` URL with a host. `https://` is refused: the exporter's client has
+/// no TLS, and spans go to a collector beside the process (the ADOT sidecar), which holds
+/// the credentials and the TLS to a vendor.
 pub fn parse_http_url(value: &str) -> Result<String, String> {
     let uri: http::Uri = value
         .parse()
         .map_err(|error| format!("not a URL: {error}"))?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(value.to_owned()),
+        (Some("http"), Some(host)) if !host.is_empty() => Ok(value.to_owned()),
+        (Some("https"), _) => Err(
+            "https:// is not built in: send spans to a collector beside \
+            the process (e.g. http://localhost:4318, the ADOT sidecar)"
+                .to_owned(),
+        ),
         _ => Err("must look like http://HOST:PORT".to_owned()),
     }
 }
@@ -209,6 +216,7 @@ mod tests {
         assert_eq!(url(&[base, "--otel-traces-exporter=none"]).ok(), Some(None));
         assert!(url(&["--otel-exporter-otlp-endpoint=localhost:4318"]).is_err());
         assert!(url(&["--otel-exporter-otlp-protocol=grpc"]).is_err());
+        assert!(url(&["--otel-exporter-otlp-endpoint=https://api.example.com"]).is_err());
     }
 
     #[test]

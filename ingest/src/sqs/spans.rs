@@ -74,3 +74,72 @@ impl Spans {
         messaging::start_root(&self.tracer, builder)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+    use super::*;
+
+    #[test]
+    fn a_message_carries_its_create_span_and_the_send_span_links_to_it() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let spans = Spans::new(
+            &Traces::to(&provider),
+            "https://sqs.eu-west-1.amazonaws.com/1/webhooks",
+        )
+        .expect("tracing is on");
+        let mut message = OutgoingMessage {
+            event_id: "evt-1".to_owned(),
+            source: "github".to_owned(),
+            group_id: "github".to_owned(),
+            body: "{}".to_owned(),
+            extended_payload_size: None,
+            trace: None,
+        };
+        let mut create = spans.create(&mut message);
+        let trace = message
+            .trace
+            .clone()
+            .expect("the context is in the message");
+        assert_eq!(&trace.context, create.span_context());
+        assert_eq!(
+            trace.traceparent,
+            format!(
+                "00-{}-{}-01",
+                trace.context.trace_id(),
+                trace.context.span_id()
+            )
+        );
+        assert!(trace.xray.is_some_and(|xray| xray.starts_with("Root=1-")));
+        spans.send(&[&message]).end();
+        create.end();
+
+        let finished = exporter.get_finished_spans().expect("spans");
+        let send = finished
+            .iter()
+            .find(|s| s.name == "send webhooks")
+            .expect("a send span");
+        assert_eq!(send.span_kind, SpanKind::Client);
+        assert_eq!(send.links.links[0].span_context, trace.context);
+        assert_ne!(
+            send.span_context.trace_id(),
+            trace.context.trace_id(),
+            "a batch's span is a trace of its own"
+        );
+        let create = finished
+            .iter()
+            .find(|s| s.name == "create webhooks")
+            .expect("a create span");
+        assert_eq!(create.span_kind, SpanKind::Producer);
+        assert!(
+            opentelemetry::Context::new()
+                .with_remote_span_context(create.span_context.clone())
+                .has_active_span()
+        );
+    }
+}

@@ -23,6 +23,7 @@ pub(crate) mod window;
 pub(crate) mod write;
 pub(crate) mod write_batch;
 pub(crate) mod write_limit;
+pub(crate) mod write_queue;
 pub(crate) mod write_split;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Writing, group-commit style: at most `limit` batch writes (transactions) in progress at
 //! once (fixed, or moved by the adaptive limit, see `pipeline/write_limit.rs`); a writer that becomes free takes everything waiting, up to a row and a byte cap, so
 //! a lone message is written at once and a backlog is written in full batches. Messages from
-//! many receives share a transaction. A pointer to an S3 object counts the size it declares
+//! many receives share a transaction; batches are taken from the sources in turn
+//! (`pipeline/write_queue.rs`), so one source's backlog does not hold back another's webhooks. A pointer to an S3 object counts the size it declares
 //! against the byte cap; its object is fetched by the batch write (see `pipeline/resolve.rs`).
 //!
 //! Each batch is written by [`crate::pipeline::write_batch`]; what it decides goes on from here: committed
@@ -13,7 +14,6 @@
 //! `fleet/gate.rs`), so no write ever waits for a connection permit unseen; with a grant of 0
 //! nothing is written and what waits is released, as with an open circuit.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -27,6 +27,7 @@ use crate::pipeline::delete::Committed;
 use crate::pipeline::pending::Pending;
 use crate::pipeline::write_batch;
 use crate::pipeline::write_limit::{ConcurrencyController, WriteSample};
+use crate::pipeline::write_queue::WriteQueue;
 use crate::pipeline::write_split::Attempt;
 use crate::s3::PayloadObjects;
 use crate::sqs::QueueClient;
@@ -55,7 +56,7 @@ pub(crate) async fn run<C: QueueClient, S: EventStore, O: PayloadObjects>(
     let mut s3 = context.s3.circuit.subscribe();
     let mut published = limit(&controller, &context);
     metrics::gauge_concurrency_limit(published);
-    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let mut waiting = WriteQueue::default();
     let mut writes: JoinSet<(Attempt, usize)> = JoinSet::new();
     let mut open = true;
     loop {
@@ -96,10 +97,10 @@ pub(crate) async fn run<C: QueueClient, S: EventStore, O: PayloadObjects>(
             metrics::gauge_concurrency_limit(limit);
         }
         if (context.circuit.is_open() || limit == 0) && !waiting.is_empty() {
-            batch_context::release(&context, waiting.drain(..).collect()).await;
+            batch_context::release(&context, waiting.drain()).await;
         }
         while writes.len() < limit && !waiting.is_empty() {
-            let batch = take_batch(&mut waiting, caps);
+            let batch = waiting.take_batch(caps);
             let context = Arc::clone(&context);
             let to_deleter = to_deleter.clone();
             // Writes in progress once this one starts, itself included.
@@ -155,22 +156,6 @@ fn learn(controller: &mut ConcurrencyController, attempt: Attempt, in_progress: 
     }
 }
 
-/// Takes the oldest waiting messages up to the caps (always at least one).
-fn take_batch(waiting: &mut VecDeque<Pending>, caps: BatchCaps) -> Vec<Pending> {
-    let mut batch = Vec::new();
-    let mut bytes: usize = 0;
-    while let Some(next) = waiting.front() {
-        let full = batch.len() >= caps.rows
-            || (!batch.is_empty() && bytes.saturating_add(next.bytes) > caps.bytes);
-        if full {
-            break;
-        }
-        bytes = bytes.saturating_add(next.bytes);
-        batch.extend(waiting.pop_front());
-    }
-    batch
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,20 +167,21 @@ mod tests {
     async fn batches_respect_the_row_and_byte_caps() {
         let fake = FakeQueue::default();
         let (_window, pending) = held_messages(&fake, &[100, 100, 300, 50, 1_000, 10]).await;
-        let mut waiting: VecDeque<Pending> = pending.into();
+        let mut waiting = WriteQueue::default();
+        pending.into_iter().for_each(|p| waiting.push_back(p));
         let caps = BatchCaps {
             rows: 3,
             bytes: 500,
         };
         let sizes = |batch: Vec<Pending>| batch.iter().map(|p| p.bytes).collect::<Vec<_>>();
-        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100, 100, 300]);
-        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![50]);
+        assert_eq!(sizes(waiting.take_batch(caps)), vec![100, 100, 300]);
+        assert_eq!(sizes(waiting.take_batch(caps)), vec![50]);
         assert_eq!(
-            sizes(take_batch(&mut waiting, caps)),
+            sizes(waiting.take_batch(caps)),
             vec![1_000],
             "alone, over the cap"
         );
-        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![10]);
+        assert_eq!(sizes(waiting.take_batch(caps)), vec![10]);
         assert!(waiting.is_empty());
     }
 
@@ -215,22 +201,27 @@ mod tests {
             Pending::new(Payload::Offloaded(offloaded), p.message, p.held)
         };
         let mut pending = pending.into_iter();
-        let mut waiting: VecDeque<Pending> = VecDeque::new();
-        waiting.extend(pending.next());
-        waiting.extend(pending.next().map(|p| declaring(300, p)));
-        waiting.extend(pending.next().map(|p| declaring(40 << 20, p)));
-        waiting.extend(pending.next());
+        let mut waiting = WriteQueue::default();
+        let four = [
+            pending.next(),
+            pending.next().map(|p| declaring(300, p)),
+            pending.next().map(|p| declaring(40 << 20, p)),
+            pending.next(),
+        ];
+        four.into_iter()
+            .flatten()
+            .for_each(|p| waiting.push_back(p));
         let caps = BatchCaps {
             rows: 100,
             bytes: 500,
         };
         let sizes = |batch: Vec<Pending>| batch.iter().map(|p| p.bytes).collect::<Vec<_>>();
-        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100, 300]);
+        assert_eq!(sizes(waiting.take_batch(caps)), vec![100, 300]);
         assert_eq!(
-            sizes(take_batch(&mut waiting, caps)),
+            sizes(waiting.take_batch(caps)),
             vec![40 << 20],
             "alone, over the cap"
         );
-        assert_eq!(sizes(take_batch(&mut waiting, caps)), vec![100]);
+        assert_eq!(sizes(waiting.take_batch(caps)), vec![100]);
     }
 }
