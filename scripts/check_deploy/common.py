@@ -44,7 +44,9 @@ def secret_envs(path):
 
 
 def extra_allowed(name):
-    return name.startswith("AWS_") or name == "RUST_LOG"
+    """Read by the SDKs beyond --help: AWS_* (the AWS SDK), RUST_LOG, and OTEL_* (the
+    OpenTelemetry SDK reads more of them than the binaries list, e.g. OTEL_TRACES_SAMPLER)."""
+    return name.startswith(("AWS_", "OTEL_")) or name == "RUST_LOG"
 
 
 def port_of(addr):
