@@ -23,7 +23,8 @@ OPTIONAL_UNSET = {
     "ingest": {"FIFO_GROUP_HEADER"},
     "worker": {"WORKER_MAX_IN_FLIGHT", "MAX_MESSAGES_PER_SECOND", "METRICS_SOURCES"},
 }
-# And every OTEL_* setting: tracing stays off unless configured.
+# And every OTEL_* setting: tracing stays off unless configured (deploy/README.md, "Tracing";
+# tracing.py checks that no endpoint is set by default and what EnableTracing sets).
 TRACING_PREFIX = "OTEL_"
 CREDENTIALS = {"DATABASE_URL"}  # never in `environment`
 FARGATE_SIZES = {256: range(512, 2049, 512), 512: range(1024, 4097, 1024), 1024: range(2048, 8193, 1024),
