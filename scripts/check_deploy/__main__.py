@@ -7,7 +7,7 @@ worker-redrive.txt, worker-healthcheck.txt); the `[env: NAME]` lines in them are
 settings the binaries accept. Each check prints `ok   NAME` or `FAIL NAME` with its reasons;
 the exit status is the number of failed checks (0: all passed).
 
-The checks live in ecs.py, cloudformation.py, containers.py and observability.py.
+The checks live in ecs.py, cloudformation.py, tracing.py, containers.py and observability.py.
 """
 import sys
 
@@ -23,6 +23,7 @@ from .containers import (compose_files_exist_and_env_names_are_settings,
 from .ecs import (task_definition_placeholders_are_stack_outputs, task_definitions_have_fargate_shape_timings_health_logs_and_labels,
                   task_definitions_match_the_ecs_api_model, task_definitions_set_exactly_the_settings_the_binaries_accept)
 from .observability import metric_names_in_alerts_and_dashboard_exist
+from .tracing import tracing_is_off_by_default_and_enable_tracing_adds_a_non_essential_collector
 
 results = []
 
@@ -51,6 +52,7 @@ def main():
                template_load_balancer_drains_like_ingest_and_never_exposes_metrics,
                template_roles_are_least_privilege,
                template_payload_bucket_is_private_encrypted_and_outlives_the_queues,
+               tracing_is_off_by_default_and_enable_tracing_adds_a_non_essential_collector,
                compose_structure_health_and_start_order,
                compose_files_exist_and_env_names_are_settings,
                compose_images_are_public_by_default_and_overridable_for_both_composes,

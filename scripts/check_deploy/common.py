@@ -1,6 +1,8 @@
 """Inputs and helpers shared by the checks: paths, the parsed task definitions, template and
 compose file (loaded on import, so a file that does not parse stops the run), the env names
 the binaries accept (HELP, filled in by __main__ from their --help) and small helpers.
+The template is checked as deployed with EnableTracing false (TEMPLATE_DOC, RESOURCES: the
+default, which the JSON task definitions equal) and with it true (TRACING_DOC).
 """
 import json
 import re
@@ -44,14 +46,37 @@ def secret_envs(path):
 
 
 def extra_allowed(name):
-    return name.startswith("AWS_") or name == "RUST_LOG"
+    """Read by the SDKs beyond --help: AWS_* (the AWS SDK), RUST_LOG, and OTEL_* (the
+    OpenTelemetry SDK reads more of them than the binaries list, e.g. OTEL_TRACES_SAMPLER)."""
+    return name.startswith(("AWS_", "OTEL_")) or name == "RUST_LOG"
 
 
 def port_of(addr):
     return int(addr.rsplit(":", 1)[1])
 
 
-TEMPLATE_DOC = cfn_yaml.load(str(TEMPLATE))
+NO_VALUE = object()
+
+
+def resolve(node, conditions):
+    """`node` with every Fn::If on a condition named in `conditions` (name -> bool) replaced by
+    its chosen branch, and what chose AWS::NoValue left out; other Fn::If stay as they are."""
+    if isinstance(node, dict):
+        branches = node.get("Fn::If")
+        if len(node) == 1 and isinstance(branches, list) and branches[0] in conditions:
+            chosen = resolve(branches[1] if conditions[branches[0]] else branches[2], conditions)
+            return NO_VALUE if chosen == {"Ref": "AWS::NoValue"} else chosen
+        items = ((key, resolve(value, conditions)) for key, value in node.items())
+        return {key: value for key, value in items if value is not NO_VALUE}
+    if isinstance(node, list):
+        return [value for value in (resolve(item, conditions) for item in node) if value is not NO_VALUE]
+    return node
+
+
+TRACING_CONDITION = "TracingEnabled"  # EnableTracing is "true"
+TEMPLATE_RAW = cfn_yaml.load(str(TEMPLATE))
+TEMPLATE_DOC = resolve(TEMPLATE_RAW, {TRACING_CONDITION: False})
+TRACING_DOC = resolve(TEMPLATE_RAW, {TRACING_CONDITION: True})
 RESOURCES = TEMPLATE_DOC["Resources"]
 TASK_JSON = {name: json.loads(path.read_text()) for name, path in TASK_DEFS.items()}
 COMPOSE_DOC = yaml.safe_load(COMPOSE.read_text())

@@ -23,6 +23,9 @@ OPTIONAL_UNSET = {
     "ingest": {"FIFO_GROUP_HEADER"},
     "worker": {"WORKER_MAX_IN_FLIGHT", "MAX_MESSAGES_PER_SECOND", "METRICS_SOURCES"},
 }
+# And every OTEL_* setting: tracing stays off unless configured (deploy/README.md, "Tracing";
+# tracing.py checks that no endpoint is set by default and what EnableTracing sets).
+TRACING_PREFIX = "OTEL_"
 CREDENTIALS = {"DATABASE_URL"}  # never in `environment`
 FARGATE_SIZES = {256: range(512, 2049, 512), 512: range(1024, 4097, 1024), 1024: range(2048, 8193, 1024),
                  2048: range(4096, 16385, 1024), 4096: range(8192, 30721, 1024),
@@ -70,7 +73,8 @@ def task_definitions_set_exactly_the_settings_the_binaries_accept():
         for var in sorted({v for v in env + secrets if env.count(v) + secrets.count(v) > 1}):
             problems.append(f"{where}: {var} is set more than once")
         wanted_run = HELP["worker run"] if name == "worker" else HELP["ingest"]
-        for var in sorted((wanted_run | SPEC_SETTINGS[name]) - OPTIONAL_UNSET[name] - set(env) - set(secrets)):
+        wanted = {v for v in wanted_run | SPEC_SETTINGS[name] if not v.startswith(TRACING_PREFIX)}
+        for var in sorted(wanted - OPTIONAL_UNSET[name] - set(env) - set(secrets)):
             problems.append(f"{where}: setting {var} is not set (set it, or list it in OPTIONAL_UNSET with a reason)")
         for var in sorted(CREDENTIALS & set(env)):
             problems.append(f"{where}: {var} is a credential: inject it through `secrets`, not `environment`")
