@@ -6,11 +6,11 @@
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::Span as _;
-use opentelemetry_sdk::trace::{SdkTracer, Span};
+use opentelemetry_sdk::trace::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use webhook_shared::telemetry::Traces;
 use webhook_shared::telemetry::carrier;
-use webhook_shared::telemetry::messaging::{self, Destination, Operation};
+use webhook_shared::telemetry::messaging::{self, Operation, QueueSpans};
 
 use crate::sqs::publisher::{MessageTrace, OutgoingMessage};
 
@@ -22,32 +22,27 @@ const SOURCE: &str = "webhook.source";
 /// Makes ingest's messaging spans for one queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Spans {
-    tracer: SdkTracer,
-    destination: Destination,
+    queue: QueueSpans,
 }
 
 impl Spans {
     /// The spans for `queue_url`, or `None` when tracing is off.
     pub(crate) fn new(traces: &Traces, queue_url: &str) -> Option<Self> {
-        Some(Self {
-            tracer: traces.tracer()?.clone(),
-            destination: Destination::from_url(queue_url),
-        })
+        QueueSpans::new(traces, queue_url).map(|queue| Self { queue })
     }
 
     /// Starts the `create` span of `message`, as a child of the current `tracing` span (the
     /// request's server span), and puts its context in the message.
     pub(crate) fn create(&self, message: &mut OutgoingMessage) -> Span {
         let parent = tracing::Span::current().context();
-        let span = messaging::span(
+        let span = self.queue.span(
             Operation::Create,
-            &self.destination,
             [
                 KeyValue::new(EVENT_ID, message.event_id.clone()),
                 KeyValue::new(SOURCE, message.source.clone()),
             ],
         )
-        .start_with_context(&self.tracer, &parent);
+        .start_with_context(self.queue.tracer(), &parent);
         let context = span.span_context().clone();
         message.trace = carrier::traceparent(&context).map(|traceparent| MessageTrace {
             xray: carrier::xray_header(&context),
@@ -65,13 +60,12 @@ impl Spans {
                 .iter()
                 .filter_map(|message| message.trace.as_ref().map(|trace| &trace.context)),
         );
-        let builder = messaging::span(
+        let builder = self.queue.span(
             Operation::Send,
-            &self.destination,
             [messaging::batch_count(messages.len())],
         )
         .with_links(links);
-        messaging::start_root(&self.tracer, builder)
+        self.queue.start_root(builder)
     }
 }
 

@@ -10,6 +10,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 use opentelemetry_semantic_conventions::attribute as semconv;
 
+use crate::telemetry::Traces;
+
 /// `messaging.system` for SQS.
 const SYSTEM: &str = "aws_sqs";
 
@@ -44,6 +46,38 @@ impl Destination {
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// A tracer and the queue its spans are about: what both binaries' span makers start from.
+#[derive(Debug, Clone)]
+pub struct QueueSpans {
+    tracer: SdkTracer,
+    destination: Destination,
+}
+
+impl QueueSpans {
+    /// Spans about the queue at `queue_url`, or `None` when tracing is off.
+    pub fn new(traces: &Traces, queue_url: &str) -> Option<Self> {
+        Some(Self {
+            tracer: traces.tracer()?.clone(),
+            destination: Destination::from_url(queue_url),
+        })
+    }
+
+    /// The tracer.
+    pub fn tracer(&self) -> &SdkTracer {
+        &self.tracer
+    }
+
+    /// A builder for an `operation` span on this queue (see [`span`]).
+    pub fn span(&self, operation: Operation, extra: impl IntoIterator<Item = KeyValue>) -> SpanBuilder {
+        span(operation, &self.destination, extra)
+    }
+
+    /// Starts `builder` with no parent (see [`start_root`]).
+    pub fn start_root(&self, builder: SpanBuilder) -> Span {
+        start_root(&self.tracer, builder)
     }
 }
 

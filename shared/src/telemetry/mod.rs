@@ -17,7 +17,7 @@ use std::io::IsTerminal as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing::{Level, Metadata};
-use tracing_subscriber::filter::{EnvFilter, FilterExt as _, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
@@ -93,8 +93,16 @@ pub fn init(log: &LogArgs, service: &'static str) -> anyhow::Result<Telemetry> {
         Ok(export) => (export, None),
         Err(error) => (None, Some(error)),
     };
-    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = filter_fn(|meta| meta.target() != TRACE_TARGET).and(env_filter);
+    // The spans made for OpenTelemetry never reach the logs, whatever RUST_LOG says. An
+    // `EnvFilter` directive, not a closure: the filter's level hint stays the directives'
+    // (INFO by default), so a disabled `debug!` in hyper or the AWS SDK costs one compare.
+    let logs = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(
+            format!("{TRACE_TARGET}=off")
+                .parse()
+                .expect("a valid directive"),
+        );
     let fmt = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
@@ -111,7 +119,7 @@ pub fn init(log: &LogArgs, service: &'static str) -> anyhow::Result<Telemetry> {
     let otel = tracer.clone().map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(filter_fn(exported))
+            .with_filter(filter_fn(exported).with_max_level_hint(LevelFilter::INFO))
     });
     tracing_subscriber::registry()
         .with(fmt.with_filter(logs))

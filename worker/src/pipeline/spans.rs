@@ -12,10 +12,10 @@ use std::time::SystemTime;
 
 use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracer, Span};
+use opentelemetry_sdk::trace::Span;
 use opentelemetry_semantic_conventions::attribute as semconv;
 use webhook_shared::telemetry::Traces;
-use webhook_shared::telemetry::messaging::{self, Destination, Operation};
+use webhook_shared::telemetry::messaging::{self, Operation, QueueSpans};
 
 use crate::sqs::InboundMessage;
 
@@ -26,17 +26,13 @@ const DATABASE: &str = "postgresql";
 /// Makes the worker's messaging spans for one queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Spans {
-    tracer: SdkTracer,
-    destination: Destination,
+    queue: QueueSpans,
 }
 
 impl Spans {
     /// The spans for `queue_url`, or `None` when tracing is off.
     pub(crate) fn new(traces: &Traces, queue_url: &str) -> Option<Self> {
-        Some(Self {
-            tracer: traces.tracer()?.clone(),
-            destination: Destination::from_url(queue_url),
-        })
+        QueueSpans::new(traces, queue_url).map(|queue| Self { queue })
     }
 
     /// Records a `receive` span from `started` to now: the messages it brought, or the
@@ -51,14 +47,13 @@ impl Spans {
             .iter()
             .filter_map(InboundMessage::creation_context)
             .collect();
-        let builder = messaging::span(
+        let builder = self.queue.span(
             Operation::Receive,
-            &self.destination,
             [messaging::batch_count(messages.len())],
         )
         .with_start_time(started)
         .with_links(messaging::links(&contexts));
-        let mut span = messaging::start_root(&self.tracer, builder);
+        let mut span = self.queue.start_root(builder);
         if let Some(error_type) = error_type {
             messaging::fail(&mut span, error_type);
         }
@@ -77,14 +72,13 @@ impl Spans {
             .inspect(|_| count += 1)
             .filter_map(InboundMessage::creation_context)
             .collect();
-        let builder = messaging::span(
+        let builder = self.queue.span(
             Operation::Process,
-            &self.destination,
             [messaging::batch_count(count)],
         )
         .with_start_time(started)
         .with_links(messaging::links(&contexts));
-        let span = messaging::start_root(&self.tracer, builder);
+        let span = self.queue.start_root(builder);
         BatchSpan {
             spans: self.clone(),
             context: Context::new().with_remote_span_context(span.span_context().clone()),
@@ -116,7 +110,7 @@ impl BatchSpan {
                     i64::try_from(events).unwrap_or(i64::MAX),
                 ),
             ]);
-        builder.start_with_context(&self.spans.tracer, &self.context)
+        builder.start_with_context(self.spans.queue.tracer(), &self.context)
     }
 
     /// Records the per-message `process` span of `message`, from the batch's start to now:
@@ -132,10 +126,10 @@ impl BatchSpan {
             semconv::MESSAGING_MESSAGE_ID,
             message.receipt.message_id.clone(),
         );
-        let builder = messaging::span(Operation::Process, &self.spans.destination, [message_id])
+        let builder = self.spans.queue.span(Operation::Process, [message_id])
             .with_start_time(self.started)
             .with_links(vec![Link::with_context(self.span.span_context().clone())]);
-        let mut span = builder.start_with_context(&self.spans.tracer, &parent);
+        let mut span = builder.start_with_context(self.spans.queue.tracer(), &parent);
         if let Some(error_type) = error_type {
             messaging::fail(&mut span, error_type);
         }
