@@ -213,6 +213,6 @@ mod tests {
             xray: None,
         });
         // "traceparent" 11 + "String" 6 + 55
-        assert_eq!(payload_size(&traced), 2 + 16 + 17 + 72);
+        assert_eq!(payload_size(&traced), 2 + 18 + 17 + 72);
     }
 }

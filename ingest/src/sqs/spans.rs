@@ -35,14 +35,16 @@ impl Spans {
     /// request's server span), and puts its context in the message.
     pub(crate) fn create(&self, message: &mut OutgoingMessage) -> Span {
         let parent = tracing::Span::current().context();
-        let span = self.queue.span(
-            Operation::Create,
-            [
-                KeyValue::new(EVENT_ID, message.event_id.clone()),
-                KeyValue::new(SOURCE, message.source.clone()),
-            ],
-        )
-        .start_with_context(self.queue.tracer(), &parent);
+        let span = self
+            .queue
+            .span(
+                Operation::Create,
+                [
+                    KeyValue::new(EVENT_ID, message.event_id.clone()),
+                    KeyValue::new(SOURCE, message.source.clone()),
+                ],
+            )
+            .start_with_context(self.queue.tracer(), &parent);
         let context = span.span_context().clone();
         message.trace = carrier::traceparent(&context).map(|traceparent| MessageTrace {
             xray: carrier::xray_header(&context),
@@ -60,11 +62,10 @@ impl Spans {
                 .iter()
                 .filter_map(|message| message.trace.as_ref().map(|trace| &trace.context)),
         );
-        let builder = self.queue.span(
-            Operation::Send,
-            [messaging::batch_count(messages.len())],
-        )
-        .with_links(links);
+        let builder = self
+            .queue
+            .span(Operation::Send, [messaging::batch_count(messages.len())])
+            .with_links(links);
         self.queue.start_root(builder)
     }
 }

@@ -71,7 +71,11 @@ impl QueueSpans {
     }
 
     /// A builder for an `operation` span on this queue (see [`span`]).
-    pub fn span(&self, operation: Operation, extra: impl IntoIterator<Item = KeyValue>) -> SpanBuilder {
+    pub fn span(
+        &self,
+        operation: Operation,
+        extra: impl IntoIterator<Item = KeyValue>,
+    ) -> SpanBuilder {
         span(operation, &self.destination, extra)
     }
 

@@ -47,12 +47,11 @@ impl Spans {
             .iter()
             .filter_map(InboundMessage::creation_context)
             .collect();
-        let builder = self.queue.span(
-            Operation::Receive,
-            [messaging::batch_count(messages.len())],
-        )
-        .with_start_time(started)
-        .with_links(messaging::links(&contexts));
+        let builder = self
+            .queue
+            .span(Operation::Receive, [messaging::batch_count(messages.len())])
+            .with_start_time(started)
+            .with_links(messaging::links(&contexts));
         let mut span = self.queue.start_root(builder);
         if let Some(error_type) = error_type {
             messaging::fail(&mut span, error_type);
@@ -72,12 +71,11 @@ impl Spans {
             .inspect(|_| count += 1)
             .filter_map(InboundMessage::creation_context)
             .collect();
-        let builder = self.queue.span(
-            Operation::Process,
-            [messaging::batch_count(count)],
-        )
-        .with_start_time(started)
-        .with_links(messaging::links(&contexts));
+        let builder = self
+            .queue
+            .span(Operation::Process, [messaging::batch_count(count)])
+            .with_start_time(started)
+            .with_links(messaging::links(&contexts));
         let span = self.queue.start_root(builder);
         BatchSpan {
             spans: self.clone(),
@@ -126,7 +124,10 @@ impl BatchSpan {
             semconv::MESSAGING_MESSAGE_ID,
             message.receipt.message_id.clone(),
         );
-        let builder = self.spans.queue.span(Operation::Process, [message_id])
+        let builder = self
+            .spans
+            .queue
+            .span(Operation::Process, [message_id])
             .with_start_time(self.started)
             .with_links(vec![Link::with_context(self.span.span_context().clone())]);
         let mut span = builder.start_with_context(self.spans.queue.tracer(), &parent);
