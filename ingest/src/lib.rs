@@ -12,7 +12,8 @@
 //! - `body/`: where the body is read, within the memory budget and at the minimum data rate.
 //! - `offload/`: a body above the threshold streamed to S3 in parts (`s3.rs` the S3 calls).
 //! - `sqs/`: where a message goes to SQS: the `Publish` seam, the batcher that coalesces
-//!   webhooks into `SendMessageBatch` calls, the limit on calls in flight, the call itself.
+//!   webhooks into `SendMessageBatch` calls, the limit on calls in flight, the call itself,
+//!   and their spans when tracing is on.
 //! - `config.rs` (the settings), `metrics.rs` (every metric), and this file (the start).
 //!
 //! Unit tests: small ones inline (`#[cfg(test)] mod tests {}`); those that would take a file

@@ -40,10 +40,10 @@ pub use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::config::{DatabaseArgs, RunConfig};
 use crate::db::store::PgEventStore;
 use crate::pipeline::lag::Lag;
-use crate::pipeline::spans::Spans;
 use crate::pipeline::window::Window;
 use crate::sqs::Queue;
 use crate::sqs::client::SqsQueue;
+use crate::sqs::spans::Spans;
 use crate::start::Started;
 use webhook_shared::telemetry::Traces;
 

@@ -19,7 +19,7 @@ use crate::fleet::{self, Gate, Lease, LeaseSettings, LeasedPool};
 use crate::pipeline::PipelineSettings;
 use crate::pipeline::batch_context::RetryBackoff;
 use crate::pipeline::s3_health::S3Health;
-use crate::pipeline::write::BatchCaps;
+use crate::pipeline::write_queue::BatchCaps;
 use crate::s3::{ObjectError, S3Objects};
 use crate::sqs::admin::SqsAdmin;
 use crate::sqs::queue_info::{self, QueueInfo};

@@ -192,7 +192,7 @@ async fn publish_pointer<P: Publish>(
         trace: None,
     };
     reservation.shrink_to(message.body.len());
-    if super::webhook::publish(state, message).await.is_err() {
+    if super::publish::publish(state, message).await.is_err() {
         metrics::record_orphaned_object();
         tracing::info!(
             key,

@@ -18,7 +18,6 @@ pub(crate) mod receive_planner;
 pub(crate) mod refusal_fuse;
 pub(crate) mod resolve;
 pub(crate) mod s3_health;
-pub(crate) mod spans;
 pub(crate) mod window;
 pub(crate) mod write;
 pub(crate) mod write_batch;
@@ -55,7 +54,7 @@ use crate::pipeline::refusal_fuse::RefusalFuse;
 use crate::pipeline::resolve::fetch_budget;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::window::Window;
-use crate::pipeline::write::BatchCaps;
+use crate::pipeline::write_queue::BatchCaps;
 use crate::s3::PayloadObjects;
 use crate::sqs::{Queue, QueueClient, Receipt};
 

@@ -27,19 +27,10 @@ use crate::pipeline::delete::Committed;
 use crate::pipeline::pending::Pending;
 use crate::pipeline::write_batch;
 use crate::pipeline::write_limit::{ConcurrencyController, WriteSample};
-use crate::pipeline::write_queue::WriteQueue;
+use crate::pipeline::write_queue::{BatchCaps, WriteQueue};
 use crate::pipeline::write_split::Attempt;
 use crate::s3::PayloadObjects;
 use crate::sqs::QueueClient;
-
-/// The caps on one transaction.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BatchCaps {
-    /// Most rows (events) per transaction.
-    pub(crate) rows: usize,
-    /// Most body bytes per transaction (a single larger message is still written, alone).
-    pub(crate) bytes: usize,
-}
 
 /// Writes until the receiver has stopped and everything received is written. At most
 /// `max` writes are in progress; with `adaptive`, the [`ConcurrencyController`] moves the

@@ -32,10 +32,10 @@ use crate::pipeline::pending::Pending;
 use crate::pipeline::quarantine::Refusal;
 use crate::pipeline::refusal_fuse::Verdict;
 use crate::pipeline::resolve::{Ready, Resolved, resolve};
-use crate::pipeline::spans::BatchSpan;
 use crate::pipeline::window::Held;
 use crate::pipeline::write_split::{Attempt, Decision, write_splitting};
 use crate::s3::PayloadObjects;
+use crate::sqs::spans::BatchSpan;
 use crate::sqs::{InboundMessage, QueueClient};
 
 /// Writes `batch` and sends each message its way; returns how the first attempt went.

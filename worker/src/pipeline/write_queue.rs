@@ -7,7 +7,15 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::pipeline::pending::Pending;
-use crate::pipeline::write::BatchCaps;
+
+/// The caps on one transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchCaps {
+    /// Most rows (events) per transaction.
+    pub(crate) rows: usize,
+    /// Most body bytes per transaction (a single larger message is still written, alone).
+    pub(crate) bytes: usize,
+}
 
 /// A line's key: the message's `source` attribute (none for messages without one).
 type SourceKey = Option<String>;

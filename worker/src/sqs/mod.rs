@@ -6,13 +6,15 @@
 //! fakes behind both. [`Queue`] owns a client and
 //! adds what the worker relies on: chunks of at most 10, every batch entry checked and failed
 //! entries retried, poison moved to the DLQ (send, then delete) with a reason that is always
-//! valid UTF-8 of bounded length.
+//! valid UTF-8 of bounded length. `spans.rs` makes the messaging spans of what the worker does
+//! with the queue's messages when tracing is on.
 
 pub(crate) mod admin;
 pub(crate) mod client;
 pub(crate) mod payload;
 pub(crate) mod queue_info;
 pub(crate) mod redrive;
+pub(crate) mod spans;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use opentelemetry::trace::SpanContext;
 use webhook_shared::telemetry::carrier;
 
-use crate::pipeline::spans::Spans;
+use crate::sqs::spans::Spans;
 use webhook_shared::sqs::MAX_BATCH_ENTRIES;
 
 /// Attempts per batch entry before a failure is logged and left to SQS.

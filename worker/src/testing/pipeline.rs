@@ -12,7 +12,7 @@ use crate::pipeline::batch_context::RetryBackoff;
 use crate::pipeline::lag::Lag;
 use crate::pipeline::s3_health::S3Health;
 use crate::pipeline::window::Window;
-use crate::pipeline::write::BatchCaps;
+use crate::pipeline::write_queue::BatchCaps;
 use crate::pipeline::{self, PipelineSettings};
 use crate::sqs::Queue;
 use crate::testing::objects::FakeObjects;
