@@ -19,8 +19,10 @@ use crate::config::TraceArgs;
 /// Longest one export may take when `OTEL_EXPORTER_OTLP_TIMEOUT` does not say (the
 /// specification's default).
 const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest the final flush may take at shutdown.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the final flush may take at shutdown. With the collector down the worker still
+/// exits before ECS's stopTimeout (at least grace + 17 s): grace + 12 s, the runtime's 1 s,
+/// this, and the export runtime's 1 s.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The provider and the runtime its exports run on.
 #[derive(Debug)]

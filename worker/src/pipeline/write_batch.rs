@@ -143,21 +143,11 @@ async fn settle_unresolved<C: QueueClient, S, O: PayloadObjects>(
     span: Option<&BatchSpan>,
 ) {
     if let Some(span) = span {
-        let unwritten = [
-            (
-                poison.iter().map(|p| &p.0).collect::<Vec<_>>(),
-                Some("poison"),
-            ),
-            (duplicates.iter().map(|d| &d.0).collect(), None),
-            (
-                parked.iter().map(|p| &p.message).collect(),
-                Some("s3_unavailable"),
-            ),
-        ];
-        for (messages, error_type) in unwritten {
-            for message in messages {
-                span.processed(message, error_type);
-            }
+        let unwritten = (poison.iter().map(|p| (&p.0, Some("poison"))))
+            .chain(duplicates.iter().map(|d| (&d.0, None)))
+            .chain(parked.iter().map(|p| (&p.message, Some("s3_unavailable"))));
+        for (message, error_type) in unwritten {
+            span.processed(message, error_type);
         }
     }
     for (message, held, reason, object) in poison {
