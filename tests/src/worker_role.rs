@@ -19,7 +19,8 @@ impl TestStack {
         let role = self.name.replace('-', "_");
         for statement in [
             format!(r#"CREATE ROLE "{role}" LOGIN"#),
-            format!(r#"GRANT SELECT, INSERT ON webhook_events TO "{role}""#),
+            format!(r#"GRANT SELECT, INSERT ON webhook_events, webhook_event_keys TO "{role}""#),
+            format!(r#"GRANT SELECT ON webhook_maintenance TO "{role}""#),
             format!(r#"GRANT SELECT ON _sqlx_migrations TO "{role}""#),
         ] {
             sqlx::query(&statement)

@@ -45,7 +45,8 @@ fn run_command<H: Handler>(command: Command, handler: H, traces: Traces) -> anyh
     let result = runtime.block_on(async {
         match command {
             Command::Run(config) => run(*config, handler, traces).await,
-            Command::Migrate(database) => crate::migrate(&database, &handler).await,
+            Command::Migrate(args) => crate::migrate(&args, &handler).await,
+            Command::Maintain(args) => crate::partitions::maintain::run(&args).await,
             Command::Redrive(args) => crate::sqs::redrive::run(&args).await,
             Command::Healthcheck(args) => healthcheck::check(args.ops.metrics_addr).await,
         }

@@ -16,6 +16,7 @@ mod db;
 mod fleet;
 mod gauges;
 mod metrics;
+mod partitions;
 mod pipeline;
 mod s3;
 mod sqs;
@@ -37,8 +38,9 @@ pub use crate::db::events::StoreEvents;
 pub use crate::db::events::insert_events;
 pub use crate::db::handler::{Handler, HandlerError, Stored};
 
-use crate::config::{DatabaseArgs, RunConfig};
+use crate::config::{MigrateArgs, RunConfig};
 use crate::db::store::PgEventStore;
+use crate::partitions::keeper::Keeper;
 use crate::pipeline::lag::Lag;
 use crate::pipeline::window::Window;
 use crate::sqs::Queue;
@@ -103,8 +105,10 @@ pub async fn run_with<H: Handler>(
     readiness.set(true);
     let stop_ops = CancellationToken::new();
     let stop_lease = CancellationToken::new();
+    let keeper = Keeper::new(config.partitions.settings(), connections.clone());
     let consume = async {
-        let store = PgEventStore::new(connections.clone(), handler, limits.transaction);
+        let store = PgEventStore::new(connections.clone(), handler, limits.transaction)
+            .with_partitions(keeper.clone());
         pipeline::run(
             queue,
             (store, objects, s3_health),
@@ -140,6 +144,7 @@ pub async fn run_with<H: Handler>(
             consume,
             lease,
             gauges,
+            keeper.clone().run(shutdown.clone()),
             ops::serve(ops_listener, metrics, readiness.clone(), stop_ops.clone())
         );
     };
@@ -161,13 +166,15 @@ pub async fn run_with<H: Handler>(
     Ok(())
 }
 
-/// Applies the embedded migrations, then the handler's, and returns.
-pub async fn migrate<H: Handler>(args: &DatabaseArgs, handler: &H) -> anyhow::Result<()> {
-    let mut conn = db::connect(args).await?;
+/// Applies the embedded migrations, then the handler's, makes the partitions ahead, and
+/// returns.
+pub async fn migrate<H: Handler>(args: &MigrateArgs, handler: &H) -> anyhow::Result<()> {
+    let mut conn = db::connect(&args.database).await?;
     db::migrate(&mut conn)
         .await
         .context("migrating DATABASE_URL")?;
     db::migrate_handler(&mut conn, handler).await?;
+    partitions::prepare(&mut conn, args.partitions.settings()).await?;
     let _ = sqlx::Connection::close(conn).await;
     let latest = db::MIGRATOR
         .iter()

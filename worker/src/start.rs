@@ -122,6 +122,7 @@ async fn prepare_database<H: Handler>(config: &RunConfig, handler: &H) -> anyhow
     let prepared = async {
         if config.run_migrations {
             db::migrate(&mut conn).await?;
+            crate::partitions::prepare(&mut conn, config.partitions.settings()).await?;
         } else {
             db::ensure_migrated(&mut conn).await?;
         }

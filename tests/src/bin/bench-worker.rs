@@ -443,7 +443,7 @@ async fn sample(
 async fn worker_run(stack: &TestStack, args: &Args) -> anyhow::Result<WorkerRun> {
     let messages = i64::from(args.messages);
     stack.preload(args.messages as usize).await;
-    sqlx::query("TRUNCATE webhook_events")
+    sqlx::query("TRUNCATE webhook_events, webhook_event_keys")
         .execute(&stack.db)
         .await
         .context("emptying the table")?;

@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand};
 use crate::metrics::{MAX_SOURCES, SourceLabels, check_source_name};
 
 mod database;
+mod partitions;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
+pub use partitions::{MaintainArgs, MigrateArgs, PartitionArgs};
 use webhook_shared::config::{
     LogArgs, MetricsAddrArgs, OpsArgs, QueueArgs, parse_bucket_name, parse_queue_url,
 };
@@ -32,8 +34,12 @@ pub struct Cli {
 pub enum Command {
     /// Consume the queue and store webhooks (the default).
     Run(Box<RunConfig>),
-    /// Apply the embedded database migrations and exit.
-    Migrate(DatabaseArgs),
+    /// Apply the embedded database migrations, make the partitions ahead, and exit.
+    Migrate(MigrateArgs),
+    /// Create partitions ahead, trim expired event keys, detach and drop partitions older
+    /// than RETENTION, then exit; safe to run on a schedule (one at a time: a second run
+    /// exits at once). Needs the role that owns webhook_events.
+    Maintain(MaintainArgs),
     /// Exit 0 if the worker on METRICS_ADDR answers /healthz, else 1 (no curl needed).
     Healthcheck(HealthcheckArgs),
     /// Move messages from the dead-letter queue back to the main queue (StartMessageMoveTask)
@@ -205,6 +211,10 @@ pub struct RunConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub partitions: PartitionArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]

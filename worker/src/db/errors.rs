@@ -14,6 +14,10 @@
 //!   deadlock): the adaptive limit comes down;
 //! - *transient*: anything else that may pass by itself: retried after a back-off.
 //!
+//! A row that no partition of a partitioned table takes (23514 without a constraint) is the
+//! table's condition, not the event's: *systemic*, so it pauses and is never dead-lettered
+//! (the store first has the missing partition made, see `partitions/keeper.rs`).
+//!
 //! Where an error comes from matters as much as its SQLSTATE: every error raised while
 //! taking a connection (see [`crate::db::write_error::WriteError::Connect`]) is *unreachable*, whatever
 //! its code (28P01 for a rotated password says nothing about the event being written).
@@ -44,6 +48,7 @@ impl Failure {
 /// Sorts `error`, raised by a statement on an open connection (see [`Failure`]).
 pub(crate) fn classify(error: &sqlx::Error) -> Failure {
     match error {
+        _ if is_missing_partition(error) => Failure::Systemic,
         sqlx::Error::Database(database) => database
             .code()
             .map_or(Failure::Systemic, |code| classify_sqlstate(&code)),
@@ -59,6 +64,14 @@ pub(crate) fn classify(error: &sqlx::Error) -> Failure {
         // schema or the build, the same for every event.
         _ => Failure::Systemic,
     }
+}
+
+/// Whether `error` is PostgreSQL's "no partition of relation … found for row": a check
+/// violation (23514) that names no constraint.
+pub(crate) fn is_missing_partition(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|database| {
+        database.code().is_some_and(|code| code == "23514") && database.constraint().is_none()
+    })
 }
 
 /// Sorts a SQLSTATE.
@@ -155,6 +168,53 @@ mod tests {
             assert_eq!(classify_sqlstate(systemic), Failure::Systemic, "{systemic}");
             assert!(Failure::Systemic.pauses());
         }
+    }
+
+    /// A database error with a SQLSTATE and, maybe, a constraint.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{code}")]
+    struct Refusal {
+        code: &'static str,
+        constraint: Option<&'static str>,
+    }
+
+    impl sqlx::error::DatabaseError for Refusal {
+        fn message(&self) -> &str {
+            self.code
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.code.into())
+        }
+        fn constraint(&self) -> Option<&str> {
+            self.constraint
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::CheckViolation
+        }
+    }
+
+    fn refusal(code: &'static str, constraint: Option<&'static str>) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Refusal { code, constraint }))
+    }
+
+    #[test]
+    fn a_missing_partition_pauses_but_a_check_refuses_the_event() {
+        let no_partition = refusal("23514", None);
+        assert!(is_missing_partition(&no_partition));
+        assert_eq!(classify(&no_partition), Failure::Systemic);
+        let check = refusal("23514", Some("refuse_one_source"));
+        assert!(!is_missing_partition(&check));
+        assert_eq!(classify(&check), Failure::Permanent);
+        assert_eq!(classify(&refusal("23505", None)), Failure::Permanent);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The shipped handler and its table: [`StoreEvents`] stores every event in `webhook_events`
-//! through [`insert_events`], one UNNEST insert idempotent on `(source, id)`, rows in key
-//! order so concurrent writes never deadlock. A custom handler can call [`insert_events`]
+//! through [`insert_events`], one statement idempotent on `(source, id)` (through the key
+//! table `webhook_event_keys`, within `DEDUP_HORIZON`), rows in key order so concurrent writes
+//! never deadlock. A custom handler can call [`insert_events`]
 //! inside its own transaction (see `worker/examples/upsert_orders.rs`).
 
 use std::collections::HashSet;
@@ -34,7 +35,9 @@ impl Handler for StoreEvents {
 
 /// Inserts `events` in one statement; rows that already exist are left as they are.
 /// Returns, per event in the order given, whether it was new (`false`: a redelivery or a
-/// provider retry, or a repeat within the same batch).
+/// provider retry, or a repeat within the same batch). A provider's retry counts as a
+/// duplicate while its key is in `webhook_event_keys` (`DEDUP_HORIZON`, trimmed by `worker
+/// maintain`), whichever partition its own `received_at` falls in.
 ///
 /// Rows are inserted in `(source, id)` order whatever the order of `events`: two
 /// transactions that hold some of the same keys then take their row locks in the same order
@@ -55,14 +58,26 @@ pub async fn insert_events(
     // The JSON text, parsed by PostgreSQL: a parsed copy here would cost several times the
     // body (see `db/payload_column.rs`).
     let payloads: Vec<Option<&str>> = sorted.iter().map(|e| json_text(e)).collect();
-    // WITH ORDINALITY + ORDER BY: the rows reach the insert in the sorted order.
+    // WITH ORDINALITY + ORDER BY: the rows reach each insert in the sorted order. The key
+    // table decides what is new (a provider's retry may carry another received_at, so land
+    // in another partition); the events table's own key catches a redelivery whose key was
+    // already trimmed (same received_at, same partition). ON CONFLICT without a target works
+    // on the partitioned table and on the flat one of earlier versions alike.
     let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO webhook_events (source, id, received_at, headers, content_type, body, payload)
-         SELECT source, id, received_at, headers, content_type, body, payload::jsonb
-         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::bytea[], $7::text[])
-              WITH ORDINALITY AS t(source, id, received_at, headers, content_type, body, payload, n)
-         ORDER BY n
-         ON CONFLICT (source, id) DO NOTHING
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::bytea[], $7::text[])
+                  WITH ORDINALITY AS t(source, id, received_at, headers, content_type, body, payload, n)
+         ), fresh AS (
+             INSERT INTO webhook_event_keys (source, id, received_at)
+             SELECT source, id, received_at FROM input ORDER BY n
+             ON CONFLICT (source, id) DO NOTHING
+             RETURNING source, id, received_at
+         )
+         INSERT INTO webhook_events (source, id, received_at, headers, content_type, body, payload)
+         SELECT i.source, i.id, i.received_at, i.headers, i.content_type, i.body, i.payload::jsonb
+         FROM input i JOIN fresh f USING (source, id, received_at)
+         ORDER BY i.n
+         ON CONFLICT DO NOTHING
          RETURNING source, id",
     )
     .bind(sources)

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::{Connection as _, PgConnection};
 use webhook_shared::envelope::Envelope;
 
@@ -21,6 +21,7 @@ use crate::db::errors::Failure;
 use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::write_error::WriteError;
 use crate::metrics;
+use crate::partitions::keeper::Keeper;
 use crate::sqs::payload::EventKey;
 
 /// A committed batch write.
@@ -60,6 +61,8 @@ pub(crate) struct PgEventStore<H> {
     /// Longest time one call (a transaction, a probe, a look-up) may take once it has its
     /// connection.
     deadline: Duration,
+    /// Makes a missing partition on demand (see [`Self::make_partitions`]).
+    partitions: Option<Keeper>,
 }
 
 impl<H: Handler> PgEventStore<H> {
@@ -69,7 +72,49 @@ impl<H: Handler> PgEventStore<H> {
             connections,
             handler,
             deadline,
+            partitions: None,
         }
+    }
+
+    /// Has missing partitions made on demand by `keeper`.
+    pub(crate) fn with_partitions(mut self, keeper: Keeper) -> Self {
+        self.partitions = Some(keeper);
+        self
+    }
+
+    /// After a write met a missing partition: has the partitions of `times` made, or says
+    /// why not. An event later than the range kept ready gets none (see
+    /// [`WriteError::BeyondPartitions`]); one too old gets its interval back, and the next
+    /// `worker maintain` applies the retention to it again.
+    async fn make_partitions(
+        &self,
+        times: &[DateTime<Utc>],
+        error: WriteError,
+    ) -> Result<(), WriteError> {
+        metrics::record_partition_missing();
+        let Some(keeper) = &self.partitions else {
+            return Err(error);
+        };
+        let ready_until = keeper.latest_accepted(Utc::now());
+        if let Some(&received_at) = times.iter().find(|&&at| at >= ready_until) {
+            return Err(WriteError::BeyondPartitions {
+                received_at,
+                ready_until,
+            });
+        }
+        let made = self
+            .on_connection(async |conn| {
+                keeper
+                    .cover(conn, times)
+                    .await
+                    .map_err(|error| HandlerError::from(error).into())
+            })
+            .await;
+        if let Err(cause) = made {
+            tracing::warn!(%cause, "a write met a missing partition of webhook_events and it could not be made; pausing until it exists (run `worker maintain` as the table's owner)");
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Runs `call` on a connection within the deadline, then gives the connection back (or
@@ -146,17 +191,35 @@ impl<H: Handler> PgEventStore<H> {
 impl<H: Handler> EventStore for PgEventStore<H> {
     async fn write(&self, events: &[Envelope]) -> Result<Written, WriteError> {
         let started = Instant::now();
-        let (results, acquire) = self
-            .on_connection(async |conn| self.transaction(conn, events).await)
-            .await?;
+        let write = async || {
+            self.on_connection(async |conn| self.transaction(conn, events).await)
+                .await
+        };
+        let (results, acquire) = match write().await {
+            Err(error) if error.is_missing_partition() => {
+                let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+                self.make_partitions(&times, error).await?;
+                write().await?
+            }
+            written => written?,
+        };
         metrics::record_write(events.len(), started.elapsed());
         Ok(Written { results, acquire })
     }
 
     async fn probe(&self) -> Result<(), WriteError> {
-        self.on_connection(async |conn| self.dry_run(conn).await)
-            .await
-            .map(|_| ())
+        let probe = async || {
+            self.on_connection(async |conn| self.dry_run(conn).await)
+                .await
+                .map(|_| ())
+        };
+        match probe().await {
+            Err(error) if error.is_missing_partition() => {
+                self.make_partitions(&[Utc::now()], error).await?;
+                probe().await
+            }
+            probed => probed,
+        }
     }
 
     async fn stored(&self, events: &[EventKey]) -> Result<Vec<bool>, WriteError> {

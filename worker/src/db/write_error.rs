@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::db::errors::{Failure, classify, refusal_key};
+use chrono::{DateTime, Utc};
+
+use crate::db::errors::{Failure, classify, is_missing_partition, refusal_key};
 use crate::db::handler::HandlerError;
 use crate::fleet::Lapsed;
 
@@ -34,6 +36,17 @@ pub(crate) enum WriteError {
     /// revoked login says nothing about the events).
     #[error("connecting to the database failed: {0}")]
     Connect(#[source] sqlx::Error),
+    /// An event received later than the partitions kept ready reach: no partition is made
+    /// for it on demand (a clock fault upstream), and it is refused.
+    #[error(
+        "received_at {received_at} is beyond the partitions of webhook_events (kept ready until {ready_until}); is a clock upstream wrong?"
+    )]
+    BeyondPartitions {
+        /// The event's `received_at`.
+        received_at: DateTime<Utc>,
+        /// The end of the range kept ready.
+        ready_until: DateTime<Utc>,
+    },
     /// The call did not end within its deadline (a silent connection, or a database too slow
     /// to answer at all).
     #[error("the database did not answer within {0:?}")]
@@ -54,12 +67,22 @@ impl WriteError {
             Self::Handler(HandlerError::Transient(source)) => source
                 .downcast_ref::<sqlx::Error>()
                 .map_or(Failure::Transient, classify),
-            Self::Handler(HandlerError::Permanent(_)) | Self::WrongResultCount { .. } => {
-                Failure::Permanent
-            }
+            Self::Handler(HandlerError::Permanent(_))
+            | Self::WrongResultCount { .. }
+            | Self::BeyondPartitions { .. } => Failure::Permanent,
             Self::ReadOnly | Self::Lapsed(_) | Self::Connect(_) | Self::Deadline(_) => {
                 Failure::Unreachable
             }
+        }
+    }
+
+    /// Whether the write met a time that no partition of `webhook_events` takes.
+    pub(crate) fn is_missing_partition(&self) -> bool {
+        match self {
+            Self::Handler(HandlerError::Transient(source)) => source
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(is_missing_partition),
+            _ => false,
         }
     }
 
@@ -71,6 +94,8 @@ impl WriteError {
                 source.downcast_ref::<sqlx::Error>()
             }
             Self::Connect(error) => Some(error),
+            // One reason, whatever the times: many alike trip the fuse (a clock fault).
+            Self::BeyondPartitions { .. } => return Cow::Borrowed("beyond_partitions"),
             _ => None,
         };
         sqlx_error

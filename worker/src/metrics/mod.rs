@@ -49,6 +49,27 @@ pub(crate) fn describe() {
     webhook_shared::metrics::describe(METRICS);
 }
 
+/// Counts a write (or probe) that met a missing partition.
+pub(crate) fn record_partition_missing() {
+    metrics::counter!(PARTITION_MISSING_TOTAL).increment(1);
+}
+
+/// Whether `webhook_events` is partitioned.
+pub(crate) fn gauge_table_partitioned(partitioned: bool) {
+    metrics::gauge!(TABLE_PARTITIONED).set(if partitioned { 1.0 } else { 0.0 });
+}
+
+/// The partition gauges: seconds covered ahead, age of the oldest partition, the retention
+/// applied and when maintenance last succeeded (Unix time, if ever).
+pub(crate) fn gauge_partitions(ahead: f64, oldest: f64, retention: f64, last_success: Option<f64>) {
+    metrics::gauge!(PARTITIONS_AHEAD_SECONDS).set(ahead);
+    metrics::gauge!(PARTITIONS_OLDEST_AGE_SECONDS).set(oldest);
+    metrics::gauge!(RETENTION_SECONDS).set(retention);
+    if let Some(at) = last_success {
+        metrics::gauge!(MAINTENANCE_LAST_SUCCESS).set(at);
+    }
+}
+
 /// Counts `count` messages with one outcome.
 pub(crate) fn record_outcomes(outcome: Outcome, count: usize) {
     metrics::counter!(MESSAGES_TOTAL, "outcome" => outcome.as_str()).increment(count as u64);

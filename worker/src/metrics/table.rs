@@ -74,6 +74,19 @@ pub(crate) const FETCHED_BYTES_TOTAL: &str = "webhook_worker_payload_fetched_byt
 /// Gauge: bytes of `WORKER_MAX_FETCHED_BYTES` taken now by batches resolving or writing
 /// offloaded webhooks.
 pub(crate) const FETCH_BUDGET_USED: &str = "webhook_worker_fetch_budget_used_bytes";
+/// Counter: batch writes (and probes) that met a time no partition of `webhook_events` takes.
+pub(crate) const PARTITION_MISSING_TOTAL: &str = "webhook_worker_partition_missing_total";
+/// Gauge: 1 while `webhook_events` is partitioned, 0 while it is the flat table.
+pub(crate) const TABLE_PARTITIONED: &str = "webhook_table_partitioned";
+/// Gauge: seconds from now to the end of the range partitions cover without a gap.
+pub(crate) const PARTITIONS_AHEAD_SECONDS: &str = "webhook_partitions_ahead_seconds";
+/// Gauge: age of the oldest partition's lower bound.
+pub(crate) const PARTITIONS_OLDEST_AGE_SECONDS: &str = "webhook_partitions_oldest_age_seconds";
+/// Gauge: the RETENTION the latest `worker maintain` applied; 0 for none.
+pub(crate) const RETENTION_SECONDS: &str = "webhook_retention_seconds";
+/// Gauge: when `worker maintain` last finished without error (Unix time).
+pub(crate) const MAINTENANCE_LAST_SUCCESS: &str =
+    "webhook_maintenance_last_success_timestamp_seconds";
 
 /// Every metric the worker emits besides
 /// [`SHARED_METRICS`](webhook_shared::metrics::SHARED_METRICS).
@@ -287,5 +300,47 @@ pub(crate) const METRICS: &[Metric] = &[
         unit: Some(Unit::Bytes),
         labels: &[],
         help: "Bytes of WORKER_MAX_FETCHED_BYTES taken now by batches fetching or writing offloaded webhooks.",
+    },
+    Metric {
+        name: PARTITION_MISSING_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Batch writes and probes that met a time no partition of webhook_events takes (the partition is then made, or the worker pauses).",
+    },
+    Metric {
+        name: TABLE_PARTITIONED,
+        kind: Kind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "1 while webhook_events is partitioned by received_at, 0 while it is the flat table.",
+    },
+    Metric {
+        name: PARTITIONS_AHEAD_SECONDS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "Time from now to the end of the range the partitions cover without a gap; 0 when the current partition is missing.",
+    },
+    Metric {
+        name: PARTITIONS_OLDEST_AGE_SECONDS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "Age of the lower bound of the oldest partition.",
+    },
+    Metric {
+        name: RETENTION_SECONDS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "The RETENTION the latest worker maintain applied; 0 for none.",
+    },
+    Metric {
+        name: MAINTENANCE_LAST_SUCCESS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "When worker maintain last finished without error, as a Unix time; absent before the first.",
     },
 ];

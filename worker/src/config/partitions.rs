@@ -1,0 +1,98 @@
+//! Settings of the time partitions of `webhook_events` (for `run`, `migrate` and
+//! `maintain`) and of `worker maintain` itself.
+
+use std::time::Duration;
+
+use crate::config::DatabaseArgs;
+use crate::partitions::interval::PartitionInterval;
+use crate::partitions::keeper::PartitionSettings;
+
+/// How partitions are made.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct PartitionArgs {
+    /// Width of one partition of webhook_events: day (1d), week (1w, 7d) or month (1mo),
+    /// aligned in UTC. Applies to partitions made from now on; existing ones keep their
+    /// bounds.
+    #[arg(long, env = "PARTITION_INTERVAL", default_value = "day")]
+    pub partition_interval: PartitionInterval,
+
+    /// Partitions kept ready after the current one (at least 2), made by `worker maintain`,
+    /// by `worker migrate`, and by a running worker whose role owns the table.
+    #[arg(long, env = "PARTITIONS_AHEAD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=366))]
+    pub partitions_ahead: u32,
+}
+
+impl PartitionArgs {
+    /// The settings the partition code takes.
+    pub(crate) fn settings(self) -> PartitionSettings {
+        PartitionSettings {
+            interval: self.partition_interval,
+            ahead: self.partitions_ahead,
+        }
+    }
+}
+
+/// Settings of `worker migrate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub partitions: PartitionArgs,
+}
+
+/// Settings of `worker maintain`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaintainArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub partitions: PartitionArgs,
+
+    /// Partitions wholly older than this (by received_at) are detached without blocking
+    /// writes and dropped, e.g. `90d` or `36h`. Unset: every partition is kept.
+    #[arg(long, env = "RETENTION", value_parser = parse_span)]
+    pub retention: Option<Duration>,
+
+    /// How long the key of each event is kept (table webhook_event_keys), so that a
+    /// provider's retry of it, arriving later in another partition, is still a duplicate.
+    /// Beyond it, a retry is stored again. Keep it above the providers' retry windows and
+    /// above the queues' retention.
+    #[arg(long, env = "DEDUP_HORIZON", default_value = "30d", value_parser = parse_span)]
+    pub dedup_horizon: Duration,
+
+    /// Longest time one run spends trimming expired keys; the next run goes on where it
+    /// stopped.
+    #[arg(long, env = "MAINTAIN_KEY_TRIM_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub maintain_key_trim_seconds: u64,
+}
+
+/// A span of time like `90d`, `36h` or `2w`, at least an hour.
+fn parse_span(text: &str) -> Result<Duration, String> {
+    let span = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a span of time like 90d or 36h: {error}"))?;
+    if span < Duration::from_secs(3600) {
+        return Err(format!("`{text}` is shorter than an hour"));
+    }
+    Ok(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_days_hours_and_weeks() {
+        assert_eq!(parse_span("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_span("36h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_span("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_span("10m").is_err_and(|e| e.contains("shorter than an hour")));
+        assert!(parse_span("ninety").is_err_and(|e| e.contains("90d")));
+    }
+}
