@@ -268,6 +268,12 @@ async fn a_provider_retry_is_a_duplicate_across_a_partition_boundary_within_the_
     .await
     .expect("a second duplicate");
     assert_eq!(rows_of(&stack, "delivery-2").await, ["old"]);
+    // The redelivery wrote the key again (with its own, old, received_at): the next run
+    // trims it again, and then a retry with a new time is a new row.
+    let (status, log) = stack
+        .run_worker_command(&["maintain"], &[("DEDUP_HORIZON", "2d")])
+        .await;
+    assert!(status.success(), "maintain failed: {log}");
     let late_retry = envelope("github", "delivery-2", Utc::now(), "late retry");
     send(&stack, std::slice::from_ref(&late_retry)).await;
     stack.wait_for_rows(3, DRAIN_TIMEOUT).await;
