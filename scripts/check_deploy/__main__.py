@@ -3,9 +3,10 @@
   cd scripts && python -m check_deploy HELP_DIR
 
 HELP_DIR holds the binaries' help texts (ingest.txt, worker-run.txt, worker-migrate.txt,
-worker-redrive.txt, worker-healthcheck.txt); the `[env: NAME]` lines in them are the
-settings the binaries accept. Each check prints `ok   NAME` or `FAIL NAME` with its reasons;
-the exit status is the number of failed checks (0: all passed).
+worker-redrive.txt, worker-healthcheck.txt, and worker-maintain.txt once the worker has that
+subcommand); the `[env: NAME]` lines in them are the settings the binaries accept. Each check
+prints `ok   NAME` or `FAIL NAME` with its reasons, then `note: ...` lines; the exit status
+is the number of failed checks (0: all passed).
 
 The checks live in ecs.py, cloudformation.py, tracing.py, containers.py and observability.py.
 """
@@ -14,9 +15,10 @@ import sys
 from .cloudformation import (template_load_balancer_drains_like_ingest_and_never_exposes_metrics,
                              template_payload_bucket_is_private_encrypted_and_outlives_the_queues,
                              template_roles_are_least_privilege, template_scales_the_worker_on_backlog_per_task,
+                             template_schedules_worker_maintain_like_the_one_off_tasks,
                              template_task_definitions_equal_the_json_ones,
                              template_worker_task_cap_keeps_the_connection_budget)
-from .common import HELP, load_help
+from .common import HELP, NOTES, load_help
 from .containers import (compose_files_exist_and_env_names_are_settings,
                          compose_images_are_public_by_default_and_overridable_for_both_composes,
                          compose_structure_health_and_start_order, dockerfile_and_dockerignore_cover_the_workspace)
@@ -52,6 +54,7 @@ def main():
                template_load_balancer_drains_like_ingest_and_never_exposes_metrics,
                template_roles_are_least_privilege,
                template_payload_bucket_is_private_encrypted_and_outlives_the_queues,
+               template_schedules_worker_maintain_like_the_one_off_tasks,
                tracing_is_off_by_default_and_enable_tracing_adds_a_non_essential_collector,
                compose_structure_health_and_start_order,
                compose_files_exist_and_env_names_are_settings,
@@ -59,6 +62,8 @@ def main():
                dockerfile_and_dockerignore_cover_the_workspace,
                metric_names_in_alerts_and_dashboard_exist):
         check(fn)
+    for note in NOTES:
+        print(f"note: {note}", flush=True)
     return sum(1 for _, problems in results if problems)
 
 

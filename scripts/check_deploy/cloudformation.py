@@ -4,7 +4,10 @@ Rules fit the database connection budget (which the tasks share through their le
 balancer drains like ingest and the metrics port is open to the scraper group only; IAM roles
 are least privilege, log groups have a retention and the main queue has a redrive policy; the
 large-payload bucket is private, encrypted, TLS-only, expires objects after every queue
-retention plus a margin, and is LARGE_PAYLOAD_BUCKET of both services.
+retention plus a margin, and is LARGE_PAYLOAD_BUCKET of both services; `worker maintain` runs on
+the MaintenanceSchedule as the one-off tasks do (the worker task definition and container, their
+network, settings the worker accepts, the MaintainCommand output alike) through an events role
+that may only run the worker family in the cluster and pass its two roles.
 """
 import json
 import re
@@ -256,4 +259,144 @@ def template_payload_bucket_is_private_encrypted_and_outlives_the_queues():
         env = env_map(container["Environment"], "Name", "Value")
         if env.get("LARGE_PAYLOAD_BUCKET") != {"Ref": "PayloadBucket"}:
             problems.append(f"{name}: LARGE_PAYLOAD_BUCKET must be !Ref PayloadBucket")
+    return problems
+
+
+# `worker maintain` on a schedule (deploy/README.md, "Partitions and retention").
+MAINTAIN_COMMAND = ["worker", "maintain"]
+PARTITION_INTERVALS = {"day", "week", "month", "1d", "7d", "1w", "1mo", "1mon", "1month"}  # what the worker parses
+RETENTION_SAMPLES = {"": True, "90d": True, "36h": True, "1": False, "90": False, "d": False, "0d": False}
+
+
+def sub_text(node, values, where):
+    """The text of an Fn::Sub (after resolve()) with ${Name} from `values` (parameters, variables
+    that are strings or Fn::Sub themselves); ${Resource.Attribute} and pseudo parameters stay."""
+    if isinstance(node, str):
+        return node
+    if not isinstance(node, dict) or "Fn::Sub" not in node:
+        raise ValueError(f"{where}: {node!r} is not a string or Fn::Sub")
+    body = node["Fn::Sub"]
+    text, variables = (body, {}) if isinstance(body, str) else body
+    scope = dict(values)
+    scope.update({k: v for k, v in variables.items() if isinstance(v, str) or "Fn::Sub" in v})
+    return re.sub(r"\$\{([A-Za-z0-9]+)\}", lambda m: sub_text(scope[m.group(1)], values, where)
+                  if m.group(1) in scope else m.group(0), text)
+
+
+def maintain_overrides(node, retention, where):
+    """The RunTask overrides of an Input or a MaintainCommand output, rendered for a Retention
+    value (HasRetention follows it) and the other parameters' defaults."""
+    from .common import TEMPLATE_RAW, resolve
+    params = {name: str(p.get("Default", "")) for name, p in TEMPLATE_RAW["Parameters"].items()}
+    params["Retention"] = retention
+    text = sub_text(resolve(node, {"HasRetention": retention != ""}), params, where)
+    if "--overrides" in text:
+        text = re.search(r"--overrides '([^']*)'", text).group(1)
+    return json.loads(text)
+
+
+def template_schedules_worker_maintain_like_the_one_off_tasks():
+    from .common import HELP, TEMPLATE_RAW, extra_allowed
+    problems = []
+    params = TEMPLATE_RAW["Parameters"]
+    if params.get("MaintenanceSchedule", {}).get("Default") != "rate(1 hour)":
+        problems.append("MaintenanceSchedule: a parameter with Default rate(1 hour)")
+    interval = params.get("PartitionInterval", {})
+    if interval.get("Default") != "day" or not set(interval.get("AllowedValues", [])) <= PARTITION_INTERVALS:
+        problems.append(f"PartitionInterval: Default day and AllowedValues within {sorted(PARTITION_INTERVALS)}")
+    retention = params.get("Retention", {})
+    pattern = retention.get("AllowedPattern", "")
+    for sample, ok in RETENTION_SAMPLES.items():
+        if bool(re.fullmatch(pattern, sample)) != ok:
+            problems.append(f"Retention: AllowedPattern {pattern!r} should {'accept' if ok else 'refuse'} {sample!r}")
+    if retention.get("Default") != "90d":
+        problems.append("Retention: Default 90d")
+    rules = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::Events::Rule"}
+    if list(rules) != ["MaintenanceRule"]:
+        return problems + [f"one AWS::Events::Rule, MaintenanceRule, expected; found {sorted(rules)}"]
+    rule = rules["MaintenanceRule"]["Properties"]
+    if rule.get("ScheduleExpression") != {"Ref": "MaintenanceSchedule"} or rule.get("State", "ENABLED") != "ENABLED":
+        problems.append("MaintenanceRule: ScheduleExpression !Ref MaintenanceSchedule, State ENABLED")
+    if len(rule.get("Targets", [])) != 1:
+        return problems + ["MaintenanceRule: one target (the cluster)"]
+    target = rule["Targets"][0]
+    ecs = target.get("EcsParameters", {})
+    worker_def = next(n for n, r in RESOURCES.items() if r["Type"] == "AWS::ECS::TaskDefinition"
+                      and any(c["Name"] == "worker" for c in r["Properties"]["ContainerDefinitions"]))
+    props, container = template_container("worker")
+    if target.get("Arn") != {"Fn::GetAtt": ["Cluster", "Arn"]}:
+        problems.append("MaintenanceRule: the target must be the cluster (!GetAtt Cluster.Arn)")
+    if ecs.get("TaskDefinitionArn") != {"Ref": worker_def} or ecs.get("LaunchType") != "FARGATE" \
+            or ecs.get("TaskCount", 1) != 1:
+        problems.append(f"MaintenanceRule: EcsParameters TaskDefinitionArn !Ref {worker_def}, LaunchType FARGATE, one task")
+    service = RESOURCES["WorkerService"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+    network = ecs.get("NetworkConfiguration", {}).get("AwsVpcConfiguration")
+    if network != service:
+        problems.append(f"MaintenanceRule: network {network!r} differs from the worker service's {service!r}")
+    outputs = TEMPLATE_RAW.get("Outputs", {})
+    commands = {n: o["Value"]["Fn::Sub"][0] for n, o in outputs.items() if n.endswith("Command")}
+    networks = {n: re.search(r"--network-configuration '[^']*'", c).group(0) for n, c in commands.items()}
+    if "MaintainCommand" not in commands:
+        problems.append("Outputs: a MaintainCommand beside MigrateCommand and RedriveCommand")
+    elif len(set(networks.values())) != 1:
+        problems.append(f"Outputs: the *Command outputs' --network-configuration differ: {networks}")
+    for value in RETENTION_SAMPLES:
+        if not RETENTION_SAMPLES[value]:
+            continue
+        where = f"MaintenanceRule Input with Retention {value!r}"
+        overrides = maintain_overrides(target.get("Input", "{}"), value, where)
+        if "MaintainCommand" in outputs:
+            command = maintain_overrides(outputs["MaintainCommand"]["Value"], value, "MaintainCommand")
+            if command != overrides:
+                problems.append(f"MaintainCommand's --overrides differ from the rule's Input (Retention {value!r})")
+        if "taskRoleArn" in overrides:
+            problems.append(f"{where}: a taskRoleArn override (the worker's task role has what maintain needs)")
+        containers = overrides.get("containerOverrides", [])
+        if [c.get("name") for c in containers] != [container["Name"]]:
+            problems.append(f"{where}: containerOverrides should name the worker container {container['Name']!r} only")
+            continue
+        override = containers[0]
+        if override.get("command") != MAINTAIN_COMMAND:
+            problems.append(f"{where}: command {override.get('command')!r}, not {MAINTAIN_COMMAND!r}")
+        names = [e["name"] for e in override.get("environment", [])]
+        env = {e["name"]: e["value"] for e in override.get("environment", [])}
+        for var in sorted(set(names)):
+            if names.count(var) > 1:
+                problems.append(f"{where}: {var} is set more than once")
+            if var not in HELP["worker maintain"] and not extra_allowed(var):
+                problems.append(f"{where}: {var} is not a setting of `worker maintain`")
+        want = {"PARTITION_INTERVAL": interval.get("Default"), "DATABASE_MAX_CONNECTIONS": "1"}
+        if value:
+            want["RETENTION"] = value
+        if env != want:
+            problems.append(f"{where}: environment {env}, expected {want} (no RETENTION = keep everything)")
+    worker_env = env_map(container["Environment"], "Name", "Value")
+    if worker_env.get("PARTITION_INTERVAL") != {"Ref": "PartitionInterval"}:
+        problems.append("the worker's PARTITION_INTERVAL must be the PartitionInterval parameter (as maintain's)")
+    # The events role: RunTask on the worker family in this cluster, PassRole on the task's roles.
+    role_name = (target.get("RoleArn") or {}).get("Fn::GetAtt", [None])[0]
+    role = RESOURCES.get(role_name or "", {})
+    if role.get("Type") != "AWS::IAM::Role":
+        return problems + ["MaintenanceRule: RoleArn must be !GetAtt of a role of the template"]
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    if [s.get("Principal") for s in trust] != [{"Service": "events.amazonaws.com"}] or \
+            trust[0].get("Condition") != {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}:
+        problems.append(f"{role_name}: assumed by events.amazonaws.com only, of this account (aws:SourceAccount)")
+    if role["Properties"].get("ManagedPolicyArns"):
+        problems.append(f"{role_name}: no managed policies")
+    family = props["Family"]["Fn::Sub"] if isinstance(props["Family"], dict) else props["Family"]
+    run_task = {"Fn::Sub": f"arn:${{AWS::Partition}}:ecs:${{AWS::Region}}:${{AWS::AccountId}}:task-definition/{family}:*"}
+    passed = sorted([json.dumps(props["ExecutionRoleArn"]), json.dumps(props["TaskRoleArn"])])
+    want_statements = [
+        ("ecs:RunTask", json.dumps(run_task), {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["Cluster", "Arn"]}}}),
+        ("iam:PassRole", passed, {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
+    ]
+    got = []
+    for statement in statements(role):
+        resource = statement["Resource"]
+        got.append((statement["Action"], sorted(json.dumps(r) for r in resource) if isinstance(resource, list)
+                    else json.dumps(resource), statement.get("Condition")))
+    if sorted(got, key=str) != sorted(want_statements, key=str):
+        problems.append(f"{role_name}: grants {got}, expected {want_statements} (RunTask on the worker family in "
+                        "this cluster, PassRole on the worker task definition's execution and task roles)")
     return problems

@@ -24,6 +24,17 @@ STOP_MARGIN = 5  # seconds stopTimeout must exceed the drain by
 
 HELP = {}  # env names accepted per binary (and worker subcommand), from --help; filled in by __main__.main()
 
+# Issue 22 (time partitions): deploy/ sets these before the worker built from this tree knows
+# them. While its binary has no `worker maintain` subcommand they count as listed by --help
+# (`worker maintain` then accepts `worker migrate`'s settings plus its own below); once it has
+# one, --help alone decides, so a name that landed differently fails. Remove this once the
+# worker with `maintain` is merged.
+PENDING_SETTINGS = {
+    "worker run": {"PARTITION_INTERVAL", "PARTITIONS_AHEAD"},
+    "worker maintain": {"PARTITION_INTERVAL", "PARTITIONS_AHEAD", "RETENTION", "DEDUP_HORIZON"},
+}
+NOTES = []  # printed by __main__ beside the results (not failures)
+
 
 def env_names(help_text):
     return set(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)[=\]]", help_text))
@@ -35,9 +46,17 @@ def load_help(help_dir):
     for key in ("ingest", "worker-run", "worker-migrate", "worker-redrive", "worker-healthcheck"):
         if not names.get(key):
             raise SystemExit(f"check_deploy: no [env: ...] lines in {help_dir}/{key}.txt")
-    worker_all = names["worker-run"] | names["worker-migrate"] | names["worker-redrive"] | names["worker-healthcheck"]
+    if not names.get("worker-maintain"):  # this worker has no `maintain` yet: PENDING_SETTINGS
+        names["worker-maintain"] = names["worker-migrate"] | PENDING_SETTINGS["worker maintain"]
+        names["worker-run"] = names["worker-run"] | PENDING_SETTINGS["worker run"]
+        NOTES.append("the worker has no `maintain` subcommand yet: its settings and "
+                     + ", ".join(sorted(PENDING_SETTINGS["worker run"])) + " of `worker run` are taken from "
+                     "PENDING_SETTINGS (scripts/check_deploy/common.py), not from --help")
+    worker_all = (names["worker-run"] | names["worker-migrate"] | names["worker-redrive"] | names["worker-healthcheck"]
+                  | names["worker-maintain"])
     return {"ingest": names["ingest"], "worker": worker_all, "worker run": names["worker-run"],
-            "worker migrate": names["worker-migrate"], "worker redrive": names["worker-redrive"]}
+            "worker migrate": names["worker-migrate"], "worker redrive": names["worker-redrive"],
+            "worker maintain": names["worker-maintain"]}
 
 
 def secret_envs(path):

@@ -21,7 +21,8 @@ SPEC_SETTINGS = {
 # Settings a task definition may leave unset (deploy/README.md says when to set them).
 OPTIONAL_UNSET = {
     "ingest": {"FIFO_GROUP_HEADER"},
-    "worker": {"WORKER_MAX_IN_FLIGHT", "MAX_MESSAGES_PER_SECOND", "METRICS_SOURCES"},
+    "worker": {"WORKER_MAX_IN_FLIGHT", "MAX_MESSAGES_PER_SECOND", "METRICS_SOURCES",
+               "PARTITIONS_AHEAD"},  # the worker's default, the same for `worker run` and `worker maintain`
 }
 # And every OTEL_* setting: tracing stays off unless configured (deploy/README.md, "Tracing";
 # tracing.py checks that no endpoint is set by default and what EnableTracing sets).
