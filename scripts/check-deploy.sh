@@ -94,12 +94,9 @@ cargo build --quiet -p ingest -p worker
 bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug"
 mkdir -p "$work/help"
 "$bin/ingest" --help >"$work/help/ingest.txt"
-for sub in run migrate redrive healthcheck; do
+for sub in run migrate redrive healthcheck maintain; do
   "$bin/worker" "$sub" --help >"$work/help/worker-$sub.txt"
 done
-# `worker maintain` once this worker has it; until then scripts/check_deploy takes its settings
-# from PENDING_SETTINGS in common.py.
-"$bin/worker" maintain --help >"$work/help/worker-maintain.txt" 2>/dev/null || rm -f "$work/help/worker-maintain.txt"
 
 # CloudFormation
 run_check "cfn-lint deploy/cloudformation.yaml" "$VENV/bin/cfn-lint" -- deploy/cloudformation.yaml

@@ -24,15 +24,6 @@ STOP_MARGIN = 5  # seconds stopTimeout must exceed the drain by
 
 HELP = {}  # env names accepted per binary (and worker subcommand), from --help; filled in by __main__.main()
 
-# Issue 22 (time partitions): deploy/ sets these before the worker built from this tree knows
-# them. While its binary has no `worker maintain` subcommand they count as listed by --help
-# (`worker maintain` then accepts `worker migrate`'s settings plus its own below); once it has
-# one, --help alone decides, so a name that landed differently fails. Remove this once the
-# worker with `maintain` is merged.
-PENDING_SETTINGS = {
-    "worker run": {"PARTITION_INTERVAL", "PARTITIONS_AHEAD"},
-    "worker maintain": {"PARTITION_INTERVAL", "PARTITIONS_AHEAD", "RETENTION", "DEDUP_HORIZON"},
-}
 NOTES = []  # printed by __main__ beside the results (not failures)
 
 
@@ -43,15 +34,9 @@ def env_names(help_text):
 def load_help(help_dir):
     texts = {p.stem: p.read_text() for p in Path(help_dir).glob("*.txt")}
     names = {k: env_names(v) for k, v in texts.items()}
-    for key in ("ingest", "worker-run", "worker-migrate", "worker-redrive", "worker-healthcheck"):
+    for key in ("ingest", "worker-run", "worker-migrate", "worker-redrive", "worker-healthcheck", "worker-maintain"):
         if not names.get(key):
             raise SystemExit(f"check_deploy: no [env: ...] lines in {help_dir}/{key}.txt")
-    if not names.get("worker-maintain"):  # this worker has no `maintain` yet: PENDING_SETTINGS
-        names["worker-maintain"] = names["worker-migrate"] | PENDING_SETTINGS["worker maintain"]
-        names["worker-run"] = names["worker-run"] | PENDING_SETTINGS["worker run"]
-        NOTES.append("the worker has no `maintain` subcommand yet: its settings and "
-                     + ", ".join(sorted(PENDING_SETTINGS["worker run"])) + " of `worker run` are taken from "
-                     "PENDING_SETTINGS (scripts/check_deploy/common.py), not from --help")
     worker_all = (names["worker-run"] | names["worker-migrate"] | names["worker-redrive"] | names["worker-healthcheck"]
                   | names["worker-maintain"])
     return {"ingest": names["ingest"], "worker": worker_all, "worker run": names["worker-run"],

@@ -1,21 +1,11 @@
 """Checks of the observability files: every metric name in deploy/observability/alerts.yml and
 grafana-dashboard.json is in the README's metrics table and emitted by the code; dashboard panel
 ids are unique and every target has an expression. (promtool's checks run in check-deploy.sh.)
-The metrics of issue 22 (PENDING_METRICS) may be used before the worker emits them.
 """
 import json
 import re
 
-from .common import DEPLOY, NOTES, ROOT
-
-# Issue 22 (time partitions): the alerts and the dashboard use these before the worker built
-# from this tree emits them. Each is accepted while it is neither in the code nor in the README's
-# table; once either has it, the usual rule applies (both must). Remove this once the worker with
-# `maintain` is merged.
-PENDING_METRICS = {"webhook_partitions_ahead_seconds", "webhook_table_partitioned",
-                   "webhook_partitions_oldest_age_seconds", "webhook_retention_seconds",
-                   "webhook_maintenance_last_success_timestamp_seconds", "webhook_worker_partition_missing_total"}
-
+from .common import DEPLOY, ROOT
 
 def readme_metrics():
     text = (ROOT / "README.md").read_text()
@@ -35,20 +25,13 @@ def metric_names_in_alerts_and_dashboard_exist():
     problems = []
     documented, emitted = readme_metrics(), source_metrics()
     files = [DEPLOY / "observability/alerts.yml", DEPLOY / "observability/grafana-dashboard.json"]
-    pending = set()
     for path in files:
         for metric in sorted(set(re.findall(r"\b(webhook_[a-z0-9_]+)", path.read_text()))):
             base = re.sub(r"_(bucket|sum|count)$", "", metric)
-            if base in PENDING_METRICS and base not in documented and base not in emitted:
-                pending.add(base)
-                continue
             if base not in documented:
                 problems.append(f"{path.name}: {metric} is not in the README's metrics table")
             if base not in emitted:
                 problems.append(f"{path.name}: {metric} is not emitted by the code (no \"{base}\" in the sources)")
-    if pending:
-        NOTES.append("not emitted by this worker yet, accepted from PENDING_METRICS "
-                     f"(scripts/check_deploy/observability.py): {', '.join(sorted(pending))}")
     dashboard = json.loads(files[1].read_text())
     ids = [p["id"] for p in dashboard["panels"]]
     if len(ids) != len(set(ids)):
