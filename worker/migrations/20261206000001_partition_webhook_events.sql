@@ -27,11 +27,45 @@ CREATE TABLE webhook_maintenance (
 );
 INSERT INTO webhook_maintenance DEFAULT VALUES;
 
--- An empty webhook_events becomes the partitioned table at once; one with rows stays as it
--- is (everything works on it) until `worker migrate-partitions` moves it.
+-- Where `worker migrate-partitions` stands (one row once it has started).
+CREATE TABLE webhook_partition_migration (
+    singleton     boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    step          text        NOT NULL,
+    cursor_source text,
+    cursor_id     text,
+    cutover       timestamptz,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Whoever may write webhook_events may write the keys the insert now writes beside it.
 DO $$
+DECLARE
+    grant_row record;
+BEGIN
+    FOR grant_row IN
+        SELECT DISTINCT a.grantee::regrole::text AS grantee
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = 'webhook_events'::regclass AND a.privilege_type = 'INSERT' AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT ON webhook_event_keys TO %s', grant_row.grantee);
+        EXECUTE format('GRANT SELECT ON webhook_maintenance TO %s', grant_row.grantee);
+    END LOOP;
+END
+$$;
+
+-- An empty webhook_events becomes the partitioned table at once (its grants kept); one with
+-- rows stays as it is (everything works on it) until `worker migrate-partitions` moves it.
+DO $$
+DECLARE
+    grants text[];
+    statement text;
 BEGIN
     IF NOT EXISTS (SELECT FROM webhook_events) THEN
+        SELECT coalesce(array_agg(format('GRANT %s ON webhook_events TO %s', a.privilege_type,
+                                         CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)), '{}')
+        INTO grants
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = 'webhook_events'::regclass AND a.grantee <> c.relowner;
         DROP TABLE webhook_events;
         CREATE TABLE webhook_events (
             source       text        NOT NULL,
@@ -46,6 +80,9 @@ BEGIN
         ) PARTITION BY RANGE (received_at);
         -- Rows arrive in received_at order: a BRIN index costs next to nothing to keep.
         CREATE INDEX webhook_events_received_at_idx ON webhook_events USING brin (received_at);
+        FOREACH statement IN ARRAY grants LOOP
+            EXECUTE statement;
+        END LOOP;
     END IF;
 END
 $$;

@@ -66,11 +66,19 @@ pub(crate) fn classify(error: &sqlx::Error) -> Failure {
     }
 }
 
+/// The check `worker migrate-partitions` puts on the table it is about to attach as the
+/// partition of everything before its cutover (see `partitions/migration.rs`).
+pub(crate) const LEGACY_RANGE_CHECK: &str = "webhook_events_legacy_range";
+
 /// Whether `error` is PostgreSQL's "no partition of relation … found for row": a check
-/// violation (23514) that names no constraint.
+/// violation (23514) that names no constraint, or that names the migration's range check
+/// (a row past the cutover before the swap).
 pub(crate) fn is_missing_partition(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|database| {
-        database.code().is_some_and(|code| code == "23514") && database.constraint().is_none()
+        database.code().is_some_and(|code| code == "23514")
+            && database
+                .constraint()
+                .is_none_or(|constraint| constraint == LEGACY_RANGE_CHECK)
     })
 }
 
@@ -211,6 +219,7 @@ mod tests {
         let no_partition = refusal("23514", None);
         assert!(is_missing_partition(&no_partition));
         assert_eq!(classify(&no_partition), Failure::Systemic);
+        assert!(is_missing_partition(&refusal("23514", Some(LEGACY_RANGE_CHECK))));
         let check = refusal("23514", Some("refuse_one_source"));
         assert!(!is_missing_partition(&check));
         assert_eq!(classify(&check), Failure::Permanent);

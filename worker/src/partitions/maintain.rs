@@ -17,11 +17,42 @@ use crate::partitions::catalog;
 use crate::partitions::keeper::is_not_owner;
 use crate::partitions::{keys, retention};
 
-/// The session advisory lock of `worker maintain` ("swmaintn").
-const MAINTAIN_LOCK: i64 = 0x7377_6d61_696e_746e;
+/// The session advisory lock of `worker maintain` and `worker migrate-partitions`
+/// ("swmaintn").
+pub(crate) const MAINTAIN_LOCK: i64 = 0x7377_6d61_696e_746e;
 
 /// Oldest PostgreSQL with `DETACH PARTITION … CONCURRENTLY`.
 const MIN_SERVER_VERSION: i32 = 140_000;
+
+/// Fails unless the server is PostgreSQL 14 or later.
+pub(crate) async fn ensure_server_version(conn: &mut PgConnection) -> anyhow::Result<()> {
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&mut *conn)
+        .await
+        .context("reading the server version")?;
+    anyhow::ensure!(
+        version >= MIN_SERVER_VERSION,
+        "partitions need PostgreSQL 14 or later (DETACH PARTITION … CONCURRENTLY); this server is {version}"
+    );
+    Ok(())
+}
+
+/// Takes the maintainers' session lock; `false` when another holds it.
+pub(crate) async fn try_lock(conn: &mut PgConnection) -> anyhow::Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(MAINTAIN_LOCK)
+        .fetch_one(&mut *conn)
+        .await
+        .context("taking the maintainers' lock")
+}
+
+/// Gives the maintainers' session lock back.
+pub(crate) async fn unlock(conn: &mut PgConnection) {
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MAINTAIN_LOCK)
+        .execute(&mut *conn)
+        .await;
+}
 
 /// Attempts at creating partitions when a lock is busy, and the pause between them.
 const CREATE_ATTEMPTS: u32 = 5;
@@ -38,28 +69,13 @@ pub(crate) async fn run(args: &MaintainArgs) -> anyhow::Result<()> {
 /// The pass, under the maintainers' lock.
 async fn maintain(conn: &mut PgConnection, args: &MaintainArgs) -> anyhow::Result<()> {
     db::ensure_migrated(conn).await?;
-    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
-        .fetch_one(&mut *conn)
-        .await
-        .context("reading the server version")?;
-    anyhow::ensure!(
-        version >= MIN_SERVER_VERSION,
-        "worker maintain needs PostgreSQL 14 or later (DETACH PARTITION … CONCURRENTLY); this server is {version}"
-    );
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(MAINTAIN_LOCK)
-        .fetch_one(&mut *conn)
-        .await
-        .context("taking the maintainers' lock")?;
-    if !locked {
-        tracing::info!("another `worker maintain` is running; nothing to do");
+    ensure_server_version(conn).await?;
+    if !try_lock(conn).await? {
+        tracing::info!("another `worker maintain` (or `migrate-partitions`) is running; nothing to do");
         return Ok(());
     }
     let result = steps(conn, args).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MAINTAIN_LOCK)
-        .execute(&mut *conn)
-        .await;
+    unlock(conn).await;
     result
 }
 
