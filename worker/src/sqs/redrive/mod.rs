@@ -1,86 +1,126 @@
-//! `worker redrive`: moves the dead-letter queue's messages back to the main queue with
-//! SQS's StartMessageMoveTask, then reports progress until the move ends. Run it once the
-//! cause of the failures is fixed; the worker stores the moved messages as usual.
+//! `worker redrive`: moves the dead-letter queue's messages back to the main queue. Run it
+//! once the cause of the failures is fixed; the worker stores the moved messages as usual.
+//! Without filters SQS moves them all (StartMessageMoveTask: `tasks.rs`, which also shows
+//! and cancels the tasks); with filters, or `--dry-run`, the DLQ is scanned (`scan.rs`,
+//! selecting with `filter.rs`). This module finds the queues and picks the way.
 
 #![allow(
     clippy::print_stdout,
-    reason = "progress lines on stdout are this command's output"
+    reason = "the lines on stdout are this command's output"
 )]
 
+mod filter;
+mod scan;
+mod tasks;
+
+use std::num::NonZeroU32;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use aws_sdk_sqs::types::QueueAttributeName;
-use webhook_shared::sqs::{self as sdk_sqs, ClientTimeouts};
+use tokio_util::sync::CancellationToken;
+use webhook_shared::shutdown;
+use webhook_shared::sqs::{self as sdk_sqs, ClientTimeouts, is_fifo};
 
 use crate::config::RedriveArgs;
 use crate::sqs::admin::{QueueAdmin, SqsAdmin};
-use crate::sqs::queue_info;
+use crate::sqs::client::SqsQueue;
+use crate::sqs::redrive::filter::Filter;
+use crate::sqs::redrive::scan::{MAX_HELD, SCAN_WAIT, ScanSettings};
+use crate::sqs::{Queue, queue_info};
 
-/// Starts the move and prints progress until it has finished, failed or been cancelled.
+/// Runs `worker redrive` with `args`; Ctrl-C (or SIGTERM) stops it cleanly.
 pub(crate) async fn run(args: &RedriveArgs) -> anyhow::Result<()> {
-    let admin = SqsAdmin::new(
-        sdk_sqs::client(ClientTimeouts {
-            attempt: Duration::from_secs(10),
-            max_attempts: 3,
-        })
-        .await,
-    );
-    redrive(
-        &admin,
-        args,
-        Duration::from_secs(args.progress_interval_seconds),
-    )
-    .await
+    let sqs = sdk_sqs::client(ClientTimeouts {
+        attempt: Duration::from_secs(10),
+        max_attempts: 3,
+    })
+    .await;
+    let admin = SqsAdmin::new(sqs.clone());
+    let stop = CancellationToken::new();
+    shutdown::cancel_on_signal(stop.clone()).context("installing signal handlers")?;
+    if !args.scans() {
+        return by_task(
+            &admin,
+            args,
+            Duration::from_secs(args.progress_interval_seconds),
+            &stop,
+        )
+        .await;
+    }
+    let filter = Filter::new(args)?;
+    let queue_url = args.queue.url()?;
+    let dlq_url = dlq_url(&admin, args).await?;
+    let dlq = Queue::new(SqsQueue::new(sqs.clone(), dlq_url.clone(), None).with_wait(SCAN_WAIT));
+    let main = SqsQueue::new(sqs, queue_url.to_owned(), None);
+    let settings = ScanSettings {
+        visibility: Duration::from_secs(args.scan_visibility_seconds),
+        dry_run: args.dry_run,
+        per_second: args
+            .max_per_second
+            .and_then(|rate| NonZeroU32::new(rate.unsigned_abs())),
+        progress_every: Duration::from_secs(args.progress_interval_seconds),
+        max_held: MAX_HELD,
+    };
+    if args.dry_run {
+        println!("counting the messages of {dlq_url} the filters select (dry run)");
+    } else {
+        println!("moving the messages the filters select from {dlq_url} to {queue_url}");
+    }
+    if is_fifo(&dlq_url) {
+        println!(
+            "a FIFO DLQ gives each group in order: a message left in the DLQ holds back the rest of its group in this scan"
+        );
+    }
+    let report = scan::scan(&dlq, &main, &filter, &settings, &stop)
+        .await
+        .context("scanning the DLQ")?;
+    scan::print_summary(&report, &settings);
+    Ok(())
 }
 
-/// Moves the DLQ's messages back through `admin`, printing progress every `every`.
-async fn redrive(
+/// The DLQ's URL: DLQ_URL, else the main queue's RedrivePolicy.
+async fn dlq_url(admin: &impl QueueAdmin, args: &RedriveArgs) -> anyhow::Result<String> {
+    let queue_url = args.queue.url()?;
+    let info = queue_info::discover(admin, queue_url, args.dead_letters.dlq_url.clone()).await;
+    info.dlq_url
+        .context("no dead-letter queue: set DLQ_URL or give the main queue a RedrivePolicy")
+}
+
+/// The unfiltered ways, through SQS's move tasks: `--status`, `--cancel`, or a move (a new
+/// one, or the one running) followed with a progress line every `every` until it ends or
+/// `stop` is cancelled.
+async fn by_task(
     admin: &impl QueueAdmin,
     args: &RedriveArgs,
     every: Duration,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let queue_url = args.queue.url()?;
-    let info = queue_info::discover(admin, queue_url, args.dead_letters.dlq_url.clone()).await;
-    let dlq_url = info
-        .dlq_url
-        .context("no dead-letter queue: set DLQ_URL or give the main queue a RedrivePolicy")?;
+    let dlq_url = dlq_url(admin, args).await?;
     let source_arn = queue_arn(admin, &dlq_url)
         .await
         .context("reading the DLQ's ARN")?;
+    if args.status {
+        return tasks::status(admin, &source_arn, &dlq_url)
+            .await
+            .context("listing the DLQ's move tasks");
+    }
+    if args.cancel {
+        return tasks::cancel(admin, &source_arn, &dlq_url)
+            .await
+            .context("cancelling the DLQ's move task");
+    }
     let destination_arn = queue_arn(admin, queue_url)
         .await
         .context("reading the main queue's ARN")?;
-    let task = admin
-        .start_move(&source_arn, &destination_arn, args.max_per_second)
-        .await?;
+    let handle = tasks::start_or_join(admin, &source_arn, &destination_arn, args.max_per_second)
+        .await
+        .context("starting the move")?;
     println!("moving messages from {dlq_url} to {queue_url}");
-    let mut ticks = tokio::time::interval(every);
-    loop {
-        ticks.tick().await;
-        let listed = admin.list_moves(&source_arn).await?;
-        // Newest first. Only a running task carries its handle, so a finished one is the
-        // newest entry for this source.
-        let entry = listed
-            .iter()
-            .find(|entry| entry.handle.as_deref() == Some(task.as_str()))
-            .or(listed.first());
-        let Some(entry) = entry else {
-            bail!("no move task is listed for {dlq_url}");
-        };
-        let total = entry
-            .total
-            .map_or_else(|| "?".to_owned(), |n| n.to_string());
-        println!("{}: {} of {total} moved", entry.status, entry.moved);
-        match entry.status.as_str() {
-            "RUNNING" | "CANCELLING" => {}
-            "COMPLETED" => return Ok(()),
-            other => bail!(
-                "the move ended {other}: {}",
-                entry.failure_reason.as_deref().unwrap_or("no reason given")
-            ),
-        }
-    }
+    tasks::follow(admin, &source_arn, &handle, every, stop)
+        .await
+        .context("following the move")
 }
 
 async fn queue_arn(admin: &impl QueueAdmin, url: &str) -> anyhow::Result<String> {
@@ -92,97 +132,4 @@ async fn queue_arn(admin: &impl QueueAdmin, url: &str) -> anyhow::Result<String>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::DeadLetterArgs;
-    use crate::sqs::admin::MoveTask;
-    use crate::testing::admin::FakeAdmin;
-    use webhook_shared::config::QueueArgs;
-
-    const MAIN: &str = "http://sqs/000000000000/hooks";
-    const DLQ: &str = "http://sqs/000000000000/hooks-dlq";
-
-    fn args() -> RedriveArgs {
-        RedriveArgs {
-            queue: QueueArgs {
-                queue_url: Some(MAIN.into()),
-            },
-            dead_letters: DeadLetterArgs {
-                dlq_url: Some(DLQ.into()),
-            },
-            max_per_second: Some(50),
-            progress_interval_seconds: 1,
-        }
-    }
-
-    fn task(handle: Option<&str>, status: &str, moved: i64) -> MoveTask {
-        MoveTask {
-            handle: handle.map(str::to_owned),
-            status: status.into(),
-            moved,
-            total: Some(10),
-            failure_reason: (status == "FAILED").then(|| "AccessDenied".to_owned()),
-        }
-    }
-
-    fn admin() -> FakeAdmin {
-        let admin = FakeAdmin::default();
-        admin.set(MAIN, QueueAttributeName::QueueArn, "arn:main");
-        admin.set(DLQ, QueueAttributeName::QueueArn, "arn:dlq");
-        admin
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn moves_from_the_dlq_to_the_main_queue_until_the_task_completes() {
-        let admin = admin();
-        admin.state().listings = [
-            vec![task(Some("task-1"), "RUNNING", 3)],
-            // Finished: no handle any more, the newest entry for the source.
-            vec![task(None, "COMPLETED", 10), task(None, "FAILED", 0)],
-        ]
-        .into();
-        redrive(&admin, &args(), Duration::from_secs(1))
-            .await
-            .expect("completed");
-        let state = admin.state();
-        assert_eq!(
-            state.moves,
-            vec![("arn:dlq".to_owned(), "arn:main".to_owned(), Some(50))]
-        );
-        let lists = state
-            .calls
-            .iter()
-            .filter(|(op, _)| *op == "ListMessageMoveTasks")
-            .count();
-        assert_eq!(lists, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_move_is_an_error_with_its_reason() {
-        let admin = admin();
-        admin.state().listings = [vec![task(None, "FAILED", 0)]].into();
-        let error = redrive(&admin, &args(), Duration::from_secs(1))
-            .await
-            .expect_err("failed");
-        assert!(format!("{error:#}").contains("AccessDenied"), "{error:#}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_dlq_and_no_arn_are_errors_that_say_so() {
-        let admin = FakeAdmin::default();
-        let mut no_dlq = args();
-        no_dlq.dead_letters.dlq_url = None;
-        let error = redrive(&admin, &no_dlq, Duration::from_secs(1))
-            .await
-            .expect_err("no dlq");
-        assert!(format!("{error:#}").contains("DLQ_URL"), "{error:#}");
-        let error = redrive(&admin, &args(), Duration::from_secs(1))
-            .await
-            .expect_err("no arn");
-        assert!(
-            format!("{error:#}").contains("has no QueueArn"),
-            "{error:#}"
-        );
-        assert!(admin.state().moves.is_empty());
-    }
-}
+mod tests;
