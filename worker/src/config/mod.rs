@@ -11,7 +11,7 @@ mod database;
 mod redrive;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
-pub use redrive::RedriveArgs;
+pub use redrive::{ActionWithFilter, RedriveArgs};
 use webhook_shared::config::{
     LogArgs, MetricsAddrArgs, OpsArgs, QueueArgs, parse_bucket_name, parse_queue_url,
 };

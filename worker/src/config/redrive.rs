@@ -29,12 +29,12 @@ pub struct RedriveArgs {
 
     /// Print the DLQ's recent message move tasks (status, messages moved and to move, start
     /// time, failure reason) and exit.
-    #[arg(long, conflicts_with_all = ["cancel", "sources", "reason", "from", "to", "dry_run"])]
+    #[arg(long, conflicts_with = "cancel")]
     pub status: bool,
 
     /// Cancel the DLQ's running message move task (the messages moved so far stay moved) and
     /// exit; exit 0 with a message when none is running.
-    #[arg(long, conflicts_with_all = ["sources", "reason", "from", "to", "dry_run"])]
+    #[arg(long)]
     pub cancel: bool,
 
     /// Move only the messages of these sources (the envelope's source; repeat the flag or
@@ -80,6 +80,22 @@ impl RedriveArgs {
             || self.reason.is_some()
             || self.from.is_some()
             || self.to.is_some()
+    }
+}
+
+/// `--status` or `--cancel` with a filter or `--dry-run` (checked on the values, so
+/// `REDRIVE_DRY_RUN=false` is no conflict).
+#[derive(Debug, thiserror::Error)]
+#[error("--status and --cancel take no filter (--source, --reason, --from, --to) and no --dry-run")]
+pub struct ActionWithFilter;
+
+impl RedriveArgs {
+    /// An error when `--status` or `--cancel` comes with a filter or `--dry-run`.
+    pub fn check(&self) -> Result<(), ActionWithFilter> {
+        if (self.status || self.cancel) && self.scans() {
+            return Err(ActionWithFilter);
+        }
+        Ok(())
     }
 }
 

@@ -31,6 +31,7 @@ use crate::sqs::{Queue, queue_info};
 
 /// Runs `worker redrive` with `args`; Ctrl-C (or SIGTERM) stops it cleanly.
 pub(crate) async fn run(args: &RedriveArgs) -> anyhow::Result<()> {
+    args.check()?;
     let sqs = sdk_sqs::client(ClientTimeouts {
         attempt: Duration::from_secs(10),
         max_attempts: 3,

@@ -159,19 +159,22 @@ async fn no_dlq_and_no_arn_are_errors_that_say_so() {
 #[test]
 fn action_flags_exclude_filters_and_each_other() {
     use clap::Parser as _;
+    let full = [
+        "worker",
+        "redrive",
+        "--queue-url",
+        REDRIVE_MAIN,
+        "--status",
+        "--cancel",
+    ];
+    assert!(crate::config::Cli::try_parse_from(full).is_err());
     for line in [
-        &["--status", "--cancel"][..],
-        &["--status", "--source", "a"],
+        &["--status", "--source", "a"][..],
         &["--cancel", "--dry-run"],
     ] {
-        let full = ["worker", "redrive", "--queue-url", REDRIVE_MAIN]
-            .iter()
-            .chain(line);
-        assert!(
-            crate::config::Cli::try_parse_from(full).is_err(),
-            "{line:?}"
-        );
+        assert!(redrive_args(line).check().is_err(), "{line:?}");
     }
+    assert!(redrive_args(&["--status"]).check().is_ok());
     assert!(redrive_args(&["--reason", "x"]).scans());
     assert!(redrive_args(&["--dry-run"]).scans());
     assert!(!redrive_args(&["--status"]).scans());
