@@ -9,9 +9,11 @@ use crate::metrics::{MAX_SOURCES, SourceLabels, check_source_name};
 
 mod database;
 mod partitions;
+mod redrive;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
 pub use partitions::{MaintainArgs, MigrateArgs, PartitionArgs};
+pub use redrive::{ActionWithFilter, RedriveArgs};
 use webhook_shared::config::{
     LogArgs, MetricsAddrArgs, OpsArgs, QueueArgs, parse_bucket_name, parse_queue_url,
 };
@@ -42,9 +44,10 @@ pub enum Command {
     Maintain(MaintainArgs),
     /// Exit 0 if the worker on METRICS_ADDR answers /healthz, else 1 (no curl needed).
     Healthcheck(HealthcheckArgs),
-    /// Move messages from the dead-letter queue back to the main queue (StartMessageMoveTask)
-    /// and report progress until the move ends.
-    Redrive(RedriveArgs),
+    /// Move messages from the dead-letter queue back to the main queue and report progress
+    /// until the move ends: all of them (StartMessageMoveTask), or those a filter selects;
+    /// `--status` and `--cancel` show and stop the move tasks.
+    Redrive(Box<RedriveArgs>),
 }
 
 /// Settings of `worker healthcheck`.
@@ -63,27 +66,6 @@ pub struct DeadLetterArgs {
     /// the source of `worker redrive`. Found from the main queue's RedrivePolicy when absent.
     #[arg(long, env = "DLQ_URL", value_parser = parse_queue_url)]
     pub dlq_url: Option<String>,
-}
-
-/// Settings of `worker redrive`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RedriveArgs {
-    /// The main queue (the destination).
-    #[command(flatten)]
-    pub queue: QueueArgs,
-
-    /// The dead-letter queue (the source).
-    #[command(flatten)]
-    pub dead_letters: DeadLetterArgs,
-
-    /// Most messages moved per second (SQS's MaxNumberOfMessagesPerSecond, up to 500), so a
-    /// large DLQ does not flood the database; SQS's own pace when absent.
-    #[arg(long = "max-per-second", visible_alias = "max", env = "REDRIVE_MAX_PER_SECOND", value_parser = clap::value_parser!(i32).range(1..=500))]
-    pub max_per_second: Option<i32>,
-
-    /// Seconds between progress reports.
-    #[arg(long, env = "REDRIVE_PROGRESS_INTERVAL_SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=60))]
-    pub progress_interval_seconds: u64,
 }
 
 impl Cli {

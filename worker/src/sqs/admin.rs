@@ -1,6 +1,6 @@
 //! The worker's seam to SQS's queue administration, beside [`QueueClient`](crate::sqs::QueueClient)
 //! for messages: [`QueueAdmin`] reads queue attributes (depths, visibility, redrive policy,
-//! ARN), finds a queue's URL, and starts and lists message moves (`worker redrive`).
+//! ARN), finds a queue's URL, and starts, lists and cancels message moves (`worker redrive`).
 //! [`SqsAdmin`] is the real one, each call counted in `webhook_sqs_requests_total`; unit
 //! tests put a fake behind the trait.
 
@@ -37,6 +37,8 @@ pub(crate) struct MoveTask {
     pub(crate) total: Option<i64>,
     /// Why a failed task failed.
     pub(crate) failure_reason: Option<String>,
+    /// When the task started, milliseconds since the epoch.
+    pub(crate) started_ms: Option<i64>,
 }
 
 /// The queue administration calls the worker makes.
@@ -69,6 +71,9 @@ pub(crate) trait QueueAdmin: Send + Sync + 'static {
         &self,
         source_arn: &str,
     ) -> impl Future<Output = Result<Vec<MoveTask>, AdminError>> + Send;
+
+    /// Cancels the running move task `handle`; returns about how many messages it had moved.
+    fn cancel_move(&self, handle: &str) -> impl Future<Output = Result<i64, AdminError>> + Send;
 }
 
 /// [`QueueAdmin`] over the AWS SDK.
@@ -167,7 +172,18 @@ impl QueueAdmin for SqsAdmin {
                 moved: entry.approximate_number_of_messages_moved(),
                 total: entry.approximate_number_of_messages_to_move(),
                 failure_reason: entry.failure_reason().map(str::to_owned),
+                started_ms: Some(entry.started_timestamp()).filter(|&ms| ms > 0),
             })
             .collect())
+    }
+
+    async fn cancel_move(&self, handle: &str) -> Result<i64, AdminError> {
+        let result = self
+            .client
+            .cancel_message_move_task()
+            .task_handle(handle)
+            .send()
+            .await;
+        Ok(counted("CancelMessageMoveTask", result)?.approximate_number_of_messages_moved())
     }
 }

@@ -1,5 +1,6 @@
 //! [`SqsQueue`]: the real [`QueueClient`], one AWS SDK call per method, each counted in
-//! `webhook_sqs_requests_total`.
+//! `webhook_sqs_requests_total`. `worker run` uses one on the main queue; `worker redrive`
+//! one on the DLQ (scanned with short polls) and one on the main queue (the copies' target).
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use webhook_shared::metrics::record_sqs_request;
 use webhook_shared::sqs::{MAX_VISIBILITY_TIMEOUT_SECONDS, MAX_WAIT_TIME_SECONDS, is_fifo};
@@ -15,7 +17,10 @@ use webhook_shared::sqs::{MAX_VISIBILITY_TIMEOUT_SECONDS, MAX_WAIT_TIME_SECONDS,
 use crate::sqs::{FailedEntry, InboundMessage, QueueClient, QueueError, Receipt};
 
 /// Message attribute a poison message carries into the DLQ, saying why.
-const ATTRIBUTE_POISON_REASON: &str = "poison_reason";
+pub(crate) const ATTRIBUTE_POISON_REASON: &str = "poison_reason";
+
+/// Group id of a copy sent to a FIFO queue when the original had none.
+const FALLBACK_GROUP_ID: &str = "redrive";
 
 /// The main queue and, when known, its dead-letter queue, through the AWS SDK.
 #[derive(Debug, Clone)]
@@ -23,15 +28,25 @@ pub(crate) struct SqsQueue {
     sqs: Client,
     main_url: String,
     dlq_url: Option<String>,
+    wait_seconds: i32,
 }
 
 impl SqsQueue {
-    /// The queues the worker uses.
+    /// The queues the worker uses; receives long-poll for SQS's longest wait, 20 s.
     pub(crate) fn new(sqs: Client, main_url: String, dlq_url: Option<String>) -> Self {
         Self {
             sqs,
             main_url,
             dlq_url,
+            wait_seconds: MAX_WAIT_TIME_SECONDS,
+        }
+    }
+
+    /// The same queues, receives waiting at most `wait` (whole seconds, up to 20 s).
+    pub(crate) fn with_wait(self, wait: Duration) -> Self {
+        Self {
+            wait_seconds: seconds(wait).min(MAX_WAIT_TIME_SECONDS),
+            ..self
         }
     }
 }
@@ -47,11 +62,12 @@ impl QueueClient for SqsQueue {
             .receive_message()
             .queue_url(&self.main_url)
             .max_number_of_messages(max as i32)
-            .wait_time_seconds(MAX_WAIT_TIME_SECONDS)
+            .wait_time_seconds(self.wait_seconds)
             .visibility_timeout(seconds(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All")
             .send()
             .await;
@@ -128,6 +144,46 @@ impl QueueClient for SqsQueue {
             })
     }
 
+    async fn send_batch(
+        &self,
+        messages: &[InboundMessage],
+    ) -> Result<Vec<FailedEntry>, QueueError> {
+        let fifo = is_fifo(&self.main_url);
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, message)| {
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&message.body)
+                    .set_message_attributes(Some(message.attributes.clone()));
+                let entry = if fifo {
+                    entry
+                        .message_group_id(message.group_id.as_deref().unwrap_or(FALLBACK_GROUP_ID))
+                        .message_deduplication_id(&message.receipt.message_id)
+                } else {
+                    entry.set_message_group_id(message.group_id.clone())
+                };
+                entry.build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|error| unreachable!("id and body are set: {error}"));
+        let result = self
+            .sqs
+            .send_message_batch()
+            .queue_url(&self.main_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        record_sqs_request("SendMessageBatch", &result);
+        result
+            .map(|output| failed_entries(output.failed))
+            .map_err(|error| QueueError {
+                operation: "SendMessageBatch",
+                message: DisplayErrorContext(error).to_string(),
+            })
+    }
+
     async fn send_to_dlq(&self, message: &InboundMessage, reason: &str) -> Result<(), QueueError> {
         let Some(dlq_url) = &self.dlq_url else {
             return Err(QueueError {
@@ -195,10 +251,14 @@ fn inbound(message: Message) -> InboundMessage {
             .and_then(|value| value.parse().ok())
     };
     let sent_ms = system(MessageSystemAttributeName::SentTimestamp);
-    let trace_header = message
-        .attributes()
-        .and_then(|attributes| attributes.get(&MessageSystemAttributeName::AwsTraceHeader))
-        .cloned();
+    let text = |name: MessageSystemAttributeName| {
+        message
+            .attributes()
+            .and_then(|attributes| attributes.get(&name))
+            .cloned()
+    };
+    let trace_header = text(MessageSystemAttributeName::AwsTraceHeader);
+    let group_id = text(MessageSystemAttributeName::MessageGroupId);
     let receive_count = system(MessageSystemAttributeName::ApproximateReceiveCount)
         .map_or(1, |count: u64| u32::try_from(count).unwrap_or(u32::MAX));
     InboundMessage {
@@ -211,5 +271,6 @@ fn inbound(message: Message) -> InboundMessage {
         receive_count,
         attributes: message.message_attributes.unwrap_or_default(),
         trace_header,
+        group_id,
     }
 }

@@ -1,8 +1,9 @@
 //! Everything the worker does with SQS goes through two narrow seams: [`QueueClient`] for
-//! messages (receive, delete a batch, change visibility of a batch, send to the DLQ),
+//! one queue's messages (receive, delete a batch, change visibility of a batch, send a batch
+//! of copies to it, send to its DLQ),
 //! implemented for real by [`crate::sqs::client::SqsQueue`], and
 //! [`QueueAdmin`](crate::sqs::admin::QueueAdmin) for queue attributes and message moves
-//! (`admin.rs`, used by `queue_info.rs`, `redrive.rs` and the depth gauges); unit tests put
+//! (`admin.rs`, used by `queue_info.rs`, `redrive/` and the depth gauges); unit tests put
 //! fakes behind both. [`Queue`] owns a client and
 //! adds what the worker relies on: chunks of at most 10, every batch entry checked and failed
 //! entries retried, poison moved to the DLQ (send, then delete) with a reason that is always
@@ -48,6 +49,8 @@ pub(crate) struct InboundMessage {
     pub(crate) attributes: HashMap<String, MessageAttributeValue>,
     /// The `AWSTraceHeader` system attribute (X-Ray's form of a trace context), if set.
     pub(crate) trace_header: Option<String>,
+    /// The `MessageGroupId` (FIFO queues and fair queues), if set.
+    pub(crate) group_id: Option<String>,
 }
 
 impl InboundMessage {
@@ -122,6 +125,14 @@ pub(crate) trait QueueClient: Send + Sync + 'static {
     fn change_visibility_batch(
         &self,
         entries: &[(Receipt, Duration)],
+    ) -> impl Future<Output = Result<Vec<FailedEntry>, QueueError>> + Send;
+
+    /// Sends copies of up to 10 messages to this queue: body and message attributes, and on
+    /// a FIFO queue the group id, with the message id as deduplication id. Returns the
+    /// entries SQS refused (their index in `messages`).
+    fn send_batch(
+        &self,
+        messages: &[InboundMessage],
     ) -> impl Future<Output = Result<Vec<FailedEntry>, QueueError>> + Send;
 
     /// Sends a copy of `message` to the dead-letter queue with a `poison_reason` attribute.

@@ -1,6 +1,6 @@
 //! [`FakeAdmin`]: an in-memory SQS administration behind the [`QueueAdmin`] seam for unit
 //! tests: attributes per queue URL, queue URLs by name, move tasks reported in the order
-//! given, failures on demand; every call recorded.
+//! given, cancels answered with a set count, failures on demand; every call recorded.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,6 +24,10 @@ pub(crate) struct AdminState {
     pub(crate) calls: Vec<(&'static str, String)>,
     /// The moves started: source and destination ARNs, and the rate.
     pub(crate) moves: Vec<(String, String, Option<i32>)>,
+    /// The handles of the tasks cancelled.
+    pub(crate) cancelled: Vec<String>,
+    /// What CancelMessageMoveTask answers as the messages moved.
+    pub(crate) moved_at_cancel: i64,
 }
 
 /// A [`QueueAdmin`] in memory.
@@ -110,5 +114,12 @@ impl QueueAdmin for FakeAdmin {
         } else {
             state.listings.front().cloned().unwrap_or_default()
         })
+    }
+
+    async fn cancel_move(&self, handle: &str) -> Result<i64, AdminError> {
+        self.call("CancelMessageMoveTask", handle)?;
+        let mut state = self.state();
+        state.cancelled.push(handle.to_owned());
+        Ok(state.moved_at_cancel)
     }
 }

@@ -21,6 +21,9 @@ use webhook_shared::envelope::Envelope;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 
+use clap::Parser as _;
+
+use crate::config::{Cli, Command, RedriveArgs};
 use crate::pipeline::pending::Pending;
 use crate::pipeline::window::Window;
 use crate::sqs::InboundMessage;
@@ -35,6 +38,22 @@ pub(crate) fn envelope(id: &str) -> Envelope {
         headers: BTreeMap::new(),
         content_type: Some("application/json".to_owned()),
         body: bytes::Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+    }
+}
+
+/// The main queue of [`redrive_args`].
+pub(crate) const REDRIVE_MAIN: &str = "http://sqs/000000000000/hooks";
+/// The dead-letter queue of [`redrive_args`].
+pub(crate) const REDRIVE_DLQ: &str = "http://sqs/000000000000/hooks-dlq";
+
+/// `worker redrive` settings as the command line gives them: `args` after the queues
+/// [`REDRIVE_MAIN`] and [`REDRIVE_DLQ`].
+pub(crate) fn redrive_args(args: &[&str]) -> RedriveArgs {
+    let queues = ["--queue-url", REDRIVE_MAIN, "--dlq-url", REDRIVE_DLQ];
+    let line = ["worker", "redrive"].iter().chain(&queues).chain(args);
+    match Cli::try_parse_from(line).map(|cli| cli.command) {
+        Ok(Some(Command::Redrive(args))) => *args,
+        other => panic!("not a redrive command line: {other:?}"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`FakeQueue`]: an in-memory SQS behind the [`QueueClient`] seam, recording what it was
-//! asked (receives, deletes, visibility changes, dead letters) and failing on demand.
+//! asked (receives, deletes, visibility changes, copies sent, dead letters) and failing on
+//! demand.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,6 +35,10 @@ pub(crate) struct QueueState {
     pub(crate) visibility_changes: Vec<(String, Duration)>,
     /// (body, reason) sent to the DLQ.
     pub(crate) dlq: Vec<(String, String)>,
+    /// Copies sent by SendMessageBatch, in order.
+    pub(crate) sent: Vec<InboundMessage>,
+    /// Message ids whose copies SendMessageBatch refuses (retryable).
+    pub(crate) fail_sends_of: Vec<String>,
     /// Entries per ReceiveMessage call asked for.
     pub(crate) receive_sizes: Vec<usize>,
     /// Messages given out and neither deleted nor released, at most, at any time.
@@ -67,6 +72,7 @@ impl FakeQueue {
             receive_count: 1,
             attributes: HashMap::new(),
             trace_header: None,
+            group_id: None,
         }
     }
 
@@ -212,10 +218,31 @@ impl QueueClient for FakeQueue {
                 receive_count: 2,
                 attributes: HashMap::new(),
                 trace_header: None,
+                group_id: None,
             };
             state.visible.push_back(message);
         }
         Ok(Vec::new())
+    }
+
+    async fn send_batch(
+        &self,
+        messages: &[InboundMessage],
+    ) -> Result<Vec<FailedEntry>, QueueError> {
+        let mut state = self.state();
+        let mut failed = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            if state.fail_sends_of.contains(&message.receipt.message_id) {
+                failed.push(FailedEntry {
+                    index,
+                    code: "InternalError".into(),
+                    sender_fault: false,
+                });
+                continue;
+            }
+            state.sent.push(message.clone());
+        }
+        Ok(failed)
     }
 
     async fn send_to_dlq(&self, message: &InboundMessage, reason: &str) -> Result<(), QueueError> {
