@@ -12,7 +12,7 @@ mod partitions;
 mod redrive;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
-pub use partitions::{MaintainArgs, MigrateArgs, PartitionArgs};
+pub use partitions::{MaintainArgs, MigrateArgs, MigratePartitionsArgs, PartitionArgs};
 pub use redrive::{ActionWithFilter, RedriveArgs};
 use webhook_shared::config::{
     LogArgs, MetricsAddrArgs, OpsArgs, QueueArgs, parse_bucket_name, parse_queue_url,
@@ -42,6 +42,10 @@ pub enum Command {
     /// than RETENTION, then exit; safe to run on a schedule (one at a time: a second run
     /// exits at once). Needs the role that owns webhook_events.
     Maintain(MaintainArgs),
+    /// Move the unpartitioned webhook_events of an earlier version to time partitions while
+    /// workers keep writing (the old table becomes the first partition; resumable; a pause of
+    /// the writes under a second at the swap). Needs the role that owns webhook_events.
+    MigratePartitions(MigratePartitionsArgs),
     /// Exit 0 if the worker on METRICS_ADDR answers /healthz, else 1 (no curl needed).
     Healthcheck(HealthcheckArgs),
     /// Move messages from the dead-letter queue back to the main queue and report progress

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::DatabaseArgs;
 use crate::partitions::interval::PartitionInterval;
 use crate::partitions::keeper::PartitionSettings;
+use crate::partitions::migration::Step;
 
 /// How partitions are made.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -71,6 +72,31 @@ pub struct MaintainArgs {
     /// stopped.
     #[arg(long, env = "MAINTAIN_KEY_TRIM_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub maintain_key_trim_seconds: u64,
+}
+
+/// Settings of `worker migrate-partitions`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigratePartitionsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub partitions: PartitionArgs,
+
+    /// Keys of rows received within this span are copied into webhook_event_keys before the
+    /// swap (the dedup horizon of `worker maintain`).
+    #[arg(long, env = "DEDUP_HORIZON", default_value = "30d", value_parser = parse_span)]
+    pub dedup_horizon: Duration,
+
+    /// Stop after this step (the next run goes on from there).
+    #[arg(long, value_enum)]
+    pub stop_after: Option<Step>,
+
+    /// Print where the migration stands and exit.
+    #[arg(long)]
+    pub status: bool,
 }
 
 /// A span of time like `90d`, `36h` or `2w`, at least an hour.

@@ -219,7 +219,10 @@ mod tests {
         let no_partition = refusal("23514", None);
         assert!(is_missing_partition(&no_partition));
         assert_eq!(classify(&no_partition), Failure::Systemic);
-        assert!(is_missing_partition(&refusal("23514", Some(LEGACY_RANGE_CHECK))));
+        assert!(is_missing_partition(&refusal(
+            "23514",
+            Some(LEGACY_RANGE_CHECK)
+        )));
         let check = refusal("23514", Some("refuse_one_source"));
         assert!(!is_missing_partition(&check));
         assert_eq!(classify(&check), Failure::Permanent);

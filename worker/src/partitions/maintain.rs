@@ -71,7 +71,9 @@ async fn maintain(conn: &mut PgConnection, args: &MaintainArgs) -> anyhow::Resul
     db::ensure_migrated(conn).await?;
     ensure_server_version(conn).await?;
     if !try_lock(conn).await? {
-        tracing::info!("another `worker maintain` (or `migrate-partitions`) is running; nothing to do");
+        tracing::info!(
+            "another `worker maintain` (or `migrate-partitions`) is running; nothing to do"
+        );
         return Ok(());
     }
     let result = steps(conn, args).await;

@@ -4,7 +4,8 @@
 //! by `worker migrate`, by `worker maintain` and by a running worker whose role owns the table
 //! (`keeper.rs`); a write that meets a missing one has it made on demand, or pauses; it is
 //! never dead-lettered for it. `worker maintain` (`maintain.rs`) also trims the dedup keys
-//! (`keys.rs`) and applies the retention (`retention.rs`) without blocking writes.
+//! (`keys.rs`) and applies the retention (`retention.rs`) without blocking writes. `worker
+//! migrate-partitions` (`migration.rs`) moves an earlier version's flat table.
 
 pub(crate) mod catalog;
 pub(crate) mod create;
@@ -12,6 +13,7 @@ pub(crate) mod interval;
 pub(crate) mod keeper;
 mod keys;
 pub(crate) mod maintain;
+pub(crate) mod migration;
 mod retention;
 
 use anyhow::Context as _;
@@ -28,7 +30,7 @@ pub(crate) async fn prepare(
 ) -> anyhow::Result<()> {
     if !catalog::is_partitioned(conn).await? {
         tracing::warn!(
-            "webhook_events is the flat table of an earlier version (it had rows); it works as it is, unpartitioned (see the README, \"The table\")"
+            "webhook_events is the flat table of an earlier version (it had rows); it works as it is, and `worker migrate-partitions` moves it to partitions"
         );
         return Ok(());
     }
