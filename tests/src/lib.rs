@@ -250,6 +250,23 @@ impl TestStack {
         )
     }
 
+    /// Starts `binary` with `args` on the main queue and returns the child (killed when
+    /// dropped), for a test that stops it midway.
+    pub fn start_command(
+        &self,
+        binary: &str,
+        args: &[&str],
+        settings: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        let (mut command, _) = self.command(binary);
+        command
+            .env("QUEUE_URL", &self.queue_url)
+            .args(args)
+            .envs(settings.iter().copied())
+            .kill_on_drop(true);
+        command.spawn().expect("starting the command")
+    }
+
     /// Deletes the queues and the buckets (with their objects) and drops the database. Call
     /// at the end of a passing test; a failing one keeps its state for inspection.
     pub async fn cleanup(self) {

@@ -86,3 +86,19 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Where each `worker replay` run stands, by name, so that a run stopped midway goes on from
+-- its last committed batch (updated in the same transaction as the batch).
+CREATE TABLE webhook_replay_cursors (
+    name           text        PRIMARY KEY,
+    filter         jsonb       NOT NULL,
+    partition_from text,
+    source         text,
+    id             text,
+    received_at    timestamptz,
+    done           bigint      NOT NULL DEFAULT 0,
+    refused        bigint      NOT NULL DEFAULT 0,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at    timestamptz
+);

@@ -18,6 +18,7 @@ mod gauges;
 mod metrics;
 mod partitions;
 mod pipeline;
+mod replay;
 mod s3;
 mod sqs;
 mod start;

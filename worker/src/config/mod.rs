@@ -10,10 +10,12 @@ use crate::metrics::{MAX_SOURCES, SourceLabels, check_source_name};
 mod database;
 mod partitions;
 mod redrive;
+mod replay;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
 pub use partitions::{MaintainArgs, MigrateArgs, MigratePartitionsArgs, PartitionArgs};
 pub use redrive::{ActionWithFilter, RedriveArgs};
+pub use replay::ReplayArgs;
 use webhook_shared::config::{
     LogArgs, MetricsAddrArgs, OpsArgs, QueueArgs, parse_bucket_name, parse_queue_url,
 };
@@ -46,6 +48,9 @@ pub enum Command {
     /// workers keep writing (the old table becomes the first partition; resumable; a pause of
     /// the writes under a second at the swap). Needs the role that owns webhook_events.
     MigratePartitions(MigratePartitionsArgs),
+    /// Run stored events through the handler again, selected by source, time range or ids,
+    /// one batch at a time with a resumable cursor (`--dry-run` counts them first).
+    Replay(ReplayArgs),
     /// Exit 0 if the worker on METRICS_ADDR answers /healthz, else 1 (no curl needed).
     Healthcheck(HealthcheckArgs),
     /// Move messages from the dead-letter queue back to the main queue and report progress

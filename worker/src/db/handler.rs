@@ -73,6 +73,18 @@ pub trait Handler: Send + Sync + 'static {
         events: &'a [Envelope],
     ) -> impl Future<Output = Result<Vec<Stored>, HandlerError>> + Send + 'a;
 
+    /// Runs stored `events` again (`worker replay`): by default the same as [`Handler::handle`].
+    /// Through [`StoreEvents`](crate::StoreEvents) every stored event is a
+    /// [`Stored::Duplicate`], so a handler that acts only on new events should override this
+    /// to act on all of them (idempotently), as `worker/examples/upsert_orders.rs` does.
+    fn replay<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [Envelope],
+    ) -> impl Future<Output = Result<Vec<Stored>, HandlerError>> + Send + 'a {
+        self.handle(tx, events)
+    }
+
     /// Creates what the handler needs beyond the worker's own schema (run by `worker migrate`
     /// and by `run` with `RUN_MIGRATIONS=true`, after the worker's migrations). Idempotent.
     fn migrate<'a>(

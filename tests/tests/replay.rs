@@ -1,0 +1,136 @@
+//! `worker replay` with the custom-handler example (`worker/examples/upsert_orders.rs`),
+//! against real PostgreSQL and LocalStack: stored events in two partitions rebuild the
+//! `orders` table after it was emptied; `--dry-run` counts and changes nothing; a run
+//! stopped midway (SIGINT) goes on from its cursor without running any event twice; `--id`
+//! replays one event.
+
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+use e2e_tests::probes::DRAIN_TIMEOUT;
+use e2e_tests::{TestStack, eventually};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use webhook_shared::envelope::Envelope;
+
+const EXAMPLE: &str = "examples/upsert_orders";
+
+/// An order event of `source`, received `days_ago` days ago.
+fn order(source: &str, order_id: &str, days_ago: u64) -> Envelope {
+    let mut envelope = TestStack::envelopes(source, 1).remove(0);
+    envelope.received_at = Utc::now() - Days::new(days_ago);
+    envelope.body = serde_json::json!({ "order_id": order_id, "status": "paid" })
+        .to_string()
+        .into();
+    envelope
+}
+
+/// How many times each order was written (a trigger counts every insert and update).
+async fn writes_per_order(stack: &TestStack) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT id, count(*) FROM order_writes GROUP BY id ORDER BY id")
+        .fetch_all(&stack.db)
+        .await
+        .expect("reading order_writes")
+}
+
+async fn orders(stack: &TestStack) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&stack.db)
+        .await
+        .expect("counting orders")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rebuilds_the_example_handlers_table_resumably() {
+    let stack = TestStack::new("replay").await;
+    // 20 shop orders, half received two days ago (another partition), and 5 of another source.
+    let mut events: Vec<Envelope> = (0..20)
+        .map(|n| order("shop", &format!("S-{n:02}"), if n % 2 == 0 { 2 } else { 0 }))
+        .collect();
+    events.extend((0..5).map(|n| order("market", &format!("M-{n}"), 0)));
+    stack
+        .send_raw(
+            &stack.queue_url,
+            events.iter().map(Envelope::to_json).collect(),
+        )
+        .await;
+    let worker = stack.spawn_worker_binary(EXAMPLE, &[]).await;
+    stack.wait_for_rows(25, DRAIN_TIMEOUT).await;
+    assert_eq!(orders(&stack).await, 25);
+    worker.terminate(Duration::from_secs(30)).await;
+    for statement in [
+        "TRUNCATE orders",
+        "CREATE TABLE order_writes (id text NOT NULL)",
+        "CREATE FUNCTION count_order_write() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN INSERT INTO order_writes VALUES (NEW.id); RETURN NEW; END $$",
+        "CREATE TRIGGER count_order_write AFTER INSERT OR UPDATE ON orders
+         FOR EACH ROW EXECUTE FUNCTION count_order_write()",
+    ] {
+        sqlx::query(statement)
+            .execute(&stack.db)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+
+    let (status, out) = stack
+        .run_command(EXAMPLE, &["replay", "--source", "shop", "--dry-run"], &[])
+        .await;
+    assert!(status.success(), "{out}");
+    assert!(out.contains("20 events would be replayed"), "{out}");
+    assert_eq!(orders(&stack).await, 0, "a dry run changes nothing");
+
+    // Stopped midway: five events a second, in batches of two.
+    let args = [
+        "replay",
+        "--source",
+        "shop",
+        "--batch-size",
+        "2",
+        "--max-per-second",
+        "5",
+    ];
+    let mut first = stack.start_command(EXAMPLE, &args, &[]);
+    eventually(Duration::from_secs(30), "part of the replay", || async {
+        let done: Option<i64> = sqlx::query_scalar("SELECT done FROM webhook_replay_cursors")
+            .fetch_optional(&stack.db)
+            .await?;
+        Ok(done.filter(|&done| done >= 6))
+    })
+    .await
+    .expect("the replay moves");
+    let pid = first.id().expect("a running replay");
+    kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT");
+    let stopped = tokio::time::timeout(Duration::from_secs(20), first.wait())
+        .await
+        .expect("the replay stops")
+        .expect("waiting for it");
+    assert!(stopped.success());
+    let midway = orders(&stack).await;
+    assert!((6..20).contains(&midway), "stopped midway: {midway} orders");
+
+    let (status, out) = stack.run_command(EXAMPLE, &args[..5], &[]).await;
+    assert!(status.success(), "{out}");
+    assert!(out.contains("replay: done"), "{out}");
+    let writes = writes_per_order(&stack).await;
+    assert_eq!(
+        writes.len(),
+        20,
+        "every shop order rebuilt, no market one: {writes:?}"
+    );
+    assert!(
+        writes.iter().all(|(_, n)| *n == 1),
+        "none twice: {writes:?}"
+    );
+    let (status, out) = stack.run_command(EXAMPLE, &args[..5], &[]).await;
+    assert!(status.success() && out.contains("is finished"), "{out}");
+
+    // One event by id.
+    let one = format!("shop/{}", events[3].id);
+    let (status, out) = stack
+        .run_command(EXAMPLE, &["replay", "--id", &one], &[])
+        .await;
+    assert!(status.success(), "{out}");
+    let writes = writes_per_order(&stack).await;
+    assert!(writes.contains(&("S-03".to_owned(), 2)), "{writes:?}");
+    stack.cleanup().await;
+}
