@@ -2,7 +2,7 @@
 //! against real PostgreSQL and LocalStack: stored events in two partitions rebuild the
 //! `orders` table after it was emptied; `--dry-run` counts and changes nothing; a run
 //! stopped midway (SIGINT) goes on from its cursor without running any event twice; `--id`
-//! replays one event.
+//! replays one event; within a connection budget the replay takes its share of the lease.
 
 use std::time::Duration;
 
@@ -89,7 +89,8 @@ async fn replay_rebuilds_the_example_handlers_table_resumably() {
         "--max-per-second",
         "5",
     ];
-    let mut first = stack.start_command(EXAMPLE, &args, &[]);
+    // Within a connection budget, the replay joins the workers' lease.
+    let mut first = stack.start_command(EXAMPLE, &args, &[("DATABASE_CONNECTION_BUDGET", "4")]);
     eventually(Duration::from_secs(30), "part of the replay", || async {
         let done: Option<i64> = sqlx::query_scalar("SELECT done FROM webhook_replay_cursors")
             .fetch_optional(&stack.db)
@@ -98,6 +99,11 @@ async fn replay_rebuilds_the_example_handlers_table_resumably() {
     })
     .await
     .expect("the replay moves");
+    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_worker_leases")
+        .fetch_one(&stack.db)
+        .await
+        .expect("reading the leases");
+    assert_eq!(leases, 1, "the replay holds a share of the budget");
     let pid = first.id().expect("a running replay");
     kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT");
     let stopped = tokio::time::timeout(Duration::from_secs(20), first.wait())

@@ -11,7 +11,7 @@ use std::time::Duration;
 use webhook_shared::large_payload::{self, S3Timeouts};
 use webhook_shared::sqs::{self as sdk_sqs, ClientTimeouts};
 
-use crate::config::RunConfig;
+use crate::config::{DatabaseArgs, RunConfig};
 use crate::db;
 use crate::db::connections::Connections;
 use crate::db::handler::Handler;
@@ -140,31 +140,48 @@ fn connections(
     identity: Option<fleet::Identity>,
 ) -> anyhow::Result<(Connections, Option<Lease>)> {
     let max_connections = config.database.database_max_connections.get();
-    match (config.database_connection_budget, identity) {
-        (Some(budget), Some(identity)) => {
-            let options = db::connect_options(&config.database)?;
+    let budget = config
+        .database_connection_budget
+        .map(|budget| (budget, config.lease()));
+    let wanted = budget.map_or(max_connections, |(budget, _)| {
+        (budget - 1).min(max_connections)
+    });
+    shared_connections(&config.database, budget, identity, wanted)
+}
+
+/// Connections within the fleet's budget when `budget` (with its lease period) is given,
+/// `wanted` of them at most: a leased pool and its lease, registered as `identity`; without a
+/// budget, a pool behind a gate of `wanted`. Used by `run` and by `replay`.
+pub(crate) fn shared_connections(
+    database: &DatabaseArgs,
+    budget: Option<(u32, Duration)>,
+    identity: Option<fleet::Identity>,
+    wanted: u32,
+) -> anyhow::Result<(Connections, Option<Lease>)> {
+    match (budget, identity) {
+        (Some((budget, period)), Some(identity)) => {
+            let options = db::connect_options(database)?;
             let pool = Arc::new(LeasedPool::new(
                 options.clone(),
                 // Behind a transaction pooler a session lock would pin the session.
-                (config.database.database_statement_cache_capacity > 0)
-                    .then_some(identity.session_key),
-                config.database.acquire_timeout(),
+                (database.database_statement_cache_capacity > 0).then_some(identity.session_key),
+                database.acquire_timeout(),
                 Arc::new(Gate::leased()),
             ));
             let settings = LeaseSettings {
                 budget,
-                wanted: (budget - 1).min(max_connections),
-                period: config.lease(),
+                wanted,
+                period,
             };
             let lease = Lease::new(identity, settings, options, Arc::clone(&pool));
             Ok((Connections::leased(pool), Some(lease)))
         }
         _ => {
             let pool = Arc::new(LeasedPool::new(
-                db::connect_options(&config.database)?,
+                db::connect_options(database)?,
                 None,
-                config.database.acquire_timeout(),
-                Arc::new(Gate::fixed(max_connections as usize)),
+                database.acquire_timeout(),
+                Arc::new(Gate::fixed(wanted as usize)),
             ));
             Ok((Connections::fixed(pool), None))
         }

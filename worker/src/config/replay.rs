@@ -54,6 +54,15 @@ pub struct ReplayArgs {
     #[arg(long, env = "REPLAY_MAX_PER_SECOND")]
     pub max_per_second: Option<NonZeroU32>,
 
+    /// Most connections all workers (and replays) on this database may hold together, as for
+    /// `worker run`: the replay joins their lease and uses one connection of the budget.
+    #[arg(long, env = "DATABASE_CONNECTION_BUDGET", value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub database_connection_budget: Option<u32>,
+
+    /// Seconds a share of DATABASE_CONNECTION_BUDGET lasts without renewal, as for `worker run`.
+    #[arg(long, env = "DATABASE_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub database_lease_seconds: u64,
+
     /// Seconds between progress lines.
     #[arg(long, env = "REPLAY_PROGRESS_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub progress_interval_seconds: u64,

@@ -22,22 +22,27 @@ use tokio_util::sync::CancellationToken;
 use webhook_shared::envelope::Envelope;
 
 use crate::config::ReplayArgs;
-use crate::db;
+use crate::db::connections::{self, Connections};
+use crate::db::errors::Failure;
+use crate::db::write_error::WriteError;
 use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::replay::cursor::Cursor;
 use crate::replay::select::{Filter, Key, Range};
+use crate::{db, fleet, start};
 
 /// First and longest pause after a batch failed for a reason that may pass.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
-/// Runs the replay `args` describes through `handler`.
+/// Runs the replay `args` describes through `handler`: with `DATABASE_CONNECTION_BUDGET`, as a
+/// member of the fleet's lease (one connection wanted), so workers and replays together stay
+/// within the budget.
 pub(crate) async fn run<H: Handler>(args: &ReplayArgs, handler: &H) -> anyhow::Result<()> {
     let filter = args.filter()?;
-    let options = db::connect_options(&args.database)?;
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    db::ensure_migrated(&mut conn).await?;
+    let budget = args
+        .database_connection_budget
+        .map(|budget| (budget, Duration::from_secs(args.database_lease_seconds)));
+    let identity = budget.map(|_| fleet::Identity::new());
+    let (connections, lease) = start::shared_connections(&args.database, budget, identity, 1)?;
     let stop = CancellationToken::new();
     webhook_shared::shutdown::cancel_on_signal(stop.clone())
         .context("installing signal handlers")?;
@@ -45,13 +50,25 @@ pub(crate) async fn run<H: Handler>(args: &ReplayArgs, handler: &H) -> anyhow::R
         handler,
         args,
         filter,
+        connections: connections.clone(),
         stop,
         deadline: args.database.transaction_timeout()?,
         started: Instant::now(),
         done_now: 0,
     };
-    let result = replay.run(&mut conn).await;
-    let _ = conn.close().await;
+    let stop_lease = CancellationToken::new();
+    let work = async {
+        let result = replay.run().await;
+        stop_lease.cancel();
+        result
+    };
+    let lease = Box::pin(async {
+        if let Some(lease) = lease {
+            lease.run(stop_lease.clone()).await;
+        }
+    });
+    let (result, ()) = tokio::join!(work, lease);
+    connections.close(Duration::from_secs(2)).await;
     result
 }
 
@@ -60,6 +77,8 @@ struct Replay<'a, H> {
     handler: &'a H,
     args: &'a ReplayArgs,
     filter: Filter,
+    /// One connection, within the fleet's budget when there is one.
+    connections: Connections,
     stop: CancellationToken,
     deadline: Duration,
     started: Instant,
@@ -68,66 +87,23 @@ struct Replay<'a, H> {
 }
 
 impl<H: Handler> Replay<'_, H> {
-    async fn run(mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
-        if !self.filter.ids.is_empty() {
-            let events = select::by_ids(conn, &self.filter).await?;
-            println!("replay: {} stored events match the ids", events.len());
-            if self.args.dry_run {
-                return Ok(());
-            }
-            let mut cursor = Cursor::default();
-            for chunk in events.chunks(self.args.batch_size as usize) {
-                self.commit(conn, chunk, &mut cursor, None).await?;
-            }
-            println!(
-                "replay: done, {} replayed, {} refused",
-                cursor.done, cursor.refused
-            );
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut conn = self.connection().await?;
+        let prepared = self.prepare(&mut conn).await;
+        connections::release(
+            conn,
+            prepared
+                .as_ref()
+                .map(|_| ())
+                .map_err(|_| Failure::Transient),
+        )
+        .await;
+        let Some((ranges, total, mut cursor)) = prepared? else {
             return Ok(());
-        }
-        let ranges = select::ranges(conn, &self.filter).await?;
-        let mut total = 0;
-        for range in &ranges {
-            let count = select::count(conn, &self.filter, *range).await?;
-            if self.args.dry_run && count > 0 {
-                println!(
-                    "replay: {count} events received from {} to {}",
-                    range.label(),
-                    range
-                        .to
-                        .map_or_else(|| "infinity".to_owned(), |to| to.to_rfc3339())
-                );
-            }
-            total += count;
-        }
-        if self.args.dry_run {
-            println!("replay (dry run): {total} events would be replayed; nothing was changed");
-            return Ok(());
-        }
-        let filter_json = serde_json::to_value(&self.filter)?;
-        let name = self
-            .args
-            .cursor
-            .clone()
-            .unwrap_or_else(|| filter_json.to_string());
-        let mut cursor = cursor::open(conn, &name, &filter_json, self.args.restart).await?;
-        if cursor.finished {
-            println!(
-                "replay: the cursor `{name}` is finished ({} replayed); --restart to run it again",
-                cursor.done
-            );
-            return Ok(());
-        }
-        println!(
-            "replay: {total} events match; cursor `{name}` ({} done before)",
-            cursor.done
-        );
+        };
         let mut last_report = Instant::now();
-        let to_read: Vec<Range> = ranges
-            .into_iter()
-            .filter(|r| resumes_at_or_after(r, &cursor))
-            .collect();
-        for range in &to_read {
+        let mut backoff = BACKOFF.0;
+        for range in &ranges {
             if cursor.range.as_deref() != Some(&range.label()) {
                 cursor.range = Some(range.label());
                 cursor.key = Key::default();
@@ -137,19 +113,30 @@ impl<H: Handler> Replay<'_, H> {
                     println!("replay: stopped; run the same command again to go on");
                     return Ok(());
                 }
-                let page = select::page(
-                    conn,
-                    &self.filter,
-                    *range,
-                    &cursor.key,
-                    i64::from(self.args.batch_size),
-                )
-                .await?;
-                if page.is_empty() {
-                    break;
+                let more = match self.connection().await {
+                    Ok(mut conn) => {
+                        let step = self.step(&mut conn, *range, &mut cursor).await;
+                        let outcome = step.as_ref().map(|_| ()).map_err(|_| Failure::Transient);
+                        connections::release(conn, outcome).await;
+                        step.map_err(|error| error.to_string())
+                    }
+                    Err(error) => Err(error.to_string()),
+                };
+                match more {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        backoff = BACKOFF.0;
+                        self.pace().await;
+                    }
+                    Err(error) => {
+                        println!("replay: writing failed ({error}); trying again in {backoff:?}");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = self.stop.cancelled() => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF.1);
+                    }
                 }
-                self.commit(conn, &page, &mut cursor, Some(*range)).await?;
-                self.pace().await;
                 if last_report.elapsed() >= Duration::from_secs(self.args.progress_interval_seconds)
                 {
                     self.report(&cursor, total);
@@ -157,24 +144,134 @@ impl<H: Handler> Replay<'_, H> {
                 }
             }
         }
-        cursor::finish(conn, &name).await?;
+        let mut conn = self.connection().await?;
+        let finished = cursor::finish(&mut conn, &cursor.name).await;
+        connections::release(
+            conn,
+            finished
+                .as_ref()
+                .map(|_| ())
+                .map_err(|_| Failure::Transient),
+        )
+        .await;
+        finished?;
         self.report(&cursor, total);
         println!("replay: done");
         Ok(())
     }
 
-    /// Replays `events` and moves the cursor past them, in one transaction; a refused batch
-    /// is halved until the event at fault stands alone, which is counted and passed; a
-    /// failure that may pass is retried after a back-off.
+    /// A connection, once the lease has granted one (at once without a budget).
+    async fn connection(&self) -> Result<connections::Conn, WriteError> {
+        tokio::select! {
+            () = self.connections.gate().granted() => {}
+            () = self.stop.cancelled() => {}
+        }
+        self.connections.acquire().await
+    }
+
+    /// Checks the schema, replays the events named by id (then `None`: nothing more to do),
+    /// or counts (`--dry-run`: then `None`) and opens the cursor: the ranges still to read,
+    /// the total, the cursor.
+    async fn prepare(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> anyhow::Result<Option<(Vec<Range>, i64, Cursor)>> {
+        db::ensure_migrated(conn).await?;
+        if !self.filter.ids.is_empty() {
+            let events = select::by_ids(conn, &self.filter).await?;
+            println!("replay: {} stored events match the ids", events.len());
+            if !self.args.dry_run {
+                let mut cursor = Cursor::default();
+                for chunk in events.chunks(self.args.batch_size as usize) {
+                    self.commit(conn, chunk, &mut cursor, false)
+                        .await
+                        .map_err(|error| anyhow::anyhow!("{error}"))?;
+                }
+                println!(
+                    "replay: done, {} replayed, {} refused",
+                    cursor.done, cursor.refused
+                );
+            }
+            return Ok(None);
+        }
+        let ranges = select::ranges(conn, &self.filter).await?;
+        let mut total = 0;
+        for range in &ranges {
+            let count = select::count(conn, &self.filter, *range).await?;
+            if self.args.dry_run && count > 0 {
+                let to = range
+                    .to
+                    .map_or_else(|| "infinity".to_owned(), |to| to.to_rfc3339());
+                println!(
+                    "replay: {count} events received from {} to {to}",
+                    range.label()
+                );
+            }
+            total += count;
+        }
+        if self.args.dry_run {
+            println!("replay (dry run): {total} events would be replayed; nothing was changed");
+            return Ok(None);
+        }
+        let filter_json = serde_json::to_value(&self.filter)?;
+        let name = self
+            .args
+            .cursor
+            .clone()
+            .unwrap_or_else(|| filter_json.to_string());
+        let cursor = cursor::open(conn, &name, &filter_json, self.args.restart).await?;
+        if cursor.finished {
+            println!(
+                "replay: the cursor `{name}` is finished ({} replayed); --restart to run it again",
+                cursor.done
+            );
+            return Ok(None);
+        }
+        println!(
+            "replay: {total} events match; cursor `{name}` ({} done before)",
+            cursor.done
+        );
+        let to_read = ranges
+            .into_iter()
+            .filter(|r| resumes_at_or_after(r, &cursor))
+            .collect();
+        Ok(Some((to_read, total, cursor)))
+    }
+
+    /// The next page of `range` after the cursor, replayed; `false` once the range is read.
+    async fn step(
+        &mut self,
+        conn: &mut PgConnection,
+        range: Range,
+        cursor: &mut Cursor,
+    ) -> Result<bool, HandlerError> {
+        let page = select::page(
+            conn,
+            &self.filter,
+            range,
+            &cursor.key,
+            i64::from(self.args.batch_size),
+        )
+        .await?;
+        if page.is_empty() {
+            return Ok(false);
+        }
+        self.commit(conn, &page, cursor, true).await?;
+        Ok(true)
+    }
+
+    /// Replays `events` and moves the cursor past them (when `save`), in one transaction; a
+    /// refused batch is halved until the event at fault stands alone, which is counted and
+    /// passed. A failure that may pass is returned: the caller retries after a back-off, from
+    /// the cursor, which is past every part committed.
     async fn commit(
         &mut self,
         conn: &mut PgConnection,
         events: &[Envelope],
         cursor: &mut Cursor,
-        range: Option<Range>,
-    ) -> anyhow::Result<()> {
+        save: bool,
+    ) -> Result<(), HandlerError> {
         let mut parts = vec![events];
-        let mut backoff = BACKOFF.0;
         while let Some(part) = parts.pop() {
             let Some(last) = part.last() else { continue };
             let mut next = cursor.clone();
@@ -183,10 +280,7 @@ impl<H: Handler> Replay<'_, H> {
                 id: last.id.clone(),
                 received_at: Some(last.received_at),
             };
-            match self
-                .transaction(conn, part, &next, range.is_some(), 0)
-                .await
-            {
+            match self.transaction(conn, part, &next, save, 0).await {
                 Ok(refused) => {
                     for (event, reason) in &refused {
                         println!("replay: refused {}/{}: {reason}", event.source, event.id);
@@ -196,15 +290,12 @@ impl<H: Handler> Replay<'_, H> {
                     next.refused += refused;
                     self.done_now += part.len() as i64;
                     *cursor = next;
-                    backoff = BACKOFF.0;
                 }
                 Err(HandlerError::Permanent(error)) if part.len() == 1 => {
                     println!("replay: refused {}/{}: {error}", last.source, last.id);
                     next.refused += 1;
                     self.done_now += 1;
-                    self.transaction(conn, &[], &next, range.is_some(), 1)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    self.transaction(conn, &[], &next, save, 1).await?;
                     *cursor = next;
                 }
                 Err(HandlerError::Permanent(_)) => {
@@ -212,18 +303,7 @@ impl<H: Handler> Replay<'_, H> {
                     parts.push(second);
                     parts.push(first);
                 }
-                Err(HandlerError::Transient(error)) => {
-                    if self.stop.is_cancelled() {
-                        anyhow::bail!("stopped while the database failed: {error}");
-                    }
-                    println!("replay: writing failed ({error}); trying again in {backoff:?}");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.stop.cancelled() => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF.1);
-                    parts.push(part);
-                }
+                Err(error) => return Err(error),
             }
         }
         Ok(())
