@@ -15,7 +15,9 @@ CREATE TABLE webhook_partition_log (
     partition  text        PRIMARY KEY,
     range_from timestamptz,
     range_to   timestamptz,
-    state      text        NOT NULL CHECK (state IN ('detaching', 'dropped')),
+    state      text        NOT NULL CHECK (state IN ('detaching', 'exported', 'dropped')),
+    object_key text,
+    rows       bigint,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 

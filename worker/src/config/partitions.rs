@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use webhook_shared::config::parse_bucket_name;
+
 use crate::config::DatabaseArgs;
 use crate::partitions::interval::PartitionInterval;
 use crate::partitions::keeper::PartitionSettings;
@@ -67,6 +69,17 @@ pub struct MaintainArgs {
     /// above the queues' retention.
     #[arg(long, env = "DEDUP_HORIZON", default_value = "30d", value_parser = parse_span)]
     pub dedup_horizon: Duration,
+
+    /// S3 bucket that receives each partition before RETENTION drops it: one object per
+    /// partition, JSON Lines compressed with gzip, checked (rows and size) before the drop.
+    /// Checked at start; unset: partitions are dropped without export.
+    #[arg(long, env = "EXPORT_BUCKET", value_parser = parse_bucket_name)]
+    pub export_bucket: Option<String>,
+
+    /// Prefix of the exported objects' keys (e.g. `archive/`); the key then is
+    /// `{prefix}webhook_events/YYYY/MM/{partition}.jsonl.gz`.
+    #[arg(long, env = "EXPORT_PREFIX", default_value = "")]
+    pub export_prefix: String,
 
     /// Longest time one run spends trimming expired keys; the next run goes on where it
     /// stopped.

@@ -14,6 +14,7 @@ use sqlx::PgConnection;
 use crate::config::MaintainArgs;
 use crate::db;
 use crate::partitions::catalog;
+use crate::partitions::export::Exporter;
 use crate::partitions::keeper::is_not_owner;
 use crate::partitions::{keys, retention};
 
@@ -58,16 +59,48 @@ pub(crate) async fn unlock(conn: &mut PgConnection) {
 const CREATE_ATTEMPTS: u32 = 5;
 const CREATE_RETRY: Duration = Duration::from_secs(2);
 
+/// Time allowed for one S3 attempt of the export.
+const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs one pass of maintenance on DATABASE_URL.
 pub(crate) async fn run(args: &MaintainArgs) -> anyhow::Result<()> {
+    let exporter = exporter(args).await?;
     let mut conn = db::connect(&args.database).await?;
-    let result = maintain(&mut conn, args).await;
+    let result = maintain(&mut conn, args, exporter.as_ref()).await;
     let _ = sqlx::Connection::close(conn).await;
     result
 }
 
+/// The exporter of `EXPORT_BUCKET`, its bucket checked (HeadBucket) before anything is done.
+async fn exporter(args: &MaintainArgs) -> anyhow::Result<Option<Exporter>> {
+    let Some(bucket) = &args.export_bucket else {
+        return Ok(None);
+    };
+    let s3 = webhook_shared::large_payload::s3_client(webhook_shared::large_payload::S3Timeouts {
+        attempt: S3_ATTEMPT_TIMEOUT,
+        max_attempts: 3,
+    })
+    .await;
+    s3.head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .with_context(|| {
+            format!("EXPORT_BUCKET {bucket}: the bucket cannot be reached (does it exist?)")
+        })?;
+    Ok(Some(Exporter {
+        s3,
+        bucket: bucket.clone(),
+        prefix: args.export_prefix.clone(),
+    }))
+}
+
 /// The pass, under the maintainers' lock.
-async fn maintain(conn: &mut PgConnection, args: &MaintainArgs) -> anyhow::Result<()> {
+async fn maintain(
+    conn: &mut PgConnection,
+    args: &MaintainArgs,
+    exporter: Option<&Exporter>,
+) -> anyhow::Result<()> {
     db::ensure_migrated(conn).await?;
     ensure_server_version(conn).await?;
     if !try_lock(conn).await? {
@@ -76,13 +109,17 @@ async fn maintain(conn: &mut PgConnection, args: &MaintainArgs) -> anyhow::Resul
         );
         return Ok(());
     }
-    let result = steps(conn, args).await;
+    let result = steps(conn, args, exporter).await;
     unlock(conn).await;
     result
 }
 
 /// Every step, in order; the run is recorded only when all of them succeeded.
-async fn steps(conn: &mut PgConnection, args: &MaintainArgs) -> anyhow::Result<()> {
+async fn steps(
+    conn: &mut PgConnection,
+    args: &MaintainArgs,
+    exporter: Option<&Exporter>,
+) -> anyhow::Result<()> {
     let now = Utc::now();
     let partitioned = catalog::is_partitioned(conn).await?;
     let mut created = 0;
@@ -92,7 +129,7 @@ async fn steps(conn: &mut PgConnection, args: &MaintainArgs) -> anyhow::Result<(
         let cutoff = args
             .retention
             .map(|retention| now - chrono::Duration::from_std(retention).unwrap_or_default());
-        applied = retention::apply(conn, cutoff)
+        applied = retention::apply(conn, cutoff, exporter)
             .await
             .context("applying RETENTION")?;
     } else {

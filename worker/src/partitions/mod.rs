@@ -9,6 +9,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod create;
+mod export;
 pub(crate) mod interval;
 pub(crate) mod keeper;
 mod keys;

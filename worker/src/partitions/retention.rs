@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::partitions::catalog::{self, Partition};
+use crate::partitions::export::Exporter;
 
 /// Longest time one detach may take: it waits for every transaction that uses the table.
 /// Cut short, it stays pending and the next run finishes it.
@@ -29,7 +30,8 @@ pub(crate) struct Applied {
 pub(crate) async fn apply(
     conn: &mut PgConnection,
     cutoff: Option<DateTime<Utc>>,
-) -> Result<Applied, sqlx::Error> {
+    exporter: Option<&Exporter>,
+) -> anyhow::Result<Applied> {
     let mut applied = Applied::default();
     // At most one partition may be pending detach, and it blocks writes to its range.
     for pending in catalog::partitions(conn)
@@ -55,13 +57,14 @@ pub(crate) async fn apply(
         .into_iter()
         .map(|p| p.name)
         .collect();
-    let unfinished: Vec<String> =
-        sqlx::query_scalar("SELECT partition FROM webhook_partition_log WHERE state = 'detaching'")
-            .fetch_all(&mut *conn)
-            .await?;
-    for name in unfinished {
+    let unfinished: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT partition, range_from FROM webhook_partition_log WHERE state IN ('detaching', 'exported')",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (name, from) in unfinished {
         if !attached.contains(&name) {
-            drop_detached(conn, &name).await?;
+            finish_detached(conn, &name, from, exporter).await?;
             applied.dropped.push(name);
         }
     }
@@ -88,7 +91,7 @@ pub(crate) async fn apply(
             .execute(&mut *conn)
             .await?;
         detached?;
-        drop_detached(conn, &partition.name).await?;
+        finish_detached(conn, &partition.name, partition.from, exporter).await?;
         applied.dropped.push(partition.name);
     }
     Ok(applied)
@@ -117,6 +120,40 @@ async fn log_detaching(conn: &mut PgConnection, partition: &Partition) -> Result
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// Exports a detached partition (when there is an exporter and it was not exported yet),
+/// then drops it.
+async fn finish_detached(
+    conn: &mut PgConnection,
+    name: &str,
+    from: Option<DateTime<Utc>>,
+    exporter: Option<&Exporter>,
+) -> anyhow::Result<()> {
+    if let Some(exporter) = exporter {
+        let exported: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM webhook_partition_log WHERE partition = $1 AND state = 'exported')",
+        )
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !exported {
+            let started = std::time::Instant::now();
+            let export = exporter.export(conn, name, from).await?;
+            sqlx::query(
+                "UPDATE webhook_partition_log SET state = 'exported', object_key = $2, rows = $3, updated_at = now()
+                 WHERE partition = $1",
+            )
+            .bind(name)
+            .bind(&export.key)
+            .bind(export.rows)
+            .execute(&mut *conn)
+            .await?;
+            tracing::info!(partition = name, key = export.key, rows = export.rows, bytes = export.bytes, elapsed = ?started.elapsed(), "partition exported");
+        }
+    }
+    drop_detached(conn, name).await?;
+    Ok(())
 }
 
 /// Drops a detached partition and records it.
