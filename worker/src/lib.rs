@@ -15,7 +15,9 @@ pub mod config;
 mod db;
 mod fleet;
 mod gauges;
+mod maintain;
 mod metrics;
+mod migrate_partitions;
 mod partitions;
 mod pipeline;
 mod replay;
@@ -41,7 +43,7 @@ pub use crate::db::handler::{Handler, HandlerError, Stored};
 
 use crate::config::{MigrateArgs, RunConfig};
 use crate::db::store::PgEventStore;
-use crate::partitions::keeper::Keeper;
+use crate::db::partition_keeper::Keeper;
 use crate::pipeline::lag::Lag;
 use crate::pipeline::window::Window;
 use crate::sqs::Queue;

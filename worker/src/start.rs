@@ -11,7 +11,7 @@ use std::time::Duration;
 use webhook_shared::large_payload::{self, S3Timeouts};
 use webhook_shared::sqs::{self as sdk_sqs, ClientTimeouts};
 
-use crate::config::{DatabaseArgs, RunConfig};
+use crate::config::RunConfig;
 use crate::db;
 use crate::db::connections::Connections;
 use crate::db::handler::Handler;
@@ -146,46 +146,7 @@ fn connections(
     let wanted = budget.map_or(max_connections, |(budget, _)| {
         (budget - 1).min(max_connections)
     });
-    shared_connections(&config.database, budget, identity, wanted)
-}
-
-/// Connections within the fleet's budget when `budget` (with its lease period) is given,
-/// `wanted` of them at most: a leased pool and its lease, registered as `identity`; without a
-/// budget, a pool behind a gate of `wanted`. Used by `run` and by `replay`.
-pub(crate) fn shared_connections(
-    database: &DatabaseArgs,
-    budget: Option<(u32, Duration)>,
-    identity: Option<fleet::Identity>,
-    wanted: u32,
-) -> anyhow::Result<(Connections, Option<Lease>)> {
-    match (budget, identity) {
-        (Some((budget, period)), Some(identity)) => {
-            let options = db::connect_options(database)?;
-            let pool = Arc::new(LeasedPool::new(
-                options.clone(),
-                // Behind a transaction pooler a session lock would pin the session.
-                (database.database_statement_cache_capacity > 0).then_some(identity.session_key),
-                database.acquire_timeout(),
-                Arc::new(Gate::leased()),
-            ));
-            let settings = LeaseSettings {
-                budget,
-                wanted,
-                period,
-            };
-            let lease = Lease::new(identity, settings, options, Arc::clone(&pool));
-            Ok((Connections::leased(pool), Some(lease)))
-        }
-        _ => {
-            let pool = Arc::new(LeasedPool::new(
-                db::connect_options(database)?,
-                None,
-                database.acquire_timeout(),
-                Arc::new(Gate::fixed(wanted as usize)),
-            ));
-            Ok((Connections::fixed(pool), None))
-        }
-    }
+    db::connections::shared(&config.database, budget, identity, wanted)
 }
 
 /// The S3 client and S3's breaker. A missing `LARGE_PAYLOAD_BUCKET` stops the start; an

@@ -13,7 +13,9 @@ mod redrive;
 mod replay;
 
 pub use database::{DatabaseArgs, DatabaseUrl};
-pub use partitions::{MaintainArgs, MigrateArgs, MigratePartitionsArgs, PartitionArgs};
+pub use partitions::{
+    MaintainArgs, MigrateArgs, MigratePartitionsArgs, PartitionArgs, PartitionInterval, Step,
+};
 pub use redrive::{ActionWithFilter, RedriveArgs};
 pub use replay::ReplayArgs;
 use webhook_shared::config::{

@@ -1,14 +1,13 @@
 //! Settings of the time partitions of `webhook_events` (for `run`, `migrate` and
 //! `maintain`) and of `worker maintain` itself.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use webhook_shared::config::parse_bucket_name;
 
 use crate::config::DatabaseArgs;
-use crate::partitions::interval::PartitionInterval;
-use crate::partitions::keeper::PartitionSettings;
-use crate::partitions::migration::Step;
 
 /// How partitions are made.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -25,14 +24,55 @@ pub struct PartitionArgs {
     pub partitions_ahead: u32,
 }
 
-impl PartitionArgs {
-    /// The settings the partition code takes.
-    pub(crate) fn settings(self) -> PartitionSettings {
-        PartitionSettings {
-            interval: self.partition_interval,
-            ahead: self.partitions_ahead,
+/// How wide one partition of `webhook_events` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartitionInterval {
+    /// A UTC day.
+    #[default]
+    Day,
+    /// An ISO week, Monday to Monday (UTC).
+    Week,
+    /// A calendar month (UTC).
+    Month,
+}
+
+/// The values `PARTITION_INTERVAL` accepts.
+const ACCEPTED: &str = "day (1d), week (1w, 7d) or month (1mo, 1month)";
+
+impl FromStr for PartitionInterval {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "day" | "daily" | "1d" => Ok(Self::Day),
+            "week" | "weekly" | "1w" | "7d" => Ok(Self::Week),
+            "month" | "monthly" | "1mo" | "1mon" | "1month" => Ok(Self::Month),
+            other => Err(format!("`{other}` is not an interval: use {ACCEPTED}")),
         }
     }
+}
+
+impl fmt::Display for PartitionInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        })
+    }
+}
+
+/// The steps, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Step {
+    /// Copy the dedup keys of rows within DEDUP_HORIZON.
+    Backfill,
+    /// Build the new key and the BRIN index concurrently.
+    Indexes,
+    /// Add and validate the check that bounds the old table at the cutover.
+    Constraint,
+    /// Make the old table the first partition of the new parent.
+    Swap,
 }
 
 /// Settings of `worker migrate`.
@@ -125,6 +165,25 @@ fn parse_span(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_parses_and_others_name_the_choices() {
+        for (text, interval) in [
+            ("day", PartitionInterval::Day),
+            ("1d", PartitionInterval::Day),
+            ("Week", PartitionInterval::Week),
+            ("7d", PartitionInterval::Week),
+            ("1w", PartitionInterval::Week),
+            ("1mo", PartitionInterval::Month),
+            ("month", PartitionInterval::Month),
+        ] {
+            assert_eq!(text.parse::<PartitionInterval>(), Ok(interval), "{text}");
+        }
+        let error = "2d"
+            .parse::<PartitionInterval>()
+            .expect_err("2d is no interval");
+        assert!(error.contains("day (1d)"), "{error}");
+    }
 
     #[test]
     fn spans_read_days_hours_and_weeks() {

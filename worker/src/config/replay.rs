@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 
 use crate::config::DatabaseArgs;
 use crate::metrics::check_source_name;
-use crate::replay::select::Filter;
 
 /// Settings of `worker replay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,21 +65,6 @@ pub struct ReplayArgs {
     /// Seconds between progress lines.
     #[arg(long, env = "REPLAY_PROGRESS_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub progress_interval_seconds: u64,
-}
-
-impl ReplayArgs {
-    /// The selection; an error when `--from` is not before `--to`.
-    pub(crate) fn filter(&self) -> anyhow::Result<Filter> {
-        if let (Some(from), Some(to)) = (self.from, self.to) {
-            anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
-        }
-        Ok(Filter {
-            source: self.source.clone(),
-            from: self.from,
-            to: self.to,
-            ids: self.ids.clone(),
-        })
-    }
 }
 
 /// `SOURCE/ID`.

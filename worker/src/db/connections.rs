@@ -103,3 +103,42 @@ pub(crate) async fn release(mut conn: Conn, outcome: Result<(), Failure>) {
     // Closing may wait on a silent socket: dropped unfinished, it closes hard.
     let _ = tokio::time::timeout(RELEASE_TIMEOUT, conn.release(healthy)).await;
 }
+
+/// Connections within the fleet's budget when `budget` (with its lease period) is given,
+/// `wanted` of them at most: a leased pool and its lease, registered as `identity`; without a
+/// budget, a pool behind a gate of `wanted`. Used by `run` and by `replay`.
+pub(crate) fn shared(
+    database: &DatabaseArgs,
+    budget: Option<(u32, Duration)>,
+    identity: Option<fleet::Identity>,
+    wanted: u32,
+) -> anyhow::Result<(Connections, Option<Lease>)> {
+    match (budget, identity) {
+        (Some((budget, period)), Some(identity)) => {
+            let options = db::connect_options(database)?;
+            let pool = Arc::new(LeasedPool::new(
+                options.clone(),
+                // Behind a transaction pooler a session lock would pin the session.
+                (database.database_statement_cache_capacity > 0).then_some(identity.session_key),
+                database.acquire_timeout(),
+                Arc::new(Gate::leased()),
+            ));
+            let settings = LeaseSettings {
+                budget,
+                wanted,
+                period,
+            };
+            let lease = Lease::new(identity, settings, options, Arc::clone(&pool));
+            Ok((Connections::leased(pool), Some(lease)))
+        }
+        _ => {
+            let pool = Arc::new(LeasedPool::new(
+                db::connect_options(database)?,
+                None,
+                database.acquire_timeout(),
+                Arc::new(Gate::fixed(wanted as usize)),
+            ));
+            Ok((Connections::fixed(pool), None))
+        }
+    }
+}

@@ -66,9 +66,7 @@ pub(crate) fn classify(error: &sqlx::Error) -> Failure {
     }
 }
 
-/// The check `worker migrate-partitions` puts on the table it is about to attach as the
-/// partition of everything before its cutover (see `partitions/migration.rs`).
-pub(crate) const LEGACY_RANGE_CHECK: &str = "webhook_events_legacy_range";
+use crate::partitions::LEGACY_RANGE_CHECK;
 
 /// Whether `error` is PostgreSQL's "no partition of relation … found for row": a check
 /// violation (23514) that names no constraint, or that names the migration's range check

@@ -12,6 +12,7 @@ pub(crate) mod connections;
 pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod handler;
+pub(crate) mod partition_keeper;
 pub(crate) mod payload_column;
 pub(crate) mod store;
 pub(crate) mod write_error;

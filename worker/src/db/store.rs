@@ -21,7 +21,7 @@ use crate::db::errors::Failure;
 use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::write_error::WriteError;
 use crate::metrics;
-use crate::partitions::keeper::Keeper;
+use crate::db::partition_keeper::Keeper;
 use crate::sqs::payload::EventKey;
 
 /// A committed batch write.

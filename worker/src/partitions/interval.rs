@@ -1,49 +1,11 @@
-//! The width of a partition (`PARTITION_INTERVAL`) and the boundary arithmetic: partitions
+//! The boundary arithmetic of a partition's width (`PARTITION_INTERVAL`, parsed in
+//! `config/partitions.rs`): partitions
 //! are half-open `[from, to)` ranges aligned in UTC on midnight, ISO Monday or the 1st of
 //! the month, named after their lower bound.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Datelike as _, Days, Months, NaiveTime, TimeZone as _, Utc};
 
-/// How wide one partition of `webhook_events` is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PartitionInterval {
-    /// A UTC day.
-    #[default]
-    Day,
-    /// An ISO week, Monday to Monday (UTC).
-    Week,
-    /// A calendar month (UTC).
-    Month,
-}
-
-/// The values `PARTITION_INTERVAL` accepts.
-const ACCEPTED: &str = "day (1d), week (1w, 7d) or month (1mo, 1month)";
-
-impl FromStr for PartitionInterval {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "day" | "daily" | "1d" => Ok(Self::Day),
-            "week" | "weekly" | "1w" | "7d" => Ok(Self::Week),
-            "month" | "monthly" | "1mo" | "1mon" | "1month" => Ok(Self::Month),
-            other => Err(format!("`{other}` is not an interval: use {ACCEPTED}")),
-        }
-    }
-}
-
-impl fmt::Display for PartitionInterval {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Day => "day",
-            Self::Week => "week",
-            Self::Month => "month",
-        })
-    }
-}
+use crate::config::PartitionInterval;
 
 impl PartitionInterval {
     /// The start of the interval that holds `at`.
@@ -105,25 +67,6 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap_or_else(|_| panic!("a time: {text}"))
-    }
-
-    #[test]
-    fn every_spelling_parses_and_others_name_the_choices() {
-        for (text, interval) in [
-            ("day", PartitionInterval::Day),
-            ("1d", PartitionInterval::Day),
-            ("Week", PartitionInterval::Week),
-            ("7d", PartitionInterval::Week),
-            ("1w", PartitionInterval::Week),
-            ("1mo", PartitionInterval::Month),
-            ("month", PartitionInterval::Month),
-        ] {
-            assert_eq!(text.parse::<PartitionInterval>(), Ok(interval), "{text}");
-        }
-        let error = "2d"
-            .parse::<PartitionInterval>()
-            .expect_err("2d is no interval");
-        assert!(error.contains("day (1d)"), "{error}");
     }
 
     #[test]

@@ -1,24 +1,15 @@
-//! The running worker's side of partitioning: at start and every ten minutes it creates the
-//! partitions `PARTITIONS_AHEAD` intervals ahead (if its role owns the table; otherwise it
-//! only reports, and `worker maintain` creates them) and sets the partition gauges. When a
-//! write meets a missing partition anyway, the store asks it to [`Keeper::cover`] the
-//! batch's times (see `db/store.rs`).
-
-use std::time::Duration;
+//! How partitions are kept ready ([`PartitionSettings`]: the interval and how many ahead) and
+//! the partition gauges ([`report`]); the running worker's keeper that uses them is in
+//! `db/partition_keeper.rs`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use tokio_util::sync::CancellationToken;
 
-use crate::db::connections::{self, Connections};
-use crate::db::errors::{Failure, classify};
 use crate::metrics;
+use crate::config::PartitionArgs;
 use crate::partitions::catalog::{self, Partition};
 use crate::partitions::create::ensure_covered;
-use crate::partitions::interval::PartitionInterval;
-
-/// How often the keeper creates partitions ahead and refreshes the gauges.
-pub(crate) const KEEP_PERIOD: Duration = Duration::from_secs(600);
+use crate::config::PartitionInterval;
 
 /// How partitions are made: their width and how many are kept ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,98 +36,22 @@ impl PartitionSettings {
     }
 }
 
+impl PartitionArgs {
+    /// The settings the partition code takes.
+    pub(crate) fn settings(self) -> PartitionSettings {
+        PartitionSettings {
+            interval: self.partition_interval,
+            ahead: self.partitions_ahead,
+        }
+    }
+}
+
 /// Whether `error` is a refusal of DDL rights (the role does not own the table).
 pub(crate) fn is_not_owner(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| code == "42501")
-}
-
-/// Creates partitions ahead and keeps the gauges.
-#[derive(Debug, Clone)]
-pub(crate) struct Keeper {
-    settings: PartitionSettings,
-    connections: Connections,
-}
-
-impl Keeper {
-    /// A keeper working on `connections` (within the gate, like the writes).
-    pub(crate) fn new(settings: PartitionSettings, connections: Connections) -> Self {
-        Self {
-            settings,
-            connections,
-        }
-    }
-
-    /// Keeps partitions ahead every [`KEEP_PERIOD`] until `shutdown`.
-    pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(KEEP_PERIOD);
-        while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
-            if let Err(error) = self.keep_once().await {
-                tracing::warn!(%error, "checking the partitions of webhook_events failed");
-            }
-        }
-    }
-
-    /// Creates what is missing ahead (if allowed) and refreshes the gauges.
-    pub(crate) async fn keep_once(&self) -> anyhow::Result<()> {
-        let mut conn = self.connections.acquire().await?;
-        let result = keep(&mut conn, self.settings).await;
-        let outcome = match &result {
-            Err(error) => match error.downcast_ref::<sqlx::Error>() {
-                Some(sqlx_error) => Err(classify(sqlx_error)),
-                None => Err(Failure::Transient),
-            },
-            Ok(()) => Ok(()),
-        };
-        connections::release(conn, outcome).await;
-        result
-    }
-
-    /// Creates the partitions of the intervals that hold `received`, in one step each;
-    /// `Err` when one cannot be made (the role may not, or a lock was held).
-    pub(crate) async fn cover(
-        &self,
-        conn: &mut PgConnection,
-        received: &[DateTime<Utc>],
-    ) -> Result<(), sqlx::Error> {
-        let interval = self.settings.interval;
-        let mut starts: Vec<DateTime<Utc>> =
-            received.iter().map(|&at| interval.floor(at)).collect();
-        starts.sort_unstable();
-        starts.dedup();
-        for start in starts {
-            ensure_covered(conn, interval, start, interval.next(start)).await?;
-        }
-        Ok(())
-    }
-
-    /// The latest time a row may carry and still get a partition made for it on demand: the
-    /// end of the range kept ready. Later ones are a clock fault upstream.
-    pub(crate) fn latest_accepted(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        self.settings.ready_until(now)
-    }
-}
-
-/// One round of the keeper on `conn`.
-async fn keep(conn: &mut PgConnection, settings: PartitionSettings) -> anyhow::Result<()> {
-    let partitioned = catalog::is_partitioned(conn).await?;
-    metrics::gauge_table_partitioned(partitioned);
-    if !partitioned {
-        return Ok(());
-    }
-    let now = Utc::now();
-    match settings.ensure_ahead(conn, now).await {
-        Ok(_) => {}
-        Err(error) if is_not_owner(&error) => tracing::warn!(
-            "this worker's role may not create partitions of webhook_events (it does not own the table); run `worker maintain` as the owner on a schedule"
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "creating partitions ahead failed; trying again later")
-        }
-    }
-    report(conn, now).await
 }
 
 /// Sets the partition gauges from the catalog and from what `worker maintain` recorded.

@@ -2,10 +2,10 @@
 //! partitioned by range on `received_at`, which ingest stamps once per accepted request, so
 //! every redelivery of one message lands in the same partition. Partitions are made ahead
 //! by `worker migrate`, by `worker maintain` and by a running worker whose role owns the table
-//! (`keeper.rs`); a write that meets a missing one has it made on demand, or pauses; it is
-//! never dead-lettered for it. `worker maintain` (`maintain.rs`) also trims the dedup keys
+//! (`db/partition_keeper.rs`); a write that meets a missing one has it made on demand, or pauses; it is
+//! never dead-lettered for it. `worker maintain` (`maintain.rs`, beside `cli.rs`) also trims the dedup keys
 //! (`keys.rs`) and applies the retention (`retention.rs`) without blocking writes. `worker
-//! migrate-partitions` (`migration.rs`) moves an earlier version's flat table.
+//! migrate-partitions` (`migrate_partitions.rs`, beside `cli.rs`) moves an earlier version's flat table.
 
 pub(crate) mod catalog;
 pub(crate) mod create;
@@ -13,8 +13,6 @@ mod export;
 pub(crate) mod interval;
 pub(crate) mod keeper;
 mod keys;
-pub(crate) mod maintain;
-pub(crate) mod migration;
 mod retention;
 
 use anyhow::Context as _;
@@ -22,6 +20,10 @@ use chrono::Utc;
 use sqlx::PgConnection;
 
 use crate::partitions::keeper::PartitionSettings;
+
+/// The check `worker migrate-partitions` puts on the table it is about to attach as the
+/// partition of everything before its cutover (see `migrate_partitions.rs`).
+pub(crate) const LEGACY_RANGE_CHECK: &str = "webhook_events_legacy_range";
 
 /// Makes the partitions ahead, if the table is partitioned (`worker migrate`, and `worker
 /// run` with `RUN_MIGRATIONS`).

@@ -28,7 +28,7 @@ use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::write_error::WriteError;
 use crate::replay::cursor::Cursor;
 use crate::replay::select::{Filter, Key, Range};
-use crate::{db, fleet, start};
+use crate::{db, fleet};
 
 /// First and longest pause after a batch failed for a reason that may pass.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
@@ -42,7 +42,7 @@ pub(crate) async fn run<H: Handler>(args: &ReplayArgs, handler: &H) -> anyhow::R
         .database_connection_budget
         .map(|budget| (budget, Duration::from_secs(args.database_lease_seconds)));
     let identity = budget.map(|_| fleet::Identity::new());
-    let (connections, lease) = start::shared_connections(&args.database, budget, identity, 1)?;
+    let (connections, lease) = connections::shared(&args.database, budget, identity, 1)?;
     let stop = CancellationToken::new();
     webhook_shared::shutdown::cancel_on_signal(stop.clone())
         .context("installing signal handlers")?;

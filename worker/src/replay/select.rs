@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use webhook_shared::envelope::Envelope;
 
+use crate::config::ReplayArgs;
 use crate::partitions::catalog;
 
 /// What to replay.
@@ -24,6 +25,21 @@ pub(crate) struct Filter {
     pub(crate) to: Option<DateTime<Utc>>,
     /// Only these `(source, id)`.
     pub(crate) ids: Vec<(String, String)>,
+}
+
+impl ReplayArgs {
+    /// The selection; an error when `--from` is not before `--to`.
+    pub(crate) fn filter(&self) -> anyhow::Result<Filter> {
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
+        }
+        Ok(Filter {
+            source: self.source.clone(),
+            from: self.from,
+            to: self.to,
+            ids: self.ids.clone(),
+        })
+    }
 }
 
 /// A range of `received_at` read as one: a partition clipped to the filter. `None` bounds are

@@ -25,12 +25,10 @@ use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{Connection as _, PgConnection};
 
-use crate::config::MigratePartitionsArgs;
+use crate::config::{MigratePartitionsArgs, PartitionInterval, Step};
 use crate::db;
-use crate::db::errors::LEGACY_RANGE_CHECK;
-use crate::partitions::catalog;
-use crate::partitions::interval::PartitionInterval;
-use crate::partitions::maintain::{ensure_server_version, try_lock, unlock};
+use crate::maintain::{ensure_server_version, try_lock, unlock};
+use crate::partitions::{LEGACY_RANGE_CHECK, catalog};
 
 /// Keys copied per backfill statement.
 const BACKFILL_BATCH: i64 = 10_000;
@@ -43,19 +41,6 @@ const CUTOVER_MARGIN: Duration = Duration::from_secs(120);
 /// Longest wait for a lock by the check and the swap, and attempts.
 const SWAP_LOCK_TIMEOUT: &str = "2s";
 const SWAP_ATTEMPTS: u32 = 10;
-
-/// The steps, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Step {
-    /// Copy the dedup keys of rows within DEDUP_HORIZON.
-    Backfill,
-    /// Build the new key and the BRIN index concurrently.
-    Indexes,
-    /// Add and validate the check that bounds the old table at the cutover.
-    Constraint,
-    /// Make the old table the first partition of the new parent.
-    Swap,
-}
 
 /// Runs the migration to its end, or to `--stop-after`, or prints where it stands.
 pub(crate) async fn run(args: &MigratePartitionsArgs) -> anyhow::Result<()> {
