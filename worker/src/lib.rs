@@ -42,8 +42,8 @@ pub use crate::db::events::insert_events;
 pub use crate::db::handler::{Handler, HandlerError, Stored};
 
 use crate::config::{MigrateArgs, RunConfig};
-use crate::db::store::PgEventStore;
 use crate::db::partition_keeper::Keeper;
+use crate::db::store::PgEventStore;
 use crate::pipeline::lag::Lag;
 use crate::pipeline::window::Window;
 use crate::sqs::Queue;

@@ -15,7 +15,7 @@ use crate::config::RunConfig;
 use crate::db;
 use crate::db::connections::Connections;
 use crate::db::handler::Handler;
-use crate::fleet::{self, Gate, Lease, LeaseSettings, LeasedPool};
+use crate::fleet::{self, Lease};
 use crate::pipeline::PipelineSettings;
 use crate::pipeline::batch_context::RetryBackoff;
 use crate::pipeline::s3_health::S3Health;

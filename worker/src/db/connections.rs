@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
+use crate::config::DatabaseArgs;
+use crate::db;
 use crate::db::errors::Failure;
 use crate::db::write_error::WriteError;
-use crate::fleet::{AcquireError, Gate, Leased, LeasedPool};
+use crate::fleet::{self, AcquireError, Gate, Lease, LeaseSettings, Leased, LeasedPool};
 
 /// Longest wait for a ping or a close when a connection is given back.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);

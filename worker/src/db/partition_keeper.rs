@@ -40,8 +40,14 @@ impl Keeper {
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(KEEP_PERIOD);
         while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
-            if let Err(error) = self.keep_once().await {
-                tracing::warn!(%error, "checking the partitions of webhook_events failed");
+            // Never holds up the shutdown: a round may wait for a connection (all of them
+            // busy with writes) or for a lock.
+            match shutdown.run_until_cancelled(self.keep_once()).await {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "checking the partitions of webhook_events failed");
+                }
+                Some(Ok(())) => {}
             }
         }
     }
@@ -105,4 +111,3 @@ async fn keep(conn: &mut PgConnection, settings: PartitionSettings) -> anyhow::R
     }
     report(conn, now).await
 }
-

@@ -19,9 +19,9 @@ use webhook_shared::envelope::Envelope;
 use crate::db::connections::{self, Connections};
 use crate::db::errors::Failure;
 use crate::db::handler::{Handler, HandlerError, Stored};
+use crate::db::partition_keeper::Keeper;
 use crate::db::write_error::WriteError;
 use crate::metrics;
-use crate::db::partition_keeper::Keeper;
 use crate::sqs::payload::EventKey;
 
 /// A committed batch write.

@@ -11,8 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{Connection as _, PgConnection};
 
+use crate::config::PartitionInterval;
 use crate::partitions::catalog::{self, Partition};
-use crate::partitions::interval::{PartitionInterval, partition_name};
+use crate::partitions::interval::partition_name;
 
 /// The advisory lock every creator and `worker maintain` take ("swpartns").
 pub(crate) const PARTITION_LOCK: i64 = 0x7377_7061_7274_6e73;

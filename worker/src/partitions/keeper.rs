@@ -5,11 +5,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::metrics;
 use crate::config::PartitionArgs;
+use crate::config::PartitionInterval;
+use crate::metrics;
 use crate::partitions::catalog::{self, Partition};
 use crate::partitions::create::ensure_covered;
-use crate::config::PartitionInterval;
 
 /// How partitions are made: their width and how many are kept ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,11 +9,11 @@
 
 pub(crate) mod catalog;
 pub(crate) mod create;
-mod export;
+pub(crate) mod export;
 pub(crate) mod interval;
 pub(crate) mod keeper;
-mod keys;
-mod retention;
+pub(crate) mod keys;
+pub(crate) mod retention;
 
 use anyhow::Context as _;
 use chrono::Utc;
