@@ -174,7 +174,8 @@ def template_roles_are_least_privilege():
     # ingest only writes payloads (PutObject is every multipart call but the abort); the worker
     # reads and deletes them, and copies one onto itself (GetObject + PutObject) before its pointer
     # goes to the DLQ, so the object outlives the pointer. ListBucket: HeadBucket at start, and
-    # 404 (not 403) for a missing object.
+    # 404 (not 403) for a missing object. Redrive's scan changes the visibility of what it
+    # keeps in the DLQ (gives it back).
     allowed = {
         "IngestTaskRole": {"MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
                            "PayloadBucket/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
@@ -186,7 +187,8 @@ def template_roles_are_least_privilege():
                            "PayloadBucket": {"s3:ListBucket"}},
         "RedriveTaskRole": {"DeadLetterQueue": {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks",
                                                 "sqs:CancelMessageMoveTask", "sqs:ReceiveMessage", "sqs:DeleteMessage",
-                                                "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+                                                "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
+                                                "sqs:GetQueueUrl"},
                             "MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}},
     }
     for role, grants in allowed.items():
