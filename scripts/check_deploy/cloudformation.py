@@ -7,7 +7,9 @@ large-payload bucket is private, encrypted, TLS-only, expires objects after ever
 retention plus a margin, and is LARGE_PAYLOAD_BUCKET of both services; `worker maintain` runs on
 the MaintenanceSchedule as the one-off tasks do (the worker task definition and container, their
 network, settings the worker accepts, the MaintainCommand output alike) through an events role
-that may only run the worker family in the cluster and pass its two roles.
+that may only run the worker family in the cluster and pass its two roles; with an ExportBucket
+it gets EXPORT_BUCKET (and EXPORT_PREFIX) and the worker's task role the export's S3 rights,
+without one neither.
 """
 import json
 import re
@@ -165,16 +167,42 @@ def statements(role):
             for s in policy["PolicyDocument"]["Statement"] if isinstance(s, dict) and "Effect" in s]
 
 
+# `worker maintain` exports to ExportBucket (when set) under the worker's task role: the
+# multipart upload (PutObject, AbortMultipartUpload), HeadObject (GetObject) of what it wrote,
+# ListBucket for HeadBucket at start (and 404 for a missing key).
+EXPORT_OBJECTS = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ExportBucket}/${ExportPrefix}webhook_events/*"}
+EXPORT_BUCKET_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ExportBucket}"}
+EXPORT_GRANTS = {"ExportBucket/{prefix}webhook_events/*": {"s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject"},
+                 "ExportBucket": {"s3:ListBucket"}}
+
+
+def with_export(doc, bucket, prefix=""):
+    """`doc` as deployed with ExportBucket `bucket` and ExportPrefix `prefix` (their conditions)."""
+    from .common import resolve
+    return resolve(doc, {"HasExportBucket": bucket != "", "HasExportPrefix": prefix != ""})
+
+
 def template_roles_are_least_privilege():
+    problems = []
+    for export in (False, True):
+        problems += [f"{p} (ExportBucket {'set' if export else 'empty'})"
+                     for p in roles_are_least_privilege(with_export(RESOURCES, "archive" if export else ""), export)]
+    return problems
+
+
+def roles_are_least_privilege(resources_doc, export):
     problems = []
     main, dlq = {"Fn::GetAtt": ["MainQueue", "Arn"]}, {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
     bucket, objects = {"Fn::GetAtt": ["PayloadBucket", "Arn"]}, {"Fn::Sub": "${PayloadBucket.Arn}/*"}
     resources = {json.dumps(main): "MainQueue", json.dumps(dlq): "DeadLetterQueue",
-                 json.dumps(bucket): "PayloadBucket", json.dumps(objects): "PayloadBucket/*"}
+                 json.dumps(bucket): "PayloadBucket", json.dumps(objects): "PayloadBucket/*",
+                 json.dumps(EXPORT_OBJECTS): "ExportBucket/{prefix}webhook_events/*",
+                 json.dumps(EXPORT_BUCKET_ARN): "ExportBucket"}
     # ingest only writes payloads (PutObject is every multipart call but the abort); the worker
     # reads and deletes them, and copies one onto itself (GetObject + PutObject) before its pointer
     # goes to the DLQ, so the object outlives the pointer. ListBucket: HeadBucket at start, and
-    # 404 (not 403) for a missing object.
+    # 404 (not 403) for a missing object. Redrive's scan changes the visibility of what it
+    # keeps in the DLQ (gives it back).
     allowed = {
         "IngestTaskRole": {"MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
                            "PayloadBucket/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
@@ -186,22 +214,25 @@ def template_roles_are_least_privilege():
                            "PayloadBucket": {"s3:ListBucket"}},
         "RedriveTaskRole": {"DeadLetterQueue": {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks",
                                                 "sqs:CancelMessageMoveTask", "sqs:ReceiveMessage", "sqs:DeleteMessage",
-                                                "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+                                                "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
+                                                "sqs:GetQueueUrl"},
                             "MainQueue": {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}},
     }
+    if export:
+        allowed["WorkerTaskRole"].update(EXPORT_GRANTS)
     for role, grants in allowed.items():
         granted = {}
-        for statement in statements(RESOURCES[role]):
+        for statement in statements(resources_doc[role]):
             queue = resources.get(json.dumps(statement["Resource"]))
             if queue is None:
-                problems.append(f"{role}: a statement on {statement['Resource']!r}, not on a queue or the bucket")
+                problems.append(f"{role}: a statement on {statement['Resource']!r}, not on a queue, the payload bucket or the export prefix")
                 continue
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             granted.setdefault(queue, set()).update(actions)
         if granted != grants:
             problems.append(f"{role}: grants {({k: sorted(v) for k, v in granted.items()})}, "
                             f"expected {({k: sorted(v) for k, v in grants.items()})}")
-    for name, resource in RESOURCES.items():
+    for name, resource in resources_doc.items():
         if resource["Type"] == "AWS::IAM::Role":
             for statement in statements(resource):
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -209,7 +240,11 @@ def template_roles_are_least_privilege():
                     problems.append(f"{name}: wildcard in {statement}")
         if resource["Type"] == "AWS::Logs::LogGroup" and "RetentionInDays" not in resource["Properties"]:
             problems.append(f"{name}: no RetentionInDays")
-    queue = RESOURCES["MainQueue"]["Properties"]
+            unresolved = [s for p in resource["Properties"].get("Policies", []) for s in p.get("PolicyDocument", {})
+                          .get("Statement", [p]) if not (isinstance(s, dict) and "Effect" in s)]
+            if unresolved:
+                problems.append(f"{name}: statements or policies under a condition this check does not know: {unresolved}")
+    queue = resources_doc["MainQueue"]["Properties"]
     if queue.get("RedrivePolicy", {}).get("deadLetterTargetArn") != dlq:
         problems.append("MainQueue needs a RedrivePolicy to DeadLetterQueue")
     return problems
@@ -266,6 +301,16 @@ def template_payload_bucket_is_private_encrypted_and_outlives_the_queues():
 MAINTAIN_COMMAND = ["worker", "maintain"]
 PARTITION_INTERVALS = {"day", "week", "month", "1d", "7d", "1w", "1mo", "1mon", "1month"}  # what the worker parses
 RETENTION_SAMPLES = {"": True, "90d": True, "36h": True, "1": False, "90": False, "d": False, "0d": False}
+# What the worker's parse_bucket_name accepts (3 to 63 of a-z 0-9 . -, a letter or digit at
+# both ends), or empty; and key prefixes that stay inside the JSON, the shell quotes and the
+# IAM resource (no quote, no `*`, no `$`).
+EXPORT_BUCKET_SAMPLES = {"": True, "archive": True, "my.archive-1": True, "ab": False, "Archive": False,
+                         "-archive": False, "archive-": False, "a" * 64: False, "arch_ive": False, "arch ive": False}
+EXPORT_PREFIX_SAMPLES = {"": True, "archive/": True, "webhooks/prod-1/": True, "a.b_c(1)!/": True, "a*": False,
+                         'a"': False, "a'": False, "${aws:username}/": False, "a b/": False}
+# (Retention, ExportBucket, ExportPrefix) the rule and MaintainCommand are rendered with.
+MAINTAIN_CASES = [(r, "", "") for r in RETENTION_SAMPLES if RETENTION_SAMPLES[r]] + \
+    [("90d", "archive", ""), ("90d", "archive", "webhooks/prod/"), ("", "archive", "x/"), ("90d", "", "webhooks/")]
 
 
 def sub_text(node, values, where):
@@ -283,13 +328,15 @@ def sub_text(node, values, where):
                   if m.group(1) in scope else m.group(0), text)
 
 
-def maintain_overrides(node, retention, where):
-    """The RunTask overrides of an Input or a MaintainCommand output, rendered for a Retention
-    value (HasRetention follows it) and the other parameters' defaults."""
+def maintain_overrides(node, case, where):
+    """The RunTask overrides of an Input or a MaintainCommand output, rendered for a case
+    (Retention, ExportBucket, ExportPrefix; HasRetention, HasExportBucket and HasExportPrefix
+    follow them) and the other parameters' defaults."""
     from .common import TEMPLATE_RAW, resolve
+    retention, bucket, prefix = case
     params = {name: str(p.get("Default", "")) for name, p in TEMPLATE_RAW["Parameters"].items()}
-    params["Retention"] = retention
-    text = sub_text(resolve(node, {"HasRetention": retention != ""}), params, where)
+    params.update(Retention=retention, ExportBucket=bucket, ExportPrefix=prefix)
+    text = sub_text(with_export(resolve(node, {"HasRetention": retention != ""}), bucket, prefix), params, where)
     if "--overrides" in text:
         text = re.search(r"--overrides '([^']*)'", text).group(1)
     return json.loads(text)
@@ -311,6 +358,14 @@ def template_schedules_worker_maintain_like_the_one_off_tasks():
             problems.append(f"Retention: AllowedPattern {pattern!r} should {'accept' if ok else 'refuse'} {sample!r}")
     if retention.get("Default") != "90d":
         problems.append("Retention: Default 90d")
+    for name, samples in (("ExportBucket", EXPORT_BUCKET_SAMPLES), ("ExportPrefix", EXPORT_PREFIX_SAMPLES)):
+        parameter = params.get(name, {})
+        pattern = parameter.get("AllowedPattern", "")
+        for sample, ok in samples.items():
+            if bool(re.fullmatch(pattern, sample)) != ok:
+                problems.append(f"{name}: AllowedPattern {pattern!r} should {'accept' if ok else 'refuse'} {sample!r}")
+        if parameter.get("Default") != "":
+            problems.append(f"{name}: a parameter with Default empty (no export)")
     rules = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::Events::Rule"}
     if list(rules) != ["MaintenanceRule"]:
         return problems + [f"one AWS::Events::Rule, MaintenanceRule, expected; found {sorted(rules)}"]
@@ -340,15 +395,15 @@ def template_schedules_worker_maintain_like_the_one_off_tasks():
         problems.append("Outputs: a MaintainCommand beside MigrateCommand and RedriveCommand")
     elif len(set(networks.values())) != 1:
         problems.append(f"Outputs: the *Command outputs' --network-configuration differ: {networks}")
-    for value in RETENTION_SAMPLES:
-        if not RETENTION_SAMPLES[value]:
-            continue
-        where = f"MaintenanceRule Input with Retention {value!r}"
-        overrides = maintain_overrides(target.get("Input", "{}"), value, where)
+    for case in MAINTAIN_CASES:
+        value, bucket, prefix = case
+        described = f"Retention {value!r}, ExportBucket {bucket!r}, ExportPrefix {prefix!r}"
+        where = f"MaintenanceRule Input with {described}"
+        overrides = maintain_overrides(target.get("Input", "{}"), case, where)
         if "MaintainCommand" in outputs:
-            command = maintain_overrides(outputs["MaintainCommand"]["Value"], value, "MaintainCommand")
+            command = maintain_overrides(outputs["MaintainCommand"]["Value"], case, "MaintainCommand")
             if command != overrides:
-                problems.append(f"MaintainCommand's --overrides differ from the rule's Input (Retention {value!r})")
+                problems.append(f"MaintainCommand's --overrides differ from the rule's Input ({described})")
         if "taskRoleArn" in overrides:
             problems.append(f"{where}: a taskRoleArn override (the worker's task role has what maintain needs)")
         containers = overrides.get("containerOverrides", [])
@@ -368,8 +423,13 @@ def template_schedules_worker_maintain_like_the_one_off_tasks():
         want = {"PARTITION_INTERVAL": interval.get("Default"), "DATABASE_MAX_CONNECTIONS": "1"}
         if value:
             want["RETENTION"] = value
+        if bucket:
+            want["EXPORT_BUCKET"] = bucket
+            if prefix:
+                want["EXPORT_PREFIX"] = prefix
         if env != want:
-            problems.append(f"{where}: environment {env}, expected {want} (no RETENTION = keep everything)")
+            problems.append(f"{where}: environment {env}, expected {want} (no RETENTION = keep everything, "
+                            "no EXPORT_BUCKET = no export, EXPORT_PREFIX only with a bucket and a prefix)")
     worker_env = env_map(container["Environment"], "Name", "Value")
     if worker_env.get("PARTITION_INTERVAL") != {"Ref": "PartitionInterval"}:
         problems.append("the worker's PARTITION_INTERVAL must be the PartitionInterval parameter (as maintain's)")
