@@ -28,6 +28,7 @@ pub mod large;
 pub mod latency;
 pub mod latency_floor;
 pub mod otlp;
+pub mod partitions;
 pub mod pg_proxy;
 pub mod plotting;
 pub mod probes;

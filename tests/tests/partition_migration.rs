@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use e2e_tests::TestStack;
+use e2e_tests::partitions::wait_for_outcome;
 use e2e_tests::probes::DRAIN_TIMEOUT;
-use e2e_tests::report::counter;
 use webhook_shared::envelope::Envelope;
 
 /// Rows in the old table.
@@ -147,21 +147,7 @@ async fn a_million_row_table_is_partitioned_while_the_worker_writes() {
     stack
         .send_raw(&stack.queue_url, vec![retry.to_json()])
         .await;
-    e2e_tests::eventually(
-        Duration::from_secs(60),
-        "the retry as a duplicate",
-        || async {
-            let metrics = worker.metrics().await;
-            Ok((counter(
-                &metrics,
-                "webhook_worker_messages_total",
-                &[r#"outcome="duplicate""#],
-            ) >= 1.0)
-                .then_some(()))
-        },
-    )
-    .await
-    .expect("a duplicate");
+    wait_for_outcome(&worker, "duplicate", 1.0).await;
     assert_eq!(stack.stored_count().await, expected);
     worker.terminate(Duration::from_secs(30)).await;
     Arc::into_inner(stack)

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Days, Utc};
+use e2e_tests::partitions::wait_for_outcome;
 use e2e_tests::probes::{DRAIN_TIMEOUT, gauge};
 use e2e_tests::report::counter;
 use e2e_tests::{TestStack, eventually, worker_role};
@@ -33,16 +34,6 @@ fn midnight(days: i64) -> DateTime<Utc> {
     } else {
         today - Days::new(days.unsigned_abs())
     }
-}
-
-async fn partition_names(stack: &TestStack) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'webhook_events'::regclass ORDER BY 1",
-    )
-    .fetch_all(&stack.db)
-    .await
-    .expect("listing partitions")
 }
 
 async fn rows_of(stack: &TestStack, id: &str) -> Vec<String> {
@@ -78,7 +69,7 @@ async fn migrate_partitions_the_table_ahead_and_the_worker_reports_it() {
     let expected: Vec<String> = (0..4)
         .map(|day| format!("webhook_events_p{}", midnight(day).format("%Y%m%d")))
         .collect();
-    assert_eq!(partition_names(&stack).await, expected);
+    assert_eq!(stack.partition_names().await, expected);
 
     let worker = stack.spawn_worker(&[]).await;
     let ids = stack.preload(5).await;
@@ -134,7 +125,7 @@ async fn a_missing_partition_is_made_on_demand_and_a_far_future_time_is_refused(
     assert_eq!(rows_of(&stack, "from-the-past").await.len(), 1);
     let past_partition = format!("webhook_events_p{}", past.format("%Y%m%d"));
     assert!(
-        partition_names(&stack).await.contains(&past_partition),
+        stack.partition_names().await.contains(&past_partition),
         "{past_partition} was made"
     );
     let metrics = worker.metrics().await;
@@ -187,7 +178,7 @@ async fn a_worker_that_may_not_create_partitions_pauses_until_maintain_makes_the
 
     let (status, log) = stack.run_worker_command(&["maintain"], &[]).await;
     assert!(status.success(), "maintain failed: {log}");
-    assert!(partition_names(&stack).await.contains(&tomorrow));
+    assert!(stack.partition_names().await.contains(&tomorrow));
     stack.wait_for_rows(1, DRAIN_TIMEOUT).await;
     assert_eq!(rows_of(&stack, "tomorrow").await.len(), 1);
     assert_eq!(
@@ -219,21 +210,7 @@ async fn a_provider_retry_is_a_duplicate_across_a_partition_boundary_within_the_
     send(&stack, std::slice::from_ref(&before)).await;
     stack.wait_for_rows(1, DRAIN_TIMEOUT).await;
     send(&stack, std::slice::from_ref(&retry)).await;
-    eventually(
-        Duration::from_secs(60),
-        "the retry counted as a duplicate",
-        || async {
-            let metrics = worker.metrics().await;
-            Ok((counter(
-                &metrics,
-                "webhook_worker_messages_total",
-                &[r#"outcome="duplicate""#],
-            ) >= 1.0)
-                .then_some(()))
-        },
-    )
-    .await
-    .expect("a duplicate");
+    wait_for_outcome(&worker, "duplicate", 1.0).await;
     assert_eq!(rows_of(&stack, "delivery-1").await, ["first"]);
 
     // Past the horizon the key is gone: the same message again is still one row (same
@@ -252,21 +229,7 @@ async fn a_provider_retry_is_a_duplicate_across_a_partition_boundary_within_the_
             .expect("counting keys");
     assert_eq!(keys, 0, "the key past DEDUP_HORIZON was trimmed");
     send(&stack, std::slice::from_ref(&old)).await;
-    eventually(
-        Duration::from_secs(60),
-        "the redelivery counted as a duplicate",
-        || async {
-            let metrics = worker.metrics().await;
-            Ok((counter(
-                &metrics,
-                "webhook_worker_messages_total",
-                &[r#"outcome="duplicate""#],
-            ) >= 2.0)
-                .then_some(()))
-        },
-    )
-    .await
-    .expect("a second duplicate");
+    wait_for_outcome(&worker, "duplicate", 2.0).await;
     assert_eq!(rows_of(&stack, "delivery-2").await, ["old"]);
     // The redelivery wrote the key again (with its own, old, received_at): the next run
     // trims it again, and then a retry with a new time is a new row.

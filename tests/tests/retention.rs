@@ -10,24 +10,6 @@ use e2e_tests::TestStack;
 use e2e_tests::probes::DRAIN_TIMEOUT;
 use webhook_shared::envelope::Envelope;
 
-async fn partition_names(stack: &TestStack) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'webhook_events'::regclass ORDER BY 1",
-    )
-    .fetch_all(&stack.db)
-    .await
-    .expect("listing partitions")
-}
-
-async fn table_exists(stack: &TestStack, name: &str) -> bool {
-    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(name)
-        .fetch_one(&stack.db)
-        .await
-        .expect("looking the table up")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintain_drops_what_retention_expires_and_finishes_a_pending_detach() {
     let stack = TestStack::new("retention").await;
@@ -57,7 +39,7 @@ async fn maintain_drops_what_retention_expires_and_finishes_a_pending_detach() {
         "webhook_events_p{}",
         (Utc::now() - Days::new(95)).format("%Y%m%d")
     );
-    assert!(partition_names(&stack).await.contains(&oldest));
+    assert!(stack.partition_names().await.contains(&oldest));
 
     // An earlier run's detach, cut short by its timeout while a transaction used the table:
     // the partition stays attached, pending, and takes no writes.
@@ -109,14 +91,14 @@ async fn maintain_drops_what_retention_expires_and_finishes_a_pending_detach() {
     assert!(status.success(), "maintain failed: {log}");
     stack.wait_for_rows(29 - 6, DRAIN_TIMEOUT).await;
 
-    let names = partition_names(&stack).await;
+    let names = stack.partition_names().await;
     assert!(
         !names.contains(&oldest) && !names.contains(&older),
         "{names:?}"
     );
-    assert!(!table_exists(&stack, &oldest).await, "{oldest} dropped");
+    assert!(!stack.table_exists(&oldest).await, "{oldest} dropped");
     assert!(
-        !table_exists(&stack, &older).await,
+        !stack.table_exists(&older).await,
         "{older} finalized and dropped"
     );
     let old_rows: i64 =

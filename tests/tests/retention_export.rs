@@ -12,14 +12,6 @@ use e2e_tests::TestStack;
 use e2e_tests::probes::DRAIN_TIMEOUT;
 use webhook_shared::envelope::Envelope;
 
-async fn table_exists(stack: &TestStack, name: &str) -> bool {
-    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(name)
-        .fetch_one(&stack.db)
-        .await
-        .expect("looking the table up")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_partitions_are_exported_and_checked_before_the_drop() {
     let stack = TestStack::new("retention-export").await;
@@ -75,10 +67,7 @@ async fn expired_partitions_are_exported_and_checked_before_the_drop() {
         )
         .await;
     assert!(status.success(), "maintain failed: {log}");
-    assert!(
-        !table_exists(&stack, &partition).await,
-        "{partition} dropped"
-    );
+    assert!(!stack.table_exists(&partition).await, "{partition} dropped");
     let key = format!(
         "archive/webhook_events/{}/{partition}.jsonl.gz",
         received.format("%Y/%m")

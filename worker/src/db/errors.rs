@@ -141,6 +141,7 @@ fn is_transient_sqlstate(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::pg_error;
 
     #[test]
     fn only_the_data_classes_blame_the_event() {
@@ -176,55 +177,19 @@ mod tests {
         }
     }
 
-    /// A database error with a SQLSTATE and, maybe, a constraint.
-    #[derive(Debug, thiserror::Error)]
-    #[error("{code}")]
-    struct Refusal {
-        code: &'static str,
-        constraint: Option<&'static str>,
-    }
-
-    impl sqlx::error::DatabaseError for Refusal {
-        fn message(&self) -> &str {
-            self.code
-        }
-        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-            Some(self.code.into())
-        }
-        fn constraint(&self) -> Option<&str> {
-            self.constraint
-        }
-        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> sqlx::error::ErrorKind {
-            sqlx::error::ErrorKind::CheckViolation
-        }
-    }
-
-    fn refusal(code: &'static str, constraint: Option<&'static str>) -> sqlx::Error {
-        sqlx::Error::Database(Box::new(Refusal { code, constraint }))
-    }
-
     #[test]
     fn a_missing_partition_pauses_but_a_check_refuses_the_event() {
-        let no_partition = refusal("23514", None);
+        let no_partition = pg_error("23514", None);
         assert!(is_missing_partition(&no_partition));
         assert_eq!(classify(&no_partition), Failure::Systemic);
-        assert!(is_missing_partition(&refusal(
+        assert!(is_missing_partition(&pg_error(
             "23514",
             Some(LEGACY_RANGE_CHECK)
         )));
-        let check = refusal("23514", Some("refuse_one_source"));
+        let check = pg_error("23514", Some("refuse_one_source"));
         assert!(!is_missing_partition(&check));
         assert_eq!(classify(&check), Failure::Permanent);
-        assert_eq!(classify(&refusal("23505", None)), Failure::Permanent);
+        assert_eq!(classify(&pg_error("23505", None)), Failure::Permanent);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! in, an error every event hits alike, and many events refused alike all pause the worker
 //! and send nothing to the dead-letter queue; a refusal of one event's data still does.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,52 +11,9 @@ use crate::db::write_error::WriteError;
 use crate::pipeline::circuit::RELEASE_VISIBILITY;
 use crate::pipeline::refusal_fuse::FIRST_HOLD;
 use crate::testing::objects::FakeObjects;
+use crate::testing::pg_error;
 use crate::testing::pipeline::{settings, start_with, until};
 use crate::testing::{FakeEventStore, FakeQueue};
-
-/// A PostgreSQL error with a SQLSTATE (and a constraint), as sqlx reports one.
-#[derive(Debug)]
-struct PgError {
-    code: &'static str,
-    constraint: Option<&'static str>,
-}
-
-impl std::fmt::Display for PgError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "error {}", self.code)
-    }
-}
-
-impl std::error::Error for PgError {}
-
-impl sqlx::error::DatabaseError for PgError {
-    fn message(&self) -> &str {
-        self.code
-    }
-    fn code(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(self.code))
-    }
-    fn constraint(&self) -> Option<&str> {
-        self.constraint
-    }
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        sqlx::error::ErrorKind::Other
-    }
-}
-
-/// `code` as a `sqlx::Error`.
-fn pg_error(code: &'static str, constraint: Option<&'static str>) -> sqlx::Error {
-    sqlx::Error::Database(Box::new(PgError { code, constraint }))
-}
 
 /// A store that fails every write with `failure()` while `down`, stores everything after.
 fn failing_while(down: &Arc<AtomicBool>, failure: fn(usize) -> WriteError) -> FakeEventStore {

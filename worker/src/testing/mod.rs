@@ -7,10 +7,12 @@
 pub(crate) mod admin;
 pub(crate) mod event_store;
 pub(crate) mod objects;
+mod pg_error;
 pub(crate) mod pipeline;
 pub(crate) mod queue;
 
 pub(crate) use event_store::{EventStoreState, FakeEventStore};
+pub(crate) use pg_error::pg_error;
 pub(crate) use queue::FakeQueue;
 
 use std::collections::BTreeMap;
