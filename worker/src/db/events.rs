@@ -33,6 +33,25 @@ impl Handler for StoreEvents {
     }
 }
 
+/// The statement of [`insert_events`]: `$1`..`$7` are the sources, ids, `received_at`s,
+/// headers (jsonb), content types, bodies and JSON payload texts, in `(source, id)` order.
+/// Public so that a benchmark can EXPLAIN exactly what the worker runs.
+pub const INSERT_EVENTS_SQL: &str = "WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::bytea[], $7::text[])
+                  WITH ORDINALITY AS t(source, id, received_at, headers, content_type, body, payload, n)
+         ), fresh AS (
+             INSERT INTO webhook_event_keys (source, id, received_at)
+             SELECT source, id, received_at FROM input ORDER BY n
+             ON CONFLICT (source, id) DO NOTHING
+             RETURNING source, id, received_at
+         )
+         INSERT INTO webhook_events (source, id, received_at, headers, content_type, body, payload)
+         SELECT i.source, i.id, i.received_at, i.headers, i.content_type, i.body, i.payload::jsonb
+         FROM input i JOIN fresh f USING (source, id, received_at)
+         ORDER BY i.n
+         ON CONFLICT DO NOTHING
+         RETURNING source, id";
+
 /// Inserts `events` in one statement; rows that already exist are left as they are.
 /// Returns, per event in the order given, whether it was new (`false`: a redelivery or a
 /// provider retry, or a repeat within the same batch). A provider's retry counts as a
@@ -63,32 +82,16 @@ pub async fn insert_events(
     // in another partition); the events table's own key catches a redelivery whose key was
     // already trimmed (same received_at, same partition). ON CONFLICT without a target works
     // on the partitioned table and on the flat one of earlier versions alike.
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "WITH input AS (
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::bytea[], $7::text[])
-                  WITH ORDINALITY AS t(source, id, received_at, headers, content_type, body, payload, n)
-         ), fresh AS (
-             INSERT INTO webhook_event_keys (source, id, received_at)
-             SELECT source, id, received_at FROM input ORDER BY n
-             ON CONFLICT (source, id) DO NOTHING
-             RETURNING source, id, received_at
-         )
-         INSERT INTO webhook_events (source, id, received_at, headers, content_type, body, payload)
-         SELECT i.source, i.id, i.received_at, i.headers, i.content_type, i.body, i.payload::jsonb
-         FROM input i JOIN fresh f USING (source, id, received_at)
-         ORDER BY i.n
-         ON CONFLICT DO NOTHING
-         RETURNING source, id",
-    )
-    .bind(sources)
-    .bind(ids)
-    .bind(received_at)
-    .bind(headers)
-    .bind(content_types)
-    .bind(bodies)
-    .bind(payloads)
-    .fetch_all(conn)
-    .await?;
+    let inserted: Vec<(String, String)> = sqlx::query_as(INSERT_EVENTS_SQL)
+        .bind(sources)
+        .bind(ids)
+        .bind(received_at)
+        .bind(headers)
+        .bind(content_types)
+        .bind(bodies)
+        .bind(payloads)
+        .fetch_all(conn)
+        .await?;
     let mut new: HashSet<(String, String)> = inserted.into_iter().collect();
     Ok(events
         .iter()

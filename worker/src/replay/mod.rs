@@ -90,14 +90,7 @@ impl<H: Handler> Replay<'_, H> {
     async fn run(mut self) -> anyhow::Result<()> {
         let mut conn = self.connection().await?;
         let prepared = self.prepare(&mut conn).await;
-        connections::release(
-            conn,
-            prepared
-                .as_ref()
-                .map(|_| ())
-                .map_err(|_| Failure::Transient),
-        )
-        .await;
+        connections::release(conn, outcome(&prepared)).await;
         let Some((ranges, total, mut cursor)) = prepared? else {
             return Ok(());
         };
@@ -116,8 +109,7 @@ impl<H: Handler> Replay<'_, H> {
                 let more = match self.connection().await {
                     Ok(mut conn) => {
                         let step = self.step(&mut conn, *range, &mut cursor).await;
-                        let outcome = step.as_ref().map(|_| ()).map_err(|_| Failure::Transient);
-                        connections::release(conn, outcome).await;
+                        connections::release(conn, outcome(&step)).await;
                         step.map_err(|error| error.to_string())
                     }
                     Err(error) => Err(error.to_string()),
@@ -146,14 +138,7 @@ impl<H: Handler> Replay<'_, H> {
         }
         let mut conn = self.connection().await?;
         let finished = cursor::finish(&mut conn, &cursor.name).await;
-        connections::release(
-            conn,
-            finished
-                .as_ref()
-                .map(|_| ())
-                .map_err(|_| Failure::Transient),
-        )
-        .await;
+        connections::release(conn, outcome(&finished)).await;
         finished?;
         self.report(&cursor, total);
         println!("replay: done");
@@ -390,6 +375,12 @@ impl<H: Handler> Replay<'_, H> {
             cursor.key.id,
         );
     }
+}
+
+/// How a call on a connection went, for its release: a failure gets the connection pinged
+/// before it is kept.
+fn outcome<T, E>(result: &Result<T, E>) -> Result<(), Failure> {
+    result.as_ref().map(|_| ()).map_err(|_| Failure::Transient)
 }
 
 /// Whether `range` is still to be read by a run resuming at `cursor` (ranges are read oldest

@@ -83,24 +83,6 @@ const OLD_INSERT: &str = "INSERT INTO webhook_events (source, id, received_at, h
      ON CONFLICT (source, id) DO NOTHING
      RETURNING source, id";
 
-/// A copy of `worker::insert_events`' statement, for EXPLAIN only (the phases call the
-/// function itself).
-const NEW_INSERT: &str = "WITH input AS (
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::bytea[], $7::text[])
-              WITH ORDINALITY AS t(source, id, received_at, headers, content_type, body, payload, n)
-     ), fresh AS (
-         INSERT INTO webhook_event_keys (source, id, received_at)
-         SELECT source, id, received_at FROM input ORDER BY n
-         ON CONFLICT (source, id) DO NOTHING
-         RETURNING source, id, received_at
-     )
-     INSERT INTO webhook_events (source, id, received_at, headers, content_type, body, payload)
-     SELECT i.source, i.id, i.received_at, i.headers, i.content_type, i.body, i.payload::jsonb
-     FROM input i JOIN fresh f USING (source, id, received_at)
-     ORDER BY i.n
-     ON CONFLICT DO NOTHING
-     RETURNING source, id";
-
 /// `two-statements`, first: the keys; the events that were new follow with [`EVENTS_INSERT`].
 const KEYS_INSERT: &str = "INSERT INTO webhook_event_keys (source, id, received_at)
      SELECT source, id, received_at
@@ -173,7 +155,7 @@ impl Variant {
     fn statements(self) -> &'static [&'static str] {
         match self {
             Variant::Old => &[OLD_INSERT],
-            Variant::New | Variant::FlatNew | Variant::NoBrin => &[NEW_INSERT],
+            Variant::New | Variant::FlatNew | Variant::NoBrin => &[worker::INSERT_EVENTS_SQL],
             Variant::TwoStatements => &[KEYS_INSERT, EVENTS_INSERT],
             Variant::HashedKey => &[HASHED_INSERT],
         }
