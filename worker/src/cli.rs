@@ -48,7 +48,7 @@ fn run_command<H: Handler>(command: Command, handler: H, traces: Traces) -> anyh
             Command::Migrate(args) => crate::migrate(&args, &handler).await,
             Command::Maintain(args) => crate::maintain::run(&args).await,
             Command::MigratePartitions(args) => crate::migrate_partitions::run(&args).await,
-            Command::Replay(args) => crate::replay::run(&args, &handler).await,
+            Command::Replay(args) => crate::replay::run(&args, handler).await,
             Command::Redrive(args) => crate::sqs::redrive::run(&args).await,
             Command::Healthcheck(args) => healthcheck::check(args.ops.metrics_addr).await,
         }

@@ -44,17 +44,24 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub restart: bool,
 
-    /// Events per transaction.
+    /// Events per transaction (a page).
     #[arg(long, env = "REPLAY_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch_size: u32,
 
-    /// Most events replayed per second; as fast as one transaction at a time allows when
-    /// absent.
+    /// Most replay transactions in progress at once, each on a connection of its own: the
+    /// workers' adaptive limit moves between 1 and this (starting at 1, doubling while the
+    /// database stays fast), within the connection grant.
+    #[arg(long, env = "REPLAY_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+
+    /// Most events replayed per second, on top of the adaptive limit; as fast as the limit
+    /// allows when absent.
     #[arg(long, env = "REPLAY_MAX_PER_SECOND")]
     pub max_per_second: Option<NonZeroU32>,
 
     /// Most connections all workers (and replays) on this database may hold together, as for
-    /// `worker run`: the replay joins their lease and uses one connection of the budget.
+    /// `worker run`: the replay joins their lease and asks for --concurrency connections of
+    /// the budget (at most the budget less one), and never holds more than it is granted.
     #[arg(long, env = "DATABASE_CONNECTION_BUDGET", value_parser = clap::value_parser!(u32).range(2..=100_000))]
     pub database_connection_budget: Option<u32>,
 

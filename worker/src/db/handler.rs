@@ -77,6 +77,8 @@ pub trait Handler: Send + Sync + 'static {
     /// Through [`StoreEvents`](crate::StoreEvents) every stored event is a
     /// [`Stored::Duplicate`], so a handler that acts only on new events should override this
     /// to act on all of them (idempotently), as `worker/examples/upsert_orders.rs` does.
+    /// With `--concurrency` above 1, several batches are replayed in transactions in progress
+    /// at once, in no set order, as live batches are.
     fn replay<'a>(
         &'a self,
         tx: &'a mut PgConnection,

@@ -58,12 +58,24 @@ impl Range {
     }
 }
 
-/// The position after the last event of a committed page.
+/// A position along the keyset of a range: the key of the last event before it (the default,
+/// with no time, is the start of the range).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Key {
     pub(crate) source: String,
     pub(crate) id: String,
     pub(crate) received_at: Option<DateTime<Utc>>,
+}
+
+impl Key {
+    /// The key of `event`.
+    pub(crate) fn of(event: &Envelope) -> Self {
+        Self {
+            source: event.source.clone(),
+            id: event.id.clone(),
+            received_at: Some(event.received_at),
+        }
+    }
 }
 
 /// The ranges to read, oldest first: the partitions (or the whole flat table) clipped to the
@@ -143,19 +155,27 @@ fn envelope((source, id, received_at, headers, content_type, body): Row) -> Enve
     }
 }
 
-/// The next page of `range` after `after`, at most `limit` events.
+/// The next page of `range` after `after`, at most `limit` events, without those inside an
+/// interval already replayed under the cursor `cursor` (see `cursor.rs`: a run stopped with
+/// pages committed beyond its cursor). The intervals are compared in SQL, in the same
+/// collation as the keyset.
 pub(crate) async fn page(
     conn: &mut PgConnection,
     filter: &Filter,
-    range: Range,
-    after: &Key,
+    (range, after): (Range, &Key),
+    cursor: &str,
     limit: i64,
 ) -> Result<Vec<Envelope>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT source, id, received_at, headers, content_type, body FROM webhook_events
+        "SELECT source, id, received_at, headers, content_type, body FROM webhook_events e
          WHERE ($1::timestamptz IS NULL OR received_at >= $1) AND ($2::timestamptz IS NULL OR received_at < $2)
            AND ($3::text IS NULL OR source = $3)
            AND (source, id, received_at) > ($4, $5, coalesce($6, '-infinity'::timestamptz))
+           AND NOT EXISTS (
+               SELECT FROM webhook_replay_done d
+               WHERE d.cursor_name = $8 AND d.partition_from = coalesce($1, '-infinity'::timestamptz)
+                 AND (e.source, e.id, e.received_at) >= (d.first_source, d.first_id, d.first_received_at)
+                 AND (e.source, e.id, e.received_at) <= (d.last_source, d.last_id, d.last_received_at))
          ORDER BY source, id, received_at LIMIT $7",
     )
     .bind(range.from)
@@ -165,6 +185,7 @@ pub(crate) async fn page(
     .bind(&after.id)
     .bind(after.received_at)
     .bind(limit)
+    .bind(cursor)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(envelope).collect())
