@@ -1,8 +1,10 @@
 //! `worker replay` with the custom-handler example (`worker/examples/upsert_orders.rs`),
 //! against real PostgreSQL and LocalStack: stored events in two partitions rebuild the
-//! `orders` table after it was emptied; `--dry-run` counts and changes nothing; a run
-//! stopped midway (SIGINT) goes on from its cursor without running any event twice; `--id`
-//! replays one event; within a connection budget the replay takes its share of the lease.
+//! `orders` table after it was emptied; `--dry-run` counts and changes nothing; a run with
+//! several writers stopped midway (SIGINT) goes on from its cursor without running any event
+//! twice or skipping one, its counts exact; several of its transactions were in progress at
+//! once, never more than `--concurrency`; `--id` replays one event; within a connection
+//! budget the replay takes its share of the lease.
 
 use std::time::Duration;
 
@@ -33,6 +35,26 @@ async fn writes_per_order(stack: &TestStack) -> Vec<(String, i64)> {
         .expect("reading order_writes")
 }
 
+/// The most replay transactions seen in progress at once (0 before any).
+async fn most_at_once(stack: &TestStack) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(max(at_once), 0)::bigint FROM replay_overlap")
+        .fetch_one(&stack.db)
+        .await
+        .expect("reading replay_overlap")
+}
+
+/// Events the cursor counts as replayed: its own count and its recorded intervals'.
+async fn counted(stack: &TestStack) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (c.done + coalesce(sum(d.done), 0))::bigint, (c.refused + coalesce(sum(d.refused), 0))::bigint
+         FROM webhook_replay_cursors c LEFT JOIN webhook_replay_done d ON d.cursor_name = c.name
+         GROUP BY c.name, c.done, c.refused",
+    )
+    .fetch_one(&stack.db)
+    .await
+    .expect("reading the cursor")
+}
+
 async fn orders(stack: &TestStack) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM orders")
         .fetch_one(&stack.db)
@@ -43,8 +65,8 @@ async fn orders(stack: &TestStack) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_the_example_handlers_table_resumably() {
     let stack = TestStack::new("replay").await;
-    // 20 shop orders, half received two days ago (another partition), and 5 of another source.
-    let mut events: Vec<Envelope> = (0..20)
+    // 40 shop orders, half received two days ago (another partition), and 5 of another source.
+    let mut events: Vec<Envelope> = (0..40)
         .map(|n| order("shop", &format!("S-{n:02}"), if n % 2 == 0 { 2 } else { 0 }))
         .collect();
     events.extend((0..5).map(|n| order("market", &format!("M-{n}"), 0)));
@@ -55,14 +77,26 @@ async fn replay_rebuilds_the_example_handlers_table_resumably() {
         )
         .await;
     let worker = stack.spawn_worker_binary(EXAMPLE, &[]).await;
-    stack.wait_for_rows(25, DRAIN_TIMEOUT).await;
-    assert_eq!(orders(&stack).await, 25);
+    stack.wait_for_rows(45, DRAIN_TIMEOUT).await;
+    assert_eq!(orders(&stack).await, 45);
     worker.terminate(Duration::from_secs(30)).await;
+    // Every write of an order is counted; every replay transaction takes a shared advisory
+    // lock at its first write (held to its end) and records how many transactions hold it
+    // then: the transactions in progress at once. A quarter of a second per write keeps
+    // transactions long enough to overlap whenever the replay runs several at once.
     for statement in [
         "TRUNCATE orders",
         "CREATE TABLE order_writes (id text NOT NULL)",
+        "CREATE TABLE replay_overlap (at_once bigint NOT NULL)",
         "CREATE FUNCTION count_order_write() RETURNS trigger LANGUAGE plpgsql AS
-         $$ BEGIN INSERT INTO order_writes VALUES (NEW.id); RETURN NEW; END $$",
+         $$ BEGIN
+              INSERT INTO order_writes VALUES (NEW.id);
+              PERFORM pg_advisory_xact_lock_shared(4242);
+              INSERT INTO replay_overlap SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND classid = 0 AND objid = 4242 AND objsubid = 1 AND granted;
+              PERFORM pg_sleep(0.25);
+              RETURN NEW;
+            END $$",
         "CREATE TRIGGER count_order_write AFTER INSERT OR UPDATE ON orders
          FOR EACH ROW EXECUTE FUNCTION count_order_write()",
     ] {
@@ -76,29 +110,29 @@ async fn replay_rebuilds_the_example_handlers_table_resumably() {
         .run_command(EXAMPLE, &["replay", "--source", "shop", "--dry-run"], &[])
         .await;
     assert!(status.success(), "{out}");
-    assert!(out.contains("20 events would be replayed"), "{out}");
+    assert!(out.contains("40 events would be replayed"), "{out}");
     assert_eq!(orders(&stack).await, 0, "a dry run changes nothing");
 
-    // Stopped midway: five events a second, in batches of two.
+    // Stopped midway: up to three transactions at once, ten events a second, in batches of
+    // two (each transaction takes half a second: the limit grows past 1 after a few).
     let args = [
         "replay",
         "--source",
         "shop",
         "--batch-size",
         "2",
+        "--concurrency",
+        "3",
         "--max-per-second",
-        "5",
+        "10",
     ];
     // Within a connection budget, the replay joins the workers' lease.
     let mut first = stack.start_command(EXAMPLE, &args, &[("DATABASE_CONNECTION_BUDGET", "4")]);
-    eventually(Duration::from_secs(30), "part of the replay", || async {
-        let done: Option<i64> = sqlx::query_scalar("SELECT done FROM webhook_replay_cursors")
-            .fetch_optional(&stack.db)
-            .await?;
-        Ok(done.filter(|&done| done >= 6))
+    eventually(Duration::from_secs(30), "transactions at once", || async {
+        Ok((most_at_once(&stack).await >= 2).then_some(()))
     })
     .await
-    .expect("the replay moves");
+    .expect("the limit grows past 1: several replay transactions in progress at once");
     let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_worker_leases")
         .fetch_one(&stack.db)
         .await
@@ -112,22 +146,40 @@ async fn replay_rebuilds_the_example_handlers_table_resumably() {
         .expect("waiting for it");
     assert!(stopped.success());
     let midway = orders(&stack).await;
-    assert!((6..20).contains(&midway), "stopped midway: {midway} orders");
+    assert!((6..40).contains(&midway), "stopped midway: {midway} orders");
+    assert_eq!(
+        counted(&stack).await,
+        (midway, 0),
+        "the cursor and its recorded intervals count exactly what was written"
+    );
 
-    let (status, out) = stack.run_command(EXAMPLE, &args[..5], &[]).await;
+    // Resumed unpaced, still up to three at once.
+    let (status, out) = stack.run_command(EXAMPLE, &args[..7], &[]).await;
     assert!(status.success(), "{out}");
     assert!(out.contains("replay: done"), "{out}");
+    assert!(out.contains("limit "), "{out}");
     let writes = writes_per_order(&stack).await;
     assert_eq!(
         writes.len(),
-        20,
+        40,
         "every shop order rebuilt, no market one: {writes:?}"
     );
     assert!(
         writes.iter().all(|(_, n)| *n == 1),
         "none twice: {writes:?}"
     );
-    let (status, out) = stack.run_command(EXAMPLE, &args[..5], &[]).await;
+    assert_eq!(counted(&stack).await, (40, 0), "exact counts");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_replay_done")
+        .fetch_one(&stack.db)
+        .await
+        .expect("reading webhook_replay_done");
+    assert_eq!(left, 0, "a finished cursor has folded every interval");
+    let most = most_at_once(&stack).await;
+    assert!(
+        (2..=3).contains(&most),
+        "several transactions at once, never more than --concurrency: {most}"
+    );
+    let (status, out) = stack.run_command(EXAMPLE, &args[..7], &[]).await;
     assert!(status.success() && out.contains("is finished"), "{out}");
 
     // One event by id.
