@@ -38,7 +38,7 @@ use webhook_shared::ops::{self, Readiness};
 
 pub use crate::cli::main_with;
 pub use crate::db::events::StoreEvents;
-pub use crate::db::events::{INSERT_EVENTS_SQL, insert_events};
+pub use crate::db::events::{INSERT_EVENTS_SQL, INSERT_NEW_EVENTS_SQL, insert_events};
 pub use crate::db::handler::{Handler, HandlerError, Stored};
 
 use crate::config::{MigrateArgs, RunConfig};
