@@ -1,6 +1,8 @@
 //! Writing against the real PostgreSQL: two batches that hold the same events in opposite
-//! order never deadlock (rows go in key order), and a queue whose VisibilityTimeout is 0
-//! still has every webhook stored once, without a duplicate delivery.
+//! order never deadlock (rows go in key order) and store each once (the second's plain
+//! inserts fail on the first's keys and its sorting statement finds them); a batch that
+//! mixes stored and new events, or repeats one, stores each event once; and a queue whose
+//! VisibilityTimeout is 0 still has every webhook stored once, without a duplicate delivery.
 
 use std::time::Duration;
 
@@ -35,6 +37,41 @@ async fn batches_with_the_same_keys_in_opposite_order_do_not_deadlock() {
     let new = first.iter().chain(&second).filter(|new| **new).count();
     assert_eq!(new, 3, "each event new exactly once: {first:?} {second:?}");
     assert_eq!(stack.stored_count().await, 3);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_and_repeated_events_in_a_batch_are_duplicates() {
+    let stack = TestStack::new("store-mixed").await;
+    let events: Vec<Envelope> = TestStack::envelopes("mixed", 4);
+    let write = |batch: Vec<Envelope>| {
+        let db = stack.db.clone();
+        async move {
+            let mut tx = db.begin().await.expect("BEGIN");
+            let new = worker::insert_events(&mut tx, &batch)
+                .await
+                .expect("insert_events");
+            tx.commit().await.expect("COMMIT");
+            new
+        }
+    };
+    assert_eq!(write(events[..2].to_vec()).await, [true, true]);
+    // Two stored, two new: the plain inserts fail on the first stored key, the savepoint
+    // is rolled back, and the transaction goes on with the sorting statement.
+    let mixed = vec![
+        events[2].clone(),
+        events[0].clone(),
+        events[3].clone(),
+        events[1].clone(),
+    ];
+    assert_eq!(write(mixed).await, [true, false, true, false]);
+    // A provider's retry of a stored event: another received_at, the same key.
+    let mut retry = events[0].clone();
+    retry.received_at += chrono::Duration::seconds(5);
+    let fresh = TestStack::envelopes("mixed-again", 1).remove(0);
+    let repeated = vec![fresh.clone(), retry, fresh];
+    assert_eq!(write(repeated).await, [true, false, false]);
+    assert_eq!(stack.stored_count().await, 5);
     stack.cleanup().await;
 }
 
