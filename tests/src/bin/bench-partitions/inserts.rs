@@ -46,8 +46,13 @@ pub(crate) enum Variant {
     /// key table) and the statement of before the partitions.
     Old,
     /// The table `worker migrate` makes (daily partitions, BRIN, the key table) and
-    /// `worker::insert_events`.
+    /// `worker::insert_events` (plain inserts in a savepoint, the sorting statement when a
+    /// row exists).
     New,
+    /// `new`'s layout, every batch written by the sorting statement alone
+    /// (`worker::INSERT_EVENTS_SQL`: `ON CONFLICT DO NOTHING` on both tables), as before the
+    /// savepoint path.
+    Sorting,
     /// The flat table plus the key table, and `worker::insert_events`: an earlier version's
     /// table that had rows.
     FlatNew,
@@ -131,6 +136,7 @@ impl Variant {
         match self {
             Variant::Old => "old (flat, old statement)",
             Variant::New => "new (partitioned, insert_events)",
+            Variant::Sorting => "sorting (new layout, ON CONFLICT statement only)",
             Variant::FlatNew => "flat-new (flat + keys, insert_events)",
             Variant::NoBrin => "no-brin (new without BRIN)",
             Variant::TwoStatements => "two-statements (new layout)",
@@ -147,7 +153,7 @@ impl Variant {
             Variant::FlatNew => format!("DROP TABLE webhook_events; {OLD_TABLE}"),
             Variant::NoBrin => "DROP INDEX webhook_events_received_at_idx".to_owned(),
             Variant::HashedKey => HASHED_KEYS_TABLE.to_owned(),
-            Variant::New | Variant::TwoStatements => String::new(),
+            Variant::New | Variant::Sorting | Variant::TwoStatements => String::new(),
         }
     }
 
@@ -155,7 +161,8 @@ impl Variant {
     fn statements(self) -> &'static [&'static str] {
         match self {
             Variant::Old => &[OLD_INSERT],
-            Variant::New | Variant::FlatNew | Variant::NoBrin => &[worker::INSERT_EVENTS_SQL],
+            Variant::New | Variant::FlatNew | Variant::NoBrin => &[worker::INSERT_NEW_EVENTS_SQL],
+            Variant::Sorting => &[worker::INSERT_EVENTS_SQL],
             Variant::TwoStatements => &[KEYS_INSERT, EVENTS_INSERT],
             Variant::HashedKey => &[HASHED_INSERT],
         }
@@ -210,19 +217,21 @@ pub(crate) async fn run(args: &InsertArgs) -> anyhow::Result<()> {
     let reference = median(&subjects[0].per_second);
     println!("\nmedians over {} round(s):", args.rounds);
     for subject in &subjects {
-        let ratios: Vec<String> = subject
+        let ratios: Vec<f64> = subject
             .per_second
             .iter()
             .zip(&subjects[0].per_second)
-            .map(|(mine, first)| format!("{:.3}", mine / first))
+            .map(|(mine, first)| mine / first)
             .collect();
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
         println!(
-            "- {}: {:.0} rows/s; / {}: {:.3} (per round {})",
+            "- {}: {:.0} rows/s; / {}: {:.3} (ratio of medians), {:.3} (median of the rounds' ratios: {})",
             subject.variant.name(),
             median(&subject.per_second),
             subjects[0].variant.name(),
             median(&subject.per_second) / reference,
-            ratios.join(", ")
+            median(&ratios),
+            listed.join(", ")
         );
     }
     println!("\nsizes (heap + indexes + TOAST, extrapolated from the rows written):");
@@ -309,11 +318,11 @@ async fn write_batch(
             .into_iter()
             .filter(|new| *new)
             .count(),
-        Variant::Old | Variant::HashedKey => {
-            let statement = if variant == Variant::Old {
-                OLD_INSERT
-            } else {
-                HASHED_INSERT
+        Variant::Old | Variant::HashedKey | Variant::Sorting => {
+            let statement = match variant {
+                Variant::Old => OLD_INSERT,
+                Variant::Sorting => worker::INSERT_EVENTS_SQL,
+                _ => HASHED_INSERT,
             };
             let sorted = sorted(events);
             bind_columns(sqlx::query_as::<_, Returned>(statement), &sorted)
