@@ -23,12 +23,15 @@ async fn flat_table(stack: &TestStack) {
         "CREATE TABLE webhook_events (
              source text NOT NULL, id text NOT NULL, received_at timestamptz NOT NULL,
              stored_at timestamptz NOT NULL DEFAULT now(), headers jsonb NOT NULL, content_type text,
-             body bytea NOT NULL, payload jsonb, PRIMARY KEY (source, id))",
-        "CREATE INDEX webhook_events_received_at_idx ON webhook_events (received_at)",
+             body bytea NOT NULL, payload jsonb)",
         "INSERT INTO webhook_events (source, id, received_at, headers, content_type, body)
          SELECT 'old', 'old-' || g, now() - interval '20 days' + g * interval '1 second', '{}',
                 'application/json', convert_to(repeat('x', 100), 'UTF8')
          FROM generate_series(1, 1000000) g",
+        // The keys after the rows: one sort each instead of a million index inserts, and the
+        // same table as the first migration made (webhook_events_pkey, the received_at index).
+        "ALTER TABLE webhook_events ADD PRIMARY KEY (source, id)",
+        "CREATE INDEX webhook_events_received_at_idx ON webhook_events (received_at)",
         "ANALYZE webhook_events",
     ] {
         sqlx::query(statement)
