@@ -8,9 +8,9 @@
 //! slot forever and the pool would shrink with every failover.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::Connection as _;
+use sqlx::{Connection as _, PgConnection};
 
 use crate::config::DatabaseArgs;
 use crate::db;
@@ -58,6 +58,28 @@ impl Connections {
             Err(AcquireError::Lapsed(lapsed)) => Err(lapsed.into()),
             Err(AcquireError::Connect(error)) => Err(WriteError::Connect(error)),
         }
+    }
+
+    /// Runs `call` on a connection within `deadline`, then gives the connection back (or
+    /// throws it away, after an unreachable failure or the deadline); returns what `call`
+    /// returned and the wait for the connection.
+    pub(crate) async fn within<T>(
+        &self,
+        deadline: Duration,
+        call: impl AsyncFnOnce(&mut PgConnection) -> Result<T, WriteError>,
+    ) -> Result<(T, Duration), WriteError> {
+        let started = Instant::now();
+        let mut conn = self.acquire().await?;
+        let acquire = started.elapsed();
+        let result = tokio::time::timeout(deadline, call(&mut conn))
+            .await
+            .unwrap_or(Err(WriteError::Deadline(deadline)));
+        release(
+            conn,
+            result.as_ref().map(|_| ()).map_err(WriteError::failure),
+        )
+        .await;
+        result.map(|value| (value, acquire))
     }
 
     /// Connections open now, and of those, idle ones.

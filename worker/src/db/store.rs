@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection as _, PgConnection};
 use webhook_shared::envelope::Envelope;
 
-use crate::db::connections::{self, Connections};
+use crate::db::connections::Connections;
 use crate::db::errors::Failure;
 use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::partition_keeper::Keeper;
@@ -123,18 +123,7 @@ impl<H: Handler> PgEventStore<H> {
         &self,
         call: impl AsyncFnOnce(&mut PgConnection) -> Result<T, WriteError>,
     ) -> Result<(T, Duration), WriteError> {
-        let started = Instant::now();
-        let mut conn = self.connections.acquire().await?;
-        let acquire = started.elapsed();
-        let result = tokio::time::timeout(self.deadline, call(&mut conn))
-            .await
-            .unwrap_or(Err(WriteError::Deadline(self.deadline)));
-        connections::release(
-            conn,
-            result.as_ref().map(|_| ()).map_err(WriteError::failure),
-        )
-        .await;
-        result.map(|value| (value, acquire))
+        self.connections.within(self.deadline, call).await
     }
 
     /// The probe's transaction: whether the database is writable, then the handler on one

@@ -117,11 +117,16 @@ impl<H: Handler> Replay<'_, H> {
 
     /// A connection, once the lease has granted one (at once without a budget).
     async fn connection(&self) -> Result<connections::Conn, WriteError> {
+        self.granted().await;
+        self.connections.acquire().await
+    }
+
+    /// Waits until the lease grants a connection (at once without a budget), or the run stops.
+    async fn granted(&self) {
         tokio::select! {
             () = self.connections.gate().granted() => {}
             () = self.stop.cancelled() => {}
         }
-        self.connections.acquire().await
     }
 
     /// Runs `call` on a connection (once granted) within the deadline, then gives the
@@ -130,17 +135,15 @@ impl<H: Handler> Replay<'_, H> {
         &self,
         call: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, WriteError> {
-        let mut conn = self.connection().await?;
-        let result = tokio::time::timeout(self.deadline, call(&mut conn))
+        self.granted().await;
+        self.connections
+            .within(self.deadline, async |conn| {
+                call(conn)
+                    .await
+                    .map_err(|error| WriteError::Handler(error.into()))
+            })
             .await
-            .map_err(|_| WriteError::Deadline(self.deadline))
-            .and_then(|result| result.map_err(|error| WriteError::Handler(error.into())));
-        connections::release(
-            conn,
-            result.as_ref().map(|_| ()).map_err(WriteError::failure),
-        )
-        .await;
-        result
+            .map(|(value, _)| value)
     }
 
     /// A writer of pages recorded under `cursor` (`None`: nothing recorded).

@@ -19,7 +19,7 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::time::Instant;
 use webhook_shared::envelope::Envelope;
 
-use crate::db::connections::{self, Connections};
+use crate::db::connections::Connections;
 use crate::db::errors::Failure;
 use crate::db::handler::{Handler, HandlerError, Stored};
 use crate::db::write_error::WriteError;
@@ -149,19 +149,12 @@ impl<H: Handler> Writer<H> {
         events: &[Envelope],
         alone: bool,
     ) -> Result<Committed, WriteError> {
-        let started = Instant::now();
-        let mut conn = self.connections.acquire().await?;
-        let acquire = started.elapsed();
-        let result =
-            tokio::time::timeout(self.deadline, self.replay(&mut conn, range, events, alone))
-                .await
-                .unwrap_or(Err(WriteError::Deadline(self.deadline)));
-        connections::release(
-            conn,
-            result.as_ref().map(|_| ()).map_err(WriteError::failure),
-        )
-        .await;
-        result.map(|refused| Committed { refused, acquire })
+        self.connections
+            .within(self.deadline, async |conn| {
+                self.replay(conn, range, events, alone).await
+            })
+            .await
+            .map(|(refused, acquire)| Committed { refused, acquire })
     }
 
     /// BEGIN, the handler, the interval recorded, COMMIT; returns the events refused.
