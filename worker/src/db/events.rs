@@ -85,6 +85,8 @@ pub const INSERT_EVENTS_SQL: &str = "WITH input AS (
 /// as an error); the savepoint is rolled back and [`INSERT_EVENTS_SQL`] inserts only what is
 /// new. A batch that repeats an event goes to the latter at once.
 ///
+/// Call it inside a transaction (a handler's is one): the savepoint needs one.
+///
 /// Rows are inserted in `(source, id)` order whatever the order of `events`: two
 /// transactions that hold some of the same keys then take their row locks in the same order
 /// and cannot deadlock (40P01).
