@@ -12,6 +12,7 @@ use webhook_shared::large_payload::PayloadPointer;
 use crate::db::errors::Failure;
 use crate::db::handler::Stored;
 use crate::db::store::EventStore;
+use crate::db::write_error::WriteError;
 use crate::pipeline::circuit::{Circuit, OpenReason};
 use crate::pipeline::resolve::Ready;
 use crate::pipeline::window::Held;
@@ -35,6 +36,26 @@ pub(crate) enum Attempt {
     Failed,
     /// Nothing reached the database (no pointer of the batch could be resolved).
     Unwritten,
+}
+
+impl Attempt {
+    /// How a write of `rows` begun at `started` went: `Ok(acquire)` when it committed after
+    /// waiting that long for a connection.
+    pub(crate) fn of(
+        rows: usize,
+        started: tokio::time::Instant,
+        outcome: Result<Duration, &WriteError>,
+    ) -> Self {
+        match outcome {
+            Ok(acquire) => Attempt::Committed {
+                rows,
+                acquire,
+                total: started.elapsed(),
+            },
+            Err(error) if error.failure() == Failure::Overload => Attempt::Overload,
+            Err(_) => Attempt::Failed,
+        }
+    }
 }
 
 /// What the write decided for one message.
@@ -91,15 +112,11 @@ pub(crate) async fn write_splitting<S: EventStore>(
     while let Some((mut envelopes, mut rest)) = parts.pop() {
         let started = tokio::time::Instant::now();
         let result = store.write(&envelopes).await;
-        first.get_or_insert(match &result {
-            Ok(written) => Attempt::Committed {
-                rows: envelopes.len(),
-                acquire: written.acquire,
-                total: started.elapsed(),
-            },
-            Err(error) if error.failure() == Failure::Overload => Attempt::Overload,
-            Err(_) => Attempt::Failed,
-        });
+        first.get_or_insert(Attempt::of(
+            envelopes.len(),
+            started,
+            result.as_ref().map(|written| written.acquire),
+        ));
         let decisions: Vec<Decision> = match result {
             Ok(written) => written.results.into_iter().map(Decision::from).collect(),
             Err(error) if error.is_transient() => {

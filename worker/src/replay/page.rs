@@ -88,15 +88,11 @@ impl<H: Handler> Writer<H> {
             let events = &page.events[part.clone()];
             let started = Instant::now();
             let result = self.transaction(page.range, events, false).await;
-            first.get_or_insert(match &result {
-                Ok(ok) => Attempt::Committed {
-                    rows: events.len(),
-                    acquire: ok.acquire,
-                    total: started.elapsed(),
-                },
-                Err(error) if error.failure() == Failure::Overload => Attempt::Overload,
-                Err(_) => Attempt::Failed,
-            });
+            first.get_or_insert(Attempt::of(
+                events.len(),
+                started,
+                result.as_ref().map(|ok| ok.acquire),
+            ));
             match result {
                 Ok(ok) => {
                     for (index, reason) in &ok.refused {
