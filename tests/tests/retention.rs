@@ -97,6 +97,13 @@ async fn maintain_drops_what_retention_expires_and_finishes_a_pending_detach() {
         "{names:?}"
     );
     assert!(!stack.table_exists(&oldest).await, "{oldest} dropped");
+    // Its log says how long the detach and the drop of each partition took.
+    for message in ["partition detached", "partition dropped"] {
+        let timed = log.lines().any(|line| {
+            line.contains(message) && line.contains(oldest.as_str()) && line.contains("elapsed_ms=")
+        });
+        assert!(timed, "no timed '{message}' line for {oldest}:\n{log}");
+    }
     assert!(
         !stack.table_exists(&older).await,
         "{older} finalized and dropped"

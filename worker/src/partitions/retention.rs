@@ -79,6 +79,7 @@ pub(crate) async fn apply(
         ))
         .execute(&mut *conn)
         .await?;
+        let started = std::time::Instant::now();
         let detached = run_alone(
             conn,
             &format!(
@@ -91,6 +92,11 @@ pub(crate) async fn apply(
             .execute(&mut *conn)
             .await?;
         detached?;
+        tracing::info!(
+            partition = partition.name,
+            elapsed_ms = started.elapsed().as_millis(),
+            "partition detached"
+        );
         finish_detached(conn, &partition.name, partition.from, exporter).await?;
         applied.dropped.push(partition.name);
     }
@@ -158,16 +164,18 @@ async fn finish_detached(
 
 /// Drops a detached partition and records it.
 async fn drop_detached(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let started = std::time::Instant::now();
     sqlx::raw_sql(&format!("DROP TABLE IF EXISTS \"{name}\""))
         .execute(&mut *conn)
         .await?;
+    let elapsed_ms = started.elapsed().as_millis();
     sqlx::query(
         "UPDATE webhook_partition_log SET state = 'dropped', updated_at = now() WHERE partition = $1",
     )
     .bind(name)
     .execute(&mut *conn)
     .await?;
-    tracing::info!(partition = name, "partition dropped");
+    tracing::info!(partition = name, elapsed_ms, "partition dropped");
     Ok(())
 }
 

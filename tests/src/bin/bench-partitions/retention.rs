@@ -18,8 +18,6 @@ const DB_WRITE_SECONDS: &str = "webhook_worker_db_write_seconds";
 const OLD_DAYS: i64 = 120;
 /// The retention `worker maintain` applies.
 const RETENTION: &str = "90d";
-/// How often `pg_stat_activity` is read for maintain's DETACH and DROP.
-const ACTIVITY_PERIOD: Duration = Duration::from_millis(10);
 
 /// Settings of the retention part.
 #[derive(Debug, clap::Args)]
@@ -305,50 +303,18 @@ async fn measure(
     Ok((phase, maintain))
 }
 
-/// Runs `worker maintain` with the retention while sampling `pg_stat_activity` for its
-/// DETACH and its DROP; returns how long each took.
+/// Runs `worker maintain` with the retention; returns how long it took and, from its log
+/// lines, how long its DETACH CONCURRENTLY and its DROP took.
 async fn maintain(stack: &TestStack) -> anyhow::Result<String> {
     let started = Instant::now();
     let started_at = Utc::now();
-    let watching = AtomicBool::new(true);
-    let run = async {
-        let result = stack
-            .run_worker_command(&["maintain"], &[("RETENTION", RETENTION)])
-            .await;
-        watching.store(false, Ordering::Relaxed);
-        (result, started.elapsed())
-    };
-    let watch = async {
-        // (first seen, last seen) of each statement, since the start.
-        let (mut detach, mut drop) = (None::<(Duration, Duration)>, None::<(Duration, Duration)>);
-        let mut ticks = tokio::time::interval(ACTIVITY_PERIOD);
-        while watching.load(Ordering::Relaxed) {
-            ticks.tick().await;
-            let active: Vec<String> = sqlx::query_scalar(
-                "SELECT query FROM pg_stat_activity
-                 WHERE state = 'active' AND datname = current_database()
-                   AND (query LIKE 'ALTER TABLE webhook_events DETACH%' OR query LIKE 'DROP TABLE IF EXISTS%')",
-            )
-            .fetch_all(&stack.db)
-            .await
-            .unwrap_or_default();
-            let now = started.elapsed();
-            for query in active {
-                let seen = if query.starts_with("DROP") {
-                    &mut drop
-                } else {
-                    &mut detach
-                };
-                *seen = Some(seen.map_or((now, now), |(first, _)| (first, now)));
-            }
-        }
-        (detach, drop)
-    };
-    let (((status, log), total), (detach, drop)) = tokio::join!(run, watch);
+    let (status, log) = stack
+        .run_worker_command(&["maintain"], &[("RETENTION", RETENTION)])
+        .await;
+    let total = started.elapsed();
     anyhow::ensure!(status.success(), "worker maintain failed:\n{log}");
-    let dropped_at = log
-        .lines()
-        .find(|line| line.contains("partition dropped"))
+    let line = |message: &str| log.lines().find(|line| line.contains(message));
+    let dropped_at = line("partition dropped")
         .and_then(|line| {
             line.split_whitespace()
                 .next()?
@@ -356,19 +322,16 @@ async fn maintain(stack: &TestStack) -> anyhow::Result<String> {
                 .ok()
         })
         .map(|at| (at - started_at).num_milliseconds());
-    let seen = |span: Option<(Duration, Duration)>| {
-        span.map_or("not seen (< 10 ms)".to_owned(), |(first, last)| {
-            format!(
-                "~{} ms",
-                (last - first).as_millis() + ACTIVITY_PERIOD.as_millis()
-            )
-        })
+    let took = |message: &str| {
+        line(message)
+            .and_then(|line| line.split("elapsed_ms=").nth(1)?.split_whitespace().next())
+            .map_or("?".to_owned(), |ms| format!("{ms} ms"))
     };
     Ok(format!(
         "run {} ms (dropped at +{} ms by its log); DETACH CONCURRENTLY {}, DROP {}",
         total.as_millis(),
         dropped_at.map_or("?".to_owned(), |ms| ms.to_string()),
-        seen(detach),
-        seen(drop)
+        took("partition detached"),
+        took("partition dropped")
     ))
 }
