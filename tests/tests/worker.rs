@@ -380,7 +380,9 @@ async fn the_adaptive_limit_comes_down_when_the_database_slows_and_climbs_back()
         cuts(m) >= 1.0 && limit(m) <= (healthy / 2.0).max(1.0)
     })
     .await;
-    let lowest = std::cell::Cell::new(limit(&worker.metrics().await));
+    // The levels seen from the cut on; "climbs back" is judged against the lowest of them.
+    let seen = std::sync::Mutex::new(vec![limit(&worker.metrics().await)]);
+    let lowest = |seen: &[f64]| seen.iter().copied().fold(f64::INFINITY, f64::min);
 
     sqlx::query("DROP TRIGGER slow_insert ON webhook_events")
         .execute(&stack.db)
@@ -389,23 +391,22 @@ async fn the_adaptive_limit_comes_down_when_the_database_slows_and_climbs_back()
     // The limit grows only while it is used, so keep a backlog while it climbs: the first
     // backlog may be nearly drained by now.
     let ids = std::sync::Mutex::new(ids);
-    let seen = std::sync::Mutex::new(Vec::new());
     let climbed = eventually(Duration::from_secs(60), "the limit climbs back", || async {
         if stack.messages_in(&stack.queue_url).await < 2_000 {
             let more = stack.preload(2_000).await;
             ids.lock().expect("ids").extend(more);
         }
         let now = limit(&worker.metrics().await);
-        seen.lock().expect("seen").push(now);
-        lowest.set(lowest.get().min(now));
-        Ok((now >= healthy.min(lowest.get() + 1.0)).then_some(()))
+        let mut seen = seen.lock().expect("seen");
+        seen.push(now);
+        Ok((now >= healthy.min(lowest(&seen) + 1.0)).then_some(()))
     })
     .await;
     if let Err(error) = climbed {
         let seen = seen.into_inner().expect("seen");
         let metrics = worker.metrics().await;
-        let lowest = lowest.get();
-        panic!("{error} (from {lowest}, before {healthy}; seen {seen:?})\n{metrics}");
+        let from = lowest(&seen);
+        panic!("{error} (from {from}, before {healthy}; seen {seen:?})\n{metrics}");
     }
 
     let ids = ids.into_inner().expect("ids");
